@@ -1,0 +1,300 @@
+//! The catalog over gRPC: conversions between the catalog types and their
+//! protobuf messages, and [`GrpcCatalog`], the client every non-coordinator
+//! role uses.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use spoor_proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::catalog::{
+    Catalog, CatalogError, CatalogFile, CatalogStatus, CommitBatch, CommitOutcome, FileQuery, NewFile,
+    SourceCheckpoint, SourceRange, TenantTotals,
+};
+use crate::schema::Table;
+use crate::tenant::TenantId;
+
+/// Maps a catalog error to a gRPC status (the one place this is decided).
+pub fn error_to_status(err: &CatalogError) -> tonic::Status {
+    match err {
+        CatalogError::Invalid { .. } => tonic::Status::invalid_argument(err.to_string()),
+        CatalogError::Conflict { .. } => tonic::Status::failed_precondition(err.to_string()),
+        CatalogError::Unavailable { .. } => tonic::Status::unavailable(err.to_string()),
+        CatalogError::Internal { .. } => tonic::Status::internal(err.to_string()),
+    }
+}
+
+/// Maps a gRPC status back to a catalog error.
+pub fn status_to_error(status: tonic::Status) -> CatalogError {
+    let reason = status.message().to_string();
+    match status.code() {
+        tonic::Code::InvalidArgument => CatalogError::Invalid { reason },
+        tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => CatalogError::Conflict { reason },
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            CatalogError::Unavailable { reason }
+        }
+        _ => CatalogError::Internal { reason: format!("{:?}: {reason}", status.code()) },
+    }
+}
+
+fn invalid(reason: String) -> CatalogError {
+    CatalogError::Invalid { reason }
+}
+
+/// Protobuf ↔ catalog type conversions.
+pub mod convert {
+    use super::*;
+
+    /// A checkpoint to protobuf.
+    pub fn checkpoint_to_pb(c: &SourceCheckpoint) -> pb::SourceCheckpoint {
+        pb::SourceCheckpoint {
+            source_id: c.source_id.clone(),
+            topic: c.topic.clone(),
+            partition: c.partition,
+            next_offset: c.next_offset,
+        }
+    }
+
+    /// A checkpoint from protobuf.
+    pub fn checkpoint_from_pb(c: pb::SourceCheckpoint) -> SourceCheckpoint {
+        SourceCheckpoint { source_id: c.source_id, topic: c.topic, partition: c.partition, next_offset: c.next_offset }
+    }
+
+    /// A new file to protobuf.
+    pub fn file_to_pb(f: &NewFile) -> pb::NewFile {
+        pb::NewFile {
+            file_id: f.file_id.clone(),
+            tenant: f.tenant.to_string(),
+            table: f.table.name().to_string(),
+            object_key: f.object_key.clone(),
+            min_time_micros: f.min_time_micros,
+            max_time_micros: f.max_time_micros,
+            row_count: f.row_count as i64,
+            byte_size: f.byte_size as i64,
+            schema_version: f.schema_version,
+            source: f.source.as_ref().map(|s| pb::SourceRange {
+                source_id: s.source_id.clone(),
+                topic: s.topic.clone(),
+                partition: s.partition,
+                first_offset: s.first_offset,
+                last_offset: s.last_offset,
+            }),
+        }
+    }
+
+    /// A new file from protobuf, validating tenant and table.
+    pub fn file_from_pb(f: pb::NewFile) -> Result<NewFile, CatalogError> {
+        let tenant = TenantId::new(f.tenant).map_err(|e| invalid(e.to_string()))?;
+        let table = Table::parse(&f.table).ok_or_else(|| invalid(format!("unknown table {:?}", f.table)))?;
+        let count = |name: &str, v: i64| u64::try_from(v).map_err(|_| invalid(format!("{name} is negative")));
+        Ok(NewFile {
+            file_id: f.file_id,
+            tenant,
+            table,
+            object_key: f.object_key,
+            min_time_micros: f.min_time_micros,
+            max_time_micros: f.max_time_micros,
+            row_count: count("row_count", f.row_count)?,
+            byte_size: count("byte_size", f.byte_size)?,
+            schema_version: f.schema_version,
+            source: f.source.map(|s| SourceRange {
+                source_id: s.source_id,
+                topic: s.topic,
+                partition: s.partition,
+                first_offset: s.first_offset,
+                last_offset: s.last_offset,
+            }),
+        })
+    }
+
+    /// A commit batch to protobuf.
+    pub fn batch_to_pb(b: &CommitBatch) -> pb::CommitBatchRequest {
+        pb::CommitBatchRequest {
+            files: b.files.iter().map(file_to_pb).collect(),
+            checkpoints: b.checkpoints.iter().map(checkpoint_to_pb).collect(),
+        }
+    }
+
+    /// A commit batch from protobuf.
+    pub fn batch_from_pb(b: pb::CommitBatchRequest) -> Result<CommitBatch, CatalogError> {
+        Ok(CommitBatch {
+            files: b.files.into_iter().map(file_from_pb).collect::<Result<_, _>>()?,
+            checkpoints: b.checkpoints.into_iter().map(checkpoint_from_pb).collect(),
+        })
+    }
+
+    /// A catalog file to protobuf.
+    pub fn catalog_file_to_pb(f: &CatalogFile) -> pb::CatalogFile {
+        pb::CatalogFile {
+            file: Some(file_to_pb(&f.file)),
+            sequence: f.sequence,
+            committed_at_micros: f.committed_at_micros,
+        }
+    }
+
+    /// A catalog file from protobuf.
+    pub fn catalog_file_from_pb(f: pb::CatalogFile) -> Result<CatalogFile, CatalogError> {
+        let file = f.file.ok_or_else(|| invalid("catalog file without its file".into()))?;
+        Ok(CatalogFile { file: file_from_pb(file)?, sequence: f.sequence, committed_at_micros: f.committed_at_micros })
+    }
+
+    /// A file query from protobuf.
+    pub fn query_from_pb(q: pb::ListFilesRequest) -> Result<FileQuery, CatalogError> {
+        Ok(FileQuery {
+            tenant: TenantId::new(q.tenant).map_err(|e| invalid(e.to_string()))?,
+            table: Table::parse(&q.table).ok_or_else(|| invalid(format!("unknown table {:?}", q.table)))?,
+            min_time_micros: q.min_time_micros,
+            max_time_micros: q.max_time_micros,
+        })
+    }
+
+    /// A status to protobuf.
+    pub fn status_to_pb(s: &CatalogStatus) -> pb::StatusResponse {
+        pb::StatusResponse {
+            node_id: s.node_id,
+            leader_id: s.leader_id,
+            current_term: s.current_term,
+            last_log_index: s.last_log_index,
+            last_applied_index: s.last_applied_index,
+            file_count: s.file_count,
+            tenants: s
+                .tenants
+                .iter()
+                .map(|t| pb::TenantStatus {
+                    tenant: t.tenant.clone(),
+                    last_sequence: t.last_sequence,
+                    file_count: t.file_count,
+                    row_count: t.row_count,
+                    byte_size: t.byte_size,
+                })
+                .collect(),
+        }
+    }
+
+    /// A status from protobuf.
+    pub fn status_from_pb(s: pb::StatusResponse) -> CatalogStatus {
+        CatalogStatus {
+            node_id: s.node_id,
+            leader_id: s.leader_id,
+            current_term: s.current_term,
+            last_log_index: s.last_log_index,
+            last_applied_index: s.last_applied_index,
+            file_count: s.file_count,
+            tenants: s
+                .tenants
+                .into_iter()
+                .map(|t| TenantTotals {
+                    tenant: t.tenant,
+                    last_sequence: t.last_sequence,
+                    file_count: t.file_count,
+                    row_count: t.row_count,
+                    byte_size: t.byte_size,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The catalog reached over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcCatalog {
+    client: pb::catalog_service_client::CatalogServiceClient<Channel>,
+    endpoint: String,
+}
+
+impl GrpcCatalog {
+    /// A client for the coordinator at `endpoint`. Connects lazily, so a
+    /// coordinator that starts later is found on the first call.
+    pub fn connect_lazy(endpoint: &str, timeout: Duration) -> Result<Self, CatalogError> {
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| invalid(format!("catalog endpoint {endpoint:?} is not a valid URI: {e}")))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect_lazy();
+        Ok(GrpcCatalog {
+            client: pb::catalog_service_client::CatalogServiceClient::new(channel),
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    fn on_error(&self, call: &str, status: tonic::Status) -> CatalogError {
+        match status_to_error(status) {
+            CatalogError::Unavailable { reason } => {
+                CatalogError::Unavailable { reason: format!("{call} at {}: {reason}", self.endpoint) }
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl Catalog for GrpcCatalog {
+    async fn commit_batch(&self, batch: CommitBatch) -> Result<CommitOutcome, CatalogError> {
+        let resp = self
+            .client
+            .clone()
+            .commit_batch(convert::batch_to_pb(&batch))
+            .await
+            .map_err(|s| self.on_error("CommitBatch", s))?
+            .into_inner();
+        Ok(CommitOutcome { sequences: resp.sequences, already_committed: resp.already_committed })
+    }
+
+    async fn list_files(&self, query: FileQuery) -> Result<Vec<CatalogFile>, CatalogError> {
+        let req = pb::ListFilesRequest {
+            tenant: query.tenant.to_string(),
+            table: query.table.name().to_string(),
+            min_time_micros: query.min_time_micros,
+            max_time_micros: query.max_time_micros,
+        };
+        let resp = self.client.clone().list_files(req).await.map_err(|s| self.on_error("ListFiles", s))?.into_inner();
+        resp.files.into_iter().map(convert::catalog_file_from_pb).collect()
+    }
+
+    async fn checkpoints(&self, source_id: &str, topic: &str) -> Result<Vec<SourceCheckpoint>, CatalogError> {
+        let req = pb::GetCheckpointsRequest { source_id: source_id.to_string(), topic: topic.to_string() };
+        let resp =
+            self.client.clone().get_checkpoints(req).await.map_err(|s| self.on_error("GetCheckpoints", s))?.into_inner();
+        Ok(resp.checkpoints.into_iter().map(convert::checkpoint_from_pb).collect())
+    }
+
+    async fn status(&self) -> Result<CatalogStatus, CatalogError> {
+        let resp = self.client.clone().status(pb::StatusRequest {}).await.map_err(|s| self.on_error("Status", s))?;
+        Ok(convert::status_from_pb(resp.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::conformance::kafka_file;
+
+    #[test]
+    fn files_round_trip_through_protobuf() {
+        let f = kafka_file("acme", "t", 2, 5, 9);
+        assert_eq!(convert::file_from_pb(convert::file_to_pb(&f)).expect("round trip"), f);
+    }
+
+    #[test]
+    fn bad_protobuf_files_are_refused_naming_the_field() {
+        let mut pbf = convert::file_to_pb(&kafka_file("acme", "t", 2, 5, 9));
+        pbf.table = "secrets".into();
+        assert!(convert::file_from_pb(pbf.clone()).expect_err("table").to_string().contains("secrets"));
+        pbf.table = "events".into();
+        pbf.row_count = -1;
+        assert!(convert::file_from_pb(pbf).expect_err("rows").to_string().contains("row_count"));
+    }
+
+    #[test]
+    fn errors_keep_their_kind_over_grpc() {
+        for err in [
+            CatalogError::Invalid { reason: "a".into() },
+            CatalogError::Conflict { reason: "b".into() },
+            CatalogError::Unavailable { reason: "c".into() },
+        ] {
+            let back = status_to_error(error_to_status(&err));
+            assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(&err));
+        }
+    }
+}

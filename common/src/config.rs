@@ -1,0 +1,419 @@
+//! Configuration: one TOML file, layered as embedded defaults → file →
+//! `SPOOR_*` environment variables → `--set key=value` flags. Unknown keys and
+//! bad values stop start-up with a message naming the key and where it came
+//! from.
+//!
+//! Environment variables name nested keys with a double underscore:
+//! `SPOOR_INGEST__FLUSH_INTERVAL_MS=500` sets `ingest.flush_interval_ms`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+use crate::tenant::TenantId;
+
+/// The embedded defaults, also the reference for every key (`docs/operations.md`).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
+
+/// The whole configuration of a Spoor process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder for local state: the Raft log and, by default, the lake.
+    pub data_dir: PathBuf,
+    /// This process's listeners and identity.
+    pub node: NodeConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Object storage of the lake.
+    pub storage: StorageConfig,
+    /// The coordinator role.
+    pub coordinator: CoordinatorConfig,
+    /// How non-coordinator roles reach the catalog.
+    pub catalog: CatalogClientConfig,
+    /// The ingest role.
+    pub ingest: IngestConfig,
+    /// The query role.
+    pub query: QueryConfig,
+}
+
+/// Listeners and identity of this process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Raft node id (coordinator) and member id (other roles); unique per cluster.
+    pub id: u64,
+    /// HTTP listener: query API, HTTP ingest, `/health`, `/metrics`. Port 0 picks a free port.
+    pub http_addr: SocketAddr,
+    /// gRPC listener: the catalog API (coordinator, standalone). Port 0 picks a free port.
+    pub grpc_addr: SocketAddr,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, for example `info` or `spoor_ingest=debug,info`.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Object storage of the lake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Lake root as a URL (`file:///var/lib/spoor/lake`). Empty: `{data_dir}/lake` on local disk.
+    pub url: String,
+}
+
+/// The coordinator role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Folder of the Raft log and snapshots. Empty: `{data_dir}/raft`.
+    pub raft_dir: String,
+    /// Raft heartbeat interval, milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout, milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout, milliseconds.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot and compact the log after this many entries.
+    pub snapshot_after_entries: u64,
+}
+
+/// How roles other than the coordinator reach the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogClientConfig {
+    /// gRPC endpoint of a coordinator, for example `http://127.0.0.1:7070`.
+    pub endpoint: String,
+    /// Per-call timeout, milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// The ingest role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Tenant that receives every event until tenant routing lands.
+    pub tenant: String,
+    /// Flush a partition's buffered events at least this often, milliseconds.
+    pub flush_interval_ms: u64,
+    /// Flush when this many events are buffered.
+    pub max_batch_events: usize,
+    /// Flush when this many bytes of raw events are buffered.
+    pub max_batch_bytes: usize,
+    /// Largest accepted HTTP ingest request body, bytes.
+    pub http_max_body_bytes: usize,
+    /// Zstd level of Parquet files (1–22).
+    pub zstd_level: i32,
+    /// Kafka source.
+    pub kafka: KafkaConfig,
+}
+
+/// The Kafka source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port,...`. Empty: the Kafka source is off.
+    pub brokers: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group; also the source id under which checkpoints are stored.
+    pub group_id: String,
+    /// Where to start in a partition without a checkpoint: `earliest` or `latest`.
+    pub start_from: StartFrom,
+    /// Extra librdkafka properties (for example `security.protocol`).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// Where to start in a partition that has no checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// The oldest retained offset.
+    Earliest,
+    /// Only events produced from now on.
+    Latest,
+}
+
+/// The query role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Most rows one response returns; more are cut and the response says so.
+    pub max_result_rows: usize,
+    /// A query running longer is cancelled, milliseconds.
+    pub timeout_ms: u64,
+    /// Largest accepted SQL text, bytes.
+    pub max_sql_bytes: usize,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or a key has a bad value or name.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A `--set` flag is not `key=value`.
+    #[error("invalid configuration flag --set {flag:?}: expected key=value, for example ingest.flush_interval_ms=500")]
+    BadFlag {
+        /// The flag as given.
+        flag: String,
+    },
+    /// The named config file does not exist.
+    #[error("invalid configuration: config file {path} does not exist")]
+    MissingFile {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A value is well-formed but not allowed.
+    #[error("invalid configuration: key `{key}`: {reason}")]
+    Value {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One overriding key from the environment or a flag, named after its origin
+/// so an error says exactly which variable or flag was wrong.
+struct Override {
+    origin: String,
+    key: String,
+    value: Value,
+}
+
+impl Provider for Override {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.origin.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::default(&self.key, self.value.clone()).data()
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then `SPOOR_*` variables from `env`, then
+    /// `--set` flags, and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile { path: path.to_path_buf() });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Env takes its variables from the process; we filter our own copy so
+        // tests and callers can pass an explicit environment.
+        let vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("SPOOR_")).collect();
+        for (key, value) in &vars {
+            let dotted = key["SPOOR_".len()..].to_ascii_lowercase().replace("__", ".");
+            if dotted.is_empty() {
+                continue;
+            }
+            let parsed = parse_value(value);
+            figment = figment.merge(Override { origin: format!("environment variable {key}"), key: dotted, value: parsed });
+        }
+        for flag in sets {
+            let (key, value) = flag.split_once('=').ok_or_else(|| ConfigError::BadFlag { flag: flag.clone() })?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(ConfigError::BadFlag { flag: flag.clone() });
+            }
+            let parsed = parse_value(value);
+            figment = figment.merge(Override { origin: format!("flag --set {flag}"), key: key.to_string(), value: parsed });
+        }
+        let config: Config = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| Err(ConfigError::Value { key, reason: reason.to_string() });
+        if self.ingest.flush_interval_ms == 0 {
+            return bad("ingest.flush_interval_ms", "must be at least 1");
+        }
+        if self.ingest.max_batch_events == 0 {
+            return bad("ingest.max_batch_events", "must be at least 1");
+        }
+        if self.ingest.max_batch_bytes == 0 {
+            return bad("ingest.max_batch_bytes", "must be at least 1");
+        }
+        if !(1..=22).contains(&self.ingest.zstd_level) {
+            return bad("ingest.zstd_level", "must be between 1 and 22");
+        }
+        if let Err(e) = TenantId::new(self.ingest.tenant.clone()) {
+            return Err(ConfigError::Value { key: "ingest.tenant", reason: e.to_string() });
+        }
+        if !self.ingest.kafka.brokers.is_empty() {
+            if self.ingest.kafka.topics.is_empty() {
+                return bad("ingest.kafka.topics", "must name at least one topic when ingest.kafka.brokers is set");
+            }
+            if self.ingest.kafka.group_id.is_empty() {
+                return bad("ingest.kafka.group_id", "must not be empty");
+            }
+        }
+        if self.coordinator.election_timeout_min_ms <= self.coordinator.heartbeat_interval_ms {
+            return bad("coordinator.election_timeout_min_ms", "must be greater than coordinator.heartbeat_interval_ms");
+        }
+        if self.coordinator.election_timeout_max_ms <= self.coordinator.election_timeout_min_ms {
+            return bad("coordinator.election_timeout_max_ms", "must be greater than coordinator.election_timeout_min_ms");
+        }
+        if self.query.max_result_rows == 0 {
+            return bad("query.max_result_rows", "must be at least 1");
+        }
+        if self.query.timeout_ms == 0 {
+            return bad("query.timeout_ms", "must be at least 1");
+        }
+        if !self.storage.url.is_empty() {
+            if let Err(e) = url::Url::parse(&self.storage.url) {
+                return Err(ConfigError::Value { key: "storage.url", reason: format!("not a URL: {e}") });
+            }
+        }
+        if !self.catalog.endpoint.starts_with("http://") && !self.catalog.endpoint.starts_with("https://") {
+            return bad("catalog.endpoint", "must start with http:// or https://");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render the configuration: {e}\n"))
+    }
+
+    /// The Raft folder.
+    pub fn raft_dir(&self) -> PathBuf {
+        if self.coordinator.raft_dir.is_empty() {
+            self.data_dir.join("raft")
+        } else {
+            PathBuf::from(&self.coordinator.raft_dir)
+        }
+    }
+
+    /// The lake folder when the lake is on local disk (no `storage.url`).
+    pub fn local_lake_dir(&self) -> PathBuf {
+        self.data_dir.join("lake")
+    }
+
+    /// The tenant ingest writes to.
+    pub fn ingest_tenant(&self) -> TenantId {
+        // validate() checked it; fall back to the default id rather than panic.
+        TenantId::new(self.ingest.tenant.clone())
+            .unwrap_or_else(|_| TenantId::new(TenantId::DEFAULT).unwrap_or_else(|e| panic!("{e}")))
+    }
+}
+
+/// Reads an override value as TOML-like (numbers, booleans, arrays), else as a string.
+fn parse_value(text: &str) -> Value {
+    match text.parse::<Value>() {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)], sets: &[&str]) -> Result<Config, ConfigError> {
+        Config::load(
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn defaults_load_and_bind_loopback() {
+        let c = load(&[], &[]).expect("defaults");
+        assert!(c.node.http_addr.ip().is_loopback());
+        assert!(c.node.grpc_addr.ip().is_loopback());
+        assert_eq!(c.data_dir, PathBuf::from("./spoor-data"));
+        assert!(c.ingest.flush_interval_ms <= 2000);
+        assert_eq!(c.ingest.tenant, "default");
+    }
+
+    #[test]
+    fn env_then_flags_override_in_order() {
+        let c = load(
+            &[("SPOOR_INGEST__FLUSH_INTERVAL_MS", "500"), ("SPOOR_INGEST__KAFKA__TOPICS", "[\"a\",\"b\"]"), ("PATH", "/bin")],
+            &["ingest.flush_interval_ms=700", "data_dir=/tmp/x"],
+        )
+        .expect("overrides");
+        assert_eq!(c.ingest.flush_interval_ms, 700);
+        assert_eq!(c.ingest.kafka.topics, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load(&[("SPOOR_INGEST__FLUSH_MS", "5")], &[]).expect_err("unknown key").to_string();
+        assert!(err.contains("flush_ms"), "{err}");
+        assert!(err.contains("SPOOR_INGEST__FLUSH_MS"), "{err}");
+        let err = load(&[], &["query.nope=1"]).expect_err("unknown key").to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load(&[("SPOOR_INGEST__FLUSH_INTERVAL_MS", "soon")], &[]).expect_err("bad type").to_string();
+        assert!(err.contains("flush_interval_ms"), "{err}");
+        let err = load(&[], &["node.http_addr=nowhere"]).expect_err("bad addr").to_string();
+        assert!(err.contains("http_addr"), "{err}");
+        let err = load(&[], &["ingest.zstd_level=99"]).expect_err("range").to_string();
+        assert!(err.contains("ingest.zstd_level"), "{err}");
+        let err = load(&[], &["ingest.tenant=Bad/Tenant"]).expect_err("tenant").to_string();
+        assert!(err.contains("ingest.tenant"), "{err}");
+        let err = load(&[], &["novalue"]).expect_err("flag").to_string();
+        assert!(err.contains("--set"), "{err}");
+    }
+
+    #[test]
+    fn file_layer_and_missing_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spoor.toml");
+        std::fs::write(&path, "[ingest]\nflush_interval_ms = 250\n").expect("write");
+        let c = Config::load(Some(&path), Vec::new(), &[]).expect("file");
+        assert_eq!(c.ingest.flush_interval_ms, 250);
+        std::fs::write(&path, "[ingest]\nflush_interval = 250\n").expect("write");
+        let err = Config::load(Some(&path), Vec::new(), &[]).expect_err("unknown").to_string();
+        assert!(err.contains("flush_interval") && err.contains("spoor.toml"), "{err}");
+        let err = Config::load(Some(&dir.path().join("nope.toml")), Vec::new(), &[]).expect_err("missing").to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_loads_back() {
+        let c = load(&[], &["ingest.kafka.brokers=127.0.0.1:9092"]).expect("config");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("printed.toml");
+        std::fs::write(&path, c.to_toml()).expect("write");
+        let back = Config::load(Some(&path), Vec::new(), &[]).expect("reload");
+        assert_eq!(back, c);
+    }
+}

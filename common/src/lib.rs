@@ -1,0 +1,17 @@
+//! What every Spoor role shares: the event schema, tenant ids, configuration,
+//! the lake layout and object store, the catalog trait with its in-memory
+//! implementation and gRPC client, and telemetry.
+
+pub mod catalog;
+pub mod catalog_client;
+pub mod config;
+pub mod layout;
+pub mod schema;
+pub mod storage;
+pub mod telemetry;
+pub mod tenant;
+pub mod time;
+
+pub use catalog::{Catalog, CatalogError};
+pub use config::Config;
+pub use tenant::TenantId;

@@ -1,0 +1,27 @@
+//! The coordinator role: an openraft group whose state machine is the
+//! catalog, served over gRPC (`spoor.v1.CatalogService`).
+//!
+//! Other roles never depend on this crate; they reach it through the gRPC
+//! client in `spoor-common`, or, inside `spoor standalone`, through the
+//! [`spoor_common::Catalog`] trait that [`CoordinatorNode`] implements.
+
+pub mod grpc;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod raft_types;
+pub mod state_machine;
+
+pub use grpc::CatalogGrpc;
+pub use node::{CoordinatorError, CoordinatorNode};
+
+/// Accepted connections of a bound listener as a stream, for tonic's
+/// `serve_with_incoming` (lets callers bind port 0 and learn the address first).
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    futures::stream::unfold(listener, |l| async move {
+        let next = l.accept().await.map(|(s, _)| s);
+        Some((next, l))
+    })
+}
