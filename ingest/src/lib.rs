@@ -1,1 +1,11 @@
+//! The ingest role: Kafka and HTTP sources, JSON normalization to the event
+//! schema, Parquet files in the lake, and catalog commits that carry the
+//! source checkpoints (DESIGN.md, guarantees: nothing lost, exactly-once files).
 
+pub mod error;
+pub mod lake_writer;
+pub mod normalize;
+pub mod flush;
+pub mod http;
+pub mod kafka;
+pub mod partitions;

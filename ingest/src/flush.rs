@@ -1,0 +1,168 @@
+//! Turning buffered rows into durable, committed files: write every Parquet
+//! file, then commit them with the source checkpoints in one catalog entry.
+//! Only after that commit may a source acknowledge its input (Kafka offset
+//! commit, HTTP 200).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spoor_common::catalog::{Catalog, CatalogError, CommitBatch, CommitOutcome, NewFile, SourceCheckpoint, SourceRange};
+use spoor_common::tenant::TenantId;
+
+use crate::error::IngestError;
+use crate::lake_writer::{DeadLetterRow, FileOrigin, LakeWriter};
+use crate::normalize::EventRow;
+
+/// Test-only fault injection, read from `SPOOR_TEST_FAULT` at start-up: lets
+/// end-to-end tests crash the process at the two points where a crash can
+/// lose or duplicate data, and prove that it does neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Abort after the Parquet files are written, before the catalog commit.
+    CrashAfterWrite,
+    /// Abort after the catalog commit, before the Kafka offset commit.
+    CrashAfterCommit,
+}
+
+impl Fault {
+    /// The fault named by `SPOOR_TEST_FAULT`, if any.
+    pub fn from_env() -> Option<Fault> {
+        match std::env::var("SPOOR_TEST_FAULT").ok()?.as_str() {
+            "crash_after_write" => Some(Fault::CrashAfterWrite),
+            "crash_after_commit" => Some(Fault::CrashAfterCommit),
+            other => {
+                tracing::warn!(value = other, "ignoring unknown SPOOR_TEST_FAULT");
+                None
+            }
+        }
+    }
+
+    /// Aborts the process if this fault is armed at `point`.
+    pub fn trigger(armed: Option<Fault>, point: Fault) {
+        if armed == Some(point) {
+            eprintln!("SPOOR_TEST_FAULT: aborting at {point:?}");
+            std::process::abort();
+        }
+    }
+}
+
+/// The rows read from one Kafka partition range.
+#[derive(Debug, Clone)]
+pub struct PartitionBatch {
+    /// The offsets the rows came from.
+    pub range: SourceRange,
+    /// Normalized events.
+    pub events: Vec<EventRow>,
+    /// Events that failed normalization.
+    pub dead: Vec<DeadLetterRow>,
+}
+
+/// Writes and commits batches for one tenant.
+#[derive(Clone)]
+pub struct Flusher {
+    tenant: TenantId,
+    writer: LakeWriter,
+    catalog: Arc<dyn Catalog>,
+    fault: Option<Fault>,
+}
+
+impl std::fmt::Debug for Flusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flusher").field("tenant", &self.tenant).finish()
+    }
+}
+
+/// What a flush committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flushed {
+    /// Files committed.
+    pub files: usize,
+    /// Events committed.
+    pub events: usize,
+    /// Dead letters committed.
+    pub dead_letters: usize,
+    /// The catalog's answer.
+    pub outcome: CommitOutcome,
+}
+
+impl Flusher {
+    /// A flusher for `tenant`.
+    pub fn new(tenant: TenantId, writer: LakeWriter, catalog: Arc<dyn Catalog>, fault: Option<Fault>) -> Self {
+        Flusher { tenant, writer, catalog, fault }
+    }
+
+    /// The armed test fault.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault
+    }
+
+    /// Writes the files of every partition batch and commits them with the
+    /// partitions' next offsets in one catalog entry.
+    pub async fn flush_kafka(&self, batches: &[PartitionBatch]) -> Result<Flushed, IngestError> {
+        let _span = tracing::info_span!("flush", tenant = %self.tenant, partitions = batches.len()).entered();
+        let started = std::time::Instant::now();
+        let mut files: Vec<NewFile> = Vec::new();
+        let mut checkpoints = Vec::new();
+        let (mut events, mut dead) = (0, 0);
+        for b in batches {
+            files.extend(self.writer.write(&self.tenant, &FileOrigin::Kafka(b.range.clone()), &b.events, &b.dead).await?);
+            checkpoints.push(SourceCheckpoint {
+                source_id: b.range.source_id.clone(),
+                topic: b.range.topic.clone(),
+                partition: b.range.partition,
+                next_offset: b.range.last_offset + 1,
+            });
+            events += b.events.len();
+            dead += b.dead.len();
+        }
+        Fault::trigger(self.fault, Fault::CrashAfterWrite);
+        let n_files = files.len();
+        let outcome = self.commit(CommitBatch { files, checkpoints }).await?;
+        record(events, dead, started);
+        Ok(Flushed { files: n_files, events, dead_letters: dead, outcome })
+    }
+
+    /// Writes and commits the rows of one request without source offsets.
+    pub async fn flush_request(
+        &self,
+        request_id: &str,
+        events: &[EventRow],
+        dead: &[DeadLetterRow],
+    ) -> Result<Flushed, IngestError> {
+        let started = std::time::Instant::now();
+        let files = self.writer.write(&self.tenant, &FileOrigin::Request(request_id.to_string()), events, dead).await?;
+        Fault::trigger(self.fault, Fault::CrashAfterWrite);
+        let n_files = files.len();
+        let outcome = if files.is_empty() {
+            CommitOutcome { sequences: Vec::new(), already_committed: false }
+        } else {
+            self.commit(CommitBatch { files, checkpoints: Vec::new() }).await?
+        };
+        record(events.len(), dead.len(), started);
+        Ok(Flushed { files: n_files, events: events.len(), dead_letters: dead.len(), outcome })
+    }
+
+    /// Commits, retrying while the catalog is unavailable (bounded: about a
+    /// minute), since files already written are useless until committed.
+    async fn commit(&self, batch: CommitBatch) -> Result<CommitOutcome, IngestError> {
+        let mut delay = Duration::from_millis(50);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.catalog.commit_batch(batch.clone()).await {
+                Ok(out) => return Ok(out),
+                Err(e @ CatalogError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "catalog commit failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn record(events: usize, dead: usize, started: std::time::Instant) {
+    metrics::counter!("spoor_ingest_events_total").increment(events as u64);
+    metrics::counter!("spoor_ingest_dead_letters_total").increment(dead as u64);
+    metrics::histogram!("spoor_ingest_flush_seconds").record(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,220 @@
+//! The Kafka pipeline's buffers, kept apart from rdkafka so its rules can be
+//! tested without a broker:
+//!
+//! - per partition, an offset floor: a message below it is a duplicate (a
+//!   re-delivery after a seek, or a stale message queued before one) and is
+//!   dropped, so a partition's offsets only move forward;
+//! - a revoked partition's buffer is dropped: its new owner starts from the
+//!   catalog checkpoint, which is exactly where this buffer began;
+//! - a flush hands every buffer over as one [`PartitionBatch`] per partition.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use spoor_common::catalog::SourceRange;
+
+use crate::flush::PartitionBatch;
+use crate::lake_writer::DeadLetterRow;
+use crate::normalize::{JsonNormalizer, Provenance};
+
+/// (topic, partition).
+pub type TopicPartition = (String, i32);
+
+/// One message from Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Payload (empty when the message had none).
+    pub payload: Vec<u8>,
+}
+
+/// Buffers of every assigned partition.
+#[derive(Debug)]
+pub struct PartitionBuffers {
+    source_id: String,
+    normalizer: JsonNormalizer,
+    buffers: BTreeMap<TopicPartition, PartitionBatch>,
+    floors: BTreeMap<TopicPartition, i64>,
+    buffered_events: usize,
+    buffered_bytes: usize,
+    oldest: Option<Instant>,
+}
+
+impl PartitionBuffers {
+    /// Empty buffers for a source (consumer group).
+    pub fn new(source_id: impl Into<String>) -> Self {
+        PartitionBuffers {
+            source_id: source_id.into(),
+            normalizer: JsonNormalizer::new(),
+            buffers: BTreeMap::new(),
+            floors: BTreeMap::new(),
+            buffered_events: 0,
+            buffered_bytes: 0,
+            oldest: None,
+        }
+    }
+
+    /// A partition was assigned, starting at `start` when known.
+    pub fn assigned(&mut self, tp: TopicPartition, start: Option<i64>) {
+        self.drop_partition(&tp);
+        match start {
+            Some(offset) => {
+                self.floors.insert(tp, offset);
+            }
+            None => {
+                self.floors.remove(&tp);
+            }
+        }
+    }
+
+    /// A partition was revoked: forget its buffer and floor.
+    pub fn revoked(&mut self, tp: &TopicPartition) {
+        self.drop_partition(tp);
+        self.floors.remove(tp);
+    }
+
+    /// After a refused commit: drop the named partitions' buffers and restart
+    /// each at the given offset (the catalog's checkpoint).
+    pub fn reset_to(&mut self, restarts: impl IntoIterator<Item = (TopicPartition, i64)>) {
+        for (tp, next) in restarts {
+            self.drop_partition(&tp);
+            self.floors.insert(tp, next);
+        }
+    }
+
+    fn drop_partition(&mut self, tp: &TopicPartition) {
+        if let Some(b) = self.buffers.remove(tp) {
+            self.buffered_events -= b.events.len() + b.dead.len();
+        }
+        if self.buffers.is_empty() {
+            self.buffered_events = 0;
+            self.buffered_bytes = 0;
+            self.oldest = None;
+        }
+    }
+
+    /// Adds a message; returns false when it was a duplicate and was dropped.
+    pub fn push(&mut self, record: KafkaRecord, now_micros: i64) -> bool {
+        let tp = (record.topic.clone(), record.partition);
+        if let Some(floor) = self.floors.get(&tp) {
+            if record.offset < *floor {
+                metrics::counter!("spoor_ingest_duplicates_dropped_total").increment(1);
+                return false;
+            }
+        }
+        self.floors.insert(tp.clone(), record.offset + 1);
+        let prov = Provenance {
+            topic: record.topic.clone(),
+            partition: Some(record.partition),
+            offset: Some(record.offset),
+            ingest_time_micros: now_micros,
+        };
+        let buffer = self.buffers.entry(tp).or_insert_with(|| {
+            let range = SourceRange {
+                source_id: self.source_id.clone(),
+                topic: record.topic.clone(),
+                partition: record.partition,
+                first_offset: record.offset,
+                last_offset: record.offset,
+            };
+            PartitionBatch { range, events: Vec::new(), dead: Vec::new() }
+        });
+        buffer.range.last_offset = record.offset;
+        self.buffered_bytes += record.payload.len();
+        match self.normalizer.normalize(&record.payload, &prov) {
+            Ok(row) => buffer.events.push(row),
+            Err(e) => buffer.dead.push(DeadLetterRow {
+                ingest_time_micros: now_micros,
+                topic: record.topic,
+                partition: Some(record.partition),
+                offset: Some(record.offset),
+                error: format!("offset {}: {e}", record.offset),
+                raw: record.payload,
+            }),
+        }
+        self.buffered_events += 1;
+        self.oldest.get_or_insert_with(Instant::now);
+        true
+    }
+
+    /// Events and dead letters buffered.
+    pub fn buffered_events(&self) -> usize {
+        self.buffered_events
+    }
+
+    /// Raw bytes buffered.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    /// When the oldest buffered message arrived.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.oldest
+    }
+
+    /// Takes every buffer as batches (they are committed or retried by the caller).
+    pub fn take(&mut self) -> Vec<PartitionBatch> {
+        let batches = std::mem::take(&mut self.buffers).into_values().collect();
+        self.buffered_events = 0;
+        self.buffered_bytes = 0;
+        self.oldest = None;
+        batches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(partition: i32, offset: i64, payload: &str) -> KafkaRecord {
+        KafkaRecord { topic: "t".into(), partition, offset, payload: payload.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn buffers_ranges_per_partition_and_dead_letters_bad_events() {
+        let mut b = PartitionBuffers::new("g");
+        assert!(b.push(rec(0, 5, r#"{"a":1}"#), 1));
+        assert!(b.push(rec(0, 6, "{oops"), 1));
+        assert!(b.push(rec(1, 0, r#"{"a":2}"#), 1));
+        assert_eq!(b.buffered_events(), 3);
+        let batches = b.take();
+        assert_eq!(batches.len(), 2);
+        assert_eq!((batches[0].range.first_offset, batches[0].range.last_offset), (5, 6));
+        assert_eq!(batches[0].events.len(), 1);
+        assert_eq!(batches[0].dead.len(), 1);
+        assert!(batches[0].dead[0].error.starts_with("offset 6: invalid JSON"), "{}", batches[0].dead[0].error);
+        assert_eq!(b.buffered_events(), 0);
+    }
+
+    #[test]
+    fn offsets_below_the_floor_are_duplicates() {
+        let mut b = PartitionBuffers::new("g");
+        b.assigned(("t".into(), 0), Some(10));
+        assert!(!b.push(rec(0, 9, "{}"), 1), "below the assigned start");
+        assert!(b.push(rec(0, 10, "{}"), 1));
+        assert!(!b.push(rec(0, 10, "{}"), 1), "re-delivery");
+        assert!(b.push(rec(0, 12, "{}"), 1), "gaps are fine");
+        let batches = b.take();
+        assert_eq!((batches[0].range.first_offset, batches[0].range.last_offset), (10, 12));
+        assert_eq!(batches[0].events.len(), 2);
+    }
+
+    #[test]
+    fn revoke_drops_the_buffer_and_reset_moves_the_floor() {
+        let mut b = PartitionBuffers::new("g");
+        b.push(rec(0, 0, "{}"), 1);
+        b.push(rec(1, 0, "{}"), 1);
+        b.revoked(&("t".into(), 0));
+        assert_eq!(b.buffered_events(), 1);
+        b.push(rec(2, 0, "{}"), 1);
+        b.reset_to([(("t".to_string(), 1), 50)]);
+        assert_eq!(b.buffered_events(), 1, "partition 2 keeps its buffer");
+        assert!(!b.push(rec(1, 49, "{}"), 1));
+        assert!(b.push(rec(1, 50, "{}"), 1));
+    }
+}
