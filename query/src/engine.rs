@@ -182,8 +182,7 @@ impl QueryEngine {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(from_datafusion)?;
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet")
-                    .with_collect_stat(true);
+                    .with_file_extension(".parquet");
                 let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
                 Arc::new(ListingTable::try_new(config).map_err(from_datafusion)?)
             };
