@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use spoor_common::catalog::{Catalog, CatalogError, CommitBatch, CommitOutcome, NewFile, SourceCheckpoint, SourceRange};
 use spoor_common::tenant::TenantId;
+use tracing::Instrument;
 
 use crate::error::IngestError;
 use crate::lake_writer::{DeadLetterRow, FileOrigin, LakeWriter};
@@ -99,7 +100,11 @@ impl Flusher {
     /// Writes the files of every partition batch and commits them with the
     /// partitions' next offsets in one catalog entry.
     pub async fn flush_kafka(&self, batches: &[PartitionBatch]) -> Result<Flushed, IngestError> {
-        let _span = tracing::info_span!("flush", tenant = %self.tenant, partitions = batches.len()).entered();
+        let span = tracing::info_span!("flush", tenant = %self.tenant, partitions = batches.len());
+        self.flush_kafka_inner(batches).instrument(span).await
+    }
+
+    async fn flush_kafka_inner(&self, batches: &[PartitionBatch]) -> Result<Flushed, IngestError> {
         let started = std::time::Instant::now();
         let mut files: Vec<NewFile> = Vec::new();
         let mut checkpoints = Vec::new();

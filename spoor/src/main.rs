@@ -1,1 +1,125 @@
-fn main(){}
+//! `spoor`: one binary, every role.
+//!
+//! `spoor standalone` runs coordinator, ingest and query in one process on
+//! embedded defaults; `spoor coordinator|ingest|query` run one role each;
+//! `spoor sql` and `spoor status` are clients of a running node.
+
+mod client;
+mod roles;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use spoor_common::config::Config;
+
+/// Spoor: ingest and correlation cluster for security telemetry.
+#[derive(Debug, Parser)]
+#[command(name = "spoor", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Coordinator, ingest and query in one process (single-node Raft, local-disk lake).
+    Standalone(RoleArgs),
+    /// The coordinator role: Raft catalog served over gRPC.
+    Coordinator(RoleArgs),
+    /// The ingest role: Kafka and HTTP sources writing Parquet to the lake.
+    Ingest(RoleArgs),
+    /// The correlation worker role.
+    Worker(RoleArgs),
+    /// The query role: SQL over the lake via HTTP.
+    Query(RoleArgs),
+    /// Run one SQL statement against a running node and print the result.
+    Sql(client::SqlArgs),
+    /// Show a running node's catalog and Raft status.
+    Status(client::StatusArgs),
+}
+
+/// Options shared by every role.
+#[derive(Debug, Args)]
+struct RoleArgs {
+    /// TOML config file (layered over the embedded defaults).
+    #[arg(long, short = 'c', env = "SPOOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override any key: `--set ingest.flush_interval_ms=500` (repeatable; beats env and file).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Shorthand for `--set data_dir=PATH`.
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Shorthand for `--set node.http_addr=ADDR`.
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Shorthand for `--set node.grpc_addr=ADDR`.
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl RoleArgs {
+    fn load(&self) -> Result<Config, spoor_common::config::ConfigError> {
+        let mut sets = Vec::new();
+        if let Some(v) = &self.data_dir {
+            sets.push(format!("data_dir={v}"));
+        }
+        if let Some(v) = &self.http_addr {
+            sets.push(format!("node.http_addr={v}"));
+        }
+        if let Some(v) = &self.grpc_addr {
+            sets.push(format!("node.grpc_addr={v}"));
+        }
+        sets.extend(self.sets.iter().cloned());
+        // SPOOR_CONFIG names the file, it is not a key.
+        let env = std::env::vars().filter(|(k, _)| k != "SPOOR_CONFIG" && k != "SPOOR_TEST_FAULT");
+        Config::load(self.config.as_deref(), env, &sets)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (role, args) = match cli.command {
+        Command::Sql(args) => return client::sql(args),
+        Command::Status(args) => return client::status(args),
+        Command::Standalone(a) => (roles::Role::Standalone, a),
+        Command::Coordinator(a) => (roles::Role::Coordinator, a),
+        Command::Ingest(a) => (roles::Role::Ingest, a),
+        Command::Worker(a) => (roles::Role::Worker, a),
+        Command::Query(a) => (roles::Role::Query, a),
+    };
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spoor {}: {e}", role.name());
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = spoor_common::telemetry::init_logging(&config.log) {
+        eprintln!("spoor {}: {e}", role.name());
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("spoor {}: cannot start the async runtime: {e}", role.name());
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(roles::run(role, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "stopped");
+            eprintln!("spoor {}: {e:#}", role.name());
+            ExitCode::FAILURE
+        }
+    }
+}

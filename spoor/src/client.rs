@@ -1,0 +1,154 @@
+//! `spoor sql` and `spoor status`: HTTP clients of a running node.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7080";
+
+/// Options of `spoor sql`.
+#[derive(Debug, Args)]
+pub(crate) struct SqlArgs {
+    /// The statement, for example "SELECT count(*) FROM events".
+    sql: String,
+    /// HTTP endpoint of a query or standalone node.
+    #[arg(long, env = "SPOOR_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Options of `spoor status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// HTTP endpoint of any node.
+    #[arg(long, env = "SPOOR_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// Aligned columns.
+    Table,
+    /// The rows as one JSON array.
+    Json,
+    /// One JSON object per row.
+    Ndjson,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))
+}
+
+async fn send(req: reqwest::RequestBuilder, endpoint: &str) -> Result<Value, String> {
+    let resp = req.send().await.map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.map_err(|e| format!("{endpoint} answered {status} with a body that is not JSON: {e}"))?;
+    if !status.is_success() {
+        let code = body["error"]["code"].as_str().unwrap_or("error");
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        return Err(format!("{code}: {message}"));
+    }
+    Ok(body)
+}
+
+pub(crate) fn sql(args: SqlArgs) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let url = format!("{}/v1/query", args.endpoint.trim_end_matches('/'));
+            let req = reqwest::Client::new().post(url).json(&serde_json::json!({ "sql": args.sql }));
+            send(req, &args.endpoint).await
+        })
+    });
+    match result {
+        Ok(body) => {
+            let rows = body["rows"].as_array().cloned().unwrap_or_default();
+            match args.format {
+                Format::Json => println!("{}", Value::Array(rows)),
+                Format::Ndjson => rows.iter().for_each(|r| println!("{r}")),
+                Format::Table => {
+                    let columns: Vec<String> = body["columns"]
+                        .as_array()
+                        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    print!("{}", render_table(&columns, &rows));
+                    let truncated = if body["truncated"].as_bool() == Some(true) { " (truncated)" } else { "" };
+                    eprintln!("{} row(s){truncated} in {:.1} ms", rows.len(), body["elapsed_ms"].as_f64().unwrap_or(0.0));
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spoor sql: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn status(args: StatusArgs) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let url = format!("{}/v1/status", args.endpoint.trim_end_matches('/'));
+            send(reqwest::Client::new().get(url), &args.endpoint).await
+        })
+    });
+    match result {
+        Ok(body) => {
+            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spoor status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Rows as aligned text columns with a header line.
+fn render_table(columns: &[String], rows: &[Value]) -> String {
+    let grid: Vec<Vec<String>> = rows.iter().map(|r| columns.iter().map(|c| cell(&r[c])).collect()).collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| grid.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0).min(80))
+        .collect();
+    let line = |cells: &[String]| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let c: String = c.chars().take(*w).collect();
+                format!("{c:<w$}")
+            })
+            .collect();
+        format!("{}\n", parts.join(" | ").trim_end())
+    };
+    let mut out = line(columns);
+    out.push_str(&format!("{}\n", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-")));
+    for r in &grid {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_show_nulls() {
+        let rows = vec![serde_json::json!({"a": 1, "b": null}), serde_json::json!({"a": 100, "b": "x"})];
+        let out = render_table(&["a".into(), "b".into()], &rows);
+        assert_eq!(out, "a   | b\n----+-----\n1   | NULL\n100 | x\n");
+    }
+}
