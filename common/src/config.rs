@@ -140,6 +140,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Where to start in a partition without a checkpoint: `earliest` or `latest`.
     pub start_from: StartFrom,
+    /// Static group membership id (`group.instance.id`), unique per ingest
+    /// node; a restarted node takes its partitions back at once. Empty: dynamic membership.
+    pub instance_id: String,
     /// Extra librdkafka properties (for example `security.protocol`).
     pub properties: std::collections::BTreeMap<String, String>,
 }

@@ -54,9 +54,24 @@ struct SpoorContext {
 impl ClientContext for SpoorContext {}
 
 impl SpoorContext {
+    /// Sends to the pipeline, blocking only on a plain thread (the poll
+    /// thread); on any other thread a full channel drops the notice, which
+    /// only happens while shutting down.
+    fn notify(&self, event: SourceEvent) -> bool {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return self.events.try_send(event).is_ok();
+        }
+        self.events.blocking_send(event).is_ok()
+    }
+
     /// Checkpoints of every topic in `tpl`, retried until the catalog answers
     /// or the source stops: consuming without them could re-ingest data.
     fn checkpoints_for(&self, topics: &[String]) -> Option<BTreeMap<TopicPartition, i64>> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Only reachable while the consumer closes on a runtime thread;
+            // assigning nothing is right then.
+            return None;
+        }
         let mut result = BTreeMap::new();
         for topic in topics {
             let mut delay = Duration::from_millis(100);
@@ -107,7 +122,7 @@ impl ConsumerContext for SpoorContext {
                 }
                 tracing::info!(partitions = ?assigned, "partitions assigned; starting at catalog checkpoints");
                 // The pipeline learns the floors before any message of the new assignment.
-                if self.events.blocking_send(SourceEvent::Assigned(assigned)).is_err() {
+                if !self.notify(SourceEvent::Assigned(assigned)) {
                     return;
                 }
                 if let Err(e) = consumer.assign(tpl) {
@@ -116,14 +131,14 @@ impl ConsumerContext for SpoorContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = ?partitions, "partitions revoked; dropping their uncommitted buffers");
-                let _ = self.events.blocking_send(SourceEvent::Revoked(partitions));
+                let _ = self.notify(SourceEvent::Revoked(partitions));
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "kafka unassign failed");
                 }
             }
             other => {
                 tracing::error!(error = ?other, "kafka rebalance error; unassigning");
-                let _ = self.events.blocking_send(SourceEvent::Revoked(partitions));
+                let _ = self.notify(SourceEvent::Revoked(partitions));
                 let _ = consumer.unassign();
             }
         }
@@ -165,6 +180,11 @@ pub async fn run(
                 StartFrom::Latest => "latest",
             },
         );
+    if !kafka.instance_id.is_empty() {
+        // Static membership: a restarted node rejoins as itself and takes its
+        // partitions back at once instead of waiting out the session timeout.
+        client.set("group.instance.id", &kafka.instance_id);
+    }
     for (k, v) in &kafka.properties {
         client.set(k, v);
     }
@@ -184,7 +204,13 @@ pub async fn run(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("spoor-kafka-poll".into())
-            .spawn(move || poll_loop(&consumer, &events_tx, &commands_rx, &stop))
+            .spawn(move || {
+                poll_loop(&consumer, &events_tx, &commands_rx, &stop);
+                consumer.unsubscribe();
+                drop(events_tx);
+                // Closing the consumer (the last handle) leaves the group cleanly.
+                drop(consumer);
+            })
             .map_err(|e| IngestError::Kafka {
                 context: format!("starting the poll thread: {e}"),
                 source: KafkaError::Canceled,
@@ -257,8 +283,11 @@ pub async fn run(
     }
     stop.store(true, Ordering::Relaxed);
     drop(events_rx);
+    // The poll thread leaves the group and drops the last handle: librdkafka
+    // runs rebalance callbacks inside those calls, and they must not run on
+    // an async worker thread.
+    drop(consumer);
     let _ = tokio::task::spawn_blocking(move || poller.join()).await;
-    consumer.unsubscribe();
     tracing::info!("kafka source stopped");
     Ok(())
 }

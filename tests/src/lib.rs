@@ -1,1 +1,341 @@
+//! Harness for end-to-end tests: a real Kafka-protocol broker (tansu) and the
+//! real `spoor` binary, each on free loopback ports, killed on drop.
+//!
+//! Nothing here skips: a missing broker binary is a test failure that says how
+//! to install it (`.ci/run` does).
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+/// A free loopback port (bound and released; the caller binds it next).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The tansu broker binary: `$SPOOR_TANSU`, the cached install that `.ci/run`
+/// makes, or `tansu` on PATH.
+pub fn tansu_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SPOOR_TANSU") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cached = PathBuf::from(home).join(".cache/spoor/tansu/bin/tansu");
+    if cached.exists() {
+        return Ok(cached);
+    }
+    if let Ok(out) = Command::new("which").arg("tansu").output() {
+        if out.status.success() {
+            return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+    }
+    bail!(
+        "no tansu broker found: run `bash .ci/run` (it installs one into ~/.cache/spoor/tansu), \
+         or `cargo install tansu --version 0.6.0 --features dynostore,libsql`, or set SPOOR_TANSU"
+    )
+}
+
+/// A running broker with in-memory storage.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:port`.
+    pub bootstrap: String,
+}
+
+impl Broker {
+    /// Starts a broker on a free port and waits until it answers metadata.
+    pub fn start() -> Result<Broker> {
+        let bin = tansu_binary()?;
+        let mut last_err = anyhow!("not started");
+        for _ in 0..3 {
+            let port = free_port()?;
+            let url = format!("tcp://127.0.0.1:{port}");
+            let child = Command::new(&bin)
+                .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            let broker = Broker { child, bootstrap: format!("127.0.0.1:{port}") };
+            match broker.wait_ready(Duration::from_secs(30)) {
+                Ok(()) => return Ok(broker),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&self.bootstrap).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("broker at {} did not start listening within {timeout:?}", self.bootstrap)
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().context("admin client")?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .await
+            .context("create_topics")?;
+        for r in results {
+            r.map_err(|(t, e)| anyhow!("creating topic {t}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Produces `payloads` to `topic`, spreading them over partitions by key,
+    /// and waits until every one is acknowledged.
+    pub async fn produce(&self, topic: &str, payloads: &[Vec<u8>]) -> Result<()> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5")
+            .create()
+            .context("producer")?;
+        let mut pending = Vec::with_capacity(payloads.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            let key = format!("k{i}");
+            let producer = producer.clone();
+            let payload = payload.clone();
+            let topic = topic.to_string();
+            pending.push(tokio::spawn(async move {
+                producer
+                    .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(30))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| anyhow!("produce: {e}"))
+            }));
+        }
+        for p in pending {
+            p.await.context("producer task")??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `spoor` binary, built once per test process so it is never stale.
+pub fn spoor_binary() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| build_spoor().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+}
+
+fn build_spoor() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SPOOR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .current_dir(&workspace)
+        .args(["build", "--quiet", "-p", "spoor", "--bin", "spoor", "--message-format", "json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build -p spoor")?;
+    if !out.status.success() {
+        bail!("cargo build -p spoor failed ({})", out.status);
+    }
+    // The last compiler-artifact message for the spoor binary names its path.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "spoor")
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .context("cargo did not report the spoor executable")
+}
+
+/// A running `spoor` process.
+pub struct Spoor {
+    child: Option<Child>,
+    /// Base URL of its HTTP listener.
+    pub http: String,
+    /// Captured stderr, kept for diagnostics.
+    pub log_path: PathBuf,
+}
+
+/// How to start `spoor standalone`.
+#[derive(Debug, Clone, Default)]
+pub struct SpoorOptions {
+    /// Environment variables (`SPOOR_*` config, `SPOOR_TEST_FAULT`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Spoor {
+    /// Starts `spoor standalone` with its data in `data_dir` on free ports and
+    /// waits for its ready line.
+    pub fn standalone(data_dir: &Path, options: &SpoorOptions) -> Result<Spoor> {
+        let bin = spoor_binary()?;
+        let log_path = data_dir.with_extension(format!("{}.log", std::process::id()));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).context("log file")?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("standalone")
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .env("SPOOR_LOG__FILTER", "info,openraft=warn")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("starting spoor standalone")?;
+        let stdout = child.stdout.take().context("spoor stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
+            let _ = child.kill();
+            anyhow!("spoor did not print its ready line within 60 s; log: {}", tail(&log_path))
+        })?;
+        let http = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .with_context(|| format!("no http= in ready line {line:?}"))?;
+        Ok(Spoor { child: Some(child), http: format!("http://{http}"), log_path })
+    }
+
+    /// Runs SQL over HTTP and returns the JSON body (error bodies included).
+    pub async fn sql(&self, sql: &str) -> Result<Value> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/query", self.http))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .context("POST /v1/query")?;
+        resp.json().await.context("query response")
+    }
+
+    /// Runs a `SELECT count(*)`-like query and returns the single integer.
+    pub async fn scalar(&self, sql: &str) -> Result<i64> {
+        let body = self.sql(sql).await?;
+        let row = body["rows"].get(0).with_context(|| format!("no rows for {sql}: {body}"))?;
+        let obj = row.as_object().context("row object")?;
+        obj.values().next().and_then(Value::as_i64).with_context(|| format!("not an integer: {body}"))
+    }
+
+    /// Polls `sql` until it returns `want` or `timeout` passes; returns the last value.
+    pub async fn wait_for(&self, sql: &str, want: i64, timeout: Duration) -> Result<i64> {
+        let deadline = Instant::now() + timeout;
+        let mut last = -1;
+        while Instant::now() < deadline {
+            last = self.scalar(sql).await?;
+            if last == want {
+                return Ok(last);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("{sql} = {last} after {timeout:?}, wanted {want}; log: {}", tail(&self.log_path))
+    }
+
+    /// Waits for the process to exit by itself (an injected fault).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("already stopped")?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("spoor did not exit within {timeout:?}; log: {}", tail(&self.log_path))
+    }
+
+    /// Stops the process with SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        let pid = child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        bail!("spoor did not stop within 40 s of SIGTERM; log: {}", tail(&self.log_path))
+    }
+}
+
+impl Drop for Spoor {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last lines of a log file, for failure messages.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Environment that points standalone's Kafka source at `broker`.
+pub fn kafka_env(broker: &Broker, topic: &str, group: &str) -> Vec<(String, String)> {
+    vec![
+        ("SPOOR_INGEST__KAFKA__BROKERS".into(), broker.bootstrap.clone()),
+        ("SPOOR_INGEST__KAFKA__TOPICS".into(), format!("[\"{topic}\"]")),
+        ("SPOOR_INGEST__KAFKA__GROUP_ID".into(), group.into()),
+        ("SPOOR_INGEST__FLUSH_INTERVAL_MS".into(), "500".into()),
+    ]
+}
+
+/// `n` well-formed events, numbered from `start`.
+pub fn good_events(start: usize, n: usize) -> Vec<Vec<u8>> {
+    (start..start + n)
+        .map(|i| {
+            serde_json::json!({
+                "time": format!("2024-03-05T07:{:02}:{:02}Z", (i / 60) % 60, i % 60),
+                "src_ip": format!("10.0.{}.{}", i / 256, i % 256),
+                "dst_port": 443,
+                "process_name": "curl",
+                "seq": i,
+            })
+            .to_string()
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// `n` malformed events.
+pub fn bad_events(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("{{\"broken\": {i},").into_bytes()).collect()
+}
