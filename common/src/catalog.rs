@@ -115,7 +115,12 @@ pub struct FileQuery {
 impl FileQuery {
     /// All files of a tenant's table.
     pub fn all(tenant: TenantId, table: Table) -> Self {
-        FileQuery { tenant, table, min_time_micros: None, max_time_micros: None }
+        FileQuery {
+            tenant,
+            table,
+            min_time_micros: None,
+            max_time_micros: None,
+        }
     }
 }
 
@@ -201,7 +206,11 @@ pub trait Catalog: Send + Sync + 'static {
     async fn list_files(&self, query: FileQuery) -> Result<Vec<CatalogFile>, CatalogError>;
 
     /// Every checkpoint of a source on a topic.
-    async fn checkpoints(&self, source_id: &str, topic: &str) -> Result<Vec<SourceCheckpoint>, CatalogError>;
+    async fn checkpoints(
+        &self,
+        source_id: &str,
+        topic: &str,
+    ) -> Result<Vec<SourceCheckpoint>, CatalogError>;
 
     /// Node and catalog status.
     async fn status(&self) -> Result<CatalogStatus, CatalogError>;
@@ -229,7 +238,10 @@ mod checkpoint_map {
     use super::{BTreeMap, CheckpointKey, SourceCheckpoint};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(map: &BTreeMap<CheckpointKey, i64>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<CheckpointKey, i64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let list: Vec<SourceCheckpoint> = map
             .iter()
             .map(|((source_id, topic, partition), next)| SourceCheckpoint {
@@ -242,36 +254,61 @@ mod checkpoint_map {
         list.serialize(s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<CheckpointKey, i64>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<CheckpointKey, i64>, D::Error> {
         let list = Vec::<SourceCheckpoint>::deserialize(d)?;
-        Ok(list.into_iter().map(|c| ((c.source_id, c.topic, c.partition), c.next_offset)).collect())
+        Ok(list
+            .into_iter()
+            .map(|c| ((c.source_id, c.topic, c.partition), c.next_offset))
+            .collect())
     }
 }
 
 impl CatalogState {
     /// Applies a commit at time `now_micros` (stamped by the leader, so every
     /// replica applies the same value). On error nothing changes.
-    pub fn apply_commit(&mut self, batch: &CommitBatch, now_micros: i64) -> Result<CommitOutcome, CatalogError> {
+    pub fn apply_commit(
+        &mut self,
+        batch: &CommitBatch,
+        now_micros: i64,
+    ) -> Result<CommitOutcome, CatalogError> {
         validate_batch(batch)?;
 
         // A retry of a batch that landed: every file is present with the same content.
-        let present: Vec<Option<&CatalogFile>> = batch.files.iter().map(|f| self.get(&f.file_id)).collect();
+        let present: Vec<Option<&CatalogFile>> =
+            batch.files.iter().map(|f| self.get(&f.file_id)).collect();
         if !batch.files.is_empty() && present.iter().all(Option::is_some) {
             let mut sequences = Vec::with_capacity(batch.files.len());
             for (new, existing) in batch.files.iter().zip(present) {
-                let existing = existing.ok_or_else(|| CatalogError::Internal { reason: "index out of step".into() })?;
+                let existing = existing.ok_or_else(|| CatalogError::Internal {
+                    reason: "index out of step".into(),
+                })?;
                 if existing.file != *new {
                     return Err(CatalogError::Conflict {
-                        reason: format!("file {} is committed with different contents", new.file_id),
+                        reason: format!(
+                            "file {} is committed with different contents",
+                            new.file_id
+                        ),
                     });
                 }
                 sequences.push(existing.sequence);
             }
-            return Ok(CommitOutcome { sequences, already_committed: true });
+            return Ok(CommitOutcome {
+                sequences,
+                already_committed: true,
+            });
         }
-        if let Some(f) = batch.files.iter().find(|f| self.file_index.contains_key(&f.file_id)) {
+        if let Some(f) = batch
+            .files
+            .iter()
+            .find(|f| self.file_index.contains_key(&f.file_id))
+        {
             return Err(CatalogError::Conflict {
-                reason: format!("file {} is already committed but the rest of its batch is not", f.file_id),
+                reason: format!(
+                    "file {} is already committed but the rest of its batch is not",
+                    f.file_id
+                ),
             });
         }
 
@@ -280,29 +317,34 @@ impl CatalogState {
         for f in &batch.files {
             if let Some(src) = &f.source {
                 let key = (src.source_id.clone(), src.topic.clone(), src.partition);
-                if let Some(next) = self.checkpoints.get(&key) {
-                    if src.first_offset < *next {
-                        return Err(CatalogError::Conflict {
-                            reason: format!(
-                                "offsets {}..={} of {}/{} (source {}) are already committed up to {}",
-                                src.first_offset, src.last_offset, src.topic, src.partition, src.source_id, next
-                            ),
-                        });
-                    }
+                if let Some(next) = self.checkpoints.get(&key)
+                    && src.first_offset < *next
+                {
+                    return Err(CatalogError::Conflict {
+                        reason: format!(
+                            "offsets {}..={} of {}/{} (source {}) are already committed up to {}",
+                            src.first_offset,
+                            src.last_offset,
+                            src.topic,
+                            src.partition,
+                            src.source_id,
+                            next
+                        ),
+                    });
                 }
             }
         }
         for c in &batch.checkpoints {
             let key = (c.source_id.clone(), c.topic.clone(), c.partition);
-            if let Some(current) = self.checkpoints.get(&key) {
-                if c.next_offset < *current {
-                    return Err(CatalogError::Conflict {
-                        reason: format!(
-                            "checkpoint of {}/{} (source {}) would move back from {} to {}",
-                            c.topic, c.partition, c.source_id, current, c.next_offset
-                        ),
-                    });
-                }
+            if let Some(current) = self.checkpoints.get(&key)
+                && c.next_offset < *current
+            {
+                return Err(CatalogError::Conflict {
+                    reason: format!(
+                        "checkpoint of {}/{} (source {}) would move back from {} to {}",
+                        c.topic, c.partition, c.source_id, current, c.next_offset
+                    ),
+                });
             }
         }
 
@@ -312,17 +354,28 @@ impl CatalogState {
             let seq = self.last_sequence.entry(tenant.clone()).or_insert(0);
             *seq += 1;
             let sequence = *seq;
-            self.file_index.insert(f.file_id.clone(), (tenant.clone(), sequence));
-            self.files
-                .entry(tenant)
-                .or_default()
-                .insert(sequence, CatalogFile { file: f.clone(), sequence, committed_at_micros: now_micros });
+            self.file_index
+                .insert(f.file_id.clone(), (tenant.clone(), sequence));
+            self.files.entry(tenant).or_default().insert(
+                sequence,
+                CatalogFile {
+                    file: f.clone(),
+                    sequence,
+                    committed_at_micros: now_micros,
+                },
+            );
             sequences.push(sequence);
         }
         for c in &batch.checkpoints {
-            self.checkpoints.insert((c.source_id.clone(), c.topic.clone(), c.partition), c.next_offset);
+            self.checkpoints.insert(
+                (c.source_id.clone(), c.topic.clone(), c.partition),
+                c.next_offset,
+            );
         }
-        Ok(CommitOutcome { sequences, already_committed: false })
+        Ok(CommitOutcome {
+            sequences,
+            already_committed: false,
+        })
     }
 
     fn get(&self, file_id: &str) -> Option<&CatalogFile> {
@@ -332,12 +385,20 @@ impl CatalogState {
 
     /// Files matching a query, in sequence order.
     pub fn list_files(&self, q: &FileQuery) -> Vec<CatalogFile> {
-        let Some(files) = self.files.get(q.tenant.as_str()) else { return Vec::new() };
+        let Some(files) = self.files.get(q.tenant.as_str()) else {
+            return Vec::new();
+        };
         files
             .values()
             .filter(|f| f.file.table == q.table)
-            .filter(|f| q.min_time_micros.is_none_or(|min| f.file.max_time_micros >= min))
-            .filter(|f| q.max_time_micros.is_none_or(|max| f.file.min_time_micros <= max))
+            .filter(|f| {
+                q.min_time_micros
+                    .is_none_or(|min| f.file.max_time_micros >= min)
+            })
+            .filter(|f| {
+                q.max_time_micros
+                    .is_none_or(|max| f.file.min_time_micros <= max)
+            })
             .cloned()
             .collect()
     }
@@ -387,7 +448,10 @@ fn validate_batch(batch: &CommitBatch) -> Result<(), CatalogError> {
             return invalid(format!("files[{i}].file_id is empty"));
         }
         if !ids.insert(&f.file_id) {
-            return invalid(format!("files[{i}].file_id {} appears twice in the batch", f.file_id));
+            return invalid(format!(
+                "files[{i}].file_id {} appears twice in the batch",
+                f.file_id
+            ));
         }
         let prefix = layout::table_prefix(&f.tenant, f.table);
         if !f.object_key.starts_with(&prefix) || !f.object_key.ends_with(".parquet") {
@@ -399,18 +463,20 @@ fn validate_batch(batch: &CommitBatch) -> Result<(), CatalogError> {
         if f.min_time_micros > f.max_time_micros {
             return invalid(format!("files[{i}] has min_time after max_time"));
         }
-        if let Some(src) = &f.source {
-            if src.first_offset < 0 || src.last_offset < src.first_offset {
-                return invalid(format!(
-                    "files[{i}].source has a bad offset range {}..={}",
-                    src.first_offset, src.last_offset
-                ));
-            }
+        if let Some(src) = &f.source
+            && (src.first_offset < 0 || src.last_offset < src.first_offset)
+        {
+            return invalid(format!(
+                "files[{i}].source has a bad offset range {}..={}",
+                src.first_offset, src.last_offset
+            ));
         }
     }
     for (i, c) in batch.checkpoints.iter().enumerate() {
         if c.source_id.is_empty() || c.topic.is_empty() || c.next_offset < 0 {
-            return invalid(format!("checkpoints[{i}] needs a source_id, a topic and a non-negative next_offset"));
+            return invalid(format!(
+                "checkpoints[{i}] needs a source_id, a topic and a non-negative next_offset"
+            ));
         }
     }
     Ok(())
@@ -429,7 +495,9 @@ impl MemoryCatalog {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, CatalogState>, CatalogError> {
-        self.state.lock().map_err(|_| CatalogError::Internal { reason: "catalog lock poisoned".into() })
+        self.state.lock().map_err(|_| CatalogError::Internal {
+            reason: "catalog lock poisoned".into(),
+        })
     }
 }
 
@@ -444,7 +512,11 @@ impl Catalog for MemoryCatalog {
         Ok(self.lock()?.list_files(&query))
     }
 
-    async fn checkpoints(&self, source_id: &str, topic: &str) -> Result<Vec<SourceCheckpoint>, CatalogError> {
+    async fn checkpoints(
+        &self,
+        source_id: &str,
+        topic: &str,
+    ) -> Result<Vec<SourceCheckpoint>, CatalogError> {
         Ok(self.lock()?.checkpoints(source_id, topic))
     }
 
@@ -469,9 +541,21 @@ pub mod conformance {
     }
 
     /// A file of `tenant`'s events from `topic`/`partition` offsets `first..=last`.
-    pub fn kafka_file(tenant_name: &str, topic: &str, partition: i32, first: i64, last: i64) -> NewFile {
+    pub fn kafka_file(
+        tenant_name: &str,
+        topic: &str,
+        partition: i32,
+        first: i64,
+        last: i64,
+    ) -> NewFile {
         let t = tenant(tenant_name);
-        let source = SourceRange { source_id: "src".into(), topic: topic.into(), partition, first_offset: first, last_offset: last };
+        let source = SourceRange {
+            source_id: "src".into(),
+            topic: topic.into(),
+            partition,
+            first_offset: first,
+            last_offset: last,
+        };
         let file_id = layout::file_id_for_range(&source, Table::Events, 1_700_000_000_000_000);
         NewFile {
             object_key: layout::object_key(&t, Table::Events, 1_700_000_000_000_000, &file_id),
@@ -488,14 +572,22 @@ pub mod conformance {
     }
 
     fn checkpoint(topic: &str, partition: i32, next: i64) -> SourceCheckpoint {
-        SourceCheckpoint { source_id: "src".into(), topic: topic.into(), partition, next_offset: next }
+        SourceCheckpoint {
+            source_id: "src".into(),
+            topic: topic.into(),
+            partition,
+            next_offset: next,
+        }
     }
 
     /// Sequences start at 1 per tenant and grow by one per file.
     pub async fn sequences_are_per_tenant(catalog: &dyn Catalog) {
         let a = catalog
             .commit_batch(CommitBatch {
-                files: vec![kafka_file("acme", "t", 0, 0, 9), kafka_file("acme", "t", 1, 0, 4)],
+                files: vec![
+                    kafka_file("acme", "t", 0, 0, 9),
+                    kafka_file("acme", "t", 1, 0, 4),
+                ],
                 checkpoints: vec![checkpoint("t", 0, 10), checkpoint("t", 1, 5)],
             })
             .await
@@ -503,23 +595,44 @@ pub mod conformance {
         assert_eq!(a.sequences, vec![1, 2]);
         assert!(!a.already_committed);
         let b = catalog
-            .commit_batch(CommitBatch { files: vec![kafka_file("globex", "t", 2, 0, 0)], checkpoints: vec![] })
+            .commit_batch(CommitBatch {
+                files: vec![kafka_file("globex", "t", 2, 0, 0)],
+                checkpoints: vec![],
+            })
             .await
             .expect("other tenant");
         assert_eq!(b.sequences, vec![1]);
-        let files = catalog.list_files(FileQuery::all(tenant("acme"), Table::Events)).await.expect("list");
-        assert_eq!(files.iter().map(|f| f.sequence).collect::<Vec<_>>(), vec![1, 2]);
-        assert!(catalog.list_files(FileQuery::all(tenant("acme"), Table::DeadLetter)).await.expect("list").is_empty());
+        let files = catalog
+            .list_files(FileQuery::all(tenant("acme"), Table::Events))
+            .await
+            .expect("list");
+        assert_eq!(
+            files.iter().map(|f| f.sequence).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(
+            catalog
+                .list_files(FileQuery::all(tenant("acme"), Table::DeadLetter))
+                .await
+                .expect("list")
+                .is_empty()
+        );
     }
 
     /// Committing the same batch twice changes nothing the second time.
     pub async fn commit_is_idempotent(catalog: &dyn Catalog) {
-        let batch = CommitBatch { files: vec![kafka_file("acme", "t", 0, 0, 9)], checkpoints: vec![checkpoint("t", 0, 10)] };
+        let batch = CommitBatch {
+            files: vec![kafka_file("acme", "t", 0, 0, 9)],
+            checkpoints: vec![checkpoint("t", 0, 10)],
+        };
         let first = catalog.commit_batch(batch.clone()).await.expect("first");
         let again = catalog.commit_batch(batch).await.expect("retry");
         assert_eq!(first.sequences, again.sequences);
         assert!(again.already_committed);
-        let files = catalog.list_files(FileQuery::all(tenant("acme"), Table::Events)).await.expect("list");
+        let files = catalog
+            .list_files(FileQuery::all(tenant("acme"), Table::Events))
+            .await
+            .expect("list");
         assert_eq!(files.len(), 1);
         let cps = catalog.checkpoints("src", "t").await.expect("checkpoints");
         assert_eq!(cps, vec![checkpoint("t", 0, 10)]);
@@ -528,37 +641,71 @@ pub mod conformance {
     /// A range behind the checkpoint is refused as a duplicate; nothing changes.
     pub async fn ranges_behind_checkpoint_are_refused(catalog: &dyn Catalog) {
         catalog
-            .commit_batch(CommitBatch { files: vec![kafka_file("acme", "t", 0, 0, 9)], checkpoints: vec![checkpoint("t", 0, 10)] })
+            .commit_batch(CommitBatch {
+                files: vec![kafka_file("acme", "t", 0, 0, 9)],
+                checkpoints: vec![checkpoint("t", 0, 10)],
+            })
             .await
             .expect("first");
         // Same partition, overlapping range, different boundaries: a replay that missed the checkpoint.
         let err = catalog
-            .commit_batch(CommitBatch { files: vec![kafka_file("acme", "t", 0, 5, 14)], checkpoints: vec![checkpoint("t", 0, 15)] })
+            .commit_batch(CommitBatch {
+                files: vec![kafka_file("acme", "t", 0, 5, 14)],
+                checkpoints: vec![checkpoint("t", 0, 15)],
+            })
             .await
             .expect_err("overlap must be refused");
         assert!(matches!(err, CatalogError::Conflict { .. }), "{err:?}");
-        assert!(err.to_string().contains("already committed up to 10"), "{err}");
+        assert!(
+            err.to_string().contains("already committed up to 10"),
+            "{err}"
+        );
         let err = catalog
-            .commit_batch(CommitBatch { files: vec![], checkpoints: vec![checkpoint("t", 0, 3)] })
+            .commit_batch(CommitBatch {
+                files: vec![],
+                checkpoints: vec![checkpoint("t", 0, 3)],
+            })
             .await
             .expect_err("checkpoint must not move back");
         assert!(matches!(err, CatalogError::Conflict { .. }), "{err:?}");
-        assert_eq!(catalog.list_files(FileQuery::all(tenant("acme"), Table::Events)).await.expect("list").len(), 1);
-        assert_eq!(catalog.checkpoints("src", "t").await.expect("cps"), vec![checkpoint("t", 0, 10)]);
+        assert_eq!(
+            catalog
+                .list_files(FileQuery::all(tenant("acme"), Table::Events))
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
+        assert_eq!(
+            catalog.checkpoints("src", "t").await.expect("cps"),
+            vec![checkpoint("t", 0, 10)]
+        );
         // The next range is accepted.
         catalog
-            .commit_batch(CommitBatch { files: vec![kafka_file("acme", "t", 0, 10, 19)], checkpoints: vec![checkpoint("t", 0, 20)] })
+            .commit_batch(CommitBatch {
+                files: vec![kafka_file("acme", "t", 0, 10, 19)],
+                checkpoints: vec![checkpoint("t", 0, 20)],
+            })
             .await
             .expect("next range");
     }
 
     /// Malformed commits are refused naming the field.
     pub async fn malformed_commits_are_refused(catalog: &dyn Catalog) {
-        let err = catalog.commit_batch(CommitBatch::default()).await.expect_err("empty");
+        let err = catalog
+            .commit_batch(CommitBatch::default())
+            .await
+            .expect_err("empty");
         assert!(matches!(err, CatalogError::Invalid { .. }), "{err:?}");
         let mut f = kafka_file("acme", "t", 0, 0, 9);
         f.object_key = "elsewhere/x.parquet".into();
-        let err = catalog.commit_batch(CommitBatch { files: vec![f], checkpoints: vec![] }).await.expect_err("bad key");
+        let err = catalog
+            .commit_batch(CommitBatch {
+                files: vec![f],
+                checkpoints: vec![],
+            })
+            .await
+            .expect_err("bad key");
         assert!(err.to_string().contains("files[0].object_key"), "{err}");
         assert!(catalog.status().await.expect("status").file_count == 0);
     }
@@ -567,7 +714,10 @@ pub mod conformance {
     pub async fn list_filters_by_time(catalog: &dyn Catalog) {
         catalog
             .commit_batch(CommitBatch {
-                files: vec![kafka_file("acme", "t", 0, 0, 9), kafka_file("acme", "t", 1, 100, 109)],
+                files: vec![
+                    kafka_file("acme", "t", 0, 0, 9),
+                    kafka_file("acme", "t", 1, 100, 109),
+                ],
                 checkpoints: vec![],
             })
             .await
@@ -614,7 +764,12 @@ mod tests {
             .apply_commit(
                 &CommitBatch {
                     files: vec![conformance::kafka_file("acme", "t", 0, 0, 9)],
-                    checkpoints: vec![SourceCheckpoint { source_id: "src".into(), topic: "t".into(), partition: 0, next_offset: 10 }],
+                    checkpoints: vec![SourceCheckpoint {
+                        source_id: "src".into(),
+                        topic: "t".into(),
+                        partition: 0,
+                        next_offset: 10,
+                    }],
                 },
                 42,
             )

@@ -9,8 +9,8 @@ use spoor_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::catalog::{
-    Catalog, CatalogError, CatalogFile, CatalogStatus, CommitBatch, CommitOutcome, FileQuery, NewFile,
-    SourceCheckpoint, SourceRange, TenantTotals,
+    Catalog, CatalogError, CatalogFile, CatalogStatus, CommitBatch, CommitOutcome, FileQuery,
+    NewFile, SourceCheckpoint, SourceRange, TenantTotals,
 };
 use crate::schema::Table;
 use crate::tenant::TenantId;
@@ -30,11 +30,15 @@ pub fn status_to_error(status: tonic::Status) -> CatalogError {
     let reason = status.message().to_string();
     match status.code() {
         tonic::Code::InvalidArgument => CatalogError::Invalid { reason },
-        tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => CatalogError::Conflict { reason },
+        tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => {
+            CatalogError::Conflict { reason }
+        }
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             CatalogError::Unavailable { reason }
         }
-        _ => CatalogError::Internal { reason: format!("{:?}: {reason}", status.code()) },
+        _ => CatalogError::Internal {
+            reason: format!("{:?}: {reason}", status.code()),
+        },
     }
 }
 
@@ -58,7 +62,12 @@ pub mod convert {
 
     /// A checkpoint from protobuf.
     pub fn checkpoint_from_pb(c: pb::SourceCheckpoint) -> SourceCheckpoint {
-        SourceCheckpoint { source_id: c.source_id, topic: c.topic, partition: c.partition, next_offset: c.next_offset }
+        SourceCheckpoint {
+            source_id: c.source_id,
+            topic: c.topic,
+            partition: c.partition,
+            next_offset: c.next_offset,
+        }
     }
 
     /// A new file to protobuf.
@@ -86,8 +95,11 @@ pub mod convert {
     /// A new file from protobuf, validating tenant and table.
     pub fn file_from_pb(f: pb::NewFile) -> Result<NewFile, CatalogError> {
         let tenant = TenantId::new(f.tenant).map_err(|e| invalid(e.to_string()))?;
-        let table = Table::parse(&f.table).ok_or_else(|| invalid(format!("unknown table {:?}", f.table)))?;
-        let count = |name: &str, v: i64| u64::try_from(v).map_err(|_| invalid(format!("{name} is negative")));
+        let table = Table::parse(&f.table)
+            .ok_or_else(|| invalid(format!("unknown table {:?}", f.table)))?;
+        let count = |name: &str, v: i64| {
+            u64::try_from(v).map_err(|_| invalid(format!("{name} is negative")))
+        };
         Ok(NewFile {
             file_id: f.file_id,
             tenant,
@@ -119,7 +131,11 @@ pub mod convert {
     /// A commit batch from protobuf.
     pub fn batch_from_pb(b: pb::CommitBatchRequest) -> Result<CommitBatch, CatalogError> {
         Ok(CommitBatch {
-            files: b.files.into_iter().map(file_from_pb).collect::<Result<_, _>>()?,
+            files: b
+                .files
+                .into_iter()
+                .map(file_from_pb)
+                .collect::<Result<_, _>>()?,
             checkpoints: b.checkpoints.into_iter().map(checkpoint_from_pb).collect(),
         })
     }
@@ -135,15 +151,22 @@ pub mod convert {
 
     /// A catalog file from protobuf.
     pub fn catalog_file_from_pb(f: pb::CatalogFile) -> Result<CatalogFile, CatalogError> {
-        let file = f.file.ok_or_else(|| invalid("catalog file without its file".into()))?;
-        Ok(CatalogFile { file: file_from_pb(file)?, sequence: f.sequence, committed_at_micros: f.committed_at_micros })
+        let file = f
+            .file
+            .ok_or_else(|| invalid("catalog file without its file".into()))?;
+        Ok(CatalogFile {
+            file: file_from_pb(file)?,
+            sequence: f.sequence,
+            committed_at_micros: f.committed_at_micros,
+        })
     }
 
     /// A file query from protobuf.
     pub fn query_from_pb(q: pb::ListFilesRequest) -> Result<FileQuery, CatalogError> {
         Ok(FileQuery {
             tenant: TenantId::new(q.tenant).map_err(|e| invalid(e.to_string()))?,
-            table: Table::parse(&q.table).ok_or_else(|| invalid(format!("unknown table {:?}", q.table)))?,
+            table: Table::parse(&q.table)
+                .ok_or_else(|| invalid(format!("unknown table {:?}", q.table)))?,
             min_time_micros: q.min_time_micros,
             max_time_micros: q.max_time_micros,
         })
@@ -208,7 +231,11 @@ impl GrpcCatalog {
     /// coordinator that starts later is found on the first call.
     pub fn connect_lazy(endpoint: &str, timeout: Duration) -> Result<Self, CatalogError> {
         let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| invalid(format!("catalog endpoint {endpoint:?} is not a valid URI: {e}")))?
+            .map_err(|e| {
+                invalid(format!(
+                    "catalog endpoint {endpoint:?} is not a valid URI: {e}"
+                ))
+            })?
             .connect_timeout(timeout)
             .timeout(timeout)
             .connect_lazy();
@@ -220,9 +247,9 @@ impl GrpcCatalog {
 
     fn on_error(&self, call: &str, status: tonic::Status) -> CatalogError {
         match status_to_error(status) {
-            CatalogError::Unavailable { reason } => {
-                CatalogError::Unavailable { reason: format!("{call} at {}: {reason}", self.endpoint) }
-            }
+            CatalogError::Unavailable { reason } => CatalogError::Unavailable {
+                reason: format!("{call} at {}: {reason}", self.endpoint),
+            },
             other => other,
         }
     }
@@ -238,7 +265,10 @@ impl Catalog for GrpcCatalog {
             .await
             .map_err(|s| self.on_error("CommitBatch", s))?
             .into_inner();
-        Ok(CommitOutcome { sequences: resp.sequences, already_committed: resp.already_committed })
+        Ok(CommitOutcome {
+            sequences: resp.sequences,
+            already_committed: resp.already_committed,
+        })
     }
 
     async fn list_files(&self, query: FileQuery) -> Result<Vec<CatalogFile>, CatalogError> {
@@ -248,19 +278,49 @@ impl Catalog for GrpcCatalog {
             min_time_micros: query.min_time_micros,
             max_time_micros: query.max_time_micros,
         };
-        let resp = self.client.clone().list_files(req).await.map_err(|s| self.on_error("ListFiles", s))?.into_inner();
-        resp.files.into_iter().map(convert::catalog_file_from_pb).collect()
+        let resp = self
+            .client
+            .clone()
+            .list_files(req)
+            .await
+            .map_err(|s| self.on_error("ListFiles", s))?
+            .into_inner();
+        resp.files
+            .into_iter()
+            .map(convert::catalog_file_from_pb)
+            .collect()
     }
 
-    async fn checkpoints(&self, source_id: &str, topic: &str) -> Result<Vec<SourceCheckpoint>, CatalogError> {
-        let req = pb::GetCheckpointsRequest { source_id: source_id.to_string(), topic: topic.to_string() };
-        let resp =
-            self.client.clone().get_checkpoints(req).await.map_err(|s| self.on_error("GetCheckpoints", s))?.into_inner();
-        Ok(resp.checkpoints.into_iter().map(convert::checkpoint_from_pb).collect())
+    async fn checkpoints(
+        &self,
+        source_id: &str,
+        topic: &str,
+    ) -> Result<Vec<SourceCheckpoint>, CatalogError> {
+        let req = pb::GetCheckpointsRequest {
+            source_id: source_id.to_string(),
+            topic: topic.to_string(),
+        };
+        let resp = self
+            .client
+            .clone()
+            .get_checkpoints(req)
+            .await
+            .map_err(|s| self.on_error("GetCheckpoints", s))?
+            .into_inner();
+        Ok(resp
+            .checkpoints
+            .into_iter()
+            .map(convert::checkpoint_from_pb)
+            .collect())
     }
 
     async fn status(&self) -> Result<CatalogStatus, CatalogError> {
-        let resp = self.client.clone().status(pb::StatusRequest {}).await.map_err(|s| self.on_error("Status", s))?;
+        let resp = self
+            .client
+            .clone()
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|s| self.on_error("Status", s))?;
         Ok(convert::status_from_pb(resp.into_inner()))
     }
 }
@@ -273,17 +333,30 @@ mod tests {
     #[test]
     fn files_round_trip_through_protobuf() {
         let f = kafka_file("acme", "t", 2, 5, 9);
-        assert_eq!(convert::file_from_pb(convert::file_to_pb(&f)).expect("round trip"), f);
+        assert_eq!(
+            convert::file_from_pb(convert::file_to_pb(&f)).expect("round trip"),
+            f
+        );
     }
 
     #[test]
     fn bad_protobuf_files_are_refused_naming_the_field() {
         let mut pbf = convert::file_to_pb(&kafka_file("acme", "t", 2, 5, 9));
         pbf.table = "secrets".into();
-        assert!(convert::file_from_pb(pbf.clone()).expect_err("table").to_string().contains("secrets"));
+        assert!(
+            convert::file_from_pb(pbf.clone())
+                .expect_err("table")
+                .to_string()
+                .contains("secrets")
+        );
         pbf.table = "events".into();
         pbf.row_count = -1;
-        assert!(convert::file_from_pb(pbf).expect_err("rows").to_string().contains("row_count"));
+        assert!(
+            convert::file_from_pb(pbf)
+                .expect_err("rows")
+                .to_string()
+                .contains("row_count")
+        );
     }
 
     #[test]

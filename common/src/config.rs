@@ -176,7 +176,9 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Load(#[from] Box<figment::Error>),
     /// A `--set` flag is not `key=value`.
-    #[error("invalid configuration flag --set {flag:?}: expected key=value, for example ingest.flush_interval_ms=500")]
+    #[error(
+        "invalid configuration flag --set {flag:?}: expected key=value, for example ingest.flush_interval_ms=500"
+    )]
     BadFlag {
         /// The flag as given.
         flag: String,
@@ -226,38 +228,62 @@ impl Config {
         let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG_TOML));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::MissingFile { path: path.to_path_buf() });
+                return Err(ConfigError::MissingFile {
+                    path: path.to_path_buf(),
+                });
             }
             figment = figment.merge(Toml::file_exact(path));
         }
         // Env takes its variables from the process; we filter our own copy so
         // tests and callers can pass an explicit environment.
-        let vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("SPOOR_")).collect();
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SPOOR_"))
+            .collect();
         for (key, value) in &vars {
-            let dotted = key["SPOOR_".len()..].to_ascii_lowercase().replace("__", ".");
+            let dotted = key["SPOOR_".len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
             if dotted.is_empty() {
                 continue;
             }
             let parsed = parse_value(value);
-            figment = figment.merge(Override { origin: format!("environment variable {key}"), key: dotted, value: parsed });
+            figment = figment.merge(Override {
+                origin: format!("environment variable {key}"),
+                key: dotted,
+                value: parsed,
+            });
         }
         for flag in sets {
-            let (key, value) = flag.split_once('=').ok_or_else(|| ConfigError::BadFlag { flag: flag.clone() })?;
+            let (key, value) = flag
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadFlag { flag: flag.clone() })?;
             let key = key.trim();
             if key.is_empty() {
                 return Err(ConfigError::BadFlag { flag: flag.clone() });
             }
             let parsed = parse_value(value);
-            figment = figment.merge(Override { origin: format!("flag --set {flag}"), key: key.to_string(), value: parsed });
+            figment = figment.merge(Override {
+                origin: format!("flag --set {flag}"),
+                key: key.to_string(),
+                value: parsed,
+            });
         }
-        let config: Config = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, reason: &str| Err(ConfigError::Value { key, reason: reason.to_string() });
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Value {
+                key,
+                reason: reason.to_string(),
+            })
+        };
         if self.ingest.flush_interval_ms == 0 {
             return bad("ingest.flush_interval_ms", "must be at least 1");
         }
@@ -271,21 +297,33 @@ impl Config {
             return bad("ingest.zstd_level", "must be between 1 and 22");
         }
         if let Err(e) = TenantId::new(self.ingest.tenant.clone()) {
-            return Err(ConfigError::Value { key: "ingest.tenant", reason: e.to_string() });
+            return Err(ConfigError::Value {
+                key: "ingest.tenant",
+                reason: e.to_string(),
+            });
         }
         if !self.ingest.kafka.brokers.is_empty() {
             if self.ingest.kafka.topics.is_empty() {
-                return bad("ingest.kafka.topics", "must name at least one topic when ingest.kafka.brokers is set");
+                return bad(
+                    "ingest.kafka.topics",
+                    "must name at least one topic when ingest.kafka.brokers is set",
+                );
             }
             if self.ingest.kafka.group_id.is_empty() {
                 return bad("ingest.kafka.group_id", "must not be empty");
             }
         }
         if self.coordinator.election_timeout_min_ms <= self.coordinator.heartbeat_interval_ms {
-            return bad("coordinator.election_timeout_min_ms", "must be greater than coordinator.heartbeat_interval_ms");
+            return bad(
+                "coordinator.election_timeout_min_ms",
+                "must be greater than coordinator.heartbeat_interval_ms",
+            );
         }
         if self.coordinator.election_timeout_max_ms <= self.coordinator.election_timeout_min_ms {
-            return bad("coordinator.election_timeout_max_ms", "must be greater than coordinator.election_timeout_min_ms");
+            return bad(
+                "coordinator.election_timeout_max_ms",
+                "must be greater than coordinator.election_timeout_min_ms",
+            );
         }
         if self.query.max_result_rows == 0 {
             return bad("query.max_result_rows", "must be at least 1");
@@ -293,12 +331,17 @@ impl Config {
         if self.query.timeout_ms == 0 {
             return bad("query.timeout_ms", "must be at least 1");
         }
-        if !self.storage.url.is_empty() {
-            if let Err(e) = url::Url::parse(&self.storage.url) {
-                return Err(ConfigError::Value { key: "storage.url", reason: format!("not a URL: {e}") });
-            }
+        if !self.storage.url.is_empty()
+            && let Err(e) = url::Url::parse(&self.storage.url)
+        {
+            return Err(ConfigError::Value {
+                key: "storage.url",
+                reason: format!("not a URL: {e}"),
+            });
         }
-        if !self.catalog.endpoint.starts_with("http://") && !self.catalog.endpoint.starts_with("https://") {
+        if !self.catalog.endpoint.starts_with("http://")
+            && !self.catalog.endpoint.starts_with("https://")
+        {
             return bad("catalog.endpoint", "must start with http:// or https://");
         }
         Ok(())
@@ -306,7 +349,8 @@ impl Config {
 
     /// The effective configuration as TOML, for `--print-config`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render the configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# could not render the configuration: {e}\n"))
     }
 
     /// The Raft folder.
@@ -364,33 +408,52 @@ mod tests {
     #[test]
     fn env_then_flags_override_in_order() {
         let c = load(
-            &[("SPOOR_INGEST__FLUSH_INTERVAL_MS", "500"), ("SPOOR_INGEST__KAFKA__TOPICS", "[\"a\",\"b\"]"), ("PATH", "/bin")],
+            &[
+                ("SPOOR_INGEST__FLUSH_INTERVAL_MS", "500"),
+                ("SPOOR_INGEST__KAFKA__TOPICS", "[\"a\",\"b\"]"),
+                ("PATH", "/bin"),
+            ],
             &["ingest.flush_interval_ms=700", "data_dir=/tmp/x"],
         )
         .expect("overrides");
         assert_eq!(c.ingest.flush_interval_ms, 700);
-        assert_eq!(c.ingest.kafka.topics, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            c.ingest.kafka.topics,
+            vec!["a".to_string(), "b".to_string()]
+        );
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
     }
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = load(&[("SPOOR_INGEST__FLUSH_MS", "5")], &[]).expect_err("unknown key").to_string();
+        let err = load(&[("SPOOR_INGEST__FLUSH_MS", "5")], &[])
+            .expect_err("unknown key")
+            .to_string();
         assert!(err.contains("flush_ms"), "{err}");
         assert!(err.contains("SPOOR_INGEST__FLUSH_MS"), "{err}");
-        let err = load(&[], &["query.nope=1"]).expect_err("unknown key").to_string();
+        let err = load(&[], &["query.nope=1"])
+            .expect_err("unknown key")
+            .to_string();
         assert!(err.contains("nope"), "{err}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let err = load(&[("SPOOR_INGEST__FLUSH_INTERVAL_MS", "soon")], &[]).expect_err("bad type").to_string();
+        let err = load(&[("SPOOR_INGEST__FLUSH_INTERVAL_MS", "soon")], &[])
+            .expect_err("bad type")
+            .to_string();
         assert!(err.contains("flush_interval_ms"), "{err}");
-        let err = load(&[], &["node.http_addr=nowhere"]).expect_err("bad addr").to_string();
+        let err = load(&[], &["node.http_addr=nowhere"])
+            .expect_err("bad addr")
+            .to_string();
         assert!(err.contains("http_addr"), "{err}");
-        let err = load(&[], &["ingest.zstd_level=99"]).expect_err("range").to_string();
+        let err = load(&[], &["ingest.zstd_level=99"])
+            .expect_err("range")
+            .to_string();
         assert!(err.contains("ingest.zstd_level"), "{err}");
-        let err = load(&[], &["ingest.tenant=Bad/Tenant"]).expect_err("tenant").to_string();
+        let err = load(&[], &["ingest.tenant=Bad/Tenant"])
+            .expect_err("tenant")
+            .to_string();
         assert!(err.contains("ingest.tenant"), "{err}");
         let err = load(&[], &["novalue"]).expect_err("flag").to_string();
         assert!(err.contains("--set"), "{err}");
@@ -404,9 +467,16 @@ mod tests {
         let c = Config::load(Some(&path), Vec::new(), &[]).expect("file");
         assert_eq!(c.ingest.flush_interval_ms, 250);
         std::fs::write(&path, "[ingest]\nflush_interval = 250\n").expect("write");
-        let err = Config::load(Some(&path), Vec::new(), &[]).expect_err("unknown").to_string();
-        assert!(err.contains("flush_interval") && err.contains("spoor.toml"), "{err}");
-        let err = Config::load(Some(&dir.path().join("nope.toml")), Vec::new(), &[]).expect_err("missing").to_string();
+        let err = Config::load(Some(&path), Vec::new(), &[])
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            err.contains("flush_interval") && err.contains("spoor.toml"),
+            "{err}"
+        );
+        let err = Config::load(Some(&dir.path().join("nope.toml")), Vec::new(), &[])
+            .expect_err("missing")
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 

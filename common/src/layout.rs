@@ -21,7 +21,11 @@ pub fn hour_start_micros(micros: i64) -> i64 {
 /// The object key of a file whose rows fall in the hour of `hour_micros`.
 pub fn object_key(tenant: &TenantId, table: Table, hour_micros: i64, file_id: &str) -> String {
     let t = to_datetime(hour_micros);
-    format!("{}{}/{file_id}.parquet", table_prefix(tenant, table), t.format("date=%Y-%m-%d/hour=%H"))
+    format!(
+        "{}{}/{file_id}.parquet",
+        table_prefix(tenant, table),
+        t.format("date=%Y-%m-%d/hour=%H")
+    )
 }
 
 /// The id of the file holding one table's rows of one hour from a Kafka range.
@@ -66,7 +70,13 @@ mod tests {
     use super::*;
 
     fn range(first: i64, last: i64) -> SourceRange {
-        SourceRange { source_id: "s".into(), topic: "t".into(), partition: 3, first_offset: first, last_offset: last }
+        SourceRange {
+            source_id: "s".into(),
+            topic: "t".into(),
+            partition: 3,
+            first_offset: first,
+            last_offset: last,
+        }
     }
 
     #[test]
@@ -75,15 +85,27 @@ mod tests {
         // 2024-03-05T07:30:00Z
         let micros = 1_709_623_800_000_000;
         let key = object_key(&tenant, Table::Events, micros, "abc");
-        assert_eq!(key, "tenants/acme/events/date=2024-03-05/hour=07/abc.parquet");
+        assert_eq!(
+            key,
+            "tenants/acme/events/date=2024-03-05/hour=07/abc.parquet"
+        );
     }
 
     #[test]
     fn file_ids_are_deterministic_and_distinct() {
         let h = 1_709_623_800_000_000;
-        assert_eq!(file_id_for_range(&range(0, 9), Table::Events, h), file_id_for_range(&range(0, 9), Table::Events, h + 5));
-        assert_ne!(file_id_for_range(&range(0, 9), Table::Events, h), file_id_for_range(&range(0, 10), Table::Events, h));
-        assert_ne!(file_id_for_range(&range(0, 9), Table::Events, h), file_id_for_range(&range(0, 9), Table::DeadLetter, h));
+        assert_eq!(
+            file_id_for_range(&range(0, 9), Table::Events, h),
+            file_id_for_range(&range(0, 9), Table::Events, h + 5)
+        );
+        assert_ne!(
+            file_id_for_range(&range(0, 9), Table::Events, h),
+            file_id_for_range(&range(0, 10), Table::Events, h)
+        );
+        assert_ne!(
+            file_id_for_range(&range(0, 9), Table::Events, h),
+            file_id_for_range(&range(0, 9), Table::DeadLetter, h)
+        );
         assert_ne!(
             file_id_for_range(&range(0, 9), Table::Events, h),
             file_id_for_range(&range(0, 9), Table::Events, h + 3_600_000_000)

@@ -269,7 +269,8 @@ fn schema_of(columns: &[ColumnDef], version: u32) -> SchemaRef {
     ))
 }
 
-static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| schema_of(EVENT_COLUMNS, EVENT_SCHEMA_VERSION));
+static EVENT_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| schema_of(EVENT_COLUMNS, EVENT_SCHEMA_VERSION));
 static DEAD_LETTER_SCHEMA: LazyLock<SchemaRef> =
     LazyLock::new(|| schema_of(DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA_VERSION));
 
@@ -284,7 +285,9 @@ pub fn dead_letter_schema() -> SchemaRef {
 }
 
 /// The tables of a tenant that this version of Spoor writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     /// Normalized events.
@@ -331,9 +334,15 @@ mod tests {
             let mut seen = HashSet::new();
             for c in columns {
                 assert!(seen.insert(c.name), "duplicate column {}", c.name);
-                assert!(c.doc.trim().len() > 10, "column {} lacks a doc comment", c.name);
                 assert!(
-                    c.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
+                    c.doc.trim().len() > 10,
+                    "column {} lacks a doc comment",
+                    c.name
+                );
+                assert!(
+                    c.name
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
                     "column {} is not snake_case",
                     c.name
                 );
@@ -344,8 +353,13 @@ mod tests {
     #[test]
     fn schema_carries_version_and_descriptions() {
         let schema = event_schema();
-        assert_eq!(schema.metadata()["spoor.schema_version"], EVENT_SCHEMA_VERSION.to_string());
-        let time = schema.field_with_name(event_col::TIME).expect("time column");
+        assert_eq!(
+            schema.metadata()["spoor.schema_version"],
+            EVENT_SCHEMA_VERSION.to_string()
+        );
+        let time = schema
+            .field_with_name(event_col::TIME)
+            .expect("time column");
         assert!(!time.is_nullable());
         assert!(time.metadata()["description"].contains("When the event happened"));
         assert_eq!(schema.fields().len(), EVENT_COLUMNS.len());
@@ -355,11 +369,29 @@ mod tests {
 
     #[test]
     fn lookup_columns_have_bloom_filters() {
-        let bloom: Vec<_> = EVENT_COLUMNS.iter().filter(|c| c.bloom_filter).map(|c| c.name).collect();
-        for name in ["src_ip", "dst_ip", "actor_user_name", "device_hostname", "hash_sha256", "dns_query", "url"] {
+        let bloom: Vec<_> = EVENT_COLUMNS
+            .iter()
+            .filter(|c| c.bloom_filter)
+            .map(|c| c.name)
+            .collect();
+        for name in [
+            "src_ip",
+            "dst_ip",
+            "actor_user_name",
+            "device_hostname",
+            "hash_sha256",
+            "dns_query",
+            "url",
+        ] {
             assert!(bloom.contains(&name), "{name} should carry a bloom filter");
         }
-        assert!(!EVENT_COLUMNS.iter().find(|c| c.name == "raw").expect("raw").bloom_filter);
+        assert!(
+            !EVENT_COLUMNS
+                .iter()
+                .find(|c| c.name == "raw")
+                .expect("raw")
+                .bloom_filter
+        );
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub fn open_lake(config: &Config) -> Result<Arc<dyn ObjectStore>, StorageError> 
             source: Box::new(e),
         })?;
         if url.scheme() != "file" {
-            return Err(StorageError::Unsupported { url: config.storage.url.clone(), scheme: url.scheme().to_string() });
+            return Err(StorageError::Unsupported {
+                url: config.storage.url.clone(),
+                scheme: url.scheme().to_string(),
+            });
         }
         std::path::PathBuf::from(url.path())
     };
@@ -75,7 +78,7 @@ mod tests {
     fn unsupported_schemes_are_named() {
         let mut config = Config::load(None, Vec::new(), &[]).expect("defaults");
         config.storage.url = "s3://bucket/lake".into();
-        let err = open_lake(&config).err().expect("unsupported").to_string();
+        let err = open_lake(&config).expect_err("unsupported").to_string();
         assert!(err.contains("s3"), "{err}");
     }
 }

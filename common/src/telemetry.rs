@@ -16,9 +16,13 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the log subscriber. Errors if the filter does not parse.
 pub fn init_logging(config: &LogConfig) -> Result<(), String> {
-    let filter = EnvFilter::try_new(&config.filter).map_err(|e| format!("invalid configuration: key `log.filter`: {e}"))?;
+    let filter = EnvFilter::try_new(&config.filter)
+        .map_err(|e| format!("invalid configuration: key `log.filter`: {e}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -44,7 +48,8 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// `/health` and `/metrics`, merged into every role's HTTP router.
 pub fn ops_router(role: &'static str) -> Router {
     let handle = metrics_handle();
-    metrics::gauge!("spoor_build_info", "version" => env!("CARGO_PKG_VERSION"), "role" => role).set(1.0);
+    metrics::gauge!("spoor_build_info", "version" => env!("CARGO_PKG_VERSION"), "role" => role)
+        .set(1.0);
     Router::new()
         .route("/health", get(move || async move { axum::Json(serde_json::json!({"status": "ok", "role": role})) }))
         .route(

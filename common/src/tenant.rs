@@ -26,11 +26,19 @@ impl TenantId {
     /// Validates an id.
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidTenantId> {
         let id = id.into();
-        let fail = |reason| Err(InvalidTenantId { id: id.clone(), reason });
+        let fail = |reason| {
+            Err(InvalidTenantId {
+                id: id.clone(),
+                reason,
+            })
+        };
         if id.is_empty() || id.len() > 64 {
             return fail("must be 1 to 64 characters long");
         }
-        if !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        if !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
             return fail("may hold only lowercase letters, digits, '-' and '_'");
         }
         if id.starts_with(['-', '_']) {

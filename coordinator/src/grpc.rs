@@ -31,15 +31,33 @@ impl pb::catalog_service_server::CatalogService for CatalogGrpc {
         &self,
         request: Request<pb::CommitBatchRequest>,
     ) -> Result<Response<pb::CommitBatchResponse>, Status> {
-        let batch = convert::batch_from_pb(request.into_inner()).map_err(|e| error_to_status(&e))?;
-        let out = self.catalog.commit_batch(batch).await.map_err(|e| error_to_status(&e))?;
-        Ok(Response::new(pb::CommitBatchResponse { sequences: out.sequences, already_committed: out.already_committed }))
+        let batch =
+            convert::batch_from_pb(request.into_inner()).map_err(|e| error_to_status(&e))?;
+        let out = self
+            .catalog
+            .commit_batch(batch)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(pb::CommitBatchResponse {
+            sequences: out.sequences,
+            already_committed: out.already_committed,
+        }))
     }
 
-    async fn list_files(&self, request: Request<pb::ListFilesRequest>) -> Result<Response<pb::ListFilesResponse>, Status> {
-        let query = convert::query_from_pb(request.into_inner()).map_err(|e| error_to_status(&e))?;
-        let files = self.catalog.list_files(query).await.map_err(|e| error_to_status(&e))?;
-        Ok(Response::new(pb::ListFilesResponse { files: files.iter().map(convert::catalog_file_to_pb).collect() }))
+    async fn list_files(
+        &self,
+        request: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        let query =
+            convert::query_from_pb(request.into_inner()).map_err(|e| error_to_status(&e))?;
+        let files = self
+            .catalog
+            .list_files(query)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(pb::ListFilesResponse {
+            files: files.iter().map(convert::catalog_file_to_pb).collect(),
+        }))
     }
 
     async fn get_checkpoints(
@@ -47,12 +65,25 @@ impl pb::catalog_service_server::CatalogService for CatalogGrpc {
         request: Request<pb::GetCheckpointsRequest>,
     ) -> Result<Response<pb::GetCheckpointsResponse>, Status> {
         let req = request.into_inner();
-        let cps = self.catalog.checkpoints(&req.source_id, &req.topic).await.map_err(|e| error_to_status(&e))?;
-        Ok(Response::new(pb::GetCheckpointsResponse { checkpoints: cps.iter().map(convert::checkpoint_to_pb).collect() }))
+        let cps = self
+            .catalog
+            .checkpoints(&req.source_id, &req.topic)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(pb::GetCheckpointsResponse {
+            checkpoints: cps.iter().map(convert::checkpoint_to_pb).collect(),
+        }))
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let status = self.catalog.status().await.map_err(|e| error_to_status(&e))?;
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let status = self
+            .catalog
+            .status()
+            .await
+            .map_err(|e| error_to_status(&e))?;
         Ok(Response::new(convert::status_to_pb(&status)))
     }
 }
@@ -68,7 +99,9 @@ mod tests {
     #[tokio::test]
     async fn grpc_catalog_conforms() {
         conformance::run_all(|| async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             let addr = listener.local_addr().expect("addr");
             let service = CatalogGrpc::new(Arc::new(MemoryCatalog::new())).into_server();
             tokio::spawn(async move {
@@ -77,7 +110,8 @@ mod tests {
                     .serve_with_incoming(crate::incoming(listener))
                     .await
             });
-            GrpcCatalog::connect_lazy(&format!("http://{addr}"), Duration::from_secs(5)).expect("client")
+            GrpcCatalog::connect_lazy(&format!("http://{addr}"), Duration::from_secs(5))
+                .expect("client")
         })
         .await;
     }

@@ -5,6 +5,10 @@
 //! (no C++ toolchain as RocksDB needs) and keeps the log, vote and committed id
 //! in one file with one consistency story. See `docs/architecture.md`.
 
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes);
+// the helpers here return it unchanged rather than box and unbox it.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -50,7 +54,10 @@ impl LogStore {
         Ok(LogStore { db: Arc::new(db) })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = match txn.open_table(META) {
             Ok(t) => t,
@@ -82,7 +89,8 @@ impl LogStore {
         };
         match table.last().map_err(read_err)? {
             Some((_, v)) => {
-                let entry: Entry<TypeConfig> = serde_json::from_slice(v.value()).map_err(read_err)?;
+                let entry: Entry<TypeConfig> =
+                    serde_json::from_slice(v.value()).map_err(read_err)?;
                 Ok(Some(entry.log_id))
             }
             None => Ok(None),
@@ -118,7 +126,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(read_err(e)),
         };
-        let bounds: (Bound<u64>, Bound<u64>) = (range.start_bound().cloned(), range.end_bound().cloned());
+        let bounds: (Bound<u64>, Bound<u64>) =
+            (range.start_bound().cloned(), range.end_bound().cloned());
         let mut entries = Vec::new();
         for item in table.range::<u64>(bounds).map_err(read_err)? {
             let (_, v) = item.map_err(read_err)?;
@@ -134,7 +143,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
         let last = self.last_log_id()?.or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -142,7 +154,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote).map_err(|e| StorageIOError::write_vote(&e).into())
+        self.put_meta(KEY_VOTE, vote)
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -157,7 +170,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -170,7 +187,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut table = txn.open_table(LOGS).map_err(write_err)?;
                 for entry in entries {
                     let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
-                    table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
+                    table
+                        .insert(entry.log_id.index, bytes.as_slice())
+                        .map_err(write_err)?;
                 }
             }
             txn.commit().map_err(write_err)

@@ -5,13 +5,13 @@
 //! every call reports the peer unreachable; the gRPC transport between
 //! coordinators replaces this with the multi-node coordinator work.
 
+use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 
 use crate::raft_types::TypeConfig;
 
@@ -41,7 +41,9 @@ impl RaftNetworkFactory<TypeConfig> for SingleNodeNetwork {
 
 impl NoPeers {
     fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
-        RPCError::Unreachable(Unreachable::new(&NoPeer { target: self.target }))
+        RPCError::Unreachable(Unreachable::new(&NoPeer {
+            target: self.target,
+        }))
     }
 }
 
@@ -58,7 +60,10 @@ impl RaftNetwork<TypeConfig> for NoPeers {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         Err(self.unreachable())
     }
 

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use spoor_common::catalog::{
-    Catalog, CatalogError, CatalogFile, CatalogStatus, CommitBatch, CommitOutcome, FileQuery, SourceCheckpoint,
+    Catalog, CatalogError, CatalogFile, CatalogStatus, CommitBatch, CommitOutcome, FileQuery,
+    SourceCheckpoint,
 };
 use spoor_common::config::CoordinatorConfig;
 
@@ -66,19 +67,29 @@ pub struct CoordinatorNode {
 
 impl std::fmt::Debug for CoordinatorNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CoordinatorNode").field("id", &self.id).finish()
+        f.debug_struct("CoordinatorNode")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
 impl CoordinatorNode {
     /// Opens the stores in `dir`, starts Raft, initializes a single-node
     /// membership on first start and waits until this node leads.
-    pub async fn start(id: u64, dir: &std::path::Path, config: &CoordinatorConfig) -> Result<Self, CoordinatorError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| CoordinatorError::CreateDir { path: dir.display().to_string(), source })?;
+    pub async fn start(
+        id: u64,
+        dir: &std::path::Path,
+        config: &CoordinatorConfig,
+    ) -> Result<Self, CoordinatorError> {
+        std::fs::create_dir_all(dir).map_err(|source| CoordinatorError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let log_path = dir.join("log.redb");
-        let log = LogStore::open(&log_path)
-            .map_err(|e| CoordinatorError::OpenLog { path: log_path.display().to_string(), source: Box::new(e) })?;
+        let log = LogStore::open(&log_path).map_err(|e| CoordinatorError::OpenLog {
+            path: log_path.display().to_string(),
+            source: Box::new(e),
+        })?;
         let state = StateMachine::open(dir).map_err(|e| CoordinatorError::OpenStateMachine {
             path: dir.display().to_string(),
             source: Box::new(e),
@@ -93,13 +104,29 @@ impl CoordinatorNode {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(id, Arc::new(raft_config), SingleNodeNetwork, log, state.clone())
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            SingleNodeNetwork,
+            log,
+            state.clone(),
+        )
+        .await
+        .map_err(|e| CoordinatorError::Start(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
             .await
             .map_err(|e| CoordinatorError::Start(e.to_string()))?;
-        let initialized = raft.is_initialized().await.map_err(|e| CoordinatorError::Start(e.to_string()))?;
         if !initialized {
-            let members = BTreeMap::from([(id, BasicNode { addr: String::new() })]);
-            raft.initialize(members).await.map_err(|e| CoordinatorError::Start(e.to_string()))?;
+            let members = BTreeMap::from([(
+                id,
+                BasicNode {
+                    addr: String::new(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| CoordinatorError::Start(e.to_string()))?;
         }
         let node = CoordinatorNode { id, raft, state };
         let wait = Duration::from_millis(config.election_timeout_max_ms * 10);
@@ -122,10 +149,17 @@ impl CoordinatorNode {
     async fn write(&self, command: CatalogCommand) -> Result<CommitOutcome, CatalogError> {
         match self.raft.client_write(command).await {
             Ok(resp) => resp.data.0,
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(CatalogError::Unavailable {
-                reason: format!("node {} is not the leader (leader: {:?})", self.id, f.leader_id),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(CatalogError::Unavailable {
+                    reason: format!(
+                        "node {} is not the leader (leader: {:?})",
+                        self.id, f.leader_id
+                    ),
+                })
+            }
+            Err(e) => Err(CatalogError::Unavailable {
+                reason: format!("raft write failed: {e}"),
             }),
-            Err(e) => Err(CatalogError::Unavailable { reason: format!("raft write failed: {e}") }),
         }
     }
 }
@@ -134,11 +168,18 @@ impl CoordinatorNode {
 impl Catalog for CoordinatorNode {
     async fn commit_batch(&self, batch: CommitBatch) -> Result<CommitOutcome, CatalogError> {
         let now_micros = spoor_common::time::now_micros();
-        let outcome = self.write(CatalogCommand::Commit { batch, now_micros }).await;
+        let outcome = self
+            .write(CatalogCommand::Commit { batch, now_micros })
+            .await;
         match &outcome {
-            Ok(o) if o.already_committed => metrics::counter!("spoor_catalog_commits_total", "outcome" => "duplicate").increment(1),
-            Ok(_) => metrics::counter!("spoor_catalog_commits_total", "outcome" => "committed").increment(1),
-            Err(_) => metrics::counter!("spoor_catalog_commits_total", "outcome" => "refused").increment(1),
+            Ok(o) if o.already_committed => {
+                metrics::counter!("spoor_catalog_commits_total", "outcome" => "duplicate")
+                    .increment(1)
+            }
+            Ok(_) => metrics::counter!("spoor_catalog_commits_total", "outcome" => "committed")
+                .increment(1),
+            Err(_) => metrics::counter!("spoor_catalog_commits_total", "outcome" => "refused")
+                .increment(1),
         }
         outcome
     }
@@ -147,13 +188,19 @@ impl Catalog for CoordinatorNode {
         self.state.read(|d| d.catalog.list_files(&query))
     }
 
-    async fn checkpoints(&self, source_id: &str, topic: &str) -> Result<Vec<SourceCheckpoint>, CatalogError> {
+    async fn checkpoints(
+        &self,
+        source_id: &str,
+        topic: &str,
+    ) -> Result<Vec<SourceCheckpoint>, CatalogError> {
         self.state.read(|d| d.catalog.checkpoints(source_id, topic))
     }
 
     async fn status(&self) -> Result<CatalogStatus, CatalogError> {
         let m = self.raft.metrics().borrow().clone();
-        let (file_count, tenants) = self.state.read(|d| (d.catalog.file_count(), d.catalog.tenant_totals()))?;
+        let (file_count, tenants) = self
+            .state
+            .read(|d| (d.catalog.file_count(), d.catalog.tenant_totals()))?;
         Ok(CatalogStatus {
             node_id: self.id,
             leader_id: m.current_leader,
@@ -189,7 +236,11 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().to_path_buf();
             dirs.lock().expect("lock").push(dir);
-            async move { CoordinatorNode::start(1, &path, &config()).await.expect("start") }
+            async move {
+                CoordinatorNode::start(1, &path, &config())
+                    .await
+                    .expect("start")
+            }
         })
         .await;
     }
@@ -197,7 +248,9 @@ mod tests {
     #[tokio::test]
     async fn catalog_survives_restart_through_log_and_snapshot() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = CoordinatorNode::start(1, dir.path(), &config()).await.expect("start");
+        let node = CoordinatorNode::start(1, dir.path(), &config())
+            .await
+            .expect("start");
         // More entries than snapshot_after_entries, so a snapshot and log purge happen.
         for i in 0..8 {
             let f = conformance::kafka_file("acme", "t", 0, i * 10, i * 10 + 9);
@@ -213,25 +266,49 @@ mod tests {
             .await
             .expect("commit");
         }
-        node.raft.trigger().snapshot().await.expect("trigger snapshot");
+        node.raft
+            .trigger()
+            .snapshot()
+            .await
+            .expect("trigger snapshot");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while node.raft.metrics().borrow().snapshot.is_none_or(|s| s.index < 8) {
-            assert!(std::time::Instant::now() < deadline, "no snapshot was built");
+        while node
+            .raft
+            .metrics()
+            .borrow()
+            .snapshot
+            .is_none_or(|s| s.index < 8)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no snapshot was built"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(dir.path().join("snapshot.json").exists());
         node.shutdown().await;
         drop(node);
 
-        let node = CoordinatorNode::start(1, dir.path(), &config()).await.expect("restart");
-        let files = node.list_files(FileQuery::all(TenantId::new("acme").expect("t"), Table::Events)).await.expect("list");
+        let node = CoordinatorNode::start(1, dir.path(), &config())
+            .await
+            .expect("restart");
+        let files = node
+            .list_files(FileQuery::all(
+                TenantId::new("acme").expect("t"),
+                Table::Events,
+            ))
+            .await
+            .expect("list");
         assert_eq!(files.len(), 8);
         assert_eq!(files.last().map(|f| f.sequence), Some(8));
         let cps = node.checkpoints("src", "t").await.expect("checkpoints");
         assert_eq!(cps[0].next_offset, 80);
         // The next commit continues the sequence.
         let out = node
-            .commit_batch(CommitBatch { files: vec![conformance::kafka_file("acme", "t", 0, 80, 89)], checkpoints: vec![] })
+            .commit_batch(CommitBatch {
+                files: vec![conformance::kafka_file("acme", "t", 0, 80, 89)],
+                checkpoints: vec![],
+            })
             .await
             .expect("commit after restart");
         assert_eq!(out.sequences, vec![9]);

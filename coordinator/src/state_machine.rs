@@ -4,13 +4,18 @@
 //! on start from the last snapshot) and from snapshots written atomically to
 //! `{raft_dir}/snapshot.json` (temp file, fsync, rename).
 
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes);
+// the helpers here return it unchanged rather than box and unbox it.
+#![allow(clippy::result_large_err)]
+
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership,
+    EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError,
+    StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use spoor_common::catalog::{CatalogError, CatalogState};
@@ -78,7 +83,9 @@ impl StateMachine {
 
     /// Reads the state under a shared lock.
     pub fn read<T>(&self, f: impl FnOnce(&StateMachineData) -> T) -> Result<T, CatalogError> {
-        let guard = self.data.read().map_err(|_| CatalogError::Internal { reason: Poisoned.to_string() })?;
+        let guard = self.data.read().map_err(|_| CatalogError::Internal {
+            reason: Poisoned.to_string(),
+        })?;
         Ok(f(&guard))
     }
 
@@ -93,7 +100,9 @@ impl StateMachine {
         std::fs::rename(&tmp, &self.snapshot_path).map_err(snap_write_err)?;
         if let Some(dir) = self.snapshot_path.parent() {
             // Make the rename itself durable.
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(snap_write_err)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(snap_write_err)?;
         }
         Ok(())
     }
@@ -103,17 +112,33 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (bytes, last_applied, last_membership) = {
             let data = self.data.read().map_err(|_| sm_read_err(Poisoned))?;
-            (serde_json::to_vec(&*data).map_err(sm_read_err)?, data.last_applied, data.last_membership.clone())
+            (
+                serde_json::to_vec(&*data).map_err(sm_read_err)?,
+                data.last_applied,
+                data.last_membership.clone(),
+            )
         };
-        let seq = self.snapshot_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seq = self
+            .snapshot_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
             None => format!("empty-{seq}"),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data: bytes.clone() };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        };
         self.write_snapshot_file(&stored)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
@@ -137,13 +162,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             data.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Blank => CatalogReply(Err(CatalogError::Invalid { reason: "blank entry".into() })),
+                EntryPayload::Blank => CatalogReply(Err(CatalogError::Invalid {
+                    reason: "blank entry".into(),
+                })),
                 EntryPayload::Normal(CatalogCommand::Commit { batch, now_micros }) => {
                     CatalogReply(data.catalog.apply_commit(&batch, now_micros))
                 }
                 EntryPayload::Membership(m) => {
                     data.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    CatalogReply(Err(CatalogError::Invalid { reason: "membership entry".into() }))
+                    CatalogReply(Err(CatalogError::Invalid {
+                        reason: "membership entry".into(),
+                    }))
                 }
             };
             replies.push(reply);
@@ -166,7 +195,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
         let new: StateMachineData = serde_json::from_slice(&bytes).map_err(snap_read_err)?;
-        self.write_snapshot_file(&StoredSnapshot { meta: meta.clone(), data: bytes })?;
+        self.write_snapshot_file(&StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        })?;
         let mut data = self.data.write().map_err(|_| sm_read_err(Poisoned))?;
         *data = new;
         Ok(())
@@ -178,6 +210,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let bytes = std::fs::read(&self.snapshot_path).map_err(snap_read_err)?;
         let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(snap_read_err)?;
-        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
     }
 }

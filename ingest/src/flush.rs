@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spoor_common::catalog::{Catalog, CatalogError, CommitBatch, CommitOutcome, NewFile, SourceCheckpoint, SourceRange};
+use spoor_common::catalog::{
+    Catalog, CatalogError, CommitBatch, CommitOutcome, NewFile, SourceCheckpoint, SourceRange,
+};
 use spoor_common::tenant::TenantId;
 use tracing::Instrument;
 
@@ -69,7 +71,9 @@ pub struct Flusher {
 
 impl std::fmt::Debug for Flusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flusher").field("tenant", &self.tenant).finish()
+        f.debug_struct("Flusher")
+            .field("tenant", &self.tenant)
+            .finish()
     }
 }
 
@@ -88,8 +92,18 @@ pub struct Flushed {
 
 impl Flusher {
     /// A flusher for `tenant`.
-    pub fn new(tenant: TenantId, writer: LakeWriter, catalog: Arc<dyn Catalog>, fault: Option<Fault>) -> Self {
-        Flusher { tenant, writer, catalog, fault }
+    pub fn new(
+        tenant: TenantId,
+        writer: LakeWriter,
+        catalog: Arc<dyn Catalog>,
+        fault: Option<Fault>,
+    ) -> Self {
+        Flusher {
+            tenant,
+            writer,
+            catalog,
+            fault,
+        }
     }
 
     /// The armed test fault.
@@ -110,7 +124,16 @@ impl Flusher {
         let mut checkpoints = Vec::new();
         let (mut events, mut dead) = (0, 0);
         for b in batches {
-            files.extend(self.writer.write(&self.tenant, &FileOrigin::Kafka(b.range.clone()), &b.events, &b.dead).await?);
+            files.extend(
+                self.writer
+                    .write(
+                        &self.tenant,
+                        &FileOrigin::Kafka(b.range.clone()),
+                        &b.events,
+                        &b.dead,
+                    )
+                    .await?,
+            );
             checkpoints.push(SourceCheckpoint {
                 source_id: b.range.source_id.clone(),
                 topic: b.range.topic.clone(),
@@ -124,7 +147,12 @@ impl Flusher {
         let n_files = files.len();
         let outcome = self.commit(CommitBatch { files, checkpoints }).await?;
         record(events, dead, started);
-        Ok(Flushed { files: n_files, events, dead_letters: dead, outcome })
+        Ok(Flushed {
+            files: n_files,
+            events,
+            dead_letters: dead,
+            outcome,
+        })
     }
 
     /// Writes and commits the rows of one request without source offsets.
@@ -135,16 +163,36 @@ impl Flusher {
         dead: &[DeadLetterRow],
     ) -> Result<Flushed, IngestError> {
         let started = std::time::Instant::now();
-        let files = self.writer.write(&self.tenant, &FileOrigin::Request(request_id.to_string()), events, dead).await?;
+        let files = self
+            .writer
+            .write(
+                &self.tenant,
+                &FileOrigin::Request(request_id.to_string()),
+                events,
+                dead,
+            )
+            .await?;
         Fault::trigger(self.fault, Fault::CrashAfterWrite);
         let n_files = files.len();
         let outcome = if files.is_empty() {
-            CommitOutcome { sequences: Vec::new(), already_committed: false }
+            CommitOutcome {
+                sequences: Vec::new(),
+                already_committed: false,
+            }
         } else {
-            self.commit(CommitBatch { files, checkpoints: Vec::new() }).await?
+            self.commit(CommitBatch {
+                files,
+                checkpoints: Vec::new(),
+            })
+            .await?
         };
         record(events.len(), dead.len(), started);
-        Ok(Flushed { files: n_files, events: events.len(), dead_letters: dead.len(), outcome })
+        Ok(Flushed {
+            files: n_files,
+            events: events.len(),
+            dead_letters: dead.len(),
+            outcome,
+        })
     }
 
     /// Commits, retrying while the catalog is unavailable (bounded: about a
@@ -155,7 +203,9 @@ impl Flusher {
         loop {
             match self.catalog.commit_batch(batch.clone()).await {
                 Ok(out) => return Ok(out),
-                Err(e @ CatalogError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                Err(e @ CatalogError::Unavailable { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
                     tracing::warn!(error = %e, retry_in = ?delay, "catalog commit failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

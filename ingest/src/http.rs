@@ -30,24 +30,50 @@ struct HttpIngest {
 
 /// The HTTP ingest routes.
 pub fn router(flusher: Flusher, node_id: u64, max_body_bytes: usize) -> Router {
-    let state = HttpIngest { flusher, normalizer: Arc::new(JsonNormalizer::new()), node_id, counter: Arc::new(AtomicU64::new(0)) };
+    let state = HttpIngest {
+        flusher,
+        normalizer: Arc::new(JsonNormalizer::new()),
+        node_id,
+        counter: Arc::new(AtomicU64::new(0)),
+    };
     Router::new()
-        .route("/v1/ingest", post(|state: State<HttpIngest>, body: Bytes| ingest(state, "http".to_string(), body)))
-        .route("/v1/ingest/{source}", post(|state: State<HttpIngest>, Path(source): Path<String>, body: Bytes| ingest(state, source, body)))
+        .route(
+            "/v1/ingest",
+            post(|state: State<HttpIngest>, body: Bytes| ingest(state, "http".to_string(), body)),
+        )
+        .route(
+            "/v1/ingest/{source}",
+            post(
+                |state: State<HttpIngest>, Path(source): Path<String>, body: Bytes| {
+                    ingest(state, source, body)
+                },
+            ),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 async fn ingest(State(state): State<HttpIngest>, source: String, body: Bytes) -> Response {
-    if source.is_empty() || source.len() > 128 || !source.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if source.is_empty()
+        || source.len() > 128
+        || !source
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_source",
-            format!("source name {source:?} must be 1-128 characters of letters, digits, '-', '_' and '.'"),
+            format!(
+                "source name {source:?} must be 1-128 characters of letters, digits, '-', '_' and '.'"
+            ),
         );
     }
     let topic = format!("http:{source}");
@@ -60,7 +86,12 @@ async fn ingest(State(state): State<HttpIngest>, source: String, body: Bytes) ->
             continue;
         }
         let line_no = i as i64 + 1;
-        let prov = Provenance { topic: topic.clone(), partition: None, offset: Some(line_no), ingest_time_micros: now };
+        let prov = Provenance {
+            topic: topic.clone(),
+            partition: None,
+            offset: Some(line_no),
+            ingest_time_micros: now,
+        };
         match state.normalizer.normalize(line, &prov) {
             Ok(row) => events.push(row),
             Err(e) => dead.push(DeadLetterRow {
@@ -80,7 +111,11 @@ async fn ingest(State(state): State<HttpIngest>, source: String, body: Bytes) ->
         now,
         state.counter.fetch_add(1, Ordering::Relaxed)
     );
-    match state.flusher.flush_request(&request_id, &events, &dead).await {
+    match state
+        .flusher
+        .flush_request(&request_id, &events, &dead)
+        .await
+    {
         Ok(flushed) => (
             StatusCode::OK,
             axum::Json(json!({
@@ -90,12 +125,18 @@ async fn ingest(State(state): State<HttpIngest>, source: String, body: Bytes) ->
             })),
         )
             .into_response(),
-        Err(IngestError::Catalog(e)) if e.is_retryable() => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "catalog_unavailable", format!("{e}; retry the request"))
-        }
+        Err(IngestError::Catalog(e)) if e.is_retryable() => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catalog_unavailable",
+            format!("{e}; retry the request"),
+        ),
         Err(e) => {
             tracing::error!(error = %e, source, "http ingest failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "ingest_failed", e.to_string())
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ingest_failed",
+                e.to_string(),
+            )
         }
     }
 }
@@ -113,27 +154,51 @@ mod tests {
 
     fn app(catalog: Arc<MemoryCatalog>) -> Router {
         let store = Arc::new(object_store::memory::InMemory::new());
-        let flusher = Flusher::new(TenantId::new("default").expect("t"), LakeWriter::new(store, 3), catalog, None);
+        let flusher = Flusher::new(
+            TenantId::new("default").expect("t"),
+            LakeWriter::new(store, 3),
+            catalog,
+            None,
+        );
         router(flusher, 1, 1024)
     }
 
     async fn post(app: Router, uri: &str, body: &'static str) -> (StatusCode, serde_json::Value) {
-        let resp = app.oneshot(Request::post(uri).body(Body::from(body)).expect("request")).await.expect("response");
+        let resp = app
+            .oneshot(Request::post(uri).body(Body::from(body)).expect("request"))
+            .await
+            .expect("response");
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]
     async fn commits_events_and_dead_letters_before_answering() {
         let catalog = Arc::new(MemoryCatalog::new());
-        let (status, body) = post(app(catalog.clone()), "/v1/ingest/fw", "{\"a\":1}\n\n{bad\r\n{\"b\":2}\n").await;
+        let (status, body) = post(
+            app(catalog.clone()),
+            "/v1/ingest/fw",
+            "{\"a\":1}\n\n{bad\r\n{\"b\":2}\n",
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({"accepted": 2, "dead_lettered": 1, "files": 2}));
         let t = TenantId::new("default").expect("t");
-        let events = catalog.list_files(FileQuery::all(t.clone(), Table::Events)).await.expect("list");
+        let events = catalog
+            .list_files(FileQuery::all(t.clone(), Table::Events))
+            .await
+            .expect("list");
         assert_eq!(events.iter().map(|f| f.file.row_count).sum::<u64>(), 2);
-        let dead = catalog.list_files(FileQuery::all(t, Table::DeadLetter)).await.expect("list");
+        let dead = catalog
+            .list_files(FileQuery::all(t, Table::DeadLetter))
+            .await
+            .expect("list");
         assert_eq!(dead.len(), 1);
     }
 

@@ -79,7 +79,10 @@ impl SpoorContext {
                 if self.stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                match self.runtime.block_on(self.catalog.checkpoints(&self.source_id, topic)) {
+                match self
+                    .runtime
+                    .block_on(self.catalog.checkpoints(&self.source_id, topic))
+                {
                     Ok(cps) => {
                         for c in cps {
                             result.insert((c.topic, c.partition), c.next_offset);
@@ -99,14 +102,24 @@ impl SpoorContext {
 }
 
 impl ConsumerContext for SpoorContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let partitions: Vec<TopicPartition> =
-            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
                 topics.dedup();
-                let Some(checkpoints) = self.checkpoints_for(&topics) else { return };
+                let Some(checkpoints) = self.checkpoints_for(&topics) else {
+                    return;
+                };
                 let mut assigned = Vec::new();
                 for tp in &partitions {
                     let start = checkpoints.get(tp).copied();
@@ -191,12 +204,18 @@ pub async fn run(
     let consumer: Arc<BaseConsumer<SpoorContext>> = Arc::new(
         client
             .create_with_context(context)
-            .map_err(|source| IngestError::Kafka { context: "creating the consumer".into(), source })?,
+            .map_err(|source| IngestError::Kafka {
+                context: "creating the consumer".into(),
+                source,
+            })?,
     );
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
-        .map_err(|source| IngestError::Kafka { context: format!("subscribing to {topics:?}"), source })?;
+        .map_err(|source| IngestError::Kafka {
+            context: format!("subscribing to {topics:?}"),
+            source,
+        })?;
     tracing::info!(brokers = %kafka.brokers, topics = ?kafka.topics, group = %kafka.group_id, "kafka source started");
 
     let poller = {
@@ -235,7 +254,10 @@ pub async fn run(
                 Err(IngestError::Catalog(CatalogError::Conflict { reason })) => {
                     // Someone committed these partitions further (a zombie of
                     // ours, or a rebalance race): restart at the catalog.
-                    tracing::warn!(reason, "catalog refused the batch; re-seeking to catalog checkpoints");
+                    tracing::warn!(
+                        reason,
+                        "catalog refused the batch; re-seeking to catalog checkpoints"
+                    );
                     let reset = reseek(&catalog, &kafka.group_id, &pending, &commands_tx).await;
                     buffers.reset_to(reset);
                     pending.clear();
@@ -276,10 +298,10 @@ pub async fn run(
     // Shutting down: commit what is buffered, then stop the consumer.
     let mut last = buffers.take();
     last.extend(pending);
-    if !last.is_empty() {
-        if let Err(e) = flush(&flusher, &consumer, &last).await {
-            tracing::warn!(error = %e, "final flush failed; the events will be read again on restart");
-        }
+    if !last.is_empty()
+        && let Err(e) = flush(&flusher, &consumer, &last).await
+    {
+        tracing::warn!(error = %e, "final flush failed; the events will be read again on restart");
     }
     stop.store(true, Ordering::Relaxed);
     drop(events_rx);
@@ -300,7 +322,12 @@ fn poll_loop(
 ) {
     while !stop.load(Ordering::Relaxed) {
         while let Ok(PollCommand::Seek((topic, partition), offset)) = commands.try_recv() {
-            if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
+            if let Err(e) = consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            ) {
                 tracing::error!(error = %e, topic, partition, offset, "seek failed");
             }
         }
@@ -325,13 +352,26 @@ fn poll_loop(
     }
 }
 
-async fn flush(flusher: &Flusher, consumer: &BaseConsumer<SpoorContext>, batches: &[PartitionBatch]) -> Result<(), IngestError> {
+async fn flush(
+    flusher: &Flusher,
+    consumer: &BaseConsumer<SpoorContext>,
+    batches: &[PartitionBatch],
+) -> Result<(), IngestError> {
     let flushed = flusher.flush_kafka(batches).await?;
-    tracing::debug!(events = flushed.events, dead = flushed.dead_letters, files = flushed.files, "flushed");
+    tracing::debug!(
+        events = flushed.events,
+        dead = flushed.dead_letters,
+        files = flushed.files,
+        "flushed"
+    );
     Fault::trigger(flusher.fault(), Fault::CrashAfterCommit);
     let mut tpl = TopicPartitionList::new();
     for b in batches {
-        if let Err(e) = tpl.add_partition_offset(&b.range.topic, b.range.partition, Offset::Offset(b.range.last_offset + 1)) {
+        if let Err(e) = tpl.add_partition_offset(
+            &b.range.topic,
+            b.range.partition,
+            Offset::Offset(b.range.last_offset + 1),
+        ) {
             tracing::warn!(error = %e, "building the kafka offset commit");
         }
     }
@@ -357,8 +397,13 @@ async fn reseek(
     topics.dedup();
     for topic in topics {
         match catalog.checkpoints(source_id, topic).await {
-            Ok(cps) => known.extend(cps.into_iter().map(|c| ((c.topic, c.partition), c.next_offset))),
-            Err(e) => tracing::error!(error = %e, topic, "cannot read checkpoints to re-seek; re-reading the batch"),
+            Ok(cps) => known.extend(
+                cps.into_iter()
+                    .map(|c| ((c.topic, c.partition), c.next_offset)),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, topic, "cannot read checkpoints to re-seek; re-reading the batch")
+            }
         }
     }
     batches

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow::compute::{SortOptions, sort_to_indices, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -19,8 +21,8 @@ use parquet::schema::types::ColumnPath;
 use spoor_common::catalog::{NewFile, SourceRange};
 use spoor_common::layout;
 use spoor_common::schema::{
-    ColumnDef, ColumnKind, DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA_VERSION, EVENT_COLUMNS, EVENT_SCHEMA_VERSION, Table,
-    dead_letter_schema, event_schema,
+    ColumnDef, ColumnKind, DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA_VERSION, EVENT_COLUMNS,
+    EVENT_SCHEMA_VERSION, Table, dead_letter_schema, event_schema,
 };
 use spoor_common::tenant::TenantId;
 
@@ -62,7 +64,9 @@ pub struct LakeWriter {
 
 impl std::fmt::Debug for LakeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LakeWriter").field("zstd_level", &self.zstd_level).finish()
+        f.debug_struct("LakeWriter")
+            .field("zstd_level", &self.zstd_level)
+            .finish()
     }
 }
 
@@ -84,19 +88,31 @@ impl LakeWriter {
         let mut files = Vec::new();
         let mut by_hour: BTreeMap<i64, Vec<&EventRow>> = BTreeMap::new();
         for row in events {
-            by_hour.entry(layout::hour_start_micros(row.time())).or_default().push(row);
+            by_hour
+                .entry(layout::hour_start_micros(row.time()))
+                .or_default()
+                .push(row);
         }
         for (hour, rows) in by_hour {
             let batch = event_batch(&rows)?;
-            files.push(self.write_file(tenant, Table::Events, origin, hour, batch).await?);
+            files.push(
+                self.write_file(tenant, Table::Events, origin, hour, batch)
+                    .await?,
+            );
         }
         let mut dead_by_hour: BTreeMap<i64, Vec<&DeadLetterRow>> = BTreeMap::new();
         for row in dead {
-            dead_by_hour.entry(layout::hour_start_micros(row.ingest_time_micros)).or_default().push(row);
+            dead_by_hour
+                .entry(layout::hour_start_micros(row.ingest_time_micros))
+                .or_default()
+                .push(row);
         }
         for (hour, rows) in dead_by_hour {
             let batch = dead_letter_batch(&rows)?;
-            files.push(self.write_file(tenant, Table::DeadLetter, origin, hour, batch).await?);
+            files.push(
+                self.write_file(tenant, Table::DeadLetter, origin, hour, batch)
+                    .await?,
+            );
         }
         Ok(files)
     }
@@ -117,7 +133,10 @@ impl LakeWriter {
         };
         let bytes = encode_parquet(&batch, columns, self.zstd_level)?;
         let (file_id, source) = match origin {
-            FileOrigin::Kafka(range) => (layout::file_id_for_range(range, table, hour), Some(range.clone())),
+            FileOrigin::Kafka(range) => (
+                layout::file_id_for_range(range, table, hour),
+                Some(range.clone()),
+            ),
             FileOrigin::Request(id) => (layout::file_id_for_request(id, table, hour), None),
         };
         let key = layout::object_key(tenant, table, hour, &file_id);
@@ -127,9 +146,13 @@ impl LakeWriter {
         self.store
             .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
             .await
-            .map_err(|source| IngestError::WriteFile { key: key.clone(), source })?;
+            .map_err(|source| IngestError::WriteFile {
+                key: key.clone(),
+                source,
+            })?;
         metrics::counter!("spoor_ingest_files_written_total", "table" => table.name()).increment(1);
-        metrics::counter!("spoor_ingest_bytes_written_total", "table" => table.name()).increment(size);
+        metrics::counter!("spoor_ingest_bytes_written_total", "table" => table.name())
+            .increment(size);
         Ok(NewFile {
             file_id,
             tenant: tenant.clone(),
@@ -146,32 +169,54 @@ impl LakeWriter {
 }
 
 fn sort_by_time(batch: RecordBatch) -> Result<RecordBatch, IngestError> {
-    let indices = sort_to_indices(batch.column(0), Some(SortOptions { descending: false, nulls_first: false }), None)
-        .map_err(IngestError::Arrow)?;
+    let indices = sort_to_indices(
+        batch.column(0),
+        Some(SortOptions {
+            descending: false,
+            nulls_first: false,
+        }),
+        None,
+    )
+    .map_err(IngestError::Arrow)?;
     take_record_batch(&batch, &indices).map_err(IngestError::Arrow)
 }
 
 fn time_range(batch: &RecordBatch) -> (i64, i64) {
     use arrow::array::{Array, TimestampMicrosecondArray};
-    let Some(times) = batch.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>() else { return (0, 0) };
+    let Some(times) = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+    else {
+        return (0, 0);
+    };
     if times.is_empty() {
         return (0, 0);
     }
     (times.value(0), times.value(times.len() - 1))
 }
 
-fn encode_parquet(batch: &RecordBatch, columns: &[ColumnDef], zstd_level: i32) -> Result<Vec<u8>, IngestError> {
+fn encode_parquet(
+    batch: &RecordBatch,
+    columns: &[ColumnDef],
+    zstd_level: i32,
+) -> Result<Vec<u8>, IngestError> {
     let level = ZstdLevel::try_new(zstd_level).map_err(IngestError::Parquet)?;
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
         .set_created_by(format!("spoor {}", env!("CARGO_PKG_VERSION")));
     for c in columns.iter().filter(|c| c.bloom_filter) {
         props = props.set_column_bloom_filter_enabled(ColumnPath::from(c.name), true);
     }
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.build())).map_err(IngestError::Parquet)?;
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.build()))
+        .map_err(IngestError::Parquet)?;
     writer.write(batch).map_err(IngestError::Parquet)?;
     writer.close().map_err(IngestError::Parquet)?;
     Ok(buf)
@@ -183,7 +228,13 @@ pub fn event_batch(rows: &[&EventRow]) -> Result<RecordBatch, IngestError> {
     let columns: Vec<ArrayRef> = EVENT_COLUMNS
         .iter()
         .enumerate()
-        .map(|(i, c)| build_column(c.kind, rows.iter().map(|r| r.cells.get(i).unwrap_or(&Cell::Null)), rows.len()))
+        .map(|(i, c)| {
+            build_column(
+                c.kind,
+                rows.iter().map(|r| r.cells.get(i).unwrap_or(&Cell::Null)),
+                rows.len(),
+            )
+        })
         .collect();
     finish(schema, columns)
 }
@@ -222,7 +273,11 @@ fn finish(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, Inge
     RecordBatch::try_new(schema, columns).map_err(IngestError::Arrow)
 }
 
-fn build_column<'a>(kind: ColumnKind, cells: impl Iterator<Item = &'a Cell>, len: usize) -> ArrayRef {
+fn build_column<'a>(
+    kind: ColumnKind,
+    cells: impl Iterator<Item = &'a Cell>,
+    len: usize,
+) -> ArrayRef {
     match kind {
         ColumnKind::Timestamp => {
             let mut b = TimestampMicrosecondBuilder::with_capacity(len).with_timezone("UTC");
@@ -294,7 +349,12 @@ mod tests {
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let prov = Provenance { topic: "t".into(), partition: Some(0), offset: Some(i as i64), ingest_time_micros: 5 };
+            let prov = Provenance {
+                topic: "t".into(),
+                partition: Some(0),
+                offset: Some(i as i64),
+                ingest_time_micros: 5,
+            };
             n.normalize(e.as_bytes(), &prov).expect("normalizes")
         })
         .collect()
@@ -305,7 +365,13 @@ mod tests {
         let store = Arc::new(InMemory::new());
         let writer = LakeWriter::new(store.clone(), 3);
         let tenant = TenantId::new("acme").expect("tenant");
-        let range = SourceRange { source_id: "g".into(), topic: "t".into(), partition: 0, first_offset: 0, last_offset: 3 };
+        let range = SourceRange {
+            source_id: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            first_offset: 0,
+            last_offset: 3,
+        };
         let dead = vec![DeadLetterRow {
             ingest_time_micros: 1_709_625_600_000_000,
             topic: "t".into(),
@@ -314,27 +380,62 @@ mod tests {
             error: "invalid JSON: x".into(),
             raw: b"{x".to_vec(),
         }];
-        let files = writer.write(&tenant, &FileOrigin::Kafka(range.clone()), &rows(), &dead).await.expect("write");
+        let files = writer
+            .write(&tenant, &FileOrigin::Kafka(range.clone()), &rows(), &dead)
+            .await
+            .expect("write");
         assert_eq!(files.len(), 3);
         assert_eq!(files[0].row_count, 2);
-        assert!(files[0].object_key.starts_with("tenants/acme/events/date=2024-03-05/hour=07/"));
-        assert!(files[2].object_key.starts_with("tenants/acme/dead_letter/date=2024-03-05/hour=08/"));
+        assert!(
+            files[0]
+                .object_key
+                .starts_with("tenants/acme/events/date=2024-03-05/hour=07/")
+        );
+        assert!(
+            files[2]
+                .object_key
+                .starts_with("tenants/acme/dead_letter/date=2024-03-05/hour=08/")
+        );
         assert!(files[0].min_time_micros < files[0].max_time_micros);
 
         // The file is zstd Parquet, sorted by time, with bloom filters.
-        let bytes = store.get(&ObjectPath::from(files[0].object_key.as_str())).await.expect("get").bytes().await.expect("bytes");
+        let bytes = store
+            .get(&ObjectPath::from(files[0].object_key.as_str()))
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
         let meta = builder.metadata().clone();
         let rg = meta.row_group(0);
         assert!(matches!(rg.column(0).compression(), Compression::ZSTD(_)));
-        let src_ip = EVENT_COLUMNS.iter().position(|c| c.name == "src_ip").expect("src_ip");
+        let src_ip = EVENT_COLUMNS
+            .iter()
+            .position(|c| c.name == "src_ip")
+            .expect("src_ip");
         assert!(rg.column(src_ip).bloom_filter_offset().is_some());
-        let batch = builder.build().expect("reader").next().expect("batch").expect("ok");
-        let ips = batch.column(src_ip).as_any().downcast_ref::<arrow::array::StringArray>().expect("strings");
+        let batch = builder
+            .build()
+            .expect("reader")
+            .next()
+            .expect("batch")
+            .expect("ok");
+        let ips = batch
+            .column(src_ip)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .expect("strings");
         assert_eq!(ips.value(0), "10.0.0.1");
 
         // Same range, same keys: a replay overwrites identical files.
-        let again = writer.write(&tenant, &FileOrigin::Kafka(range), &rows(), &dead).await.expect("rewrite");
-        assert_eq!(again.iter().map(|f| &f.file_id).collect::<Vec<_>>(), files.iter().map(|f| &f.file_id).collect::<Vec<_>>());
+        let again = writer
+            .write(&tenant, &FileOrigin::Kafka(range), &rows(), &dead)
+            .await
+            .expect("rewrite");
+        assert_eq!(
+            again.iter().map(|f| &f.file_id).collect::<Vec<_>>(),
+            files.iter().map(|f| &f.file_id).collect::<Vec<_>>()
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! source checkpoints (DESIGN.md, guarantees: nothing lost, exactly-once files).
 
 pub mod error;
-pub mod lake_writer;
-pub mod normalize;
 pub mod flush;
 pub mod http;
 pub mod kafka;
+pub mod lake_writer;
+pub mod normalize;
 pub mod partitions;

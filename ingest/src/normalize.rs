@@ -87,66 +87,386 @@ pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Source paths for each column, in priority order (the generic JSON mapping).
 /// Aliases cover OCSF (nested), ECS, Sysmon/Windows flat fields, Zeek and CloudTrail.
 const DEFAULT_PATHS: &[(&str, &[&str])] = &[
-    (col::TIME, &["time", "@timestamp", "timestamp", "ts", "EventTime", "TimeCreated", "UtcTime", "eventTime", "event.created", "published"]),
+    (
+        col::TIME,
+        &[
+            "time",
+            "@timestamp",
+            "timestamp",
+            "ts",
+            "EventTime",
+            "TimeCreated",
+            "UtcTime",
+            "eventTime",
+            "event.created",
+            "published",
+        ],
+    ),
     (col::CLASS_UID, &["class_uid"]),
     (col::CATEGORY_UID, &["category_uid"]),
     (col::ACTIVITY_ID, &["activity_id"]),
     (col::TYPE_UID, &["type_uid"]),
     (col::SEVERITY_ID, &["severity_id"]),
     (col::MESSAGE, &["message", "Message", "msg"]),
-    (col::METADATA_PRODUCT, &["metadata.product.name", "metadata_product", "event.module", "SourceName"]),
-    (col::METADATA_LOG_NAME, &["metadata.log_name", "metadata_log_name", "Channel", "winlog.channel", "event.dataset"]),
-    (col::EVENT_CODE, &["event_code", "EventID", "event.code", "winlog.event_id"]),
+    (
+        col::METADATA_PRODUCT,
+        &[
+            "metadata.product.name",
+            "metadata_product",
+            "event.module",
+            "SourceName",
+        ],
+    ),
+    (
+        col::METADATA_LOG_NAME,
+        &[
+            "metadata.log_name",
+            "metadata_log_name",
+            "Channel",
+            "winlog.channel",
+            "event.dataset",
+        ],
+    ),
+    (
+        col::EVENT_CODE,
+        &["event_code", "EventID", "event.code", "winlog.event_id"],
+    ),
     (col::ACTION, &["action", "event.action"]),
     (col::STATUS, &["status", "event.outcome"]),
-    (col::STATUS_DETAIL, &["status_detail", "errorMessage", "errorCode"]),
-    (col::SRC_IP, &["src_ip", "src_endpoint.ip", "source.ip", "SourceIp", "SourceAddress", "id.orig_h", "sourceIPAddress", "client.ip", "IpAddress"]),
-    (col::SRC_PORT, &["src_port", "src_endpoint.port", "source.port", "SourcePort", "id.orig_p", "IpPort"]),
-    (col::SRC_HOSTNAME, &["src_hostname", "src_endpoint.hostname", "SourceHostname", "source.domain", "WorkstationName"]),
-    (col::DST_IP, &["dst_ip", "dst_endpoint.ip", "destination.ip", "DestinationIp", "DestAddress", "id.resp_h"]),
-    (col::DST_PORT, &["dst_port", "dst_endpoint.port", "destination.port", "DestinationPort", "id.resp_p"]),
-    (col::DST_HOSTNAME, &["dst_hostname", "dst_endpoint.hostname", "DestinationHostname", "destination.domain"]),
-    (col::NETWORK_PROTOCOL, &["network_protocol", "connection_info.protocol_name", "network.transport", "proto", "Protocol"]),
-    (col::NETWORK_DIRECTION, &["network_direction", "connection_info.direction", "network.direction"]),
-    (col::BYTES_IN, &["bytes_in", "traffic.bytes_in", "destination.bytes", "resp_bytes"]),
-    (col::BYTES_OUT, &["bytes_out", "traffic.bytes_out", "source.bytes", "orig_bytes"]),
-    (col::ACTOR_USER_NAME, &["actor_user_name", "actor.user.name", "SubjectUserName", "userIdentity.userName", "User"]),
-    (col::ACTOR_USER_DOMAIN, &["actor_user_domain", "actor.user.domain", "SubjectDomainName"]),
-    (col::USER_NAME, &["user_name", "user.name", "TargetUserName", "username"]),
-    (col::USER_DOMAIN, &["user_domain", "user.domain", "TargetDomainName"]),
+    (
+        col::STATUS_DETAIL,
+        &["status_detail", "errorMessage", "errorCode"],
+    ),
+    (
+        col::SRC_IP,
+        &[
+            "src_ip",
+            "src_endpoint.ip",
+            "source.ip",
+            "SourceIp",
+            "SourceAddress",
+            "id.orig_h",
+            "sourceIPAddress",
+            "client.ip",
+            "IpAddress",
+        ],
+    ),
+    (
+        col::SRC_PORT,
+        &[
+            "src_port",
+            "src_endpoint.port",
+            "source.port",
+            "SourcePort",
+            "id.orig_p",
+            "IpPort",
+        ],
+    ),
+    (
+        col::SRC_HOSTNAME,
+        &[
+            "src_hostname",
+            "src_endpoint.hostname",
+            "SourceHostname",
+            "source.domain",
+            "WorkstationName",
+        ],
+    ),
+    (
+        col::DST_IP,
+        &[
+            "dst_ip",
+            "dst_endpoint.ip",
+            "destination.ip",
+            "DestinationIp",
+            "DestAddress",
+            "id.resp_h",
+        ],
+    ),
+    (
+        col::DST_PORT,
+        &[
+            "dst_port",
+            "dst_endpoint.port",
+            "destination.port",
+            "DestinationPort",
+            "id.resp_p",
+        ],
+    ),
+    (
+        col::DST_HOSTNAME,
+        &[
+            "dst_hostname",
+            "dst_endpoint.hostname",
+            "DestinationHostname",
+            "destination.domain",
+        ],
+    ),
+    (
+        col::NETWORK_PROTOCOL,
+        &[
+            "network_protocol",
+            "connection_info.protocol_name",
+            "network.transport",
+            "proto",
+            "Protocol",
+        ],
+    ),
+    (
+        col::NETWORK_DIRECTION,
+        &[
+            "network_direction",
+            "connection_info.direction",
+            "network.direction",
+        ],
+    ),
+    (
+        col::BYTES_IN,
+        &[
+            "bytes_in",
+            "traffic.bytes_in",
+            "destination.bytes",
+            "resp_bytes",
+        ],
+    ),
+    (
+        col::BYTES_OUT,
+        &[
+            "bytes_out",
+            "traffic.bytes_out",
+            "source.bytes",
+            "orig_bytes",
+        ],
+    ),
+    (
+        col::ACTOR_USER_NAME,
+        &[
+            "actor_user_name",
+            "actor.user.name",
+            "SubjectUserName",
+            "userIdentity.userName",
+            "User",
+        ],
+    ),
+    (
+        col::ACTOR_USER_DOMAIN,
+        &[
+            "actor_user_domain",
+            "actor.user.domain",
+            "SubjectDomainName",
+        ],
+    ),
+    (
+        col::USER_NAME,
+        &["user_name", "user.name", "TargetUserName", "username"],
+    ),
+    (
+        col::USER_DOMAIN,
+        &["user_domain", "user.domain", "TargetDomainName"],
+    ),
     (col::LOGON_TYPE, &["logon_type", "LogonType"]),
-    (col::AUTH_PROTOCOL, &["auth_protocol", "AuthenticationPackageName"]),
-    (col::DEVICE_HOSTNAME, &["device_hostname", "device.hostname", "host.name", "Hostname", "Computer", "hostname", "host"]),
+    (
+        col::AUTH_PROTOCOL,
+        &["auth_protocol", "AuthenticationPackageName"],
+    ),
+    (
+        col::DEVICE_HOSTNAME,
+        &[
+            "device_hostname",
+            "device.hostname",
+            "host.name",
+            "Hostname",
+            "Computer",
+            "hostname",
+            "host",
+        ],
+    ),
     (col::DEVICE_IP, &["device_ip", "device.ip", "host.ip"]),
-    (col::DEVICE_OS, &["device_os", "device.os.name", "host.os.name"]),
+    (
+        col::DEVICE_OS,
+        &["device_os", "device.os.name", "host.os.name"],
+    ),
     (col::PROCESS_NAME, &["process_name", "process.name"]),
-    (col::PROCESS_PID, &["process_pid", "process.pid", "ProcessId", "NewProcessId"]),
-    (col::PROCESS_PATH, &["process_path", "process.file.path", "process.executable", "Image", "NewProcessName"]),
-    (col::PROCESS_CMD_LINE, &["process_cmd_line", "process.cmd_line", "process.command_line", "CommandLine"]),
-    (col::PROCESS_UID, &["process_uid", "process.uid", "process.entity_id", "ProcessGuid"]),
-    (col::PROCESS_PARENT_NAME, &["process_parent_name", "process.parent_process.name", "process.parent.name"]),
-    (col::PROCESS_PARENT_PID, &["process_parent_pid", "process.parent_process.pid", "process.parent.pid", "ParentProcessId"]),
-    (col::PROCESS_PARENT_PATH, &["process_parent_path", "process.parent_process.file.path", "process.parent.executable", "ParentImage", "ParentProcessName"]),
-    (col::PROCESS_PARENT_CMD_LINE, &["process_parent_cmd_line", "process.parent_process.cmd_line", "process.parent.command_line", "ParentCommandLine"]),
-    (col::FILE_PATH, &["file_path", "file.path", "TargetFilename"]),
+    (
+        col::PROCESS_PID,
+        &["process_pid", "process.pid", "ProcessId", "NewProcessId"],
+    ),
+    (
+        col::PROCESS_PATH,
+        &[
+            "process_path",
+            "process.file.path",
+            "process.executable",
+            "Image",
+            "NewProcessName",
+        ],
+    ),
+    (
+        col::PROCESS_CMD_LINE,
+        &[
+            "process_cmd_line",
+            "process.cmd_line",
+            "process.command_line",
+            "CommandLine",
+        ],
+    ),
+    (
+        col::PROCESS_UID,
+        &[
+            "process_uid",
+            "process.uid",
+            "process.entity_id",
+            "ProcessGuid",
+        ],
+    ),
+    (
+        col::PROCESS_PARENT_NAME,
+        &[
+            "process_parent_name",
+            "process.parent_process.name",
+            "process.parent.name",
+        ],
+    ),
+    (
+        col::PROCESS_PARENT_PID,
+        &[
+            "process_parent_pid",
+            "process.parent_process.pid",
+            "process.parent.pid",
+            "ParentProcessId",
+        ],
+    ),
+    (
+        col::PROCESS_PARENT_PATH,
+        &[
+            "process_parent_path",
+            "process.parent_process.file.path",
+            "process.parent.executable",
+            "ParentImage",
+            "ParentProcessName",
+        ],
+    ),
+    (
+        col::PROCESS_PARENT_CMD_LINE,
+        &[
+            "process_parent_cmd_line",
+            "process.parent_process.cmd_line",
+            "process.parent.command_line",
+            "ParentCommandLine",
+        ],
+    ),
+    (
+        col::FILE_PATH,
+        &["file_path", "file.path", "TargetFilename"],
+    ),
     (col::FILE_NAME, &["file_name", "file.name"]),
-    (col::HASH_MD5, &["hash_md5", "file.hash.md5", "hash.md5", "md5"]),
-    (col::HASH_SHA1, &["hash_sha1", "file.hash.sha1", "hash.sha1", "sha1"]),
-    (col::HASH_SHA256, &["hash_sha256", "file.hash.sha256", "hash.sha256", "sha256"]),
-    (col::REGISTRY_KEY, &["registry_key", "reg_key.path", "registry.path", "TargetObject"]),
-    (col::REGISTRY_VALUE, &["registry_value", "reg_value.name", "registry.value", "Details"]),
-    (col::DNS_QUERY, &["dns_query", "query.hostname", "dns.question.name", "QueryName", "query"]),
-    (col::DNS_ANSWER, &["dns_answer", "dns.answers.data", "QueryResults", "answers"]),
-    (col::DNS_RCODE, &["dns_rcode", "dns.response_code", "rcode_name"]),
-    (col::URL, &["url", "url.full", "url.original", "http_request.url.url_string"]),
-    (col::HTTP_METHOD, &["http_method", "http.request.method", "http_request.http_method", "method"]),
-    (col::HTTP_STATUS, &["http_status", "http.response.status_code", "http_response.code", "status_code"]),
-    (col::HTTP_USER_AGENT, &["http_user_agent", "user_agent.original", "http_request.user_agent", "user_agent", "userAgent"]),
+    (
+        col::HASH_MD5,
+        &["hash_md5", "file.hash.md5", "hash.md5", "md5"],
+    ),
+    (
+        col::HASH_SHA1,
+        &["hash_sha1", "file.hash.sha1", "hash.sha1", "sha1"],
+    ),
+    (
+        col::HASH_SHA256,
+        &["hash_sha256", "file.hash.sha256", "hash.sha256", "sha256"],
+    ),
+    (
+        col::REGISTRY_KEY,
+        &[
+            "registry_key",
+            "reg_key.path",
+            "registry.path",
+            "TargetObject",
+        ],
+    ),
+    (
+        col::REGISTRY_VALUE,
+        &[
+            "registry_value",
+            "reg_value.name",
+            "registry.value",
+            "Details",
+        ],
+    ),
+    (
+        col::DNS_QUERY,
+        &[
+            "dns_query",
+            "query.hostname",
+            "dns.question.name",
+            "QueryName",
+            "query",
+        ],
+    ),
+    (
+        col::DNS_ANSWER,
+        &["dns_answer", "dns.answers.data", "QueryResults", "answers"],
+    ),
+    (
+        col::DNS_RCODE,
+        &["dns_rcode", "dns.response_code", "rcode_name"],
+    ),
+    (
+        col::URL,
+        &[
+            "url",
+            "url.full",
+            "url.original",
+            "http_request.url.url_string",
+        ],
+    ),
+    (
+        col::HTTP_METHOD,
+        &[
+            "http_method",
+            "http.request.method",
+            "http_request.http_method",
+            "method",
+        ],
+    ),
+    (
+        col::HTTP_STATUS,
+        &[
+            "http_status",
+            "http.response.status_code",
+            "http_response.code",
+            "status_code",
+        ],
+    ),
+    (
+        col::HTTP_USER_AGENT,
+        &[
+            "http_user_agent",
+            "user_agent.original",
+            "http_request.user_agent",
+            "user_agent",
+            "userAgent",
+        ],
+    ),
     (col::CLOUD_PROVIDER, &["cloud_provider", "cloud.provider"]),
-    (col::CLOUD_REGION, &["cloud_region", "cloud.region", "awsRegion"]),
-    (col::CLOUD_ACCOUNT_UID, &["cloud_account_uid", "cloud.account.uid", "cloud.account.id", "recipientAccountId"]),
-    (col::API_OPERATION, &["api_operation", "api.operation", "eventName"]),
-    (col::API_SERVICE, &["api_service", "api.service.name", "eventSource"]),
+    (
+        col::CLOUD_REGION,
+        &["cloud_region", "cloud.region", "awsRegion"],
+    ),
+    (
+        col::CLOUD_ACCOUNT_UID,
+        &[
+            "cloud_account_uid",
+            "cloud.account.uid",
+            "cloud.account.id",
+            "recipientAccountId",
+        ],
+    ),
+    (
+        col::API_OPERATION,
+        &["api_operation", "api.operation", "eventName"],
+    ),
+    (
+        col::API_SERVICE,
+        &["api_service", "api.service.name", "eventSource"],
+    ),
 ];
 
 fn column_index(name: &str) -> Option<usize> {
@@ -199,8 +519,13 @@ impl Default for JsonNormalizer {
 impl JsonNormalizer {
     /// The generic JSON mapping.
     pub fn new() -> Self {
-        let i = |name: &str| column_index(name).unwrap_or_else(|| panic!("column {name} is in the schema"));
-        let mapped = DEFAULT_PATHS.iter().map(|(name, paths)| (i(name), EVENT_COLUMNS[i(name)].kind, *paths)).collect();
+        let i = |name: &str| {
+            column_index(name).unwrap_or_else(|| panic!("column {name} is in the schema"))
+        };
+        let mapped = DEFAULT_PATHS
+            .iter()
+            .map(|(name, paths)| (i(name), EVENT_COLUMNS[i(name)].kind, *paths))
+            .collect();
         JsonNormalizer {
             mapped,
             idx: Indexes {
@@ -236,21 +561,33 @@ impl JsonNormalizer {
     /// Normalizes one event.
     pub fn normalize(&self, bytes: &[u8], prov: &Provenance) -> Result<EventRow, NormalizeError> {
         if bytes.len() > MAX_EVENT_BYTES {
-            return Err(NormalizeError::TooLarge { size: bytes.len(), limit: MAX_EVENT_BYTES });
+            return Err(NormalizeError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_EVENT_BYTES,
+            });
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(NormalizeError::Empty);
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| NormalizeError::Json(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| NormalizeError::Json(e.to_string()))?;
         let Value::Object(object) = value else {
-            return Err(NormalizeError::NotAnObject { found: json_kind(&value) });
+            return Err(NormalizeError::NotAnObject {
+                found: json_kind(&value),
+            });
         };
         let mut cells = vec![Cell::Null; EVENT_COLUMNS.len()];
         let mut unmapped = object.clone();
         for (index, kind, paths) in &self.mapped {
             for path in *paths {
-                let Some(v) = lookup(&object, path) else { continue };
-                let cell = if *index == self.idx.time { parse_time(v) } else { coerce(v, *kind) };
+                let Some(v) = lookup(&object, path) else {
+                    continue;
+                };
+                let cell = if *index == self.idx.time {
+                    parse_time(v)
+                } else {
+                    coerce(v, *kind)
+                };
                 if let Some(cell) = cell {
                     cells[*index] = cell;
                     remove_path(&mut unmapped, path);
@@ -265,7 +602,8 @@ impl JsonNormalizer {
         cells[self.idx.raw] = Cell::Str(String::from_utf8_lossy(bytes).into_owned());
         cells[self.idx.unmapped] = Cell::Str(Value::Object(unmapped).to_string());
         cells[self.idx.source_topic] = Cell::Str(prov.topic.clone());
-        cells[self.idx.source_partition] = prov.partition.map_or(Cell::Null, |p| Cell::Int(p.into()));
+        cells[self.idx.source_partition] =
+            prov.partition.map_or(Cell::Null, |p| Cell::Int(p.into()));
         cells[self.idx.source_offset] = prov.offset.map_or(Cell::Null, Cell::Int);
         cells[self.idx.ingest_time] = Cell::Int(prov.ingest_time_micros);
         Ok(EventRow { cells })
@@ -273,15 +611,24 @@ impl JsonNormalizer {
 
     /// Fills columns that follow from others: names from paths, hashes from
     /// Sysmon's `Hashes`, and the OCSF class when the source gave none.
-    fn derive(&self, cells: &mut [Cell], object: &Map<String, Value>, unmapped: &mut Map<String, Value>) {
+    fn derive(
+        &self,
+        cells: &mut [Cell],
+        object: &Map<String, Value>,
+        unmapped: &mut Map<String, Value>,
+    ) {
         let x = &self.idx;
-        for (name, path) in [(x.process_name, x.process_path), (x.process_parent_name, x.process_parent_path), (x.file_name, x.file_path)] {
-            if cells[name] == Cell::Null {
-                if let Cell::Str(p) = &cells[path] {
-                    let base = p.rsplit(['\\', '/']).next().unwrap_or(p);
-                    if !base.is_empty() {
-                        cells[name] = Cell::Str(base.to_string());
-                    }
+        for (name, path) in [
+            (x.process_name, x.process_path),
+            (x.process_parent_name, x.process_parent_path),
+            (x.file_name, x.file_path),
+        ] {
+            if cells[name] == Cell::Null
+                && let Cell::Str(p) = &cells[path]
+            {
+                let base = p.rsplit(['\\', '/']).next().unwrap_or(p);
+                if !base.is_empty() {
+                    cells[name] = Cell::Str(base.to_string());
                 }
             }
         }
@@ -295,11 +642,11 @@ impl JsonNormalizer {
                         "SHA256" => column_index(col::HASH_SHA256),
                         _ => None,
                     };
-                    if let Some(c) = column {
-                        if cells[c] == Cell::Null {
-                            cells[c] = Cell::Str(digest.trim().to_ascii_lowercase());
-                            used = true;
-                        }
+                    if let Some(c) = column
+                        && cells[c] == Cell::Null
+                    {
+                        cells[c] = Cell::Str(digest.trim().to_ascii_lowercase());
+                        used = true;
                     }
                 }
             }
@@ -315,7 +662,9 @@ impl JsonNormalizer {
             let has = |i: usize| cells[i] != Cell::Null;
             let (class, activity) = if matches!(code, "4624" | "4625" | "4634" | "4648" | "4672") {
                 (3002, if code == "4634" { 2 } else { 1 })
-            } else if has(x.process_cmd_line) || (has(x.process_path) && matches!(code, "1" | "4688")) {
+            } else if has(x.process_cmd_line)
+                || (has(x.process_path) && matches!(code, "1" | "4688"))
+            {
                 (1007, 1)
             } else if has(x.dns_query) {
                 (4003, 1)
@@ -339,10 +688,10 @@ impl JsonNormalizer {
             if cells[x.category_uid] == Cell::Null {
                 cells[x.category_uid] = Cell::Int(class / 1000);
             }
-            if cells[x.type_uid] == Cell::Null {
-                if let Cell::Int(activity) = cells[x.activity_id] {
-                    cells[x.type_uid] = Cell::Int(class * 100 + activity);
-                }
+            if cells[x.type_uid] == Cell::Null
+                && let Cell::Int(activity) = cells[x.activity_id]
+            {
+                cells[x.type_uid] = Cell::Int(class * 100 + activity);
             }
         }
     }
@@ -386,12 +735,12 @@ fn remove_path(object: &mut Map<String, Value>, path: &str) {
     if object.remove(path).is_some() {
         return;
     }
-    if let Some((head, tail)) = path.split_once('.') {
-        if let Some(Value::Object(inner)) = object.get_mut(head) {
-            remove_path(inner, tail);
-            if inner.is_empty() {
-                object.remove(head);
-            }
+    if let Some((head, tail)) = path.split_once('.')
+        && let Some(Value::Object(inner)) = object.get_mut(head)
+    {
+        remove_path(inner, tail);
+        if inner.is_empty() {
+            object.remove(head);
         }
     }
 }
@@ -404,7 +753,9 @@ fn coerce(v: &Value, kind: ColumnKind) -> Option<Cell> {
             Value::String(s) if !s.is_empty() => Some(Cell::Str(s.clone())),
             Value::Number(n) => Some(Cell::Str(n.to_string())),
             Value::Bool(b) => Some(Cell::Str(b.to_string())),
-            Value::Array(items) if !items.is_empty() && items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+            Value::Array(items)
+                if !items.is_empty() && items.iter().all(|i| !i.is_object() && !i.is_array()) =>
+            {
                 let parts: Vec<String> = items
                     .iter()
                     .map(|i| match i {
@@ -418,7 +769,9 @@ fn coerce(v: &Value, kind: ColumnKind) -> Option<Cell> {
         },
         ColumnKind::Int32 | ColumnKind::Int64 => {
             let n = match v {
-                Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))?,
+                Value::Number(n) => n
+                    .as_i64()
+                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))?,
                 Value::String(s) => s.trim().parse::<i64>().ok()?,
                 _ => return None,
             };
@@ -459,9 +812,13 @@ pub fn parse_time(v: &Value) -> Option<Cell> {
             } else if let Ok(f) = s.parse::<f64>() {
                 from_number(f)?
             } else {
-                let naive = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.fZ"]
-                    .iter()
-                    .find_map(|fmt| chrono::NaiveDateTime::parse_from_str(s, fmt).ok())?;
+                let naive = [
+                    "%Y-%m-%d %H:%M:%S%.f",
+                    "%Y-%m-%dT%H:%M:%S%.f",
+                    "%Y-%m-%d %H:%M:%S%.fZ",
+                ]
+                .iter()
+                .find_map(|fmt| chrono::NaiveDateTime::parse_from_str(s, fmt).ok())?;
                 naive.and_utc().timestamp_micros()
             }
         }
@@ -475,7 +832,12 @@ mod tests {
     use super::*;
 
     fn prov() -> Provenance {
-        Provenance { topic: "t".into(), partition: Some(0), offset: Some(7), ingest_time_micros: 1_000 }
+        Provenance {
+            topic: "t".into(),
+            partition: Some(0),
+            offset: Some(7),
+            ingest_time_micros: 1_000,
+        }
     }
 
     fn s(v: &str) -> Cell {
@@ -524,14 +886,21 @@ mod tests {
         assert_eq!(row.get("src_ip"), Some(&s("1.2.3.4")));
         assert_eq!(row.get("src_port"), Some(&Cell::Null));
         assert_eq!(row.get("category_uid"), Some(&Cell::Int(3)));
-        let Some(Cell::Str(unmapped)) = row.get("unmapped") else { panic!("unmapped") };
+        let Some(Cell::Str(unmapped)) = row.get("unmapped") else {
+            panic!("unmapped")
+        };
         let v: Value = serde_json::from_str(unmapped).expect("json");
-        assert_eq!(v, serde_json::json!({"user":{"x":2},"src_endpoint":{"port":"not a port"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"user":{"x":2},"src_endpoint":{"port":"not a port"}})
+        );
     }
 
     #[test]
     fn missing_time_falls_back_to_ingest_time() {
-        let row = JsonNormalizer::new().normalize(br#"{"a":1}"#, &prov()).expect("normalizes");
+        let row = JsonNormalizer::new()
+            .normalize(br#"{"a":1}"#, &prov())
+            .expect("normalizes");
         assert_eq!(row.time(), 1_000);
     }
 
@@ -540,11 +909,20 @@ mod tests {
         let n = JsonNormalizer::new();
         let err = n.normalize(b"{not json", &prov()).expect_err("bad json");
         assert!(err.to_string().contains("line 1 column 2"), "{err}");
-        assert_eq!(n.normalize(b"[1,2]", &prov()), Err(NormalizeError::NotAnObject { found: "array" }));
+        assert_eq!(
+            n.normalize(b"[1,2]", &prov()),
+            Err(NormalizeError::NotAnObject { found: "array" })
+        );
         assert_eq!(n.normalize(b"  ", &prov()), Err(NormalizeError::Empty));
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
-        assert!(matches!(n.normalize(&big, &prov()), Err(NormalizeError::TooLarge { .. })));
-        assert!(matches!(n.normalize(&[0xff, 0xfe], &prov()), Err(NormalizeError::Json(_))));
+        assert!(matches!(
+            n.normalize(&big, &prov()),
+            Err(NormalizeError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            n.normalize(&[0xff, 0xfe], &prov()),
+            Err(NormalizeError::Json(_))
+        ));
     }
 
     #[test]
@@ -554,10 +932,22 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(t(serde_json::json!(1_700_000_000)), 1_700_000_000_000_000);
-        assert_eq!(t(serde_json::json!(1_700_000_000_123i64)), 1_700_000_000_123_000);
-        assert_eq!(t(serde_json::json!(1_700_000_000_123_456i64)), 1_700_000_000_123_456);
-        assert_eq!(t(serde_json::json!(1_700_000_000_123_456_789i64)), 1_700_000_000_123_456);
-        assert_eq!(t(serde_json::json!("2023-11-14T22:13:20+00:00")), 1_700_000_000_000_000);
+        assert_eq!(
+            t(serde_json::json!(1_700_000_000_123i64)),
+            1_700_000_000_123_000
+        );
+        assert_eq!(
+            t(serde_json::json!(1_700_000_000_123_456i64)),
+            1_700_000_000_123_456
+        );
+        assert_eq!(
+            t(serde_json::json!(1_700_000_000_123_456_789i64)),
+            1_700_000_000_123_456
+        );
+        assert_eq!(
+            t(serde_json::json!("2023-11-14T22:13:20+00:00")),
+            1_700_000_000_000_000
+        );
         assert_eq!(parse_time(&serde_json::json!("yesterday")), None);
     }
 

@@ -101,11 +101,11 @@ impl PartitionBuffers {
     /// Adds a message; returns false when it was a duplicate and was dropped.
     pub fn push(&mut self, record: KafkaRecord, now_micros: i64) -> bool {
         let tp = (record.topic.clone(), record.partition);
-        if let Some(floor) = self.floors.get(&tp) {
-            if record.offset < *floor {
-                metrics::counter!("spoor_ingest_duplicates_dropped_total").increment(1);
-                return false;
-            }
+        if let Some(floor) = self.floors.get(&tp)
+            && record.offset < *floor
+        {
+            metrics::counter!("spoor_ingest_duplicates_dropped_total").increment(1);
+            return false;
         }
         self.floors.insert(tp.clone(), record.offset + 1);
         let prov = Provenance {
@@ -122,7 +122,11 @@ impl PartitionBuffers {
                 first_offset: record.offset,
                 last_offset: record.offset,
             };
-            PartitionBatch { range, events: Vec::new(), dead: Vec::new() }
+            PartitionBatch {
+                range,
+                events: Vec::new(),
+                dead: Vec::new(),
+            }
         });
         buffer.range.last_offset = record.offset;
         self.buffered_bytes += record.payload.len();
@@ -172,7 +176,12 @@ mod tests {
     use super::*;
 
     fn rec(partition: i32, offset: i64, payload: &str) -> KafkaRecord {
-        KafkaRecord { topic: "t".into(), partition, offset, payload: payload.as_bytes().to_vec() }
+        KafkaRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            payload: payload.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -184,10 +193,19 @@ mod tests {
         assert_eq!(b.buffered_events(), 3);
         let batches = b.take();
         assert_eq!(batches.len(), 2);
-        assert_eq!((batches[0].range.first_offset, batches[0].range.last_offset), (5, 6));
+        assert_eq!(
+            (batches[0].range.first_offset, batches[0].range.last_offset),
+            (5, 6)
+        );
         assert_eq!(batches[0].events.len(), 1);
         assert_eq!(batches[0].dead.len(), 1);
-        assert!(batches[0].dead[0].error.starts_with("offset 6: invalid JSON"), "{}", batches[0].dead[0].error);
+        assert!(
+            batches[0].dead[0]
+                .error
+                .starts_with("offset 6: invalid JSON"),
+            "{}",
+            batches[0].dead[0].error
+        );
         assert_eq!(b.buffered_events(), 0);
     }
 
@@ -200,7 +218,10 @@ mod tests {
         assert!(!b.push(rec(0, 10, "{}"), 1), "re-delivery");
         assert!(b.push(rec(0, 12, "{}"), 1), "gaps are fine");
         let batches = b.take();
-        assert_eq!((batches[0].range.first_offset, batches[0].range.last_offset), (10, 12));
+        assert_eq!(
+            (batches[0].range.first_offset, batches[0].range.last_offset),
+            (10, 12)
+        );
         assert_eq!(batches[0].events.len(), 2);
     }
 

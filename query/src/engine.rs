@@ -12,7 +12,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -99,21 +101,34 @@ pub struct QueryEngine {
 
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryEngine").field("config", &self.config).finish()
+        f.debug_struct("QueryEngine")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
 impl QueryEngine {
     /// An engine over the lake `store` whose files the `catalog` lists.
-    pub fn new(catalog: Arc<dyn Catalog>, store: Arc<dyn ObjectStore>, config: QueryConfig) -> Self {
-        QueryEngine { catalog, store, config }
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        store: Arc<dyn ObjectStore>,
+        config: QueryConfig,
+    ) -> Self {
+        QueryEngine {
+            catalog,
+            store,
+            config,
+        }
     }
 
     /// Runs one read-only statement for `tenant`.
     pub async fn execute(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
         let started = Instant::now();
         if sql.len() > self.config.max_sql_bytes {
-            return Err(QueryError::TooLarge { size: sql.len(), limit: self.config.max_sql_bytes });
+            return Err(QueryError::TooLarge {
+                size: sql.len(),
+                limit: self.config.max_sql_bytes,
+            });
         }
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let result = tokio::time::timeout(timeout, self.run(tenant, sql)).await;
@@ -136,8 +151,14 @@ impl QueryEngine {
 
     async fn run(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
         let ctx = self.session(tenant).await?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let df = ctx.sql_with_options(sql, options).await.map_err(from_datafusion)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(from_datafusion)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await.map_err(from_datafusion)?;
         let limit = self.config.max_result_rows;
@@ -155,7 +176,13 @@ impl QueryEngine {
             rows += batch.num_rows();
             batches.push(batch);
         }
-        Ok(QueryOutput { schema, batches, row_count: rows, truncated, elapsed: Duration::ZERO })
+        Ok(QueryOutput {
+            schema,
+            batches,
+            row_count: rows,
+            truncated,
+            elapsed: Duration::ZERO,
+        })
     }
 
     /// A session with the tenant's tables and nothing else.
@@ -168,11 +195,19 @@ impl QueryEngine {
         opts.execution.parquet.reorder_filters = true;
         opts.execution.parquet.enable_page_index = true;
         opts.execution.parquet.bloom_filter_on_read = true;
-        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(from_datafusion)?;
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(from_datafusion)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_object_store(&lake_url(), self.store.clone());
-        for (table, schema) in [(Table::Events, event_schema()), (Table::DeadLetter, dead_letter_schema())] {
-            let files = self.catalog.list_files(FileQuery::all(tenant.clone(), table)).await?;
+        for (table, schema) in [
+            (Table::Events, event_schema()),
+            (Table::DeadLetter, dead_letter_schema()),
+        ] {
+            let files = self
+                .catalog
+                .list_files(FileQuery::all(tenant.clone(), table))
+                .await?;
             let provider: Arc<dyn datafusion::catalog::TableProvider> = if files.is_empty() {
                 Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).map_err(from_datafusion)?)
             } else {
@@ -183,10 +218,13 @@ impl QueryEngine {
                     .map_err(from_datafusion)?;
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                     .with_file_extension(".parquet");
-                let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+                let config = ListingTableConfig::new_with_multi_paths(urls)
+                    .with_listing_options(options)
+                    .with_schema(schema);
                 Arc::new(ListingTable::try_new(config).map_err(from_datafusion)?)
             };
-            ctx.register_table(table.name(), provider).map_err(from_datafusion)?;
+            ctx.register_table(table.name(), provider)
+                .map_err(from_datafusion)?;
         }
         Ok(ctx)
     }

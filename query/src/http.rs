@@ -32,18 +32,34 @@ pub struct QueryRequest {
 
 /// The query routes, serving `tenant` (until tokens name the tenant).
 pub fn router(engine: QueryEngine, tenant: TenantId) -> Router {
-    Router::new().route("/v1/query", post(query)).with_state(QueryApi { engine, tenant: Arc::new(tenant) })
+    Router::new()
+        .route("/v1/query", post(query))
+        .with_state(QueryApi {
+            engine,
+            tenant: Arc::new(tenant),
+        })
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
-async fn query(State(api): State<QueryApi>, body: Result<axum::Json<QueryRequest>, JsonRejection>) -> Response {
+async fn query(
+    State(api): State<QueryApi>,
+    body: Result<axum::Json<QueryRequest>, JsonRejection>,
+) -> Response {
     let request = match body {
         Ok(axum::Json(r)) => r,
         Err(e) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_request", format!("{e}; expected {{\"sql\": \"SELECT ...\"}}"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("{e}; expected {{\"sql\": \"SELECT ...\"}}"),
+            );
         }
     };
     match api.engine.execute(&api.tenant, &request.sql).await {
@@ -70,13 +86,21 @@ async fn query(State(api): State<QueryApi>, body: Result<axum::Json<QueryRequest
 pub fn to_json(out: &QueryOutput) -> Result<Value, String> {
     let mut buf = Vec::new();
     {
-        let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(&mut buf);
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, JsonArray>(&mut buf);
         for batch in &out.batches {
-            writer.write(batch).map_err(|e| format!("encoding rows: {e}"))?;
+            writer
+                .write(batch)
+                .map_err(|e| format!("encoding rows: {e}"))?;
         }
         writer.finish().map_err(|e| format!("encoding rows: {e}"))?;
     }
-    let rows: Value = if buf.is_empty() { json!([]) } else { serde_json::from_slice(&buf).map_err(|e| e.to_string())? };
+    let rows: Value = if buf.is_empty() {
+        json!([])
+    } else {
+        serde_json::from_slice(&buf).map_err(|e| e.to_string())?
+    };
     let columns: Vec<Value> = out
         .schema
         .fields()
@@ -105,22 +129,34 @@ mod tests {
         let engine = QueryEngine::new(
             Arc::new(MemoryCatalog::new()),
             Arc::new(object_store::memory::InMemory::new()),
-            QueryConfig { max_result_rows: 100, timeout_ms: 10_000, max_sql_bytes: 10_000 },
+            QueryConfig {
+                max_result_rows: 100,
+                timeout_ms: 10_000,
+                max_sql_bytes: 10_000,
+            },
         );
         router(engine, TenantId::new("default").expect("t"))
     }
 
     async fn post(body: &str) -> (StatusCode, Value) {
-        let req = Request::post("/v1/query").header("content-type", "application/json").body(Body::from(body.to_string()));
-        let resp = app().oneshot(req.expect("request")).await.expect("response");
+        let req = Request::post("/v1/query")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()));
+        let resp = app()
+            .oneshot(req.expect("request"))
+            .await
+            .expect("response");
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
         (status, serde_json::from_slice(&bytes).expect("json"))
     }
 
     #[tokio::test]
     async fn answers_rows_as_json() {
-        let (status, body) = post(r#"{"sql":"SELECT 1 AS one, NULL AS nothing, count(*) AS n FROM events"}"#).await;
+        let (status, body) =
+            post(r#"{"sql":"SELECT 1 AS one, NULL AS nothing, count(*) AS n FROM events"}"#).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["rows"], json!([{"one": 1, "nothing": null, "n": 0}]));
         assert_eq!(body["columns"][0], json!({"name": "one", "type": "Int64"}));
@@ -134,6 +170,12 @@ mod tests {
         assert_eq!(body["error"]["code"], "invalid_sql");
         let (status, body) = post(r#"{"query":"SELECT 1"}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body["error"]["message"].as_str().expect("message").contains("query"), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains("query"),
+            "{body}"
+        );
     }
 }

@@ -39,13 +39,22 @@ enum Format {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))
 }
 
 async fn send(req: reqwest::RequestBuilder, endpoint: &str) -> Result<Value, String> {
-    let resp = req.send().await.map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
     let status = resp.status();
-    let body: Value = resp.json().await.map_err(|e| format!("{endpoint} answered {status} with a body that is not JSON: {e}"))?;
+    let body: Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("{endpoint} answered {status} with a body that is not JSON: {e}"))?;
     if !status.is_success() {
         let code = body["error"]["code"].as_str().unwrap_or("error");
         let message = body["error"]["message"].as_str().unwrap_or("no message");
@@ -58,7 +67,9 @@ pub(crate) fn sql(args: SqlArgs) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let url = format!("{}/v1/query", args.endpoint.trim_end_matches('/'));
-            let req = reqwest::Client::new().post(url).json(&serde_json::json!({ "sql": args.sql }));
+            let req = reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({ "sql": args.sql }));
             send(req, &args.endpoint).await
         })
     });
@@ -71,11 +82,23 @@ pub(crate) fn sql(args: SqlArgs) -> ExitCode {
                 Format::Table => {
                     let columns: Vec<String> = body["columns"]
                         .as_array()
-                        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+                        .map(|cs| {
+                            cs.iter()
+                                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     print!("{}", render_table(&columns, &rows));
-                    let truncated = if body["truncated"].as_bool() == Some(true) { " (truncated)" } else { "" };
-                    eprintln!("{} row(s){truncated} in {:.1} ms", rows.len(), body["elapsed_ms"].as_f64().unwrap_or(0.0));
+                    let truncated = if body["truncated"].as_bool() == Some(true) {
+                        " (truncated)"
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "{} row(s){truncated} in {:.1} ms",
+                        rows.len(),
+                        body["elapsed_ms"].as_f64().unwrap_or(0.0)
+                    );
                 }
             }
             ExitCode::SUCCESS
@@ -96,7 +119,10 @@ pub(crate) fn status(args: StatusArgs) -> ExitCode {
     });
     match result {
         Ok(body) => {
-            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string()));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -116,11 +142,21 @@ fn cell(v: &Value) -> String {
 
 /// Rows as aligned text columns with a header line.
 fn render_table(columns: &[String], rows: &[Value]) -> String {
-    let grid: Vec<Vec<String>> = rows.iter().map(|r| columns.iter().map(|c| cell(&r[c])).collect()).collect();
+    let grid: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| cell(&r[c])).collect())
+        .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| grid.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0).min(80))
+        .map(|(i, c)| {
+            grid.iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.chars().count()])
+                .max()
+                .unwrap_or(0)
+                .min(80)
+        })
         .collect();
     let line = |cells: &[String]| -> String {
         let parts: Vec<String> = cells
@@ -134,7 +170,14 @@ fn render_table(columns: &[String], rows: &[Value]) -> String {
         format!("{}\n", parts.join(" | ").trim_end())
     };
     let mut out = line(columns);
-    out.push_str(&format!("{}\n", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-")));
+    out.push_str(&format!(
+        "{}\n",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-+-")
+    ));
     for r in &grid {
         out.push_str(&line(r));
     }
@@ -147,7 +190,10 @@ mod tests {
 
     #[test]
     fn tables_align_and_show_nulls() {
-        let rows = vec![serde_json::json!({"a": 1, "b": null}), serde_json::json!({"a": 100, "b": "x"})];
+        let rows = vec![
+            serde_json::json!({"a": 1, "b": null}),
+            serde_json::json!({"a": 100, "b": "x"}),
+        ];
         let out = render_table(&["a".into(), "b".into()], &rows);
         assert_eq!(out, "a   | b\n----+-----\n1   | NULL\n100 | x\n");
     }

@@ -107,7 +107,10 @@ fn main() -> ExitCode {
         eprintln!("spoor {}: {e}", role.name());
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("spoor {}: cannot start the async runtime: {e}", role.name());

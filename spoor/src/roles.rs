@@ -74,13 +74,21 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     let catalog: Arc<dyn Catalog> = if role.runs_coordinator() {
         let node = CoordinatorNode::start(config.node.id, &config.raft_dir(), &config.coordinator)
             .await
-            .with_context(|| format!("starting the coordinator in {}", config.raft_dir().display()))?;
+            .with_context(|| {
+                format!(
+                    "starting the coordinator in {}",
+                    config.raft_dir().display()
+                )
+            })?;
         coordinator = Some(node.clone());
         Arc::new(node)
     } else {
         Arc::new(
-            GrpcCatalog::connect_lazy(&config.catalog.endpoint, Duration::from_millis(config.catalog.timeout_ms))
-                .context("configuring the catalog client (catalog.endpoint)")?,
+            GrpcCatalog::connect_lazy(
+                &config.catalog.endpoint,
+                Duration::from_millis(config.catalog.timeout_ms),
+            )
+            .context("configuring the catalog client (catalog.endpoint)")?,
         )
     };
 
@@ -93,23 +101,39 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(spoor_coordinator::incoming(listener), stop.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    spoor_coordinator::incoming(listener),
+                    stop.cancelled_owned(),
+                )
                 .await
                 .context("gRPC server")
         });
     }
 
-    let mut app = spoor_common::telemetry::ops_router(role.name()).merge(status_router(catalog.clone(), role));
+    let mut app = spoor_common::telemetry::ops_router(role.name())
+        .merge(status_router(catalog.clone(), role));
     if role.runs_ingest() || role.runs_query() {
         let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
         if role.runs_ingest() {
             let writer = LakeWriter::new(store.clone(), config.ingest.zstd_level);
-            let flusher = Flusher::new(config.ingest_tenant(), writer, catalog.clone(), Fault::from_env());
-            app = app.merge(spoor_ingest::http::router(flusher.clone(), config.node.id, config.ingest.http_max_body_bytes));
+            let flusher = Flusher::new(
+                config.ingest_tenant(),
+                writer,
+                catalog.clone(),
+                Fault::from_env(),
+            );
+            app = app.merge(spoor_ingest::http::router(
+                flusher.clone(),
+                config.node.id,
+                config.ingest.http_max_body_bytes,
+            ));
             if !config.ingest.kafka.brokers.is_empty() {
-                let (ingest, catalog, stop) = (config.ingest.clone(), catalog.clone(), shutdown.clone());
+                let (ingest, catalog, stop) =
+                    (config.ingest.clone(), catalog.clone(), shutdown.clone());
                 tasks.spawn(async move {
-                    spoor_ingest::kafka::run(ingest, catalog, flusher, stop).await.context("kafka source")
+                    spoor_ingest::kafka::run(ingest, catalog, flusher, stop)
+                        .await
+                        .context("kafka source")
                 });
             }
         }
@@ -124,7 +148,10 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     {
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await.context("HTTP server")
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("HTTP server")
         });
     }
 
@@ -151,7 +178,10 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("tasks did not stop within 30 s");
     }
     if let Some(node) = coordinator {
@@ -161,7 +191,9 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
 }
 
 async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({key})"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({key})"))
 }
 
 async fn wait_for_signal() {
@@ -193,7 +225,9 @@ struct StatusState {
 }
 
 fn status_router(catalog: Arc<dyn Catalog>, role: Role) -> Router {
-    Router::new().route("/v1/status", get(status)).with_state(StatusState { catalog, role })
+    Router::new()
+        .route("/v1/status", get(status))
+        .with_state(StatusState { catalog, role })
 }
 
 async fn status(State(state): State<StatusState>) -> Response {

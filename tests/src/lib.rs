@@ -35,10 +35,10 @@ pub fn tansu_binary() -> Result<PathBuf> {
     if cached.exists() {
         return Ok(cached);
     }
-    if let Ok(out) = Command::new("which").arg("tansu").output() {
-        if out.status.success() {
-            return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-        }
+    if let Ok(out) = Command::new("which").arg("tansu").output()
+        && out.status.success()
+    {
+        return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     }
     bail!(
         "no tansu broker found: run `bash .ci/run` (it installs one into ~/.cache/spoor/tansu), \
@@ -62,12 +62,23 @@ impl Broker {
             let port = free_port()?;
             let url = format!("tcp://127.0.0.1:{port}");
             let child = Command::new(&bin)
-                .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args([
+                    "broker",
+                    "--storage-engine",
+                    "memory://tansu/",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .with_context(|| format!("starting {}", bin.display()))?;
-            let broker = Broker { child, bootstrap: format!("127.0.0.1:{port}") };
+            let broker = Broker {
+                child,
+                bootstrap: format!("127.0.0.1:{port}"),
+            };
             match broker.wait_ready(Duration::from_secs(30)) {
                 Ok(()) => return Ok(broker),
                 Err(e) => last_err = e,
@@ -84,16 +95,24 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("broker at {} did not start listening within {timeout:?}", self.bootstrap)
+        bail!(
+            "broker at {} did not start listening within {timeout:?}",
+            self.bootstrap
+        )
     }
 
     /// Creates a topic with `partitions` partitions.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().context("admin client")?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .context("admin client")?;
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let results = admin
-            .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
             .await
             .context("create_topics")?;
         for r in results {
@@ -119,7 +138,10 @@ impl Broker {
             let topic = topic.to_string();
             pending.push(tokio::spawn(async move {
                 producer
-                    .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(30))
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        Duration::from_secs(30),
+                    )
                     .await
                     .map(|_| ())
                     .map_err(|(e, _)| anyhow!("produce: {e}"))
@@ -142,18 +164,32 @@ impl Drop for Broker {
 /// The `spoor` binary, built once per test process so it is never stale.
 pub fn spoor_binary() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build_spoor().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+    BIN.get_or_init(|| build_spoor().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
 }
 
 fn build_spoor() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("SPOOR_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(&cargo)
         .current_dir(&workspace)
-        .args(["build", "--quiet", "-p", "spoor", "--bin", "spoor", "--message-format", "json"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "spoor",
+            "--bin",
+            "spoor",
+            "--message-format",
+            "json",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .context("running cargo build -p spoor")?;
@@ -192,7 +228,11 @@ impl Spoor {
     pub fn standalone(data_dir: &Path, options: &SpoorOptions) -> Result<Spoor> {
         let bin = spoor_binary()?;
         let log_path = data_dir.with_extension(format!("{}.log", std::process::id()));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).context("log file")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .context("log file")?;
         let mut cmd = Command::new(bin);
         cmd.arg("standalone")
             .args(["--data-dir", &data_dir.display().to_string()])
@@ -216,13 +256,20 @@ impl Spoor {
         });
         let line = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
             let _ = child.kill();
-            anyhow!("spoor did not print its ready line within 60 s; log: {}", tail(&log_path))
+            anyhow!(
+                "spoor did not print its ready line within 60 s; log: {}",
+                tail(&log_path)
+            )
         })?;
         let http = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("http="))
             .with_context(|| format!("no http= in ready line {line:?}"))?;
-        Ok(Spoor { child: Some(child), http: format!("http://{http}"), log_path })
+        Ok(Spoor {
+            child: Some(child),
+            http: format!("http://{http}"),
+            log_path,
+        })
     }
 
     /// Runs SQL over HTTP and returns the JSON body (error bodies included).
@@ -239,9 +286,14 @@ impl Spoor {
     /// Runs a `SELECT count(*)`-like query and returns the single integer.
     pub async fn scalar(&self, sql: &str) -> Result<i64> {
         let body = self.sql(sql).await?;
-        let row = body["rows"].get(0).with_context(|| format!("no rows for {sql}: {body}"))?;
+        let row = body["rows"]
+            .get(0)
+            .with_context(|| format!("no rows for {sql}: {body}"))?;
         let obj = row.as_object().context("row object")?;
-        obj.values().next().and_then(Value::as_i64).with_context(|| format!("not an integer: {body}"))
+        obj.values()
+            .next()
+            .and_then(Value::as_i64)
+            .with_context(|| format!("not an integer: {body}"))
     }
 
     /// Polls `sql` until it returns `want` or `timeout` passes; returns the last value.
@@ -255,7 +307,10 @@ impl Spoor {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        bail!("{sql} = {last} after {timeout:?}, wanted {want}; log: {}", tail(&self.log_path))
+        bail!(
+            "{sql} = {last} after {timeout:?}, wanted {want}; log: {}",
+            tail(&self.log_path)
+        )
     }
 
     /// Waits for the process to exit by itself (an injected fault).
@@ -269,14 +324,20 @@ impl Spoor {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("spoor did not exit within {timeout:?}; log: {}", tail(&self.log_path))
+        bail!(
+            "spoor did not exit within {timeout:?}; log: {}",
+            tail(&self.log_path)
+        )
     }
 
     /// Stops the process with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
         let pid = child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().context("running kill")?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("running kill")?;
         if !status.success() {
             bail!("kill -TERM {pid} failed");
         }
@@ -288,7 +349,10 @@ impl Spoor {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
-        bail!("spoor did not stop within 40 s of SIGTERM; log: {}", tail(&self.log_path))
+        bail!(
+            "spoor did not stop within 40 s of SIGTERM; log: {}",
+            tail(&self.log_path)
+        )
     }
 }
 
@@ -311,8 +375,14 @@ pub fn tail(path: &Path) -> String {
 /// Environment that points standalone's Kafka source at `broker`.
 pub fn kafka_env(broker: &Broker, topic: &str, group: &str) -> Vec<(String, String)> {
     vec![
-        ("SPOOR_INGEST__KAFKA__BROKERS".into(), broker.bootstrap.clone()),
-        ("SPOOR_INGEST__KAFKA__TOPICS".into(), format!("[\"{topic}\"]")),
+        (
+            "SPOOR_INGEST__KAFKA__BROKERS".into(),
+            broker.bootstrap.clone(),
+        ),
+        (
+            "SPOOR_INGEST__KAFKA__TOPICS".into(),
+            format!("[\"{topic}\"]"),
+        ),
         ("SPOOR_INGEST__KAFKA__GROUP_ID".into(), group.into()),
         ("SPOOR_INGEST__FLUSH_INTERVAL_MS".into(), "500".into()),
     ]
@@ -337,5 +407,7 @@ pub fn good_events(start: usize, n: usize) -> Vec<Vec<u8>> {
 
 /// `n` malformed events.
 pub fn bad_events(n: usize) -> Vec<Vec<u8>> {
-    (0..n).map(|i| format!("{{\"broken\": {i},").into_bytes()).collect()
+    (0..n)
+        .map(|i| format!("{{\"broken\": {i},").into_bytes())
+        .collect()
 }

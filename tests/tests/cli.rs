@@ -24,21 +24,49 @@ fn spoor(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(i32, String, St
 fn bad_config_stops_start_up_naming_the_key() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().display().to_string();
-    let (code, _, err) = spoor(&["standalone", "--data-dir", &data, "--set", "ingest.flush_interval_ms=soon"], &[])?;
+    let (code, _, err) = spoor(
+        &[
+            "standalone",
+            "--data-dir",
+            &data,
+            "--set",
+            "ingest.flush_interval_ms=soon",
+        ],
+        &[],
+    )?;
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("flush_interval_ms") && err.contains("--set"), "{err}");
+    assert!(
+        err.contains("flush_interval_ms") && err.contains("--set"),
+        "{err}"
+    );
 
-    let (code, _, err) = spoor(&["standalone", "--data-dir", &data], &[("SPOOR_INGEST__FLUSH_EVERY", "1")])?;
+    let (code, _, err) = spoor(
+        &["standalone", "--data-dir", &data],
+        &[("SPOOR_INGEST__FLUSH_EVERY", "1")],
+    )?;
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("flush_every") && err.contains("SPOOR_INGEST__FLUSH_EVERY"), "{err}");
+    assert!(
+        err.contains("flush_every") && err.contains("SPOOR_INGEST__FLUSH_EVERY"),
+        "{err}"
+    );
 
     let file = dir.path().join("spoor.toml");
     std::fs::write(&file, "[query]\nmax_rows = 5\n")?;
     let (code, _, err) = spoor(&["query", "--config", &file.display().to_string()], &[])?;
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("max_rows") && err.contains("spoor.toml"), "{err}");
+    assert!(
+        err.contains("max_rows") && err.contains("spoor.toml"),
+        "{err}"
+    );
 
-    let (code, _, err) = spoor(&["coordinator", "--set", "coordinator.election_timeout_min_ms=10"], &[])?;
+    let (code, _, err) = spoor(
+        &[
+            "coordinator",
+            "--set",
+            "coordinator.election_timeout_min_ms=10",
+        ],
+        &[],
+    )?;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("coordinator.election_timeout_min_ms"), "{err}");
     assert!(!dir.path().join("raft").exists(), "nothing was started");
@@ -48,7 +76,12 @@ fn bad_config_stops_start_up_naming_the_key() -> anyhow::Result<()> {
 #[test]
 fn print_config_shows_the_effective_layers() -> anyhow::Result<()> {
     let (code, out, err) = spoor(
-        &["ingest", "--print-config", "--set", "ingest.flush_interval_ms=750"],
+        &[
+            "ingest",
+            "--print-config",
+            "--set",
+            "ingest.flush_interval_ms=750",
+        ],
         &[("SPOOR_QUERY__MAX_RESULT_ROWS", "42")],
     )?;
     assert_eq!(code, 0, "{err}");
@@ -83,19 +116,53 @@ async fn http_ingest_sql_and_status_survive_restart() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    assert_eq!(resp, serde_json::json!({"accepted": 3, "dead_lettered": 2, "files": 4}));
+    assert_eq!(
+        resp,
+        serde_json::json!({"accepted": 3, "dead_lettered": 2, "files": 4})
+    );
 
     // Visible at once: the response came after the catalog commit.
     let endpoint = format!("--endpoint={}", node.http);
-    let (code, out, err) = spoor(&["sql", &endpoint, "SELECT class_uid, count(*) AS n FROM events GROUP BY class_uid ORDER BY class_uid"], &[])?;
+    let (code, out, err) = spoor(
+        &[
+            "sql",
+            &endpoint,
+            "SELECT class_uid, count(*) AS n FROM events GROUP BY class_uid ORDER BY class_uid",
+        ],
+        &[],
+    )?;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "class_uid | n\n----------+--\n1007      | 1\n3002      | 1\n4003      | 1\n", "{out}");
-    let (code, out, err) = spoor(&["sql", &endpoint, "--format", "ndjson", "SELECT source_offset, error FROM dead_letter ORDER BY source_offset"], &[])?;
+    assert_eq!(
+        out, "class_uid | n\n----------+--\n1007      | 1\n3002      | 1\n4003      | 1\n",
+        "{out}"
+    );
+    let (code, out, err) = spoor(
+        &[
+            "sql",
+            &endpoint,
+            "--format",
+            "ndjson",
+            "SELECT source_offset, error FROM dead_letter ORDER BY source_offset",
+        ],
+        &[],
+    )?;
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
     assert_eq!(lines[0]["source_offset"], 3);
-    assert!(lines[0]["error"].as_str().unwrap_or_default().starts_with("line 3: invalid JSON"), "{out}");
-    assert_eq!(lines[1]["error"], "line 4: event is a JSON array, expected an object");
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("line 3: invalid JSON"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[1]["error"],
+        "line 4: event is a JSON array, expected an object"
+    );
 
     let (code, _, err) = spoor(&["sql", &endpoint, "SELECT nope FROM events"], &[])?;
     assert_eq!(code, 1);
@@ -110,7 +177,10 @@ async fn http_ingest_sql_and_status_survive_restart() -> anyhow::Result<()> {
     assert_eq!(status["catalog"]["file_count"], 4);
     assert_eq!(status["catalog"]["leader_id"], 1);
 
-    let metrics = reqwest::get(format!("{}/metrics", node.http)).await?.text().await?;
+    let metrics = reqwest::get(format!("{}/metrics", node.http))
+        .await?
+        .text()
+        .await?;
     assert!(metrics.contains("spoor_ingest_events_total 3"), "{metrics}");
 
     assert!(node.stop()?.success());
@@ -118,7 +188,13 @@ async fn http_ingest_sql_and_status_survive_restart() -> anyhow::Result<()> {
     assert_eq!(node.scalar("SELECT count(*) FROM events").await?, 3);
     assert_eq!(node.scalar("SELECT count(*) FROM dead_letter").await?, 2);
     // The sequence continues after the restart.
-    reqwest::Client::new().post(format!("{}/v1/ingest", node.http)).body("{\"a\":1}\n").send().await?.error_for_status()?;
-    node.wait_for("SELECT count(*) FROM events", 4, Duration::from_secs(10)).await?;
+    reqwest::Client::new()
+        .post(format!("{}/v1/ingest", node.http))
+        .body("{\"a\":1}\n")
+        .send()
+        .await?
+        .error_for_status()?;
+    node.wait_for("SELECT count(*) FROM events", 4, Duration::from_secs(10))
+        .await?;
     Ok(())
 }

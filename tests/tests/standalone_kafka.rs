@@ -9,7 +9,8 @@ use spoor_tests::{Broker, Spoor, SpoorOptions, bad_events, good_events, kafka_en
 const WAIT: Duration = Duration::from_secs(90);
 const EVENTS: &str = "SELECT count(*) FROM events";
 const DEAD: &str = "SELECT count(*) FROM dead_letter";
-const DISTINCT_OFFSETS: &str = "SELECT count(DISTINCT (source_partition, source_offset)) FROM events";
+const DISTINCT_OFFSETS: &str =
+    "SELECT count(DISTINCT (source_partition, source_offset)) FROM events";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_events_land_exactly_once_and_survive_restart() -> anyhow::Result<()> {
@@ -20,11 +21,17 @@ async fn kafka_events_land_exactly_once_and_survive_restart() -> anyhow::Result<
     broker.produce("security-events", &batch).await?;
 
     let data = tempfile::tempdir()?;
-    let opts = SpoorOptions { env: kafka_env(&broker, "security-events", "e2e-restart") };
+    let opts = SpoorOptions {
+        env: kafka_env(&broker, "security-events", "e2e-restart"),
+    };
     let mut spoor = Spoor::standalone(data.path(), &opts)?;
     spoor.wait_for(EVENTS, 300, WAIT).await?;
     spoor.wait_for(DEAD, 7, WAIT).await?;
-    assert_eq!(spoor.scalar(DISTINCT_OFFSETS).await?, 300, "every offset once");
+    assert_eq!(
+        spoor.scalar(DISTINCT_OFFSETS).await?,
+        300,
+        "every offset once"
+    );
 
     // Dead letters keep the bytes, the source position and the reason.
     let body = spoor.sql("SELECT raw_text, error, source_topic, source_offset FROM dead_letter ORDER BY raw_text").await?;
@@ -32,25 +39,44 @@ async fn kafka_events_land_exactly_once_and_survive_restart() -> anyhow::Result<
     assert_eq!(rows[0]["raw_text"], "{\"broken\": 0,");
     assert_eq!(rows[0]["source_topic"], "security-events");
     let error = rows[0]["error"].as_str().expect("error");
-    assert!(error.starts_with("offset ") && error.contains("invalid JSON"), "{error}");
+    assert!(
+        error.starts_with("offset ") && error.contains("invalid JSON"),
+        "{error}"
+    );
 
     // Mapped columns are queryable.
-    assert_eq!(spoor.scalar("SELECT count(*) FROM events WHERE src_ip = '10.0.0.7' AND dst_port = 443").await?, 1);
+    assert_eq!(
+        spoor
+            .scalar("SELECT count(*) FROM events WHERE src_ip = '10.0.0.7' AND dst_port = 443")
+            .await?,
+        1
+    );
 
     // Events produced while running become visible within seconds.
     let produced_at = Instant::now();
-    broker.produce("security-events", &good_events(300, 50)).await?;
+    broker
+        .produce("security-events", &good_events(300, 50))
+        .await?;
     spoor.wait_for(EVENTS, 350, WAIT).await?;
-    eprintln!("50 new events visible {:?} after produce", produced_at.elapsed());
+    eprintln!(
+        "50 new events visible {:?} after produce",
+        produced_at.elapsed()
+    );
 
     // A clean restart keeps everything and reads on from the catalog checkpoint.
     assert!(spoor.stop()?.success(), "clean shutdown");
     let spoor = Spoor::standalone(data.path(), &opts)?;
     assert_eq!(spoor.scalar(EVENTS).await?, 350, "events after restart");
     assert_eq!(spoor.scalar(DEAD).await?, 7, "dead letters after restart");
-    broker.produce("security-events", &good_events(350, 10)).await?;
+    broker
+        .produce("security-events", &good_events(350, 10))
+        .await?;
     spoor.wait_for(EVENTS, 360, WAIT).await?;
-    assert_eq!(spoor.scalar(DISTINCT_OFFSETS).await?, 360, "no duplicates after restart");
+    assert_eq!(
+        spoor.scalar(DISTINCT_OFFSETS).await?,
+        360,
+        "no duplicates after restart"
+    );
     Ok(())
 }
 
@@ -69,11 +95,25 @@ async fn crash_and_recover(fault: &str, group: &str) -> anyhow::Result<()> {
     env.push(("SPOOR_TEST_FAULT".into(), fault.into()));
     let mut crashing = Spoor::standalone(data.path(), &SpoorOptions { env })?;
     let status = crashing.wait_exit(WAIT)?;
-    assert!(!status.success(), "the fault must kill the process, got {status}");
-    let parquet_files = walk(&data.path().join("lake")).into_iter().filter(|p| p.ends_with(".parquet")).count();
-    assert!(parquet_files > 0, "the crash came after Parquet files were written");
+    assert!(
+        !status.success(),
+        "the fault must kill the process, got {status}"
+    );
+    let parquet_files = walk(&data.path().join("lake"))
+        .into_iter()
+        .filter(|p| p.ends_with(".parquet"))
+        .count();
+    assert!(
+        parquet_files > 0,
+        "the crash came after Parquet files were written"
+    );
 
-    let spoor = Spoor::standalone(data.path(), &SpoorOptions { env: kafka_env(&broker, &topic, group) })?;
+    let spoor = Spoor::standalone(
+        data.path(),
+        &SpoorOptions {
+            env: kafka_env(&broker, &topic, group),
+        },
+    )?;
     spoor.wait_for(EVENTS, 200, WAIT).await?;
     spoor.wait_for(DEAD, 3, WAIT).await?;
     // The restarted consumer owns the partitions and reads on from the
@@ -94,7 +134,8 @@ async fn crash_after_parquet_write_before_catalog_commit_loses_nothing() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_after_catalog_commit_before_offset_commit_duplicates_nothing() -> anyhow::Result<()> {
+async fn crash_after_catalog_commit_before_offset_commit_duplicates_nothing() -> anyhow::Result<()>
+{
     crash_and_recover("crash_after_commit", "e2e-crash-commit").await
 }
 

@@ -5,11 +5,21 @@ use spoor_common::layout;
 use spoor_common::schema::EVENT_SCHEMA_VERSION;
 
 fn config() -> QueryConfig {
-    QueryConfig { max_result_rows: 3, timeout_ms: 30_000, max_sql_bytes: 1000 }
+    QueryConfig {
+        max_result_rows: 3,
+        timeout_ms: 30_000,
+        max_sql_bytes: 1000,
+    }
 }
 
 /// Writes a small events file with `n` rows straight through parquet and commits it.
-async fn seed(catalog: &MemoryCatalog, store: &Arc<dyn ObjectStore>, tenant: &TenantId, n: usize, tag: &str) {
+async fn seed(
+    catalog: &MemoryCatalog,
+    store: &Arc<dyn ObjectStore>,
+    tenant: &TenantId,
+    n: usize,
+    tag: &str,
+) {
     use arrow::array::{ArrayRef, new_null_array};
     use object_store::ObjectStoreExt;
     let schema = event_schema();
@@ -20,8 +30,10 @@ async fn seed(catalog: &MemoryCatalog, store: &Arc<dyn ObjectStore>, tenant: &Te
         .map(|f| -> ArrayRef {
             match f.name().as_str() {
                 "time" | "ingest_time" => Arc::new(
-                    arrow::array::TimestampMicrosecondArray::from((0..n as i64).map(|i| base + i).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
+                    arrow::array::TimestampMicrosecondArray::from(
+                        (0..n as i64).map(|i| base + i).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
                 ),
                 "raw" | "unmapped" | "source_topic" => {
                     Arc::new(arrow::array::StringArray::from(vec![tag.to_string(); n]))
@@ -40,7 +52,13 @@ async fn seed(catalog: &MemoryCatalog, store: &Arc<dyn ObjectStore>, tenant: &Te
     w.close().expect("close");
     let file_id = format!("{tag}0000");
     let key = layout::object_key(tenant, Table::Events, base, &file_id);
-    store.put(&object_store::path::Path::from(key.as_str()), buf.clone().into()).await.expect("put");
+    store
+        .put(
+            &object_store::path::Path::from(key.as_str()),
+            buf.clone().into(),
+        )
+        .await
+        .expect("put");
     catalog
         .commit_batch(CommitBatch {
             files: vec![NewFile {
@@ -73,27 +91,72 @@ async fn engine() -> (QueryEngine, TenantId, TenantId) {
 }
 
 fn count(out: &QueryOutput) -> i64 {
-    let col = out.batches[0].column(0).as_any().downcast_ref::<Int64Array>().expect("int64");
+    let col = out.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("int64");
     col.value(0)
 }
 
 #[tokio::test]
 async fn counts_only_the_tenants_files() {
     let (engine, acme, globex) = engine().await;
-    assert_eq!(count(&engine.execute(&acme, "SELECT count(*) FROM events").await.expect("acme")), 7);
-    assert_eq!(count(&engine.execute(&globex, "SELECT count(*) FROM events").await.expect("globex")), 4);
+    assert_eq!(
+        count(
+            &engine
+                .execute(&acme, "SELECT count(*) FROM events")
+                .await
+                .expect("acme")
+        ),
+        7
+    );
+    assert_eq!(
+        count(
+            &engine
+                .execute(&globex, "SELECT count(*) FROM events")
+                .await
+                .expect("globex")
+        ),
+        4
+    );
     let other = TenantId::new("initech").expect("t");
-    assert_eq!(count(&engine.execute(&other, "SELECT count(*) FROM events").await.expect("empty")), 0);
-    assert_eq!(count(&engine.execute(&other, "SELECT count(*) FROM dead_letter").await.expect("empty")), 0);
+    assert_eq!(
+        count(
+            &engine
+                .execute(&other, "SELECT count(*) FROM events")
+                .await
+                .expect("empty")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &engine
+                .execute(&other, "SELECT count(*) FROM dead_letter")
+                .await
+                .expect("empty")
+        ),
+        0
+    );
 }
 
 #[tokio::test]
 async fn filters_and_caps_rows() {
     let (engine, acme, _) = engine().await;
-    let out = engine.execute(&acme, "SELECT src_ip FROM events WHERE src_ip LIKE '10.0.0.%' ORDER BY time").await.expect("q");
+    let out = engine
+        .execute(
+            &acme,
+            "SELECT src_ip FROM events WHERE src_ip LIKE '10.0.0.%' ORDER BY time",
+        )
+        .await
+        .expect("q");
     assert_eq!(out.row_count, 3);
     assert!(out.truncated);
-    let out = engine.execute(&acme, "SELECT src_ip FROM events WHERE src_ip = '10.0.0.4'").await.expect("q");
+    let out = engine
+        .execute(&acme, "SELECT src_ip FROM events WHERE src_ip = '10.0.0.4'")
+        .await
+        .expect("q");
     assert_eq!(out.row_count, 1);
     assert!(!out.truncated);
 }
@@ -105,7 +168,10 @@ async fn refuses_writes_ddl_paths_and_bad_sql_with_reasons() {
         ("SELEC 1", "SELEC"),
         ("SELECT nope FROM events", "nope"),
         ("SELECT * FROM secrets", "secrets"),
-        ("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'", "DDL"),
+        (
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'",
+            "DDL",
+        ),
         ("INSERT INTO events (raw) VALUES ('x')", "DML"),
         ("SET datafusion.execution.batch_size = 1", "Statement"),
         ("SELECT * FROM '/etc/passwd'", "/etc/passwd"),
@@ -117,7 +183,10 @@ async fn refuses_writes_ddl_paths_and_bad_sql_with_reasons() {
         assert!(err.to_string().contains(needle), "{sql}: {err}");
     }
     let long = format!("SELECT 1 -- {}", "x".repeat(2000));
-    assert_eq!(engine.execute(&acme, &long).await.expect_err("long").code(), "sql_too_large");
+    assert_eq!(
+        engine.execute(&acme, &long).await.expect_err("long").code(),
+        "sql_too_large"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace on a fresh machine: installs what
+# the tests need (cargo-nextest, the tansu Kafka-protocol broker), then
+# formatting, lints, the crate dependency rule, and all tests.
+#
+# Caches (kept between runs on the same machine, so repeat runs are warm):
+#   CARGO_TARGET_DIR   default ~/.cache/spoor/target
+#   SPOOR_TANSU_ROOT   default ~/.cache/spoor/tansu  (tansu 0.6.0 binary)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+cache="${HOME}/.cache/spoor"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+tansu_root="${SPOOR_TANSU_ROOT:-$cache/tansu}"
+export SPOOR_TANSU="$tansu_root/bin/tansu"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p "$cache"
+
+step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+step "toolchain"
+cargo --version
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+if [ ! -x "$SPOOR_TANSU" ]; then
+  step "installing the tansu broker into $tansu_root (about 10 minutes on 2 cores, once)"
+  cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$tansu_root"
+fi
+"$SPOOR_TANSU" --version || true
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "crate dependency rule"
+python3 scripts/check-crate-deps.py
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "done"
