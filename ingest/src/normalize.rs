@@ -97,6 +97,8 @@ const DEFAULT_PATHS: &[(&str, &[&str])] = &[
             "EventTime",
             "TimeCreated",
             "UtcTime",
+            "TimeGenerated",
+            "Timestamp",
             "eventTime",
             "event.created",
             "published",
@@ -125,6 +127,7 @@ const DEFAULT_PATHS: &[(&str, &[&str])] = &[
             "Channel",
             "winlog.channel",
             "event.dataset",
+            "@stream",
         ],
     ),
     (
@@ -146,6 +149,7 @@ const DEFAULT_PATHS: &[(&str, &[&str])] = &[
             "SourceIp",
             "SourceAddress",
             "id.orig_h",
+            "id_orig_h",
             "sourceIPAddress",
             "client.ip",
             "IpAddress",
@@ -159,6 +163,7 @@ const DEFAULT_PATHS: &[(&str, &[&str])] = &[
             "source.port",
             "SourcePort",
             "id.orig_p",
+            "id_orig_p",
             "IpPort",
         ],
     ),
@@ -181,6 +186,7 @@ const DEFAULT_PATHS: &[(&str, &[&str])] = &[
             "DestinationIp",
             "DestAddress",
             "id.resp_h",
+            "id_resp_h",
         ],
     ),
     (
@@ -191,6 +197,7 @@ const DEFAULT_PATHS: &[(&str, &[&str])] = &[
             "destination.port",
             "DestinationPort",
             "id.resp_p",
+            "id_resp_p",
         ],
     ),
     (
