@@ -196,7 +196,9 @@ fn time_range(batch: &RecordBatch) -> (i64, i64) {
     (times.value(0), times.value(times.len() - 1))
 }
 
-fn encode_parquet(
+/// Encodes a batch as zstd Parquet with page statistics, time sorting
+/// metadata and bloom filters on the lookup columns of `columns`.
+pub fn encode_parquet(
     batch: &RecordBatch,
     columns: &[ColumnDef],
     zstd_level: i32,

@@ -1,0 +1,136 @@
+//! Ingest CPU cost, side by side with a peer, on the public Windows corpus
+//! (`../shared/corpus/events/otrf-windows`, 24,591 events, 44 MB).
+//!
+//! - spoor: JSON line → normalized row (alias mapping, `unmapped`, `raw`,
+//!   derived columns) → Arrow batch of the event schema → zstd Parquet with
+//!   statistics and bloom filters (what a flush does, minus the object-store put).
+//! - peer: arrow-json's `Decoder` (the Arrow project's own JSON → Arrow reader)
+//!   decoding the same lines into a schema inferred from them, then the same
+//!   zstd Parquet writer without bloom filters: the plain JSON-to-Parquet path
+//!   any Arrow-based lake ingests with.
+//!
+//! Run: `cargo bench -p spoor-benches --bench normalize_encode`. Each side runs
+//! `ROUNDS` times alternating, the best round counts (the machine is shared),
+//! and the report gives events/s for both and spoor's time as a ratio of the
+//! peer's.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::json::ReaderBuilder;
+use arrow::json::reader::infer_json_schema_from_iterator;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use spoor_common::schema::EVENT_COLUMNS;
+use spoor_ingest::lake_writer::{encode_parquet, event_batch};
+use spoor_ingest::normalize::{JsonNormalizer, Provenance};
+
+const ROUNDS: usize = 5;
+/// Rows per Arrow batch and Parquet file, close to a busy partition's flush.
+const BATCH: usize = 8192;
+
+fn load_corpus() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/events/otrf-windows");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus at {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut lines = Vec::new();
+    for f in files {
+        let text = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        lines.extend(text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+    }
+    lines
+}
+
+fn spoor(lines: &[Vec<u8>]) -> usize {
+    let normalizer = JsonNormalizer::new();
+    let mut bytes = 0;
+    for chunk in lines.chunks(BATCH) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let prov = Provenance { topic: "bench".into(), partition: Some(0), offset: Some(i as i64), ingest_time_micros: 1 };
+                normalizer.normalize(l, &prov).expect("corpus events normalize")
+            })
+            .collect();
+        let refs: Vec<_> = rows.iter().collect();
+        let batch = event_batch(&refs).expect("batch");
+        bytes += encode_parquet(&batch, EVENT_COLUMNS, 3).expect("parquet").len();
+    }
+    bytes
+}
+
+fn peer(lines: &[Vec<u8>], schema: &arrow::datatypes::SchemaRef) -> usize {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build();
+    let mut bytes = 0;
+    for chunk in lines.chunks(BATCH) {
+        let mut decoder = ReaderBuilder::new(schema.clone()).with_batch_size(BATCH).build_decoder().expect("decoder");
+        for l in chunk {
+            decoder.decode(l).expect("decode");
+            decoder.decode(b"\n").expect("decode");
+        }
+        let batch = decoder.flush().expect("flush").expect("a batch");
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.clone())).expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+        bytes += buf.len();
+    }
+    bytes
+}
+
+fn best(times: &[Duration]) -> Duration {
+    times.iter().copied().min().unwrap_or_default()
+}
+
+fn main() {
+    let lines = load_corpus();
+    let input_bytes: usize = lines.iter().map(Vec::len).sum();
+    let values = lines.iter().map(|l| serde_json_value(l));
+    let schema = Arc::new(infer_json_schema_from_iterator(values).expect("infer schema"));
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut our_out, mut their_out) = (0, 0);
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        our_out = black_box(spoor(&lines));
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        their_out = black_box(peer(&lines, &schema));
+        theirs.push(t.elapsed());
+    }
+    let (o, p) = (best(&ours), best(&theirs));
+    let eps = |d: Duration| lines.len() as f64 / d.as_secs_f64();
+    println!("corpus: otrf-windows, {} events, {:.1} MB of JSON", lines.len(), input_bytes as f64 / 1e6);
+    println!(
+        "spoor  normalize+encode: best of {ROUNDS} {:>8.1} ms  {:>10.0} events/s  {:>6.1} MB/s in  parquet {:.1} MB",
+        o.as_secs_f64() * 1e3,
+        eps(o),
+        input_bytes as f64 / 1e6 / o.as_secs_f64(),
+        our_out as f64 / 1e6
+    );
+    println!(
+        "peer   arrow-json+encode: best of {ROUNDS} {:>8.1} ms  {:>10.0} events/s  {:>6.1} MB/s in  parquet {:.1} MB ({} inferred columns)",
+        p.as_secs_f64() * 1e3,
+        eps(p),
+        input_bytes as f64 / 1e6 / p.as_secs_f64(),
+        their_out as f64 / 1e6,
+        schema.fields().len()
+    );
+    println!("ratio  spoor time / peer time: {:.2}", o.as_secs_f64() / p.as_secs_f64());
+}
+
+/// The corpus line as a JSON value, for schema inference.
+fn serde_json_value(line: &[u8]) -> Result<serde_json::Value, arrow::error::ArrowError> {
+    serde_json::from_slice(line).map_err(|e| arrow::error::ArrowError::JsonError(e.to_string()))
+}
