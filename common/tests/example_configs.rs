@@ -18,7 +18,10 @@ fn every_example_config_loads() {
             loaded += 1;
         }
     }
-    assert_eq!(loaded, 4, "standalone, coordinator, ingest and query examples");
+    assert_eq!(
+        loaded, 4,
+        "standalone, coordinator, ingest and query examples"
+    );
 }
 
 #[test]

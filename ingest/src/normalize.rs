@@ -584,10 +584,12 @@ impl JsonNormalizer {
             });
         };
         let mut cells = vec![Cell::Null; EVENT_COLUMNS.len()];
-        let mut unmapped = object.clone();
+        // Mapped fields are taken out of the object as they are matched; what
+        // is left is `unmapped`. No source path serves two columns.
+        let mut unmapped = object;
         for (index, kind, paths) in &self.mapped {
             for path in *paths {
-                let Some(v) = lookup(&object, path) else {
+                let Some(v) = lookup(&unmapped, path) else {
                     continue;
                 };
                 let cell = if *index == self.idx.time {
@@ -605,7 +607,7 @@ impl JsonNormalizer {
         if cells[self.idx.time] == Cell::Null {
             cells[self.idx.time] = Cell::Int(prov.ingest_time_micros);
         }
-        self.derive(&mut cells, &object, &mut unmapped);
+        self.derive(&mut cells, &mut unmapped);
         cells[self.idx.raw] = Cell::Str(String::from_utf8_lossy(bytes).into_owned());
         cells[self.idx.unmapped] = Cell::Str(Value::Object(unmapped).to_string());
         cells[self.idx.source_topic] = Cell::Str(prov.topic.clone());
@@ -618,12 +620,7 @@ impl JsonNormalizer {
 
     /// Fills columns that follow from others: names from paths, hashes from
     /// Sysmon's `Hashes`, and the OCSF class when the source gave none.
-    fn derive(
-        &self,
-        cells: &mut [Cell],
-        object: &Map<String, Value>,
-        unmapped: &mut Map<String, Value>,
-    ) {
+    fn derive(&self, cells: &mut [Cell], unmapped: &mut Map<String, Value>) {
         let x = &self.idx;
         for (name, path) in [
             (x.process_name, x.process_path),
@@ -639,7 +636,7 @@ impl JsonNormalizer {
                 }
             }
         }
-        if let Some(Value::String(hashes)) = object.get("Hashes") {
+        if let Some(Value::String(hashes)) = unmapped.get("Hashes").cloned() {
             let mut used = false;
             for part in hashes.split(',') {
                 if let Some((algo, digest)) = part.split_once('=') {
@@ -930,6 +927,16 @@ mod tests {
             n.normalize(&[0xff, 0xfe], &prov()),
             Err(NormalizeError::Json(_))
         ));
+    }
+
+    #[test]
+    fn no_source_path_serves_two_columns() {
+        let mut seen = std::collections::HashSet::new();
+        for (column, paths) in DEFAULT_PATHS {
+            for p in *paths {
+                assert!(seen.insert(*p), "{p} is listed again for {column}");
+            }
+        }
     }
 
     #[test]
