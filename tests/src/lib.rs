@@ -211,6 +211,8 @@ pub struct Spoor {
     child: Option<Child>,
     /// Base URL of its HTTP listener.
     pub http: String,
+    /// Base URL of its gRPC listener (coordinator, standalone).
+    pub grpc: Option<String>,
     /// Captured stderr, kept for diagnostics.
     pub log_path: PathBuf,
 }
@@ -226,17 +228,29 @@ impl Spoor {
     /// Starts `spoor standalone` with its data in `data_dir` on free ports and
     /// waits for its ready line.
     pub fn standalone(data_dir: &Path, options: &SpoorOptions) -> Result<Spoor> {
+        Spoor::role("standalone", data_dir, &[], options)
+    }
+
+    /// Starts `spoor <role>` with its data in `data_dir` on free ports, with
+    /// extra `--set key=value` flags, and waits for its ready line.
+    pub fn role(
+        role: &str,
+        data_dir: &Path,
+        sets: &[String],
+        options: &SpoorOptions,
+    ) -> Result<Spoor> {
         let bin = spoor_binary()?;
-        let log_path = data_dir.with_extension(format!("{}.log", std::process::id()));
+        let log_path = data_dir.with_extension(format!("{role}.{}.log", std::process::id()));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .context("log file")?;
         let mut cmd = Command::new(bin);
-        cmd.arg("standalone")
+        cmd.arg(role)
             .args(["--data-dir", &data_dir.display().to_string()])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
             .env("SPOOR_LOG__FILTER", "info,openraft=warn")
             .stdout(Stdio::piped())
             .stderr(log);
@@ -265,9 +279,14 @@ impl Spoor {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("http="))
             .with_context(|| format!("no http= in ready line {line:?}"))?;
+        let grpc = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("grpc="))
+            .map(|g| format!("http://{g}"));
         Ok(Spoor {
             child: Some(child),
             http: format!("http://{http}"),
+            grpc,
             log_path,
         })
     }
