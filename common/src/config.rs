@@ -141,7 +141,8 @@ pub struct KafkaConfig {
     /// Where to start in a partition without a checkpoint: `earliest` or `latest`.
     pub start_from: StartFrom,
     /// Static group membership id (`group.instance.id`), unique per ingest
-    /// node; a restarted node takes its partitions back at once. Empty: dynamic membership.
+    /// node; a restarted node takes its partitions back at once. Empty:
+    /// `spoor-ingest-{node.id}`; `none`: dynamic membership.
     pub instance_id: String,
     /// Extra librdkafka properties (for example `security.protocol`).
     pub properties: std::collections::BTreeMap<String, String>,
@@ -367,6 +368,15 @@ impl Config {
         self.data_dir.join("lake")
     }
 
+    /// The Kafka `group.instance.id` to use, if any (see `ingest.kafka.instance_id`).
+    pub fn kafka_instance_id(&self) -> Option<String> {
+        match self.ingest.kafka.instance_id.as_str() {
+            "" => Some(format!("spoor-ingest-{}", self.node.id)),
+            "none" => None,
+            id => Some(id.to_string()),
+        }
+    }
+
     /// The tenant ingest writes to.
     pub fn ingest_tenant(&self) -> TenantId {
         // validate() checked it; fall back to the default id rather than panic.
@@ -478,6 +488,16 @@ mod tests {
             .expect_err("missing")
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn kafka_instance_id_follows_the_node_id() {
+        let c = load(&[], &["node.id=7"]).expect("config");
+        assert_eq!(c.kafka_instance_id().as_deref(), Some("spoor-ingest-7"));
+        let c = load(&[], &["ingest.kafka.instance_id=none"]).expect("config");
+        assert_eq!(c.kafka_instance_id(), None);
+        let c = load(&[], &["ingest.kafka.instance_id=edge-a"]).expect("config");
+        assert_eq!(c.kafka_instance_id().as_deref(), Some("edge-a"));
     }
 
     #[test]

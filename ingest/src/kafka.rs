@@ -162,6 +162,7 @@ impl ConsumerContext for SpoorContext {
 /// through `flusher`, and commits offsets to Kafka after each catalog commit.
 pub async fn run(
     config: IngestConfig,
+    instance_id: Option<String>,
     catalog: Arc<dyn Catalog>,
     flusher: Flusher,
     shutdown: CancellationToken,
@@ -193,10 +194,10 @@ pub async fn run(
                 StartFrom::Latest => "latest",
             },
         );
-    if !kafka.instance_id.is_empty() {
+    if let Some(instance_id) = &instance_id {
         // Static membership: a restarted node rejoins as itself and takes its
         // partitions back at once instead of waiting out the session timeout.
-        client.set("group.instance.id", &kafka.instance_id);
+        client.set("group.instance.id", instance_id);
     }
     for (k, v) in &kafka.properties {
         client.set(k, v);

@@ -130,8 +130,9 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
             if !config.ingest.kafka.brokers.is_empty() {
                 let (ingest, catalog, stop) =
                     (config.ingest.clone(), catalog.clone(), shutdown.clone());
+                let instance_id = config.kafka_instance_id();
                 tasks.spawn(async move {
-                    spoor_ingest::kafka::run(ingest, catalog, flusher, stop)
+                    spoor_ingest::kafka::run(ingest, instance_id, catalog, flusher, stop)
                         .await
                         .context("kafka source")
                 });
