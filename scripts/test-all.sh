@@ -5,7 +5,7 @@
 #
 # Caches (kept between runs on the same machine, so repeat runs are warm):
 #   CARGO_TARGET_DIR   default ~/.cache/spoor/target
-#   SPOOR_TANSU_ROOT   default ~/.cache/spoor/tansu  (tansu 0.6.0 binary)
+#   TANSU_ROOT   default ~/.cache/spoor/tansu  (tansu 0.6.0 binary)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,8 +13,8 @@ cd "$root"
 
 cache="${HOME}/.cache/spoor"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
-tansu_root="${SPOOR_TANSU_ROOT:-$cache/tansu}"
-export SPOOR_TANSU="$tansu_root/bin/tansu"
+tansu_root="${TANSU_ROOT:-$cache/tansu}"
+export TANSU_BIN="$tansu_root/bin/tansu"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 mkdir -p "$cache"
 
@@ -27,11 +27,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-if [ ! -x "$SPOOR_TANSU" ]; then
+if [ ! -x "$TANSU_BIN" ]; then
   step "installing the tansu broker into $tansu_root (about 10 minutes on 2 cores, once)"
   cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$tansu_root"
 fi
-"$SPOOR_TANSU" --version || true
+"$TANSU_BIN" --version || true
 
 step "formatting"
 cargo fmt --all -- --check

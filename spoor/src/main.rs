@@ -75,11 +75,15 @@ impl RoleArgs {
             sets.push(format!("node.grpc_addr={v}"));
         }
         sets.extend(self.sets.iter().cloned());
-        // SPOOR_CONFIG names the file, it is not a key.
-        let env = std::env::vars().filter(|(k, _)| k != "SPOOR_CONFIG" && k != "SPOOR_TEST_FAULT");
+        let env = std::env::vars().filter(|(k, _)| !NOT_CONFIG_KEYS.contains(&k.as_str()));
         Config::load(self.config.as_deref(), env, &sets)
     }
 }
+
+/// `SPOOR_*` variables that are not configuration keys: the config file's
+/// path, the client commands' endpoint, and the test-only fault hook. Every
+/// other `SPOOR_*` variable must name a key, so a typo stops start-up.
+const NOT_CONFIG_KEYS: &[&str] = &["SPOOR_CONFIG", "SPOOR_ENDPOINT", "SPOOR_TEST_FAULT"];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -24,10 +24,10 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// The tansu broker binary: `$SPOOR_TANSU`, the cached install that `.ci/run`
+/// The tansu broker binary: `$TANSU_BIN`, the cached install that `.ci/run`
 /// makes, or `tansu` on PATH.
 pub fn tansu_binary() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("SPOOR_TANSU") {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
         return Ok(PathBuf::from(p));
     }
     let home = std::env::var("HOME").unwrap_or_default();
@@ -42,7 +42,7 @@ pub fn tansu_binary() -> Result<PathBuf> {
     }
     bail!(
         "no tansu broker found: run `bash .ci/run` (it installs one into ~/.cache/spoor/tansu), \
-         or `cargo install tansu --version 0.6.0 --features dynostore,libsql`, or set SPOOR_TANSU"
+         or `cargo install tansu --version 0.6.0 --features dynostore,libsql`, or set TANSU_BIN"
     )
 }
 
@@ -170,7 +170,7 @@ pub fn spoor_binary() -> Result<PathBuf> {
 }
 
 fn build_spoor() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("SPOOR_BIN") {
+    if let Ok(p) = std::env::var("E2E_SPOOR_BIN") {
         return Ok(PathBuf::from(p));
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))

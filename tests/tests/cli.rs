@@ -82,7 +82,11 @@ fn print_config_shows_the_effective_layers() -> anyhow::Result<()> {
             "--set",
             "ingest.flush_interval_ms=750",
         ],
-        &[("SPOOR_QUERY__MAX_RESULT_ROWS", "42")],
+        &[
+            ("SPOOR_QUERY__MAX_RESULT_ROWS", "42"),
+            // Not a key, but a known client variable: accepted.
+            ("SPOOR_ENDPOINT", "http://127.0.0.1:1"),
+        ],
     )?;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("flush_interval_ms = 750"), "{out}");
