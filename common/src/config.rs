@@ -96,6 +96,12 @@ pub struct CoordinatorConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot and compact the log after this many entries.
     pub snapshot_after_entries: u64,
+    /// A write not committed within this time (no quorum) fails with a
+    /// retryable error instead of waiting, milliseconds.
+    pub write_timeout_ms: u64,
+    /// The initial members as `ID@URL` (`3@http://10.0.0.3:7070`), the same
+    /// list on every initial coordinator. Empty: a single-node group.
+    pub initial_members: Vec<String>,
 }
 
 /// How roles other than the coordinator reach the catalog.
@@ -326,6 +332,16 @@ impl Config {
                 "must be greater than coordinator.election_timeout_min_ms",
             );
         }
+        if self.coordinator.write_timeout_ms == 0 {
+            return bad("coordinator.write_timeout_ms", "must be at least 1");
+        }
+        let members = self.coordinator_members()?;
+        if !members.is_empty() && !members.contains_key(&self.node.id) {
+            return Err(ConfigError::Value {
+                key: "coordinator.initial_members",
+                reason: format!("does not list this node (node.id = {})", self.node.id),
+            });
+        }
         if self.query.max_result_rows == 0 {
             return bad("query.max_result_rows", "must be at least 1");
         }
@@ -366,6 +382,37 @@ impl Config {
     /// The lake folder when the lake is on local disk (no `storage.url`).
     pub fn local_lake_dir(&self) -> PathBuf {
         self.data_dir.join("lake")
+    }
+
+    /// `coordinator.initial_members` as id → URL.
+    pub fn coordinator_members(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u64, String>, ConfigError> {
+        let mut members = std::collections::BTreeMap::new();
+        for (i, entry) in self.coordinator.initial_members.iter().enumerate() {
+            let bad = |reason: String| ConfigError::Value {
+                key: "coordinator.initial_members",
+                reason,
+            };
+            let (id, url) = entry.split_once('@').ok_or_else(|| {
+                bad(format!(
+                    "entry {i} ({entry:?}) is not ID@URL, for example 2@http://10.0.0.2:7070"
+                ))
+            })?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("entry {i} ({entry:?}): {id:?} is not a node id")))?;
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(bad(format!(
+                    "entry {i} ({entry:?}): the URL must start with http:// or https://"
+                )));
+            }
+            if members.insert(id, url.to_string()).is_some() {
+                return Err(bad(format!("node id {id} is listed twice")));
+            }
+        }
+        Ok(members)
     }
 
     /// The Kafka `group.instance.id` to use, if any (see `ingest.kafka.instance_id`).
@@ -488,6 +535,34 @@ mod tests {
             .expect_err("missing")
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn initial_members_are_checked() {
+        let c = load(
+            &[],
+            &["coordinator.initial_members=[\"1@http://a:7070\", \"2@http://b:7070\"]"],
+        )
+        .expect("members");
+        assert_eq!(c.coordinator_members().expect("parse").len(), 2);
+        for (bad, needle) in [
+            (
+                "[\"1@http://a:7070\", \"x@http://b:7070\"]",
+                "not a node id",
+            ),
+            ("[\"1-http://a:7070\"]", "not ID@URL"),
+            ("[\"1@a:7070\"]", "http://"),
+            ("[\"2@http://b:7070\"]", "does not list this node"),
+            ("[\"1@http://a:7070\", \"1@http://b:7070\"]", "listed twice"),
+        ] {
+            let err = load(&[], &[&format!("coordinator.initial_members={bad}")])
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                err.contains("coordinator.initial_members") && err.contains(needle),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,11 @@ use spoor_common::catalog::{
 use spoor_common::config::CoordinatorConfig;
 
 use crate::log_store::LogStore;
-use crate::network::SingleNodeNetwork;
+use crate::network::GrpcRaftNetwork;
+use spoor_common::catalog_client::GrpcCatalog;
+
+/// How long a write forwarded to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 use crate::raft_types::{CatalogCommand, TypeConfig};
 use crate::state_machine::StateMachine;
 
@@ -61,6 +65,7 @@ pub enum CoordinatorError {
 #[derive(Clone)]
 pub struct CoordinatorNode {
     id: u64,
+    write_timeout: Duration,
     raft: Raft<TypeConfig>,
     state: StateMachine,
 }
@@ -74,10 +79,27 @@ impl std::fmt::Debug for CoordinatorNode {
 }
 
 impl CoordinatorNode {
-    /// Opens the stores in `dir`, starts Raft, initializes a single-node
-    /// membership on first start and waits until this node leads.
+    /// Opens a single-node coordinator in `dir` and waits until it leads
+    /// (standalone, tests).
     pub async fn start(
         id: u64,
+        dir: &std::path::Path,
+        config: &CoordinatorConfig,
+    ) -> Result<Self, CoordinatorError> {
+        let node = Self::open(id, BTreeMap::new(), dir, config).await?;
+        node.wait_for_leader(Duration::from_millis(config.election_timeout_max_ms * 10))
+            .await?;
+        Ok(node)
+    }
+
+    /// Opens the stores in `dir` and starts Raft. On first start the node
+    /// initializes the cluster with `members` (id → gRPC URL; every initial
+    /// member does so with the same set, which openraft allows), or as a
+    /// single node when `members` is empty. Serve [`Self::raft_service`] before
+    /// waiting for a leader.
+    pub async fn open(
+        id: u64,
+        members: BTreeMap<u64, String>,
         dir: &std::path::Path,
         config: &CoordinatorConfig,
     ) -> Result<Self, CoordinatorError> {
@@ -104,39 +126,60 @@ impl CoordinatorNode {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(
-            id,
-            Arc::new(raft_config),
-            SingleNodeNetwork,
-            log,
-            state.clone(),
-        )
-        .await
-        .map_err(|e| CoordinatorError::Start(e.to_string()))?;
+        let network = GrpcRaftNetwork::new(Duration::from_millis(config.election_timeout_min_ms));
+        let raft = Raft::new(id, Arc::new(raft_config), network, log, state.clone())
+            .await
+            .map_err(|e| CoordinatorError::Start(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|e| CoordinatorError::Start(e.to_string()))?;
         if !initialized {
-            let members = BTreeMap::from([(
-                id,
-                BasicNode {
-                    addr: String::new(),
-                },
-            )]);
+            let members: BTreeMap<u64, BasicNode> = if members.is_empty() {
+                BTreeMap::from([(
+                    id,
+                    BasicNode {
+                        addr: String::new(),
+                    },
+                )])
+            } else {
+                members
+                    .into_iter()
+                    .map(|(id, addr)| (id, BasicNode { addr }))
+                    .collect()
+            };
             raft.initialize(members)
                 .await
                 .map_err(|e| CoordinatorError::Start(e.to_string()))?;
         }
-        let node = CoordinatorNode { id, raft, state };
-        let wait = Duration::from_millis(config.election_timeout_max_ms * 10);
-        node.raft
-            .wait(Some(wait))
-            .current_leader(id, "this node leads")
+        tracing::info!(node_id = id, dir = %dir.display(), "coordinator started");
+        let write_timeout = Duration::from_millis(config.write_timeout_ms);
+        Ok(CoordinatorNode {
+            id,
+            write_timeout,
+            raft,
+            state,
+        })
+    }
+
+    /// Waits until the group has a leader and returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, CoordinatorError> {
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
             .await
-            .map_err(|_| CoordinatorError::NoLeader(wait))?;
-        tracing::info!(node_id = id, dir = %dir.display(), "coordinator is leader");
-        Ok(node)
+            .map_err(|_| CoordinatorError::NoLeader(timeout))?;
+        let leader = metrics
+            .current_leader
+            .ok_or(CoordinatorError::NoLeader(timeout))?;
+        tracing::info!(node_id = self.id, leader, "raft leader known");
+        Ok(leader)
+    }
+
+    /// The gRPC service through which peers reach this node's Raft.
+    pub fn raft_service(&self) -> crate::network::RaftGrpc {
+        crate::network::RaftGrpc::new(self.raft.clone())
     }
 
     /// Stops Raft.
@@ -146,16 +189,40 @@ impl CoordinatorNode {
         }
     }
 
-    async fn write(&self, command: CatalogCommand) -> Result<CommitOutcome, CatalogError> {
-        match self.raft.client_write(command).await {
+    /// Proposes a commit; on a follower, forwards it to the leader's catalog
+    /// service (every coordinator serves both on its gRPC address).
+    async fn write(&self, batch: CommitBatch) -> Result<CommitOutcome, CatalogError> {
+        let now_micros = spoor_common::time::now_micros();
+        let command = CatalogCommand::Commit {
+            batch: batch.clone(),
+            now_micros,
+        };
+        let written =
+            tokio::time::timeout(self.write_timeout, self.raft.client_write(command)).await;
+        let Ok(written) = written else {
+            return Err(CatalogError::Unavailable {
+                reason: format!(
+                    "node {}: the commit was not acknowledged by a quorum within {:?}; it may still be applied, retry (commits are idempotent)",
+                    self.id, self.write_timeout
+                ),
+            });
+        };
+        match written {
             Ok(resp) => resp.data.0,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(CatalogError::Unavailable {
+                let unavailable = || CatalogError::Unavailable {
                     reason: format!(
-                        "node {} is not the leader (leader: {:?})",
-                        self.id, f.leader_id
+                        "node {} is not the leader and no leader is known yet",
+                        self.id
                     ),
-                })
+                };
+                let addr = f
+                    .leader_node
+                    .map(|n| n.addr)
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(unavailable)?;
+                let leader = GrpcCatalog::connect_lazy(&addr, FORWARD_TIMEOUT)?;
+                leader.commit_batch(batch).await
             }
             Err(e) => Err(CatalogError::Unavailable {
                 reason: format!("raft write failed: {e}"),
@@ -167,10 +234,7 @@ impl CoordinatorNode {
 #[async_trait]
 impl Catalog for CoordinatorNode {
     async fn commit_batch(&self, batch: CommitBatch) -> Result<CommitOutcome, CatalogError> {
-        let now_micros = spoor_common::time::now_micros();
-        let outcome = self
-            .write(CatalogCommand::Commit { batch, now_micros })
-            .await;
+        let outcome = self.write(batch).await;
         match &outcome {
             Ok(o) if o.already_committed => {
                 metrics::counter!("spoor_catalog_commits_total", "outcome" => "duplicate")
@@ -226,6 +290,8 @@ mod tests {
             election_timeout_min_ms: 150,
             election_timeout_max_ms: 300,
             snapshot_after_entries: 3,
+            write_timeout_ms: 5_000,
+            initial_members: Vec::new(),
         }
     }
 

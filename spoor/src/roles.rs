@@ -71,15 +71,48 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
 
     // The catalog: served here (coordinator, standalone) or reached over gRPC.
     let mut coordinator = None;
+    let mut grpc_addr = None;
     let catalog: Arc<dyn Catalog> = if role.runs_coordinator() {
-        let node = CoordinatorNode::start(config.node.id, &config.raft_dir(), &config.coordinator)
-            .await
-            .with_context(|| {
-                format!(
-                    "starting the coordinator in {}",
-                    config.raft_dir().display()
+        // Bind first: with port 0 the advertised URL is known only after binding.
+        let listener = bind(config.node.grpc_addr, "node.grpc_addr").await?;
+        let bound = listener.local_addr().context("reading the gRPC address")?;
+        grpc_addr = Some(bound);
+        let members = config
+            .coordinator_members()
+            .context("coordinator.initial_members")?;
+        let node = CoordinatorNode::open(
+            config.node.id,
+            members,
+            &config.raft_dir(),
+            &config.coordinator,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "starting the coordinator in {}",
+                config.raft_dir().display()
+            )
+        })?;
+        let catalog_service = CatalogGrpc::new(Arc::new(node.clone())).into_server();
+        let raft_service = node.raft_service().into_server();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(catalog_service)
+                .add_service(raft_service)
+                .serve_with_incoming_shutdown(
+                    spoor_coordinator::incoming(listener),
+                    stop.cancelled_owned(),
                 )
-            })?;
+                .await
+                .context("gRPC server")
+        });
+        let wait = Duration::from_millis(config.coordinator.election_timeout_max_ms * 30);
+        let leader = node
+            .wait_for_leader(wait)
+            .await
+            .context("waiting for a raft leader")?;
+        tracing::info!(leader, grpc = %bound, "coordinator ready");
         coordinator = Some(node.clone());
         Arc::new(node)
     } else {
@@ -91,24 +124,6 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
             .context("configuring the catalog client (catalog.endpoint)")?,
         )
     };
-
-    let mut grpc_addr = None;
-    if let Some(node) = &coordinator {
-        let listener = bind(config.node.grpc_addr, "node.grpc_addr").await?;
-        grpc_addr = Some(listener.local_addr().context("reading the gRPC address")?);
-        let service = CatalogGrpc::new(Arc::new(node.clone())).into_server();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    spoor_coordinator::incoming(listener),
-                    stop.cancelled_owned(),
-                )
-                .await
-                .context("gRPC server")
-        });
-    }
 
     let mut app = spoor_common::telemetry::ops_router(role.name())
         .merge(status_router(catalog.clone(), role));

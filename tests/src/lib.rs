@@ -349,6 +349,14 @@ impl Spoor {
         )
     }
 
+    /// Kills the process (SIGKILL): a crash, no cleanup.
+    pub fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("already stopped")?;
+        child.kill().context("kill")?;
+        child.wait().context("wait")?;
+        Ok(())
+    }
+
     /// Stops the process with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
