@@ -96,6 +96,9 @@ pub struct CoordinatorConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot and compact the log after this many entries.
     pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower
+    /// catches up from the log; one further behind gets the snapshot.
+    pub log_kept_after_snapshot: u64,
     /// A write not committed within this time (no quorum) fails with a
     /// retryable error instead of waiting, milliseconds.
     pub write_timeout_ms: u64,

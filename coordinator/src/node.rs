@@ -122,7 +122,7 @@ impl CoordinatorNode {
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
             ..Default::default()
         }
         .validate()?;
@@ -175,6 +175,11 @@ impl CoordinatorNode {
             .ok_or(CoordinatorError::NoLeader(timeout))?;
         tracing::info!(node_id = self.id, leader, "raft leader known");
         Ok(leader)
+    }
+
+    /// This node's current Raft metrics (leader, term, log, snapshot, purge point).
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
     }
 
     /// The gRPC service through which peers reach this node's Raft.
@@ -290,6 +295,7 @@ mod tests {
             election_timeout_min_ms: 150,
             election_timeout_max_ms: 300,
             snapshot_after_entries: 3,
+            log_kept_after_snapshot: 0,
             write_timeout_ms: 5_000,
             initial_members: Vec::new(),
         }

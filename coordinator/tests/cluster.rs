@@ -16,7 +16,10 @@ struct Member {
     id: u64,
     node: CoordinatorNode,
     stop: CancellationToken,
-    _dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    members: BTreeMap<u64, String>,
+    config: CoordinatorConfig,
+    dir: tempfile::TempDir,
 }
 
 fn config() -> CoordinatorConfig {
@@ -26,12 +29,17 @@ fn config() -> CoordinatorConfig {
         election_timeout_min_ms: 500,
         election_timeout_max_ms: 1000,
         snapshot_after_entries: 1000,
+        log_kept_after_snapshot: 1000,
         write_timeout_ms: 3_000,
         initial_members: Vec::new(),
     }
 }
 
 async fn cluster(n: u64) -> Vec<Member> {
+    cluster_with(n, config()).await
+}
+
+async fn cluster_with(n: u64, config: CoordinatorConfig) -> Vec<Member> {
     let mut listeners = Vec::new();
     let mut members = BTreeMap::new();
     for id in 1..=n {
@@ -44,31 +52,7 @@ async fn cluster(n: u64) -> Vec<Member> {
     let mut out = Vec::new();
     for (id, listener) in listeners {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = CoordinatorNode::open(id, members.clone(), dir.path(), &config())
-            .await
-            .expect("open");
-        let stop = CancellationToken::new();
-        let (catalog, raft, token) = (
-            CatalogGrpc::new(std::sync::Arc::new(node.clone())).into_server(),
-            node.raft_service().into_server(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(catalog)
-                .add_service(raft)
-                .serve_with_incoming_shutdown(
-                    spoor_coordinator::incoming(listener),
-                    token.cancelled_owned(),
-                )
-                .await
-        });
-        out.push(Member {
-            id,
-            node,
-            stop,
-            _dir: dir,
-        });
+        out.push(serve(id, listener, members.clone(), config.clone(), dir).await);
     }
     for m in &out {
         m.node
@@ -77,6 +61,67 @@ async fn cluster(n: u64) -> Vec<Member> {
             .expect("leader");
     }
     out
+}
+
+/// Opens a node on `dir` and serves it on `listener`.
+async fn serve(
+    id: u64,
+    listener: tokio::net::TcpListener,
+    members: BTreeMap<u64, String>,
+    config: CoordinatorConfig,
+    dir: tempfile::TempDir,
+) -> Member {
+    let addr = listener.local_addr().expect("addr");
+    let node = CoordinatorNode::open(id, members.clone(), dir.path(), &config)
+        .await
+        .expect("open");
+    let stop = CancellationToken::new();
+    let (catalog, raft, token) = (
+        CatalogGrpc::new(std::sync::Arc::new(node.clone())).into_server(),
+        node.raft_service().into_server(),
+        stop.clone(),
+    );
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(catalog)
+            .add_service(raft)
+            .serve_with_incoming_shutdown(
+                spoor_coordinator::incoming(listener),
+                token.cancelled_owned(),
+            )
+            .await
+    });
+    Member {
+        id,
+        node,
+        stop,
+        addr,
+        members,
+        config,
+        dir,
+    }
+}
+
+/// Stops a member (server and Raft) and returns it to be restarted.
+async fn stop(m: &Member) {
+    m.stop.cancel();
+    m.node.shutdown().await;
+}
+
+/// Restarts a stopped member from its folder on its address.
+async fn restart(m: Member) -> Member {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(m.addr).await {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("rebinding {}: {e}", m.addr),
+        }
+    };
+    serve(m.id, listener, m.members, m.config, m.dir).await
 }
 
 async fn leader_of(members: &[&Member]) -> u64 {
@@ -237,4 +282,91 @@ async fn a_minority_cannot_commit_and_says_so() {
     assert_eq!(files.len(), 1);
     survivor.stop.cancel();
     survivor.node.shutdown().await;
+}
+
+/// A follower that was down catches up when it comes back: by log when the
+/// leader still has the entries it missed, by snapshot when they were purged.
+async fn restarted_follower_catches_up(config: CoordinatorConfig, expect_snapshot: bool) {
+    let mut members = cluster_with(3, config).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&all).await;
+    members[0]
+        .node
+        .commit_batch(batch(0, 0))
+        .await
+        .expect("commit");
+    let pos = members
+        .iter()
+        .position(|m| m.id != leader)
+        .expect("a follower");
+    let follower = members.remove(pos);
+    let follower_last = follower.node.raft_metrics().last_log_index.unwrap_or(0);
+    stop(&follower).await;
+    let follower_dir = follower.dir.path().to_path_buf();
+    let snapshot_before = std::fs::metadata(follower_dir.join("snapshot.json"))
+        .ok()
+        .map(|m| m.len());
+
+    // 20 commits while it is away.
+    for i in 1..=20 {
+        members[0]
+            .node
+            .commit_batch(batch(0, i * 10))
+            .await
+            .expect("commit while a follower is down");
+    }
+    let leader_node = &members
+        .iter()
+        .find(|m| m.id == leader)
+        .expect("leader")
+        .node;
+    let purged = leader_node.raft_metrics().purged.map(|l| l.index);
+    // With the entries it missed purged, only a snapshot can bring it back.
+    assert_eq!(
+        purged.is_some_and(|p| p > follower_last),
+        expect_snapshot,
+        "leader purged up to {purged:?}, follower had {follower_last}"
+    );
+    let follower = restart(follower).await;
+    let sequences = wait_files(&follower.node, 21).await;
+    assert_eq!(sequences, (1..=21).collect::<Vec<u64>>());
+    let snapshot_after = std::fs::metadata(follower_dir.join("snapshot.json"))
+        .ok()
+        .map(|m| m.len());
+    if expect_snapshot {
+        assert!(
+            snapshot_after.is_some() && snapshot_after != snapshot_before,
+            "the follower installed a snapshot"
+        );
+    } else {
+        assert_eq!(
+            snapshot_after, snapshot_before,
+            "the follower caught up from the log alone"
+        );
+    }
+    // It takes part again: a commit through it lands everywhere.
+    follower
+        .node
+        .commit_batch(batch(1, 0))
+        .await
+        .expect("commit through the restarted follower");
+    for m in members.iter().chain(std::iter::once(&follower)) {
+        wait_files(&m.node, 22).await;
+        stop(m).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_follower_catches_up_by_log() {
+    restarted_follower_catches_up(config(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_follower_catches_up_by_snapshot() {
+    let config = CoordinatorConfig {
+        snapshot_after_entries: 5,
+        log_kept_after_snapshot: 0,
+        ..config()
+    };
+    restarted_follower_catches_up(config, true).await;
 }
