@@ -54,6 +54,44 @@ impl LogStore {
         Ok(LogStore { db: Arc::new(db) })
     }
 
+    /// Reads the whole log back and checks it before the node serves: every
+    /// entry decodes, sits under its own index, and the indexes have no hole.
+    /// Returns the number of entries, or what is wrong and where.
+    pub fn verify(&self) -> Result<u64, String> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| format!("cannot read: {e}"))?;
+        let table = match txn.open_table(LOGS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(format!("cannot open the log table: {e}")),
+        };
+        let mut previous: Option<u64> = None;
+        let mut count = 0;
+        for item in table.iter().map_err(|e| format!("cannot iterate: {e}"))? {
+            let (key, value) =
+                item.map_err(|e| format!("cannot read an entry after index {previous:?}: {e}"))?;
+            let index = key.value();
+            let entry: Entry<TypeConfig> = serde_json::from_slice(value.value())
+                .map_err(|e| format!("entry at index {index} does not decode: {e}"))?;
+            if entry.log_id.index != index {
+                return Err(format!(
+                    "entry stored at index {index} claims index {}",
+                    entry.log_id.index
+                ));
+            }
+            if let Some(p) = previous
+                && index != p + 1
+            {
+                return Err(format!("hole in the log between index {p} and {index}"));
+            }
+            previous = Some(index);
+            count += 1;
+        }
+        Ok(count)
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,

@@ -42,10 +42,20 @@ pub enum CoordinatorError {
         /// The cause.
         source: Box<redb::DatabaseError>,
     },
+    /// The log file opened but its contents are damaged; the node refuses to serve.
+    #[error(
+        "the raft log {path} is damaged: {reason}; the node will not serve from it (restore it, or remove the node's folder and let it rejoin from its peers)"
+    )]
+    CorruptLog {
+        /// The log file.
+        path: String,
+        /// What is wrong and where.
+        reason: String,
+    },
     /// The state machine snapshot could not be read.
     #[error("cannot open the state machine in {path}: {source}")]
     OpenStateMachine {
-        /// The folder.
+        /// The snapshot file.
         path: String,
         /// The cause.
         source: Box<openraft::StorageError<u64>>,
@@ -112,8 +122,15 @@ impl CoordinatorNode {
             path: log_path.display().to_string(),
             source: Box::new(e),
         })?;
+        let entries = log
+            .verify()
+            .map_err(|reason| CoordinatorError::CorruptLog {
+                path: log_path.display().to_string(),
+                reason,
+            })?;
+        tracing::debug!(entries, path = %log_path.display(), "raft log verified");
         let state = StateMachine::open(dir).map_err(|e| CoordinatorError::OpenStateMachine {
-            path: dir.display().to_string(),
+            path: dir.join("snapshot.json").display().to_string(),
             source: Box::new(e),
         })?;
         let raft_config = openraft::Config {
@@ -315,6 +332,62 @@ mod tests {
             }
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn damaged_files_stop_start_up_naming_the_file() {
+        // A log entry that does not decode.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = CoordinatorNode::start(1, dir.path(), &config())
+            .await
+            .expect("start");
+        node.commit_batch(CommitBatch {
+            files: vec![conformance::kafka_file("acme", "t", 0, 0, 9)],
+            checkpoints: vec![],
+        })
+        .await
+        .expect("commit");
+        node.shutdown().await;
+        drop(node);
+        {
+            let db = redb::Database::create(dir.path().join("log.redb")).expect("open log");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut table = txn
+                    .open_table(redb::TableDefinition::<u64, &[u8]>::new("logs"))
+                    .expect("table");
+                table
+                    .insert(2u64, b"{not an entry".as_slice())
+                    .expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let err = CoordinatorNode::start(1, dir.path(), &config())
+            .await
+            .expect_err("damaged log")
+            .to_string();
+        assert!(
+            err.contains("log.redb") && err.contains("index 2") && err.contains("will not serve"),
+            "{err}"
+        );
+
+        // A file that is not a redb database at all.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("log.redb"), b"garbage garbage garbage").expect("write");
+        let err = CoordinatorNode::start(1, dir.path(), &config())
+            .await
+            .expect_err("not a log")
+            .to_string();
+        assert!(err.contains("log.redb"), "{err}");
+
+        // A damaged snapshot.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("snapshot.json"), b"{\"meta\": 1").expect("write");
+        let err = CoordinatorNode::start(1, dir.path(), &config())
+            .await
+            .expect_err("bad snapshot")
+            .to_string();
+        assert!(err.contains("snapshot.json"), "{err}");
     }
 
     #[tokio::test]
