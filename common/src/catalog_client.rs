@@ -2,6 +2,8 @@
 //! protobuf messages, and [`GrpcCatalog`], the client every non-coordinator
 //! role uses.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -219,52 +221,96 @@ pub mod convert {
     }
 }
 
-/// The catalog reached over gRPC.
+/// The catalog reached over gRPC, through one or more coordinators. A call
+/// that finds a coordinator unavailable moves on to the next; the last one
+/// that answered is tried first. Retrying a commit elsewhere is safe: commits
+/// are idempotent (file ids are derived from their source).
 #[derive(Debug, Clone)]
 pub struct GrpcCatalog {
-    client: pb::catalog_service_client::CatalogServiceClient<Channel>,
-    endpoint: String,
+    endpoints: Arc<
+        Vec<(
+            String,
+            pb::catalog_service_client::CatalogServiceClient<Channel>,
+        )>,
+    >,
+    current: Arc<AtomicUsize>,
 }
 
 impl GrpcCatalog {
-    /// A client for the coordinator at `endpoint`. Connects lazily, so a
-    /// coordinator that starts later is found on the first call.
-    pub fn connect_lazy(endpoint: &str, timeout: Duration) -> Result<Self, CatalogError> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| {
-                invalid(format!(
-                    "catalog endpoint {endpoint:?} is not a valid URI: {e}"
-                ))
-            })?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect_lazy();
+    /// A client for the coordinators at `endpoints` (comma-separated URLs).
+    /// Connects lazily, so coordinators that start later are found.
+    pub fn connect_lazy(endpoints: &str, timeout: Duration) -> Result<Self, CatalogError> {
+        let mut clients = Vec::new();
+        for endpoint in endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let channel = Endpoint::from_shared(endpoint.to_string())
+                .map_err(|e| {
+                    invalid(format!(
+                        "catalog endpoint {endpoint:?} is not a valid URI: {e}"
+                    ))
+                })?
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .connect_lazy();
+            clients.push((
+                endpoint.to_string(),
+                pb::catalog_service_client::CatalogServiceClient::new(channel),
+            ));
+        }
+        if clients.is_empty() {
+            return Err(invalid(format!("no catalog endpoint in {endpoints:?}")));
+        }
         Ok(GrpcCatalog {
-            client: pb::catalog_service_client::CatalogServiceClient::new(channel),
-            endpoint: endpoint.to_string(),
+            endpoints: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    fn on_error(&self, call: &str, status: tonic::Status) -> CatalogError {
-        match status_to_error(status) {
-            CatalogError::Unavailable { reason } => CatalogError::Unavailable {
-                reason: format!("{call} at {}: {reason}", self.endpoint),
-            },
-            other => other,
+    /// Runs `call` against the coordinators, starting with the last that
+    /// answered, until one answers or all were unavailable.
+    async fn call<T, F, Fut>(&self, name: &str, call: F) -> Result<T, CatalogError>
+    where
+        F: Fn(pb::catalog_service_client::CatalogServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let n = self.endpoints.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for attempt in 0..n {
+            let i = (start + attempt) % n;
+            let (url, client) = &self.endpoints[i];
+            match call(client.clone()).await {
+                Ok(resp) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(resp.into_inner());
+                }
+                Err(status) => match status_to_error(status) {
+                    CatalogError::Unavailable { reason } => {
+                        failures.push(format!("{url}: {reason}"))
+                    }
+                    other => return Err(other),
+                },
+            }
         }
+        Err(CatalogError::Unavailable {
+            reason: format!("{name}: no coordinator answered ({})", failures.join("; ")),
+        })
     }
 }
 
 #[async_trait]
 impl Catalog for GrpcCatalog {
     async fn commit_batch(&self, batch: CommitBatch) -> Result<CommitOutcome, CatalogError> {
+        let req = convert::batch_to_pb(&batch);
         let resp = self
-            .client
-            .clone()
-            .commit_batch(convert::batch_to_pb(&batch))
-            .await
-            .map_err(|s| self.on_error("CommitBatch", s))?
-            .into_inner();
+            .call("CommitBatch", |mut c| {
+                let req = req.clone();
+                async move { c.commit_batch(req).await }
+            })
+            .await?;
         Ok(CommitOutcome {
             sequences: resp.sequences,
             already_committed: resp.already_committed,
@@ -279,12 +325,11 @@ impl Catalog for GrpcCatalog {
             max_time_micros: query.max_time_micros,
         };
         let resp = self
-            .client
-            .clone()
-            .list_files(req)
-            .await
-            .map_err(|s| self.on_error("ListFiles", s))?
-            .into_inner();
+            .call("ListFiles", |mut c| {
+                let req = req.clone();
+                async move { c.list_files(req).await }
+            })
+            .await?;
         resp.files
             .into_iter()
             .map(convert::catalog_file_from_pb)
@@ -301,12 +346,11 @@ impl Catalog for GrpcCatalog {
             topic: topic.to_string(),
         };
         let resp = self
-            .client
-            .clone()
-            .get_checkpoints(req)
-            .await
-            .map_err(|s| self.on_error("GetCheckpoints", s))?
-            .into_inner();
+            .call("GetCheckpoints", |mut c| {
+                let req = req.clone();
+                async move { c.get_checkpoints(req).await }
+            })
+            .await?;
         Ok(resp
             .checkpoints
             .into_iter()
@@ -316,12 +360,11 @@ impl Catalog for GrpcCatalog {
 
     async fn status(&self) -> Result<CatalogStatus, CatalogError> {
         let resp = self
-            .client
-            .clone()
-            .status(pb::StatusRequest {})
-            .await
-            .map_err(|s| self.on_error("Status", s))?;
-        Ok(convert::status_from_pb(resp.into_inner()))
+            .call("Status", |mut c| async move {
+                c.status(pb::StatusRequest {}).await
+            })
+            .await?;
+        Ok(convert::status_from_pb(resp))
     }
 }
 
@@ -356,6 +399,41 @@ mod tests {
                 .expect_err("rows")
                 .to_string()
                 .contains("row_count")
+        );
+    }
+
+    #[tokio::test]
+    async fn endpoint_lists_are_checked() {
+        assert!(
+            GrpcCatalog::connect_lazy("http://a:1, http://b:2", Duration::from_secs(1)).is_ok()
+        );
+        assert!(
+            GrpcCatalog::connect_lazy(" , ", Duration::from_secs(1))
+                .expect_err("empty")
+                .to_string()
+                .contains("no catalog endpoint")
+        );
+        assert!(
+            GrpcCatalog::connect_lazy("http://a:1,not a uri", Duration::from_secs(1))
+                .expect_err("bad")
+                .to_string()
+                .contains("not a valid URI")
+        );
+    }
+
+    /// A dead first endpoint is skipped; the call lands on the live one.
+    #[tokio::test]
+    async fn unavailable_endpoints_are_skipped() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let dead_addr = dead.local_addr().expect("addr");
+        drop(dead);
+        let client =
+            GrpcCatalog::connect_lazy(&format!("http://{dead_addr}"), Duration::from_secs(2))
+                .expect("client");
+        let err = client.status().await.expect_err("nobody listens");
+        assert!(
+            err.is_retryable() && err.to_string().contains(&dead_addr.to_string()),
+            "{err}"
         );
     }
 

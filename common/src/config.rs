@@ -111,7 +111,9 @@ pub struct CoordinatorConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogClientConfig {
-    /// gRPC endpoint of a coordinator, for example `http://127.0.0.1:7070`.
+    /// gRPC endpoints of coordinators, comma-separated, for example
+    /// `http://10.0.0.1:7070,http://10.0.0.2:7070`; calls move on to the next
+    /// when one is unavailable.
     pub endpoint: String,
     /// Per-call timeout, milliseconds.
     pub timeout_ms: u64,
@@ -359,10 +361,24 @@ impl Config {
                 reason: format!("not a URL: {e}"),
             });
         }
-        if !self.catalog.endpoint.starts_with("http://")
-            && !self.catalog.endpoint.starts_with("https://")
+        let endpoints: Vec<&str> = self
+            .catalog
+            .endpoint
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return bad("catalog.endpoint", "must name at least one coordinator URL");
+        }
+        if let Some(e) = endpoints
+            .iter()
+            .find(|e| !e.starts_with("http://") && !e.starts_with("https://"))
         {
-            return bad("catalog.endpoint", "must start with http:// or https://");
+            return Err(ConfigError::Value {
+                key: "catalog.endpoint",
+                reason: format!("{e:?} must start with http:// or https://"),
+            });
         }
         Ok(())
     }

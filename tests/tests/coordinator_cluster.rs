@@ -1,6 +1,6 @@
 //! Three `spoor coordinator` processes on loopback form one Raft group; an
 //! ingest node and a query node use it through different coordinators, and
-//! the group keeps committing after its leader is killed.
+//! ingest keeps committing after the leader it was talking to is killed.
 
 use std::time::{Duration, Instant};
 
@@ -79,11 +79,17 @@ async fn three_coordinator_processes_survive_losing_the_leader() -> anyhow::Resu
     let lake = dir.path().join("lake");
     let lake_url = format!("storage.url=\"file://{}\"", lake.display());
     let via = |i: usize| format!("catalog.endpoint=\"http://127.0.0.1:{}\"", ports[i]);
-    // Ingest and query talk to the two followers: writes are forwarded to the leader.
+    // Ingest names the leader first, then a follower: when the leader dies it
+    // moves on. Query talks to the other follower, which serves reads locally.
+    let ingest_endpoints = format!(
+        "catalog.endpoint=\"http://127.0.0.1:{},http://127.0.0.1:{}\"",
+        ports[leader as usize - 1],
+        ports[followers[0]]
+    );
     let ingest = Spoor::role(
         "ingest",
         &dir.path().join("ingest"),
-        &[lake_url.clone(), via(followers[0]), "node.id=11".into()],
+        &[lake_url.clone(), ingest_endpoints, "node.id=11".into()],
         &opts,
     )?;
     let query = Spoor::role(
