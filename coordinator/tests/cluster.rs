@@ -350,8 +350,12 @@ async fn restarted_follower_catches_up(config: CoordinatorConfig, expect_snapsho
         .commit_batch(batch(1, 0))
         .await
         .expect("commit through the restarted follower");
+    // Wait on every node before stopping any: stopping one early can leave
+    // the others without the commit index.
     for m in members.iter().chain(std::iter::once(&follower)) {
         wait_files(&m.node, 22).await;
+    }
+    for m in members.iter().chain(std::iter::once(&follower)) {
         stop(m).await;
     }
 }
