@@ -3,7 +3,11 @@
 //! resulting descriptor set.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/spoor/v1/catalog.proto", "proto/spoor/v1/raft.proto"];
+    let protos = [
+        "proto/spoor/v1/catalog.proto",
+        "proto/spoor/v1/cluster.proto",
+        "proto/spoor/v1/raft.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()

@@ -102,6 +102,9 @@ pub struct CoordinatorConfig {
     /// A write not committed within this time (no quorum) fails with a
     /// retryable error instead of waiting, milliseconds.
     pub write_timeout_ms: u64,
+    /// Start without initializing, to be added to a running group with
+    /// `spoor cluster add-node`.
+    pub join: bool,
     /// The initial members as `ID@URL` (`3@http://10.0.0.3:7070`), the same
     /// list on every initial coordinator. Empty: a single-node group.
     pub initial_members: Vec<String>,
@@ -341,6 +344,12 @@ impl Config {
             return bad("coordinator.write_timeout_ms", "must be at least 1");
         }
         let members = self.coordinator_members()?;
+        if self.coordinator.join && !members.is_empty() {
+            return bad(
+                "coordinator.join",
+                "a joining node takes its members from the group; leave coordinator.initial_members empty",
+            );
+        }
         if !members.is_empty() && !members.contains_key(&self.node.id) {
             return Err(ConfigError::Value {
                 key: "coordinator.initial_members",

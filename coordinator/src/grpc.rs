@@ -116,3 +116,70 @@ mod tests {
         .await;
     }
 }
+
+/// Serves `spoor.v1.ClusterService` (membership changes) for a coordinator.
+#[derive(Clone)]
+pub struct ClusterGrpc {
+    node: crate::CoordinatorNode,
+}
+
+impl ClusterGrpc {
+    /// The service for `node`.
+    pub fn new(node: crate::CoordinatorNode) -> Self {
+        ClusterGrpc { node }
+    }
+
+    /// As a tonic service.
+    pub fn into_server(self) -> pb::cluster_service_server::ClusterServiceServer<Self> {
+        pb::cluster_service_server::ClusterServiceServer::new(self)
+    }
+}
+
+fn membership_reply(m: crate::node::Membership) -> Response<pb::MembershipReply> {
+    Response::new(pb::MembershipReply {
+        voters: m.voters,
+        learners: m.learners,
+        leader_id: m.leader_id,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::cluster_service_server::ClusterService for ClusterGrpc {
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let req = request.into_inner();
+        if !req.url.starts_with("http://") && !req.url.starts_with("https://") {
+            return Err(Status::invalid_argument(format!(
+                "url {:?} must start with http:// or https://",
+                req.url
+            )));
+        }
+        let m = self
+            .node
+            .add_node(req.node_id, req.url)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(membership_reply(m))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let m = self
+            .node
+            .remove_node(request.into_inner().node_id)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(membership_reply(m))
+    }
+
+    async fn membership(
+        &self,
+        _request: Request<pb::MembershipRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        Ok(membership_reply(self.node.membership()))
+    }
+}

@@ -12,8 +12,8 @@ pub mod node;
 pub mod raft_types;
 pub mod state_machine;
 
-pub use grpc::CatalogGrpc;
-pub use node::{CoordinatorError, CoordinatorNode};
+pub use grpc::{CatalogGrpc, ClusterGrpc};
+pub use node::{CoordinatorError, CoordinatorNode, Membership};
 
 /// Accepted connections of a bound listener as a stream, for tonic's
 /// `serve_with_incoming` (lets callers bind port 0 and learn the address first).

@@ -71,6 +71,50 @@ pub enum CoordinatorError {
     NoLeader(Duration),
 }
 
+/// Voters, learners and leader of the coordinator group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Voting members.
+    pub voters: Vec<u64>,
+    /// Learners (catching up, not voting).
+    pub learners: Vec<u64>,
+    /// The leader, if known.
+    pub leader_id: Option<u64>,
+}
+
+enum MembershipChange {
+    Add { id: u64, url: String },
+    Remove { id: u64 },
+}
+
+type MembershipResult<T> = Result<T, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+
+/// Runs a membership change, waiting (bounded) while an earlier change is
+/// still being committed: joint consensus allows one change at a time.
+async fn retry_in_progress<T, F, Fut>(mut change: F) -> MembershipResult<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = MembershipResult<T>>,
+{
+    let deadline = std::time::Instant::now() + FORWARD_TIMEOUT * 3;
+    loop {
+        match change().await {
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                openraft::error::ChangeMembershipError::InProgress(_),
+            ))) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
+fn membership_error(what: &str, e: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Unavailable {
+        reason: format!("{what}: {e}"),
+    }
+}
+
 /// A running coordinator node.
 #[derive(Clone)]
 pub struct CoordinatorNode {
@@ -151,7 +195,7 @@ impl CoordinatorNode {
             .is_initialized()
             .await
             .map_err(|e| CoordinatorError::Start(e.to_string()))?;
-        if !initialized {
+        if !initialized && !config.join {
             let members: BTreeMap<u64, BasicNode> = if members.is_empty() {
                 BTreeMap::from([(
                     id,
@@ -192,6 +236,93 @@ impl CoordinatorNode {
             .ok_or(CoordinatorError::NoLeader(timeout))?;
         tracing::info!(node_id = self.id, leader, "raft leader known");
         Ok(leader)
+    }
+
+    /// Adds a started, uninitialized coordinator: as a learner until it has
+    /// caught up, then as a voter. Forwarded to the leader from a follower.
+    pub async fn add_node(&self, id: u64, url: String) -> Result<Membership, CatalogError> {
+        let node = BasicNode { addr: url.clone() };
+        match retry_in_progress(|| self.raft.add_learner(id, node.clone(), true)).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                return self
+                    .forward_membership(f.leader_node, MembershipChange::Add { id, url })
+                    .await;
+            }
+            Err(e) => return Err(membership_error("adding a learner", e)),
+        }
+        let change = openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id]));
+        retry_in_progress(|| self.raft.change_membership(change.clone(), false))
+            .await
+            .map_err(|e| membership_error("promoting to voter", e))?;
+        Ok(self.membership())
+    }
+
+    /// Removes a coordinator from the group. Forwarded to the leader from a follower.
+    pub async fn remove_node(&self, id: u64) -> Result<Membership, CatalogError> {
+        let change = openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id]));
+        match retry_in_progress(|| self.raft.change_membership(change.clone(), false)).await {
+            Ok(()) => Ok(self.membership()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                self.forward_membership(f.leader_node, MembershipChange::Remove { id })
+                    .await
+            }
+            Err(e) => Err(membership_error("removing a voter", e)),
+        }
+    }
+
+    /// Voters, learners and leader as this node sees them.
+    pub fn membership(&self) -> Membership {
+        let m = self.raft.metrics().borrow().clone();
+        let config = m.membership_config.membership();
+        Membership {
+            voters: config.voter_ids().collect(),
+            learners: config.learner_ids().collect(),
+            leader_id: m.current_leader,
+        }
+    }
+
+    async fn forward_membership(
+        &self,
+        leader: Option<BasicNode>,
+        change: MembershipChange,
+    ) -> Result<Membership, CatalogError> {
+        let addr = leader
+            .map(|n| n.addr)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| CatalogError::Unavailable {
+                reason: format!(
+                    "node {} is not the leader and no leader is known yet",
+                    self.id
+                ),
+            })?;
+        let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+            .map_err(|e| CatalogError::Invalid {
+                reason: format!("leader address {addr:?}: {e}"),
+            })?
+            .timeout(FORWARD_TIMEOUT * 6)
+            .connect_lazy();
+        let mut client =
+            spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel);
+        let reply = match change {
+            MembershipChange::Add { id, url } => {
+                client
+                    .add_node(spoor_proto::v1::AddNodeRequest { node_id: id, url })
+                    .await
+            }
+            MembershipChange::Remove { id } => {
+                client
+                    .remove_node(spoor_proto::v1::RemoveNodeRequest { node_id: id })
+                    .await
+            }
+        }
+        .map_err(spoor_common::catalog_client::status_to_error)?
+        .into_inner();
+        Ok(Membership {
+            voters: reply.voters,
+            learners: reply.learners,
+            leader_id: reply.leader_id,
+        })
     }
 
     /// This node's current Raft metrics (leader, term, log, snapshot, purge point).
@@ -314,6 +445,7 @@ mod tests {
             snapshot_after_entries: 3,
             log_kept_after_snapshot: 0,
             write_timeout_ms: 5_000,
+            join: false,
             initial_members: Vec::new(),
         }
     }

@@ -9,7 +9,7 @@ use spoor_common::catalog::{Catalog, CatalogError, CommitBatch, FileQuery};
 use spoor_common::config::CoordinatorConfig;
 use spoor_common::schema::Table;
 use spoor_common::tenant::TenantId;
-use spoor_coordinator::{CatalogGrpc, CoordinatorNode};
+use spoor_coordinator::{CatalogGrpc, ClusterGrpc, CoordinatorNode};
 use tokio_util::sync::CancellationToken;
 
 struct Member {
@@ -31,6 +31,7 @@ fn config() -> CoordinatorConfig {
         snapshot_after_entries: 1000,
         log_kept_after_snapshot: 1000,
         write_timeout_ms: 3_000,
+        join: false,
         initial_members: Vec::new(),
     }
 }
@@ -76,15 +77,17 @@ async fn serve(
         .await
         .expect("open");
     let stop = CancellationToken::new();
-    let (catalog, raft, token) = (
+    let (catalog, raft, cluster, token) = (
         CatalogGrpc::new(std::sync::Arc::new(node.clone())).into_server(),
         node.raft_service().into_server(),
+        ClusterGrpc::new(node.clone()).into_server(),
         stop.clone(),
     );
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(catalog)
             .add_service(raft)
+            .add_service(cluster)
             .serve_with_incoming_shutdown(
                 spoor_coordinator::incoming(listener),
                 token.cancelled_owned(),
@@ -373,4 +376,131 @@ async fn restarted_follower_catches_up_by_snapshot() {
         ..config()
     };
     restarted_follower_catches_up(config, true).await;
+}
+
+/// Starts an uninitialized coordinator (`coordinator.join`) to be added later.
+async fn joiner(id: u64) -> Member {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let config = CoordinatorConfig {
+        join: true,
+        ..config()
+    };
+    serve(
+        id,
+        listener,
+        BTreeMap::new(),
+        config,
+        tempfile::tempdir().expect("tempdir"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_goes_from_three_to_five_and_back_under_load() {
+    let members = cluster(3).await;
+    let writer = members[0].node.clone();
+    let done = CancellationToken::new();
+    // A steady stream of commits through node 1 while membership changes.
+    let load = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut i = 0;
+            while !done.is_cancelled() {
+                let b = batch(100, i * 10);
+                if writer.commit_batch(b.clone()).await.is_ok() {
+                    acknowledged.push(b.files[0].file_id.clone());
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            acknowledged
+        })
+    };
+    let new = [joiner(4).await, joiner(5).await];
+    for m in &new {
+        // Through a follower or the leader alike: any node forwards to the leader.
+        let url = format!("http://{}", m.addr);
+        let after = members[2].node.add_node(m.id, url).await.expect("add node");
+        assert!(after.voters.contains(&m.id), "{after:?}");
+    }
+    let after = members[0].node.membership();
+    assert_eq!(after.voters, vec![1, 2, 3, 4, 5]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for m in &new {
+        let after = members[1]
+            .node
+            .remove_node(m.id)
+            .await
+            .expect("remove node");
+        assert!(
+            !after.voters.contains(&m.id) && !after.learners.contains(&m.id),
+            "{after:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    done.cancel();
+    let acknowledged = load.await.expect("load task");
+    assert!(
+        acknowledged.len() > 10,
+        "the load kept committing: {}",
+        acknowledged.len()
+    );
+    assert_eq!(members[0].node.membership().voters, vec![1, 2, 3]);
+
+    // Every acknowledged commit is on every remaining member exactly once, and
+    // the removed members had caught up while they were in.
+    let tenant = TenantId::new("acme").expect("t");
+    let last = acknowledged.len();
+    for m in &members {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let files = loop {
+            let files = m
+                .node
+                .list_files(FileQuery::all(tenant.clone(), Table::Events))
+                .await
+                .expect("list");
+            let present = acknowledged
+                .iter()
+                .filter(|id| files.iter().any(|f| &f.file.file_id == *id))
+                .count();
+            if present == last || Instant::now() > deadline {
+                break files;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for id in &acknowledged {
+            assert_eq!(
+                files.iter().filter(|f| &f.file.file_id == id).count(),
+                1,
+                "node {}: file {id}",
+                m.id
+            );
+        }
+        let mut sequences: Vec<u64> = files.iter().map(|f| f.sequence).collect();
+        sequences.dedup();
+        assert_eq!(
+            sequences.len(),
+            files.len(),
+            "node {}: sequences are unique",
+            m.id
+        );
+    }
+    for m in &new {
+        let files = m
+            .node
+            .list_files(FileQuery::all(tenant.clone(), Table::Events))
+            .await
+            .expect("list");
+        assert!(
+            !files.is_empty(),
+            "node {} received the catalog while it was a member",
+            m.id
+        );
+    }
+    for m in members.iter().chain(new.iter()) {
+        stop(m).await;
+    }
 }

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
+use spoor_proto::v1 as pb;
 
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7080";
 
@@ -127,6 +128,75 @@ pub(crate) fn status(args: StatusArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("spoor status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `spoor cluster ...`: membership of the coordinator group, over gRPC.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Voters, learners and leader.
+    Members(ClusterArgs),
+    /// Add a started coordinator (`coordinator.join = true`) to the group.
+    AddNode {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The new node's `node.id`.
+        #[arg(long)]
+        id: u64,
+        /// The gRPC URL the other coordinators reach it at, e.g. http://10.0.0.4:7070.
+        #[arg(long)]
+        url: String,
+    },
+    /// Remove a coordinator from the group.
+    RemoveNode {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The node's `node.id`.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+/// Which coordinator to ask.
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// gRPC endpoint of any coordinator of the group.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    coordinator: String,
+}
+
+pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let endpoint = match &command {
+                ClusterCommand::Members(a) => &a.coordinator,
+                ClusterCommand::AddNode { target, .. } | ClusterCommand::RemoveNode { target, .. } => &target.coordinator,
+            };
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                .map_err(|e| format!("--coordinator {endpoint:?}: {e}"))?
+                .connect()
+                .await
+                .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+            let mut client = pb::cluster_service_client::ClusterServiceClient::new(channel);
+            let reply = match command {
+                ClusterCommand::Members(_) => client.membership(pb::MembershipRequest {}).await,
+                ClusterCommand::AddNode { id, url, .. } => client.add_node(pb::AddNodeRequest { node_id: id, url }).await,
+                ClusterCommand::RemoveNode { id, .. } => client.remove_node(pb::RemoveNodeRequest { node_id: id }).await,
+            }
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+            Ok(serde_json::json!({"voters": reply.voters, "learners": reply.learners, "leader_id": reply.leader_id}))
+        })
+    });
+    match result {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spoor cluster: {e}");
             ExitCode::FAILURE
         }
     }

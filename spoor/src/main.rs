@@ -37,6 +37,9 @@ enum Command {
     Sql(client::SqlArgs),
     /// Show a running node's catalog and Raft status.
     Status(client::StatusArgs),
+    /// Coordinator group membership: `members`, `add-node`, `remove-node`.
+    #[command(subcommand)]
+    Cluster(client::ClusterCommand),
 }
 
 /// Options shared by every role.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
     let (role, args) = match cli.command {
         Command::Sql(args) => return client::sql(args),
         Command::Status(args) => return client::status(args),
+        Command::Cluster(command) => return client::cluster(command),
         Command::Standalone(a) => (roles::Role::Standalone, a),
         Command::Coordinator(a) => (roles::Role::Coordinator, a),
         Command::Ingest(a) => (roles::Role::Ingest, a),

@@ -17,7 +17,7 @@ use spoor_common::catalog::Catalog;
 use spoor_common::catalog_client::GrpcCatalog;
 use spoor_common::config::Config;
 use spoor_common::storage::open_lake;
-use spoor_coordinator::{CatalogGrpc, CoordinatorNode};
+use spoor_coordinator::{CatalogGrpc, ClusterGrpc, CoordinatorNode};
 use spoor_ingest::flush::{Fault, Flusher};
 use spoor_ingest::lake_writer::LakeWriter;
 use spoor_query::QueryEngine;
@@ -95,11 +95,13 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         })?;
         let catalog_service = CatalogGrpc::new(Arc::new(node.clone())).into_server();
         let raft_service = node.raft_service().into_server();
+        let cluster_service = ClusterGrpc::new(node.clone()).into_server();
         let stop = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(catalog_service)
                 .add_service(raft_service)
+                .add_service(cluster_service)
                 .serve_with_incoming_shutdown(
                     spoor_coordinator::incoming(listener),
                     stop.cancelled_owned(),
@@ -107,12 +109,17 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                 .await
                 .context("gRPC server")
         });
-        let wait = Duration::from_millis(config.coordinator.election_timeout_max_ms * 30);
-        let leader = node
-            .wait_for_leader(wait)
-            .await
-            .context("waiting for a raft leader")?;
-        tracing::info!(leader, grpc = %bound, "coordinator ready");
+        if config.coordinator.join && node.membership().voters.is_empty() {
+            // A joining node has no members until `spoor cluster add-node`.
+            tracing::info!(grpc = %bound, "coordinator waiting to be added to a group (coordinator.join)");
+        } else {
+            let wait = Duration::from_millis(config.coordinator.election_timeout_max_ms * 30);
+            let leader = node
+                .wait_for_leader(wait)
+                .await
+                .context("waiting for a raft leader")?;
+            tracing::info!(leader, grpc = %bound, "coordinator ready");
+        }
         coordinator = Some(node.clone());
         Arc::new(node)
     } else {

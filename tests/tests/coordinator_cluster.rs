@@ -122,11 +122,80 @@ async fn three_coordinator_processes_survive_losing_the_leader() -> anyhow::Resu
         .wait_for("SELECT count(*) FROM events", 3, Duration::from_secs(20))
         .await?;
 
+    // The operator replaces the dead coordinator: a joining node is added,
+    // the dead one removed, with the `spoor cluster` commands.
+    let port4 = free_port()?;
+    let _fourth = Spoor::role(
+        "coordinator",
+        &dir.path().join("c4"),
+        &[
+            "node.id=4".into(),
+            format!("node.grpc_addr=\"127.0.0.1:{port4}\""),
+            "coordinator.join=true".into(),
+        ],
+        &opts,
+    )?;
+    let survivor = format!("http://127.0.0.1:{}", ports[followers[0]]);
+    let cli = |args: &[&str]| -> anyhow::Result<serde_json::Value> {
+        let out = std::process::Command::new(spoor_tests::spoor_binary()?)
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "spoor {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let url4 = format!("http://127.0.0.1:{port4}");
+    let added = cli(&[
+        "cluster",
+        "add-node",
+        "--coordinator",
+        &survivor,
+        "--id",
+        "4",
+        "--url",
+        &url4,
+    ])?;
+    assert!(
+        added["voters"]
+            .as_array()
+            .expect("voters")
+            .contains(&4.into()),
+        "{added}"
+    );
+    let dead = leader.to_string();
+    let removed = cli(&[
+        "cluster",
+        "remove-node",
+        "--coordinator",
+        &survivor,
+        "--id",
+        &dead,
+    ])?;
+    let voters: Vec<u64> = removed["voters"]
+        .as_array()
+        .expect("voters")
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert_eq!(voters.len(), 3, "{removed}");
+    assert!(
+        !voters.contains(&leader) && voters.contains(&4),
+        "{removed}"
+    );
+    let resp = post_events(&ingest, "{\"src_ip\":\"10.0.0.4\"}\n").await?;
+    assert_eq!(resp["accepted"], 1, "{resp}");
+    query
+        .wait_for("SELECT count(*) FROM events", 4, Duration::from_secs(20))
+        .await?;
+
     // Both survivors hold every acknowledged file, once, with the same sequences.
     for i in &followers {
         let s = status(&coordinators[*i]).await?;
-        assert_eq!(s["catalog"]["file_count"], 2, "{s}");
-        assert_eq!(s["catalog"]["tenants"][0]["last_sequence"], 2, "{s}");
+        assert_eq!(s["catalog"]["file_count"], 3, "{s}");
+        assert_eq!(s["catalog"]["tenants"][0]["last_sequence"], 3, "{s}");
         assert_ne!(s["catalog"]["leader_id"].as_u64(), Some(leader), "{s}");
     }
     Ok(())
