@@ -410,7 +410,40 @@ impl Catalog for CoordinatorNode {
         source_id: &str,
         topic: &str,
     ) -> Result<Vec<SourceCheckpoint>, CatalogError> {
-        self.state.read(|d| d.catalog.checkpoints(source_id, topic))
+        // Checkpoints decide where ingest resumes, so they are read
+        // linearizably: on the leader after confirming its leadership with a
+        // quorum (read index), from a follower by asking the leader.
+        let confirmed =
+            tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await;
+        match confirmed {
+            Err(_) => Err(CatalogError::Unavailable {
+                reason: format!(
+                    "node {}: leadership not confirmed by a quorum within {:?}",
+                    self.id, self.write_timeout
+                ),
+            }),
+            Ok(Ok(_)) => self.state.read(|d| d.catalog.checkpoints(source_id, topic)),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => {
+                let addr = f
+                    .leader_node
+                    .map(|n| n.addr)
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| CatalogError::Unavailable {
+                        reason: format!(
+                            "node {} is not the leader and no leader is known yet",
+                            self.id
+                        ),
+                    })?;
+                GrpcCatalog::connect_lazy(&addr, FORWARD_TIMEOUT)?
+                    .checkpoints(source_id, topic)
+                    .await
+            }
+            Ok(Err(e)) => Err(CatalogError::Unavailable {
+                reason: format!("linearizable read: {e}"),
+            }),
+        }
     }
 
     async fn status(&self) -> Result<CatalogStatus, CatalogError> {

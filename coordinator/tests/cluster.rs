@@ -504,3 +504,37 @@ async fn membership_goes_from_three_to_five_and_back_under_load() {
         stop(m).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_read_through_any_node_are_current() {
+    let members = cluster(3).await;
+    for round in 1..=20i64 {
+        let writer = &members[(round as usize) % 3];
+        let reader = &members[(round as usize + 1) % 3];
+        let checkpoint = spoor_common::catalog::SourceCheckpoint {
+            source_id: "src".into(),
+            topic: "t".into(),
+            partition: 0,
+            next_offset: round * 10,
+        };
+        writer
+            .node
+            .commit_batch(CommitBatch {
+                files: vec![],
+                checkpoints: vec![checkpoint.clone()],
+            })
+            .await
+            .expect("commit");
+        // Read right after the acknowledgement, through another node.
+        let read = reader.node.checkpoints("src", "t").await.expect("read");
+        assert_eq!(
+            read,
+            vec![checkpoint],
+            "round {round}: node {} served a stale checkpoint",
+            reader.id
+        );
+    }
+    for m in &members {
+        stop(m).await;
+    }
+}
