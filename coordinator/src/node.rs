@@ -271,6 +271,19 @@ impl CoordinatorNode {
         }
     }
 
+    /// The gRPC URL of the leader named in a forward-to-leader answer.
+    fn leader_addr(&self, leader: Option<BasicNode>) -> Result<String, CatalogError> {
+        leader
+            .map(|n| n.addr)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| CatalogError::Unavailable {
+                reason: format!(
+                    "node {} is not the leader and no leader is known yet",
+                    self.id
+                ),
+            })
+    }
+
     /// Voters, learners and leader as this node sees them.
     pub fn membership(&self) -> Membership {
         let m = self.raft.metrics().borrow().clone();
@@ -287,15 +300,7 @@ impl CoordinatorNode {
         leader: Option<BasicNode>,
         change: MembershipChange,
     ) -> Result<Membership, CatalogError> {
-        let addr = leader
-            .map(|n| n.addr)
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| CatalogError::Unavailable {
-                reason: format!(
-                    "node {} is not the leader and no leader is known yet",
-                    self.id
-                ),
-            })?;
+        let addr = self.leader_addr(leader)?;
         let channel = tonic::transport::Endpoint::from_shared(addr.clone())
             .map_err(|e| CatalogError::Invalid {
                 reason: format!("leader address {addr:?}: {e}"),
@@ -363,17 +368,7 @@ impl CoordinatorNode {
         match written {
             Ok(resp) => resp.data.0,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let unavailable = || CatalogError::Unavailable {
-                    reason: format!(
-                        "node {} is not the leader and no leader is known yet",
-                        self.id
-                    ),
-                };
-                let addr = f
-                    .leader_node
-                    .map(|n| n.addr)
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(unavailable)?;
+                let addr = self.leader_addr(f.leader_node)?;
                 let leader = GrpcCatalog::connect_lazy(&addr, FORWARD_TIMEOUT)?;
                 leader.commit_batch(batch).await
             }
@@ -426,16 +421,7 @@ impl Catalog for CoordinatorNode {
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
                 f,
             )))) => {
-                let addr = f
-                    .leader_node
-                    .map(|n| n.addr)
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(|| CatalogError::Unavailable {
-                        reason: format!(
-                            "node {} is not the leader and no leader is known yet",
-                            self.id
-                        ),
-                    })?;
+                let addr = self.leader_addr(f.leader_node)?;
                 GrpcCatalog::connect_lazy(&addr, FORWARD_TIMEOUT)?
                     .checkpoints(source_id, topic)
                     .await
