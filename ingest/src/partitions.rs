@@ -40,6 +40,8 @@ pub struct PartitionBuffers {
     normalizer: JsonNormalizer,
     buffers: BTreeMap<TopicPartition, PartitionBatch>,
     floors: BTreeMap<TopicPartition, i64>,
+    /// Raw bytes buffered per partition, so dropping one keeps the total exact.
+    bytes: BTreeMap<TopicPartition, usize>,
     buffered_events: usize,
     buffered_bytes: usize,
     oldest: Option<Instant>,
@@ -53,6 +55,7 @@ impl PartitionBuffers {
             normalizer: JsonNormalizer::new(),
             buffers: BTreeMap::new(),
             floors: BTreeMap::new(),
+            bytes: BTreeMap::new(),
             buffered_events: 0,
             buffered_bytes: 0,
             oldest: None,
@@ -90,6 +93,9 @@ impl PartitionBuffers {
     fn drop_partition(&mut self, tp: &TopicPartition) {
         if let Some(b) = self.buffers.remove(tp) {
             self.buffered_events -= b.events.len() + b.dead.len();
+        }
+        if let Some(bytes) = self.bytes.remove(tp) {
+            self.buffered_bytes -= bytes;
         }
         if self.buffers.is_empty() {
             self.buffered_events = 0;
@@ -129,6 +135,10 @@ impl PartitionBuffers {
             }
         });
         buffer.range.last_offset = record.offset;
+        *self
+            .bytes
+            .entry((record.topic.clone(), record.partition))
+            .or_default() += record.payload.len();
         self.buffered_bytes += record.payload.len();
         match self.normalizer.normalize(&record.payload, &prov) {
             Ok(row) => buffer.events.push(row),
@@ -166,6 +176,7 @@ impl PartitionBuffers {
         let batches = std::mem::take(&mut self.buffers).into_values().collect();
         self.buffered_events = 0;
         self.buffered_bytes = 0;
+        self.bytes.clear();
         self.oldest = None;
         batches
     }
@@ -232,6 +243,7 @@ mod tests {
         b.push(rec(1, 0, "{}"), 1);
         b.revoked(&("t".into(), 0));
         assert_eq!(b.buffered_events(), 1);
+        assert_eq!(b.buffered_bytes(), 2, "only partition 1's bytes remain");
         b.push(rec(2, 0, "{}"), 1);
         b.reset_to([(("t".to_string(), 1), 50)]);
         assert_eq!(b.buffered_events(), 1, "partition 2 keeps its buffer");
