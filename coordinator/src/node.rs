@@ -122,6 +122,9 @@ pub struct CoordinatorNode {
     write_timeout: Duration,
     raft: Raft<TypeConfig>,
     state: StateMachine,
+    /// The client for the last known leader, reused across forwarded calls
+    /// so a follower does not open a connection per commit.
+    leader_client: Arc<std::sync::Mutex<Option<(String, GrpcCatalog)>>>,
 }
 
 impl std::fmt::Debug for CoordinatorNode {
@@ -220,6 +223,7 @@ impl CoordinatorNode {
             write_timeout,
             raft,
             state,
+            leader_client: Arc::default(),
         })
     }
 
@@ -269,6 +273,24 @@ impl CoordinatorNode {
             }
             Err(e) => Err(membership_error("removing a voter", e)),
         }
+    }
+
+    /// The catalog client for the leader at `addr`, reused while the leader stays.
+    fn leader_catalog(&self, addr: &str) -> Result<GrpcCatalog, CatalogError> {
+        let mut cached = self
+            .leader_client
+            .lock()
+            .map_err(|_| CatalogError::Internal {
+                reason: "leader client lock poisoned".into(),
+            })?;
+        if let Some((cached_addr, client)) = cached.as_ref()
+            && cached_addr == addr
+        {
+            return Ok(client.clone());
+        }
+        let client = GrpcCatalog::connect_lazy(addr, FORWARD_TIMEOUT)?;
+        *cached = Some((addr.to_string(), client.clone()));
+        Ok(client)
     }
 
     /// The gRPC URL of the leader named in a forward-to-leader answer.
@@ -369,7 +391,7 @@ impl CoordinatorNode {
             Ok(resp) => resp.data.0,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let addr = self.leader_addr(f.leader_node)?;
-                let leader = GrpcCatalog::connect_lazy(&addr, FORWARD_TIMEOUT)?;
+                let leader = self.leader_catalog(&addr)?;
                 leader.commit_batch(batch).await
             }
             Err(e) => Err(CatalogError::Unavailable {
@@ -422,7 +444,7 @@ impl Catalog for CoordinatorNode {
                 f,
             )))) => {
                 let addr = self.leader_addr(f.leader_node)?;
-                GrpcCatalog::connect_lazy(&addr, FORWARD_TIMEOUT)?
+                self.leader_catalog(&addr)?
                     .checkpoints(source_id, topic)
                     .await
             }

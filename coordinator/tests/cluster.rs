@@ -105,7 +105,7 @@ async fn serve(
     }
 }
 
-/// Stops a member (server and Raft) and returns it to be restarted.
+/// Stops a member: its server and its Raft (its folder stays, for a restart).
 async fn stop(m: &Member) {
     m.stop.cancel();
     m.node.shutdown().await;
@@ -152,17 +152,21 @@ fn batch(partition: i32, first: i64) -> CommitBatch {
     }
 }
 
+/// The acme tenant's events files as `node` holds them.
+async fn acme_files(node: &CoordinatorNode) -> Vec<spoor_common::catalog::CatalogFile> {
+    node.list_files(FileQuery::all(
+        TenantId::new("acme").expect("t"),
+        Table::Events,
+    ))
+    .await
+    .expect("list")
+}
+
 /// Waits until `node` has applied `want` files of tenant acme.
 async fn wait_files(node: &CoordinatorNode, want: usize) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let files = node
-            .list_files(FileQuery::all(
-                TenantId::new("acme").expect("t"),
-                Table::Events,
-            ))
-            .await
-            .expect("list");
+        let files = acme_files(node).await;
         if files.len() == want {
             return files.iter().map(|f| f.sequence).collect();
         }
@@ -237,8 +241,7 @@ async fn writes_through_any_node_survive_the_loss_of_the_leader() {
         );
     }
     for m in &live {
-        m.stop.cancel();
-        m.node.shutdown().await;
+        stop(m).await;
     }
 }
 
@@ -254,8 +257,7 @@ async fn a_minority_cannot_commit_and_says_so() {
         .expect("commit with quorum");
     // Stop both followers: the leader is left without a quorum.
     for m in members.iter().filter(|m| m.id != leader) {
-        m.stop.cancel();
-        m.node.shutdown().await;
+        stop(m).await;
     }
     let survivor = members.iter().find(|m| m.id == leader).expect("leader");
     let started = Instant::now();
@@ -274,17 +276,8 @@ async fn a_minority_cannot_commit_and_says_so() {
         started.elapsed()
     );
     // Nothing was applied without a quorum.
-    let files = survivor
-        .node
-        .list_files(FileQuery::all(
-            TenantId::new("acme").expect("t"),
-            Table::Events,
-        ))
-        .await
-        .expect("list");
-    assert_eq!(files.len(), 1);
-    survivor.stop.cancel();
-    survivor.node.shutdown().await;
+    assert_eq!(acme_files(&survivor.node).await.len(), 1);
+    stop(survivor).await;
 }
 
 /// A follower that was down catches up when it comes back: by log when the
@@ -323,8 +316,14 @@ async fn restarted_follower_catches_up(config: CoordinatorConfig, expect_snapsho
         .find(|m| m.id == leader)
         .expect("leader")
         .node;
-    let purged = leader_node.raft_metrics().purged.map(|l| l.index);
     // With the entries it missed purged, only a snapshot can bring it back.
+    // The leader purges in the background after its snapshot: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(if expect_snapshot { 10 } else { 1 });
+    let mut purged = leader_node.raft_metrics().purged.map(|l| l.index);
+    while purged.is_none_or(|p| p <= follower_last) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        purged = leader_node.raft_metrics().purged.map(|l| l.index);
+    }
     assert_eq!(
         purged.is_some_and(|p| p > follower_last),
         expect_snapshot,
@@ -452,16 +451,11 @@ async fn membership_goes_from_three_to_five_and_back_under_load() {
 
     // Every acknowledged commit is on every remaining member exactly once, and
     // the removed members had caught up while they were in.
-    let tenant = TenantId::new("acme").expect("t");
     let last = acknowledged.len();
     for m in &members {
         let deadline = Instant::now() + Duration::from_secs(20);
         let files = loop {
-            let files = m
-                .node
-                .list_files(FileQuery::all(tenant.clone(), Table::Events))
-                .await
-                .expect("list");
+            let files = acme_files(&m.node).await;
             let present = acknowledged
                 .iter()
                 .filter(|id| files.iter().any(|f| &f.file.file_id == *id))
@@ -489,11 +483,7 @@ async fn membership_goes_from_three_to_five_and_back_under_load() {
         );
     }
     for m in &new {
-        let files = m
-            .node
-            .list_files(FileQuery::all(tenant.clone(), Table::Events))
-            .await
-            .expect("list");
+        let files = acme_files(&m.node).await;
         assert!(
             !files.is_empty(),
             "node {} received the catalog while it was a member",
