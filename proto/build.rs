@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/spoor/v1/catalog.proto",
         "proto/spoor/v1/cluster.proto",
+        "proto/spoor/v1/control.proto",
         "proto/spoor/v1/raft.proto",
     ];
     println!("cargo:rerun-if-changed=proto");

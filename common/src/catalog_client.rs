@@ -11,8 +11,9 @@ use spoor_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::catalog::{
-    Catalog, CatalogError, CatalogFile, CatalogStatus, CommitBatch, CommitOutcome, FileQuery,
-    NewFile, SourceCheckpoint, SourceRange, TenantTotals,
+    Catalog, CatalogChange, CatalogError, CatalogFile, CatalogStatus, ChangeOutcome, ChangePage,
+    CommitBatch, CommitOutcome, FileQuery, FileRemoval, FileSwap, ListingInfo, NewFile,
+    RemovedFile, SourceCheckpoint, SourceRange, TenantTotals,
 };
 use crate::schema::Table;
 use crate::tenant::TenantId;
@@ -23,6 +24,7 @@ pub fn error_to_status(err: &CatalogError) -> tonic::Status {
         CatalogError::Invalid { .. } => tonic::Status::invalid_argument(err.to_string()),
         CatalogError::Conflict { .. } => tonic::Status::failed_precondition(err.to_string()),
         CatalogError::Unavailable { .. } => tonic::Status::unavailable(err.to_string()),
+        CatalogError::HistoryCompacted { .. } => tonic::Status::out_of_range(err.to_string()),
         CatalogError::Internal { .. } => tonic::Status::internal(err.to_string()),
     }
 }
@@ -38,6 +40,7 @@ pub fn status_to_error(status: tonic::Status) -> CatalogError {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             CatalogError::Unavailable { reason }
         }
+        tonic::Code::OutOfRange => CatalogError::HistoryCompacted { reason },
         _ => CatalogError::Internal {
             reason: format!("{:?}: {reason}", status.code()),
         },
@@ -174,6 +177,130 @@ pub mod convert {
         })
     }
 
+    /// A tenant and table from their protobuf strings.
+    fn tenant_table(tenant: String, table: &str) -> Result<(TenantId, Table), CatalogError> {
+        Ok((
+            TenantId::new(tenant).map_err(|e| invalid(e.to_string()))?,
+            Table::parse(table).ok_or_else(|| invalid(format!("unknown table {table:?}")))?,
+        ))
+    }
+
+    /// A swap to protobuf.
+    pub fn swap_to_pb(s: &FileSwap) -> pb::ReplaceFilesRequest {
+        pb::ReplaceFilesRequest {
+            tenant: s.tenant.to_string(),
+            table: s.table.name().to_string(),
+            inputs: s.inputs.clone(),
+            outputs: s.outputs.iter().map(file_to_pb).collect(),
+        }
+    }
+
+    /// A swap from protobuf.
+    pub fn swap_from_pb(s: pb::ReplaceFilesRequest) -> Result<FileSwap, CatalogError> {
+        let (tenant, table) = tenant_table(s.tenant, &s.table)?;
+        Ok(FileSwap {
+            tenant,
+            table,
+            inputs: s.inputs,
+            outputs: s
+                .outputs
+                .into_iter()
+                .map(file_from_pb)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// A removal to protobuf.
+    pub fn removal_to_pb(r: &FileRemoval) -> pb::RemoveFilesRequest {
+        pb::RemoveFilesRequest {
+            tenant: r.tenant.to_string(),
+            file_ids: r.file_ids.clone(),
+            reason: r.reason.clone(),
+        }
+    }
+
+    /// A removal from protobuf.
+    pub fn removal_from_pb(r: pb::RemoveFilesRequest) -> Result<FileRemoval, CatalogError> {
+        Ok(FileRemoval {
+            tenant: TenantId::new(r.tenant).map_err(|e| invalid(e.to_string()))?,
+            file_ids: r.file_ids,
+            reason: r.reason,
+        })
+    }
+
+    /// A change outcome to protobuf.
+    pub fn outcome_to_pb(o: &ChangeOutcome) -> pb::ChangeResponse {
+        pb::ChangeResponse {
+            sequence: o.sequence,
+            added_sequences: o.added_sequences.clone(),
+            removed: o.removed.iter().map(catalog_file_to_pb).collect(),
+            already_committed: o.already_committed,
+        }
+    }
+
+    /// A change outcome from protobuf.
+    pub fn outcome_from_pb(o: pb::ChangeResponse) -> Result<ChangeOutcome, CatalogError> {
+        Ok(ChangeOutcome {
+            sequence: o.sequence,
+            added_sequences: o.added_sequences,
+            removed: o
+                .removed
+                .into_iter()
+                .map(catalog_file_from_pb)
+                .collect::<Result<_, _>>()?,
+            already_committed: o.already_committed,
+        })
+    }
+
+    /// A change to protobuf.
+    pub fn change_to_pb(c: &CatalogChange) -> pb::CatalogChange {
+        pb::CatalogChange {
+            tenant: c.tenant.clone(),
+            first_sequence: c.first_sequence,
+            last_sequence: c.last_sequence,
+            committed_at_micros: c.committed_at_micros,
+            added: c.added.iter().map(catalog_file_to_pb).collect(),
+            removed: c
+                .removed
+                .iter()
+                .map(|r| pb::RemovedFile {
+                    file_id: r.file_id.clone(),
+                    table: r.table.name().to_string(),
+                    object_key: r.object_key.clone(),
+                    sequence: r.sequence,
+                })
+                .collect(),
+        }
+    }
+
+    /// A change from protobuf.
+    pub fn change_from_pb(c: pb::CatalogChange) -> Result<CatalogChange, CatalogError> {
+        Ok(CatalogChange {
+            tenant: c.tenant,
+            first_sequence: c.first_sequence,
+            last_sequence: c.last_sequence,
+            committed_at_micros: c.committed_at_micros,
+            added: c
+                .added
+                .into_iter()
+                .map(catalog_file_from_pb)
+                .collect::<Result<_, _>>()?,
+            removed: c
+                .removed
+                .into_iter()
+                .map(|r| {
+                    Ok(RemovedFile {
+                        table: Table::parse(&r.table)
+                            .ok_or_else(|| invalid(format!("unknown table {:?}", r.table)))?,
+                        file_id: r.file_id,
+                        object_key: r.object_key,
+                        sequence: r.sequence,
+                    })
+                })
+                .collect::<Result<_, CatalogError>>()?,
+        })
+    }
+
     /// A status to protobuf.
     pub fn status_to_pb(s: &CatalogStatus) -> pb::StatusResponse {
         pb::StatusResponse {
@@ -227,17 +354,19 @@ pub mod convert {
 /// are idempotent (file ids are derived from their source).
 #[derive(Debug, Clone)]
 pub struct GrpcCatalog {
-    endpoints: Arc<
-        Vec<(
-            String,
-            pb::catalog_service_client::CatalogServiceClient<Channel>,
-        )>,
-    >,
+    coordinators: Coordinators,
+}
+
+/// Lazily connected channels to a list of coordinators, tried in turn: the
+/// failover every coordinator client (catalog, control) shares.
+#[derive(Debug, Clone)]
+pub struct Coordinators {
+    endpoints: Arc<Vec<(String, Channel)>>,
     current: Arc<AtomicUsize>,
 }
 
-impl GrpcCatalog {
-    /// A client for the coordinators at `endpoints` (comma-separated URLs).
+impl Coordinators {
+    /// Channels to the coordinators at `endpoints` (comma-separated URLs).
     /// Connects lazily, so coordinators that start later are found.
     pub fn connect_lazy(endpoints: &str, timeout: Duration) -> Result<Self, CatalogError> {
         let mut clients = Vec::new();
@@ -255,25 +384,44 @@ impl GrpcCatalog {
                 .connect_timeout(timeout)
                 .timeout(timeout)
                 .connect_lazy();
-            clients.push((
-                endpoint.to_string(),
-                pb::catalog_service_client::CatalogServiceClient::new(channel),
-            ));
+            clients.push((endpoint.to_string(), channel));
         }
         if clients.is_empty() {
             return Err(invalid(format!("no catalog endpoint in {endpoints:?}")));
         }
-        Ok(GrpcCatalog {
+        Ok(Coordinators {
             endpoints: Arc::new(clients),
             current: Arc::new(AtomicUsize::new(0)),
         })
     }
 
+    /// How many coordinators there are.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Never true: construction refuses an empty list.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// The `attempt`-th coordinator to try, starting from the last that answered.
+    pub fn nth(&self, attempt: usize) -> (usize, &str, Channel) {
+        let i = (self.current.load(Ordering::Relaxed) + attempt) % self.endpoints.len();
+        let (url, channel) = &self.endpoints[i];
+        (i, url, channel.clone())
+    }
+
+    /// Remembers that coordinator `i` answered.
+    pub fn answered(&self, i: usize) {
+        self.current.store(i, Ordering::Relaxed);
+    }
+
     /// Runs `call` against the coordinators, starting with the last that
     /// answered, until one answers or all were unavailable.
-    async fn call<T, F, Fut>(&self, name: &str, call: F) -> Result<T, CatalogError>
+    pub async fn call<T, F, Fut>(&self, name: &str, call: F) -> Result<T, CatalogError>
     where
-        F: Fn(pb::catalog_service_client::CatalogServiceClient<Channel>) -> Fut,
+        F: Fn(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let n = self.endpoints.len();
@@ -281,8 +429,8 @@ impl GrpcCatalog {
         let mut failures = Vec::new();
         for attempt in 0..n {
             let i = (start + attempt) % n;
-            let (url, client) = &self.endpoints[i];
-            match call(client.clone()).await {
+            let (url, channel) = &self.endpoints[i];
+            match call(channel.clone()).await {
                 Ok(resp) => {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(resp.into_inner());
@@ -298,6 +446,163 @@ impl GrpcCatalog {
         Err(CatalogError::Unavailable {
             reason: format!("{name}: no coordinator answered ({})", failures.join("; ")),
         })
+    }
+}
+
+type CatalogClient = pb::catalog_service_client::CatalogServiceClient<Channel>;
+
+impl GrpcCatalog {
+    /// A client for the coordinators at `endpoints` (comma-separated URLs).
+    /// Connects lazily, so coordinators that start later are found.
+    pub fn connect_lazy(endpoints: &str, timeout: Duration) -> Result<Self, CatalogError> {
+        Ok(GrpcCatalog {
+            coordinators: Coordinators::connect_lazy(endpoints, timeout)?,
+        })
+    }
+
+    async fn call<T, F, Fut>(&self, name: &str, call: F) -> Result<T, CatalogError>
+    where
+        F: Fn(CatalogClient) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.coordinators
+            .call(name, |channel| call(CatalogClient::new(channel)))
+            .await
+    }
+
+    /// Lists files with the listing's consistency and sequence (see
+    /// `ListFilesResponse`): `linearizable` confirms leadership first.
+    async fn list_files_as_of_impl(
+        &self,
+        query: FileQuery,
+        linearizable: bool,
+    ) -> Result<(Vec<CatalogFile>, ListingInfo), CatalogError> {
+        let req = pb::ListFilesRequest {
+            tenant: query.tenant.to_string(),
+            table: query.table.name().to_string(),
+            min_time_micros: query.min_time_micros,
+            max_time_micros: query.max_time_micros,
+            linearizable,
+        };
+        let resp = self
+            .call("ListFiles", |mut c| {
+                let req = req.clone();
+                async move { c.list_files(req).await }
+            })
+            .await?;
+        let info = ListingInfo {
+            consistency: resp.consistency,
+            served_by: resp.served_by,
+            applied_index: resp.applied_index,
+            as_of_sequence: resp.as_of_sequence,
+        };
+        let files = resp
+            .files
+            .into_iter()
+            .map(convert::catalog_file_from_pb)
+            .collect::<Result<_, _>>()?;
+        Ok((files, info))
+    }
+
+    /// Follows the catalog changes of the tenants in `cursors` (tenant →
+    /// last sequence seen), as they are applied. On a lost connection the
+    /// stream reconnects, to the next coordinator if need be, and resumes
+    /// after the last change it delivered: no gap, no duplicate. It ends with
+    /// an error only for errors a retry cannot mend (a cursor older than the
+    /// kept history, a bad tenant).
+    pub fn watch(
+        &self,
+        cursors: std::collections::BTreeMap<TenantId, u64>,
+    ) -> impl futures::Stream<Item = Result<CatalogChange, CatalogError>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let coordinators = self.coordinators.clone();
+        tokio::spawn(watch_loop(coordinators, cursors, tx));
+        ReceiverStream(rx)
+    }
+}
+
+/// An mpsc receiver as a stream.
+struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+async fn watch_loop(
+    coordinators: Coordinators,
+    mut cursors: std::collections::BTreeMap<TenantId, u64>,
+    tx: tokio::sync::mpsc::Sender<Result<CatalogChange, CatalogError>>,
+) {
+    let mut attempt = 0usize;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let (i, url, channel) = coordinators.nth(attempt);
+        let req = pb::WatchRequest {
+            cursors: cursors
+                .iter()
+                .map(|(t, after)| pb::WatchCursor {
+                    tenant: t.to_string(),
+                    after_sequence: *after,
+                })
+                .collect(),
+        };
+        let failure = match CatalogClient::new(channel).watch(req).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(change)) => {
+                            coordinators.answered(i);
+                            backoff = Duration::from_millis(50);
+                            let change = match convert::change_from_pb(change) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                            };
+                            // A reconnect may replay what a slower node had
+                            // not yet sent; never deliver a change twice.
+                            let Ok(tenant) = TenantId::new(change.tenant.clone()) else {
+                                continue;
+                            };
+                            let cursor = cursors.entry(tenant).or_insert(0);
+                            if change.last_sequence <= *cursor {
+                                continue;
+                            }
+                            *cursor = change.last_sequence;
+                            if tx.send(Ok(change)).await.is_err() {
+                                return; // the watcher went away
+                            }
+                        }
+                        Ok(None) => {
+                            break status_to_error(tonic::Status::unavailable(format!(
+                                "{url}: watch stream ended"
+                            )));
+                        }
+                        Err(status) => break status_to_error(status),
+                    }
+                }
+            }
+            Err(status) => status_to_error(status),
+        };
+        if !failure.is_retryable() {
+            let _ = tx.send(Err(failure)).await;
+            return;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tracing::debug!(error = %failure, "catalog watch reconnecting");
+        attempt += 1;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -318,22 +623,15 @@ impl Catalog for GrpcCatalog {
     }
 
     async fn list_files(&self, query: FileQuery) -> Result<Vec<CatalogFile>, CatalogError> {
-        let req = pb::ListFilesRequest {
-            tenant: query.tenant.to_string(),
-            table: query.table.name().to_string(),
-            min_time_micros: query.min_time_micros,
-            max_time_micros: query.max_time_micros,
-        };
-        let resp = self
-            .call("ListFiles", |mut c| {
-                let req = req.clone();
-                async move { c.list_files(req).await }
-            })
-            .await?;
-        resp.files
-            .into_iter()
-            .map(convert::catalog_file_from_pb)
-            .collect()
+        Ok(self.list_files_as_of_impl(query, false).await?.0)
+    }
+
+    async fn list_files_as_of(
+        &self,
+        query: FileQuery,
+        linearizable: bool,
+    ) -> Result<(Vec<CatalogFile>, ListingInfo), CatalogError> {
+        self.list_files_as_of_impl(query, linearizable).await
     }
 
     async fn checkpoints(
@@ -365,6 +663,55 @@ impl Catalog for GrpcCatalog {
             })
             .await?;
         Ok(convert::status_from_pb(resp))
+    }
+
+    async fn replace_files(&self, swap: FileSwap) -> Result<ChangeOutcome, CatalogError> {
+        let req = convert::swap_to_pb(&swap);
+        let resp = self
+            .call("ReplaceFiles", |mut c| {
+                let req = req.clone();
+                async move { c.replace_files(req).await }
+            })
+            .await?;
+        convert::outcome_from_pb(resp)
+    }
+
+    async fn remove_files(&self, removal: FileRemoval) -> Result<ChangeOutcome, CatalogError> {
+        let req = convert::removal_to_pb(&removal);
+        let resp = self
+            .call("RemoveFiles", |mut c| {
+                let req = req.clone();
+                async move { c.remove_files(req).await }
+            })
+            .await?;
+        convert::outcome_from_pb(resp)
+    }
+
+    async fn changes_since(
+        &self,
+        tenant: &TenantId,
+        after_sequence: u64,
+        limit: usize,
+    ) -> Result<ChangePage, CatalogError> {
+        let req = pb::ChangesSinceRequest {
+            tenant: tenant.to_string(),
+            after_sequence,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        let resp = self
+            .call("ChangesSince", |mut c| {
+                let req = req.clone();
+                async move { c.changes_since(req).await }
+            })
+            .await?;
+        Ok(ChangePage {
+            changes: resp
+                .changes
+                .into_iter()
+                .map(convert::change_from_pb)
+                .collect::<Result<_, _>>()?,
+            last_sequence: resp.last_sequence,
+        })
     }
 }
 
@@ -443,6 +790,7 @@ mod tests {
             CatalogError::Invalid { reason: "a".into() },
             CatalogError::Conflict { reason: "b".into() },
             CatalogError::Unavailable { reason: "c".into() },
+            CatalogError::HistoryCompacted { reason: "d".into() },
         ] {
             let back = status_to_error(error_to_status(&err));
             assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(&err));

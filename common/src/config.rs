@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     /// gRPC listener: the catalog API (coordinator, standalone). Port 0 picks a free port.
     pub grpc_addr: SocketAddr,
+    /// How often this node heartbeats to the coordinators, milliseconds.
+    pub heartbeat_interval_ms: u64,
 }
 
 /// Logging.
@@ -102,6 +104,12 @@ pub struct CoordinatorConfig {
     /// A write not committed within this time (no quorum) fails with a
     /// retryable error instead of waiting, milliseconds.
     pub write_timeout_ms: u64,
+    /// A member (any role) not heard from for this long is dead and its
+    /// shard leases move, milliseconds. Measured on the leader's monotonic
+    /// clock.
+    pub member_timeout_ms: u64,
+    /// How often the leader checks liveness and rebalances shards, milliseconds.
+    pub scheduler_interval_ms: u64,
     /// Start without initializing, to be added to a running group with
     /// `spoor cluster add-node`.
     pub join: bool,
@@ -342,6 +350,18 @@ impl Config {
         }
         if self.coordinator.write_timeout_ms == 0 {
             return bad("coordinator.write_timeout_ms", "must be at least 1");
+        }
+        if self.coordinator.scheduler_interval_ms == 0 {
+            return bad("coordinator.scheduler_interval_ms", "must be at least 1");
+        }
+        if self.coordinator.member_timeout_ms < 2 * self.node.heartbeat_interval_ms {
+            return bad(
+                "coordinator.member_timeout_ms",
+                "must be at least twice node.heartbeat_interval_ms, or live members would be declared dead",
+            );
+        }
+        if self.node.heartbeat_interval_ms == 0 {
+            return bad("node.heartbeat_interval_ms", "must be at least 1");
         }
         let members = self.coordinator_members()?;
         if self.coordinator.join && !members.is_empty() {

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod catalog_client;
 pub mod config;
+pub mod control;
 pub mod layout;
 pub mod schema;
 pub mod storage;

@@ -1,22 +1,48 @@
-//! The catalog gRPC service, served by coordinators over any [`Catalog`].
+//! The coordinator's gRPC services: the catalog (over any [`Catalog`]),
+//! cluster membership and the control plane (over a [`CoordinatorNode`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use spoor_common::catalog::Catalog;
+use spoor_common::TenantId;
+use spoor_common::catalog::{Catalog, CatalogError};
 use spoor_common::catalog_client::{convert, error_to_status};
+use spoor_common::control::{Heartbeat, control_convert as cc};
 use spoor_proto::v1 as pb;
 use tonic::{Request, Response, Status};
+
+use crate::CoordinatorNode;
+use crate::control_state::ControlOp;
+use crate::raft_types::Command;
+
+/// Changes sent per catalog read while a watcher catches up.
+const WATCH_PAGE: usize = 256;
+/// How often a watch re-reads when the catalog gives no change signal.
+const WATCH_POLL: Duration = Duration::from_millis(200);
 
 /// Serves `spoor.v1.CatalogService` from a catalog.
 #[derive(Clone)]
 pub struct CatalogGrpc {
     catalog: Arc<dyn Catalog>,
+    changed: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl CatalogGrpc {
-    /// The service over `catalog`.
+    /// The service over `catalog`; watches poll it.
     pub fn new(catalog: Arc<dyn Catalog>) -> Self {
-        CatalogGrpc { catalog }
+        CatalogGrpc {
+            catalog,
+            changed: None,
+        }
+    }
+
+    /// The service over a coordinator node; watches wake when it applies entries.
+    pub fn for_node(node: CoordinatorNode) -> Self {
+        CatalogGrpc {
+            changed: Some(node.applied()),
+            catalog: Arc::new(node),
+        }
     }
 
     /// As a tonic service, ready to add to a server.
@@ -25,8 +51,146 @@ impl CatalogGrpc {
     }
 }
 
+fn status(e: CatalogError) -> Status {
+    error_to_status(&e)
+}
+
+fn tenant(name: String) -> Result<TenantId, Status> {
+    TenantId::new(name).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A server stream fed by a channel.
+type ChannelStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn channel_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<Result<T, Status>>,
+) -> ChannelStream<T> {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Sends each tenant's changes after its cursor, then waits for the catalog
+/// to change; ends when the watcher goes away or on an error a retry cannot
+/// mend (sent to the watcher).
+async fn feed_watch(
+    catalog: Arc<dyn Catalog>,
+    mut changed: Option<tokio::sync::watch::Receiver<u64>>,
+    mut cursors: Vec<(TenantId, u64)>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::CatalogChange, Status>>,
+) {
+    loop {
+        if let Some(rx) = changed.as_mut() {
+            // Mark the current state seen before reading it, so an entry
+            // applied during the read wakes the wait below.
+            rx.borrow_and_update();
+        }
+        let mut progressed = false;
+        for (tenant, cursor) in &mut cursors {
+            match catalog.changes_since(tenant, *cursor, WATCH_PAGE).await {
+                Ok(page) => {
+                    for change in page.changes {
+                        *cursor = change.last_sequence;
+                        progressed = true;
+                        if tx.send(Ok(convert::change_to_pb(&change))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(status(e))).await;
+                    return;
+                }
+            }
+        }
+        if progressed {
+            continue;
+        }
+        match changed.as_mut() {
+            Some(rx) => tokio::select! {
+                r = rx.changed() => if r.is_err() {
+                    let _ = tx.send(Err(Status::unavailable("the coordinator is shutting down"))).await;
+                    return;
+                },
+                () = tx.closed() => return,
+            },
+            None => tokio::select! {
+                () = tokio::time::sleep(WATCH_POLL) => {},
+                () = tx.closed() => return,
+            },
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::catalog_service_server::CatalogService for CatalogGrpc {
+    type WatchStream = ChannelStream<pb::CatalogChange>;
+
+    async fn replace_files(
+        &self,
+        request: Request<pb::ReplaceFilesRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let swap = convert::swap_from_pb(request.into_inner()).map_err(status)?;
+        let out = self.catalog.replace_files(swap).await.map_err(status)?;
+        Ok(Response::new(convert::outcome_to_pb(&out)))
+    }
+
+    async fn remove_files(
+        &self,
+        request: Request<pb::RemoveFilesRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let removal = convert::removal_from_pb(request.into_inner()).map_err(status)?;
+        let out = self.catalog.remove_files(removal).await.map_err(status)?;
+        Ok(Response::new(convert::outcome_to_pb(&out)))
+    }
+
+    async fn changes_since(
+        &self,
+        request: Request<pb::ChangesSinceRequest>,
+    ) -> Result<Response<pb::ChangesSinceResponse>, Status> {
+        let req = request.into_inner();
+        let limit = (req.limit as usize).clamp(1, 10_000);
+        let page = self
+            .catalog
+            .changes_since(&tenant(req.tenant)?, req.after_sequence, limit)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ChangesSinceResponse {
+            changes: page.changes.iter().map(convert::change_to_pb).collect(),
+            last_sequence: page.last_sequence,
+        }))
+    }
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        if req.cursors.is_empty() {
+            return Err(Status::invalid_argument(
+                "watch needs at least one tenant cursor",
+            ));
+        }
+        let mut cursors = Vec::with_capacity(req.cursors.len());
+        for c in req.cursors {
+            let t = tenant(c.tenant)?;
+            // Refuse a cursor older than the kept history now, not mid-stream.
+            self.catalog
+                .changes_since(&t, c.after_sequence, 1)
+                .await
+                .map_err(status)?;
+            cursors.push((t, c.after_sequence));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_PAGE);
+        tokio::spawn(feed_watch(
+            self.catalog.clone(),
+            self.changed.clone(),
+            cursors,
+            tx,
+        ));
+        Ok(Response::new(channel_stream(rx)))
+    }
+
     async fn commit_batch(
         &self,
         request: Request<pb::CommitBatchRequest>,
@@ -48,15 +212,20 @@ impl pb::catalog_service_server::CatalogService for CatalogGrpc {
         &self,
         request: Request<pb::ListFilesRequest>,
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
-        let query =
-            convert::query_from_pb(request.into_inner()).map_err(|e| error_to_status(&e))?;
-        let files = self
+        let req = request.into_inner();
+        let linearizable = req.linearizable;
+        let query = convert::query_from_pb(req).map_err(status)?;
+        let (files, info) = self
             .catalog
-            .list_files(query)
+            .list_files_as_of(query, linearizable)
             .await
-            .map_err(|e| error_to_status(&e))?;
+            .map_err(status)?;
         Ok(Response::new(pb::ListFilesResponse {
             files: files.iter().map(convert::catalog_file_to_pb).collect(),
+            consistency: info.consistency,
+            served_by: info.served_by,
+            applied_index: info.applied_index,
+            as_of_sequence: info.as_of_sequence,
         }))
     }
 
@@ -181,5 +350,236 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
         _request: Request<pb::MembershipRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
         Ok(membership_reply(self.node.membership()))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let m = self
+            .node
+            .transfer_leader(request.into_inner().node_id)
+            .await
+            .map_err(status)?;
+        Ok(membership_reply(m))
+    }
+
+    async fn propose(
+        &self,
+        request: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::ProposeReply>, Status> {
+        let command: Command = serde_json::from_slice(&request.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("malformed forwarded command: {e}")))?;
+        // A forwarded command is not forwarded again: if leadership moved
+        // meanwhile, the caller retries (its client moves between coordinators).
+        let reply = match self.node.propose_local(command).await {
+            Ok(outcome) => crate::raft_types::Reply(Ok(outcome)),
+            Err(crate::node::Forward::Failed(e)) => crate::raft_types::Reply(Err(e)),
+            Err(crate::node::Forward::To(leader, _)) => {
+                crate::raft_types::Reply(Err(CatalogError::Unavailable {
+                    reason: format!(
+                        "node {} is no longer the leader (leader now: {leader:?}); retry",
+                        self.node.id()
+                    ),
+                }))
+            }
+        };
+        let reply = serde_json::to_vec(&reply)
+            .map_err(|e| Status::internal(format!("encoding the reply: {e}")))?;
+        Ok(Response::new(pb::ProposeReply { reply }))
+    }
+
+    async fn hold_elections(
+        &self,
+        request: Request<pb::HoldElectionsRequest>,
+    ) -> Result<Response<pb::HoldElectionsReply>, Status> {
+        self.node
+            .hold_elections(Duration::from_millis(request.into_inner().hold_ms));
+        Ok(Response::new(pb::HoldElectionsReply {}))
+    }
+
+    async fn elect(
+        &self,
+        _request: Request<pb::ElectRequest>,
+    ) -> Result<Response<pb::ElectReply>, Status> {
+        self.node.elect().await.map_err(status)?;
+        Ok(Response::new(pb::ElectReply {}))
+    }
+}
+
+/// Serves `spoor.v1.ControlService` (members, tenants, tokens, rule sets,
+/// shards) for a coordinator.
+#[derive(Clone)]
+pub struct ControlGrpc {
+    node: CoordinatorNode,
+}
+
+impl ControlGrpc {
+    /// The service for `node`.
+    pub fn new(node: CoordinatorNode) -> Self {
+        ControlGrpc { node }
+    }
+
+    /// As a tonic service.
+    pub fn into_server(self) -> pb::control_service_server::ControlServiceServer<Self> {
+        pb::control_service_server::ControlServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::control_service_server::ControlService for ControlGrpc {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let req = request.into_inner();
+        let member = req
+            .member
+            .ok_or_else(|| Status::invalid_argument("heartbeat without its member"))?;
+        let hb = Heartbeat {
+            member: cc::member_info_from_pb(member).map_err(status)?,
+            shard_loads: req
+                .shard_loads
+                .into_iter()
+                .map(|l| Ok((cc::shard_id_from_pb(l.shard)?, l.events_per_second)))
+                .collect::<Result<_, CatalogError>>()
+                .map_err(status)?,
+        };
+        let reply = self.node.heartbeat(hb).await.map_err(status)?;
+        Ok(Response::new(pb::HeartbeatReply {
+            leader_id: reply.leader_id,
+            leases: reply
+                .leases
+                .iter()
+                .map(|l| pb::ShardLease {
+                    shard: Some(cc::shard_id_to_pb(&l.shard)),
+                    epoch: l.epoch,
+                    checkpoint: l.checkpoint.as_ref().map(cc::shard_checkpoint_to_pb),
+                })
+                .collect(),
+            member_timeout_ms: reply.member_timeout.as_millis() as u64,
+        }))
+    }
+
+    async fn put_tenant(
+        &self,
+        request: Request<pb::Tenant>,
+    ) -> Result<Response<pb::PutTenantReply>, Status> {
+        let t = cc::tenant_from_pb(request.into_inner()).map_err(status)?;
+        self.node
+            .control(ControlOp::PutTenant(t))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PutTenantReply {}))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::TokenRecord>,
+    ) -> Result<Response<pb::CreateTokenReply>, Status> {
+        let t = cc::token_from_pb(request.into_inner()).map_err(status)?;
+        self.node
+            .control(ControlOp::CreateToken(t))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateTokenReply {}))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenReply>, Status> {
+        self.node
+            .control(ControlOp::RevokeToken {
+                token_id: request.into_inner().token_id,
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RevokeTokenReply {}))
+    }
+
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::TokenRecord>, Status> {
+        match self.node.authenticate(&request.into_inner().token) {
+            Ok(record) => Ok(Response::new(cc::token_to_pb(&record))),
+            Err(CatalogError::Conflict { reason }) => Err(Status::unauthenticated(reason)),
+            Err(e) => Err(status(e)),
+        }
+    }
+
+    async fn put_rule_set(
+        &self,
+        request: Request<pb::PutRuleSetRequest>,
+    ) -> Result<Response<pb::RuleSet>, Status> {
+        let req = request.into_inner();
+        let out = self
+            .node
+            .control(ControlOp::PutRuleSet {
+                tenant: tenant(req.tenant)?,
+                name: req.name,
+                content: req.content,
+                expected_version: req.expected_version,
+            })
+            .await
+            .map_err(status)?;
+        let stored = out
+            .rule_set
+            .ok_or_else(|| Status::internal("rule set change without the stored set"))?;
+        Ok(Response::new(cc::rule_set_to_pb(&stored)))
+    }
+
+    async fn list_rule_sets(
+        &self,
+        request: Request<pb::ListRuleSetsRequest>,
+    ) -> Result<Response<pb::ListRuleSetsReply>, Status> {
+        let t = tenant(request.into_inner().tenant)?;
+        let sets = self.node.rule_sets(&t).map_err(status)?;
+        Ok(Response::new(pb::ListRuleSetsReply {
+            rule_sets: sets.iter().map(cc::rule_set_to_pb).collect(),
+        }))
+    }
+
+    async fn define_shards(
+        &self,
+        request: Request<pb::DefineShardsRequest>,
+    ) -> Result<Response<pb::DefineShardsReply>, Status> {
+        let req = request.into_inner();
+        self.node
+            .control(ControlOp::DefineShards {
+                tenant: tenant(req.tenant)?,
+                rule_group: req.rule_group,
+                buckets: req.buckets,
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DefineShardsReply {}))
+    }
+
+    async fn commit_shard(
+        &self,
+        request: Request<pb::ShardCommitRequest>,
+    ) -> Result<Response<pb::CommitBatchResponse>, Status> {
+        let (commit, batch) = cc::shard_commit_from_pb(request.into_inner()).map_err(status)?;
+        let out = self
+            .node
+            .commit_shard(commit, batch)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CommitBatchResponse {
+            sequences: out.sequences,
+            already_committed: out.already_committed,
+        }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        let s = self.node.cluster_status().await.map_err(status)?;
+        Ok(Response::new(spoor_common::control::cluster_status_to_pb(
+            &s,
+        )))
     }
 }

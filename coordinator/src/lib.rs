@@ -5,14 +5,17 @@
 //! client in `spoor-common`, or, inside `spoor standalone`, through the
 //! [`spoor_common::Catalog`] trait that [`CoordinatorNode`] implements.
 
+pub mod control_state;
 pub mod grpc;
 pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod raft_types;
+pub mod scheduler;
 pub mod state_machine;
 
-pub use grpc::{CatalogGrpc, ClusterGrpc};
+pub use grpc::{CatalogGrpc, ClusterGrpc, ControlGrpc};
+pub use network::NetworkFaults;
 pub use node::{CoordinatorError, CoordinatorNode, Membership};
 
 /// Accepted connections of a bound listener as a stream, for tonic's

@@ -28,21 +28,132 @@ use crate::raft_types::TypeConfig;
 #[derive(Debug, Clone)]
 pub struct GrpcRaftNetwork {
     timeout: Duration,
+    from: u64,
+    faults: NetworkFaults,
 }
 
 impl GrpcRaftNetwork {
-    /// Clients whose calls give up after `timeout` (openraft also bounds each RPC).
-    pub fn new(timeout: Duration) -> Self {
-        GrpcRaftNetwork { timeout }
+    /// Clients of node `from` whose calls give up after `timeout` (openraft
+    /// also bounds each RPC), passing every message through `faults`.
+    pub fn new(from: u64, timeout: Duration, faults: NetworkFaults) -> Self {
+        GrpcRaftNetwork {
+            timeout,
+            from,
+            faults,
+        }
     }
 }
 
 /// A client for one peer.
 #[derive(Debug, Clone)]
 pub struct RaftPeer {
+    from: u64,
     target: u64,
     addr: String,
     client: Option<pb::raft_service_client::RaftServiceClient<Channel>>,
+    faults: NetworkFaults,
+}
+
+/// Faults injected into the messages between coordinators, for tests of
+/// partitions, loss and delay on real gRPC connections. Empty (the default)
+/// it lets everything through; production never sets it. It covers Raft
+/// messages and the forwarding of client calls to the leader, so a node cut
+/// off by it is cut off for everything another coordinator would send it.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkFaults {
+    rules: std::sync::Arc<std::sync::Mutex<FaultRules>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultRules {
+    /// Directed links that carry nothing.
+    cut: std::collections::HashSet<(u64, u64)>,
+    /// Share of messages lost, 0.0..=1.0 (half before delivery, half the reply).
+    loss: f64,
+    /// Extra delay per message, up to this much (uniform).
+    max_delay: Duration,
+    /// xorshift state for loss and delay draws.
+    rng: u64,
+}
+
+/// What happens to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Delivered, after the delay.
+    Deliver(Duration),
+    /// Lost before reaching the peer.
+    DropRequest,
+    /// Delivered (after the delay), but the reply is lost.
+    DropReply(Duration),
+}
+
+impl NetworkFaults {
+    fn with<T>(&self, f: impl FnOnce(&mut FaultRules) -> T) -> T {
+        match self.rules.lock() {
+            Ok(mut r) => f(&mut r),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Cuts every link between `side` and the nodes not in it, both ways.
+    pub fn partition(&self, side: &[u64], others: &[u64]) {
+        self.with(|r| {
+            for a in side {
+                for b in others {
+                    r.cut.insert((*a, *b));
+                    r.cut.insert((*b, *a));
+                }
+            }
+        });
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.with(|r| r.cut.clear());
+    }
+
+    /// Loses `loss` of all messages (0.0..=1.0) and delays each by up to `max_delay`.
+    pub fn set_loss_and_delay(&self, loss: f64, max_delay: Duration) {
+        self.with(|r| {
+            r.loss = loss.clamp(0.0, 1.0);
+            r.max_delay = max_delay;
+        });
+    }
+
+    /// Whether messages from `from` to `to` are cut.
+    pub fn is_cut(&self, from: u64, to: u64) -> bool {
+        self.with(|r| r.cut.contains(&(from, to)))
+    }
+
+    /// Draws the fate of one message from `from` to `to`.
+    pub fn fate(&self, from: u64, to: u64) -> Fate {
+        self.with(|r| {
+            if r.cut.contains(&(from, to)) {
+                return Fate::DropRequest;
+            }
+            if r.loss == 0.0 && r.max_delay.is_zero() {
+                return Fate::Deliver(Duration::ZERO);
+            }
+            let mut next = || {
+                if r.rng == 0 {
+                    r.rng = 0x9E37_79B9_7F4A_7C15 ^ (from << 32 | to);
+                }
+                r.rng ^= r.rng << 13;
+                r.rng ^= r.rng >> 7;
+                r.rng ^= r.rng << 17;
+                (r.rng >> 11) as f64 / (1u64 << 53) as f64
+            };
+            let delay = r.max_delay.mul_f64(next());
+            let draw = next();
+            if draw < r.loss / 2.0 {
+                Fate::DropRequest
+            } else if draw < r.loss {
+                Fate::DropReply(delay)
+            } else {
+                Fate::Deliver(delay)
+            }
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +191,11 @@ impl RaftNetworkFactory<TypeConfig> for GrpcRaftNetwork {
             })
             .map(pb::raft_service_client::RaftServiceClient::new);
         RaftPeer {
+            from: self.from,
             target,
             addr: node.addr.clone(),
             client,
+            faults: self.faults.clone(),
         }
     }
 }
@@ -114,6 +227,17 @@ impl RaftPeer {
         };
         let json =
             serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let fate = self.faults.fate(self.from, target);
+        let lost = || {
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "message to {target} lost by injected fault"
+            ))))
+        };
+        match fate {
+            Fate::DropRequest => return Err(lost()),
+            Fate::Deliver(d) | Fate::DropReply(d) if !d.is_zero() => tokio::time::sleep(d).await,
+            _ => {}
+        }
         let message = pb::RaftMessage { json };
         let result = match kind {
             "append_entries" => client.append_entries(message).await,
@@ -128,6 +252,9 @@ impl RaftPeer {
             };
             RPCError::Unreachable(Unreachable::new(&err))
         })?;
+        if matches!(fate, Fate::DropReply(_)) {
+            return Err(lost());
+        }
         let decoded: Reply<Resp, E> =
             serde_json::from_slice(&reply.into_inner().json).map_err(|e| {
                 let err = PeerError::Decode {

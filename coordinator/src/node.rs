@@ -8,20 +8,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
+use spoor_common::TenantId;
+use spoor_common::catalog::ListingInfo;
 use spoor_common::catalog::{
-    Catalog, CatalogError, CatalogFile, CatalogStatus, CommitBatch, CommitOutcome, FileQuery,
-    SourceCheckpoint,
+    Catalog, CatalogError, CatalogFile, CatalogStatus, ChangeOutcome, ChangePage, CommitBatch,
+    CommitOutcome, FileQuery, FileRemoval, FileSwap, SourceCheckpoint,
 };
-use spoor_common::config::CoordinatorConfig;
-
-use crate::log_store::LogStore;
-use crate::network::GrpcRaftNetwork;
 use spoor_common::catalog_client::GrpcCatalog;
+use spoor_common::config::CoordinatorConfig;
+use spoor_common::control::{
+    ClusterStatus, ControlClient, CoordinatorReplica, Heartbeat, HeartbeatReply, MemberStatus,
+    RuleSet, ShardCommit, TenantRecord, TokenRecord,
+};
+
+use crate::control_state::{ControlOp, ControlOutcome};
+use crate::log_store::LogStore;
+use crate::network::{GrpcRaftNetwork, NetworkFaults};
+use crate::raft_types::{Command, Op, Outcome, Reply, TypeConfig};
+use crate::scheduler::Liveness;
+use crate::state_machine::StateMachine;
 
 /// How long a write forwarded to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-use crate::raft_types::{CatalogCommand, TypeConfig};
-use crate::state_machine::StateMachine;
 
 /// Why a coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -120,11 +128,26 @@ fn membership_error(what: &str, e: impl std::fmt::Display) -> CatalogError {
 pub struct CoordinatorNode {
     id: u64,
     write_timeout: Duration,
+    member_timeout: Duration,
+    election_timeout_max_ms: u64,
+    heartbeat_interval_ms: u64,
     raft: Raft<TypeConfig>,
     state: StateMachine,
-    /// The client for the last known leader, reused across forwarded calls
-    /// so a follower does not open a connection per commit.
-    leader_client: Arc<std::sync::Mutex<Option<(String, GrpcCatalog)>>>,
+    /// Clients for the last known leader, reused across forwarded calls so a
+    /// follower does not open a connection per commit.
+    leader_client: Arc<std::sync::Mutex<Option<(String, LeaderClients)>>>,
+    /// What this node, when leader, has heard from members (monotonic clock).
+    liveness: Arc<std::sync::Mutex<Liveness>>,
+    faults: NetworkFaults,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Clients of one leader address.
+#[derive(Clone)]
+struct LeaderClients {
+    catalog: GrpcCatalog,
+    control: ControlClient,
+    channel: tonic::transport::Channel,
 }
 
 impl std::fmt::Debug for CoordinatorNode {
@@ -160,6 +183,18 @@ impl CoordinatorNode {
         dir: &std::path::Path,
         config: &CoordinatorConfig,
     ) -> Result<Self, CoordinatorError> {
+        Self::open_with_faults(id, members, dir, config, NetworkFaults::default()).await
+    }
+
+    /// [`Self::open`], with faults injected into every message this node
+    /// sends to other coordinators (tests of partitions, loss and delay).
+    pub async fn open_with_faults(
+        id: u64,
+        members: BTreeMap<u64, String>,
+        dir: &std::path::Path,
+        config: &CoordinatorConfig,
+        faults: NetworkFaults,
+    ) -> Result<Self, CoordinatorError> {
         std::fs::create_dir_all(dir).map_err(|source| CoordinatorError::CreateDir {
             path: dir.display().to_string(),
             source,
@@ -190,7 +225,11 @@ impl CoordinatorNode {
             ..Default::default()
         }
         .validate()?;
-        let network = GrpcRaftNetwork::new(Duration::from_millis(config.election_timeout_min_ms));
+        let network = GrpcRaftNetwork::new(
+            id,
+            Duration::from_millis(config.election_timeout_min_ms),
+            faults.clone(),
+        );
         let raft = Raft::new(id, Arc::new(raft_config), network, log, state.clone())
             .await
             .map_err(|e| CoordinatorError::Start(e.to_string()))?;
@@ -218,13 +257,24 @@ impl CoordinatorNode {
         }
         tracing::info!(node_id = id, dir = %dir.display(), "coordinator started");
         let write_timeout = Duration::from_millis(config.write_timeout_ms);
-        Ok(CoordinatorNode {
+        let node = CoordinatorNode {
             id,
             write_timeout,
+            member_timeout: Duration::from_millis(config.member_timeout_ms),
+            election_timeout_max_ms: config.election_timeout_max_ms,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
             raft,
             state,
             leader_client: Arc::default(),
-        })
+            liveness: Arc::default(),
+            faults,
+            stopped: Arc::default(),
+        };
+        tokio::spawn(
+            node.clone()
+                .run_scheduler(Duration::from_millis(config.scheduler_interval_ms)),
+        );
+        Ok(node)
     }
 
     /// Waits until the group has a leader and returns its id.
@@ -275,22 +325,50 @@ impl CoordinatorNode {
         }
     }
 
-    /// The catalog client for the leader at `addr`, reused while the leader stays.
-    fn leader_catalog(&self, addr: &str) -> Result<GrpcCatalog, CatalogError> {
+    /// Clients for the leader at `addr`, reused while the leader stays.
+    fn leader_clients(&self, addr: &str) -> Result<LeaderClients, CatalogError> {
         let mut cached = self
             .leader_client
             .lock()
             .map_err(|_| CatalogError::Internal {
                 reason: "leader client lock poisoned".into(),
             })?;
-        if let Some((cached_addr, client)) = cached.as_ref()
+        if let Some((cached_addr, clients)) = cached.as_ref()
             && cached_addr == addr
         {
-            return Ok(client.clone());
+            return Ok(clients.clone());
         }
-        let client = GrpcCatalog::connect_lazy(addr, FORWARD_TIMEOUT)?;
-        *cached = Some((addr.to_string(), client.clone()));
-        Ok(client)
+        let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+            .map_err(|e| CatalogError::Invalid {
+                reason: format!("leader address {addr:?}: {e}"),
+            })?
+            .timeout(FORWARD_TIMEOUT)
+            .connect_lazy();
+        let clients = LeaderClients {
+            catalog: GrpcCatalog::connect_lazy(addr, FORWARD_TIMEOUT)?,
+            control: ControlClient::connect_lazy(addr, FORWARD_TIMEOUT)?,
+            channel,
+        };
+        *cached = Some((addr.to_string(), clients.clone()));
+        Ok(clients)
+    }
+
+    /// Clients for the leader named in a forward-to-leader answer, unless
+    /// injected faults cut this node off from it.
+    fn forward_to(
+        &self,
+        leader_id: Option<u64>,
+        leader: Option<BasicNode>,
+    ) -> Result<LeaderClients, CatalogError> {
+        if let Some(l) = leader_id
+            && self.faults.is_cut(self.id, l)
+        {
+            return Err(CatalogError::Unavailable {
+                reason: format!("node {}: leader {l} unreachable (injected fault)", self.id),
+            });
+        }
+        let addr = self.leader_addr(leader)?;
+        self.leader_clients(&addr)
     }
 
     /// The gRPC URL of the leader named in a forward-to-leader answer.
@@ -304,6 +382,155 @@ impl CoordinatorNode {
                     self.id
                 ),
             })
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Stops this node from starting elections for `hold` (0: allows them
+    /// again now). Part of a leader transfer; lifts itself, so a transfer
+    /// whose leader dies midway cannot leave the group without elections.
+    pub fn hold_elections(&self, hold: Duration) {
+        if hold.is_zero() {
+            self.raft.runtime_config().elect(true);
+            return;
+        }
+        self.raft.runtime_config().elect(false);
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            raft.runtime_config().elect(true);
+        });
+    }
+
+    /// Starts an election on this node now (leader transfer).
+    pub async fn elect(&self) -> Result<(), CatalogError> {
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| CatalogError::Unavailable {
+                reason: format!("node {}: cannot start an election: {e}", self.id),
+            })
+    }
+
+    /// Hands leadership to `target`, a caught-up voter: the other voters
+    /// hold their elections, the leader stops its heartbeats until the
+    /// followers' leader lease lapses, then `target` stands for election.
+    /// Forwarded to the leader from a follower. Under a steady write load
+    /// the replication traffic keeps the lease alive and the transfer may
+    /// time out; the error says so and leadership stays where it was.
+    pub async fn transfer_leader(&self, target: u64) -> Result<Membership, CatalogError> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        if m.current_leader != Some(self.id) {
+            let leader = m
+                .current_leader
+                .and_then(|l| membership.get_node(&l).cloned());
+            let clients = self.forward_to(m.current_leader, leader)?;
+            let reply =
+                spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(clients.channel)
+                    .transfer_leader(spoor_proto::v1::TransferLeaderRequest { node_id: target })
+                    .await
+                    .map_err(spoor_common::catalog_client::status_to_error)?
+                    .into_inner();
+            return Ok(Membership {
+                voters: reply.voters,
+                learners: reply.learners,
+                leader_id: reply.leader_id,
+            });
+        }
+        if target == self.id {
+            return Ok(self.membership());
+        }
+        if !membership.voter_ids().any(|v| v == target) {
+            return Err(CatalogError::Invalid {
+                reason: format!("node {target} is not a voter of the coordinator group"),
+            });
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&target).cloned().flatten())
+            .map_or(0, |l| l.index);
+        if matched < last {
+            return Err(CatalogError::Unavailable {
+                reason: format!(
+                    "node {target} is {} entries behind the leader; retry once it caught up",
+                    last - matched
+                ),
+            });
+        }
+        let lease = Duration::from_millis(self.election_timeout_max_ms);
+        let hold = lease * 4;
+        let peer = |id: u64| -> Result<_, CatalogError> {
+            let addr = self.leader_addr(membership.get_node(&id).cloned())?;
+            let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+                .map_err(|e| CatalogError::Invalid {
+                    reason: format!("node {id} address {addr:?}: {e}"),
+                })?
+                .timeout(FORWARD_TIMEOUT)
+                .connect_lazy();
+            Ok(spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel))
+        };
+        let others: Vec<u64> = membership
+            .voter_ids()
+            .filter(|v| *v != target && *v != self.id)
+            .collect();
+        for id in &others {
+            let held = peer(*id)?
+                .hold_elections(spoor_proto::v1::HoldElectionsRequest {
+                    hold_ms: hold.as_millis() as u64,
+                })
+                .await;
+            if let Err(e) = held {
+                tracing::warn!(node_id = id, error = %e, "could not hold elections for a leader transfer");
+            }
+        }
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        tokio::time::sleep(lease + Duration::from_millis(self.heartbeat_interval_ms)).await;
+        let elected = peer(target)?
+            .elect(spoor_proto::v1::ElectRequest {})
+            .await
+            .map_err(spoor_common::catalog_client::status_to_error);
+        let moved = match elected {
+            Ok(_) => self
+                .raft
+                .wait(Some(hold))
+                .metrics(
+                    |x| x.current_leader == Some(target),
+                    "leadership moved to the target",
+                )
+                .await
+                .is_ok(),
+            Err(e) => {
+                tracing::warn!(target, error = %e, "leader transfer: the target did not stand");
+                false
+            }
+        };
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        for id in &others {
+            if let Ok(mut c) = peer(*id) {
+                let _ = c
+                    .hold_elections(spoor_proto::v1::HoldElectionsRequest { hold_ms: 0 })
+                    .await;
+            }
+        }
+        if moved {
+            Ok(self.membership())
+        } else {
+            Err(CatalogError::Unavailable {
+                reason: format!(
+                    "leadership did not move to node {target} within {hold:?} (a steady write load keeps the followers' leader lease alive); leader now: {:?}",
+                    self.raft.metrics().borrow().current_leader
+                ),
+            })
+        }
     }
 
     /// Voters, learners and leader as this node sees them.
@@ -362,43 +589,319 @@ impl CoordinatorNode {
         crate::network::RaftGrpc::new(self.raft.clone())
     }
 
-    /// Stops Raft.
+    /// Stops Raft and the scheduler.
     pub async fn shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
 
-    /// Proposes a commit; on a follower, forwards it to the leader's catalog
-    /// service (every coordinator serves both on its gRPC address).
-    async fn write(&self, batch: CommitBatch) -> Result<CommitOutcome, CatalogError> {
-        let now_micros = spoor_common::time::now_micros();
-        let command = CatalogCommand::Commit {
-            batch: batch.clone(),
-            now_micros,
+    /// Proposes an operation through Raft; on a follower, forwards it to the
+    /// leader (every coordinator serves `ClusterService.Propose`). Bounded by
+    /// the write timeout: without a quorum it fails, retryably, never hangs.
+    pub(crate) async fn propose(&self, op: Op) -> Result<Outcome, CatalogError> {
+        let command = Command {
+            op,
+            now_micros: spoor_common::time::now_micros(),
         };
+        match self.propose_local(command.clone()).await {
+            Err(Forward::To(leader_id, leader)) => {
+                let clients = self.forward_to(leader_id, leader)?;
+                forward_propose(clients.channel, &command).await
+            }
+            Err(Forward::Failed(e)) => Err(e),
+            Ok(outcome) => Ok(outcome),
+        }
+    }
+
+    /// Proposes on this node only: a follower answers with where the leader is.
+    pub(crate) async fn propose_local(&self, command: Command) -> Result<Outcome, Forward> {
         let written =
             tokio::time::timeout(self.write_timeout, self.raft.client_write(command)).await;
         let Ok(written) = written else {
-            return Err(CatalogError::Unavailable {
+            return Err(Forward::Failed(CatalogError::Unavailable {
                 reason: format!(
-                    "node {}: the commit was not acknowledged by a quorum within {:?}; it may still be applied, retry (commits are idempotent)",
+                    "node {}: the write was not acknowledged by a quorum within {:?}; it may still be applied, retry (writes are idempotent)",
                     self.id, self.write_timeout
                 ),
-            });
+            }));
         };
         match written {
-            Ok(resp) => resp.data.0,
+            Ok(resp) => resp.data.0.map_err(Forward::Failed),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let addr = self.leader_addr(f.leader_node)?;
-                let leader = self.leader_catalog(&addr)?;
-                leader.commit_batch(batch).await
+                Err(Forward::To(f.leader_id, f.leader_node))
             }
-            Err(e) => Err(CatalogError::Unavailable {
+            Err(e) => Err(Forward::Failed(CatalogError::Unavailable {
                 reason: format!("raft write failed: {e}"),
-            }),
+            })),
         }
     }
+
+    async fn write(&self, batch: CommitBatch) -> Result<CommitOutcome, CatalogError> {
+        match self.propose(Op::Commit(batch)).await? {
+            Outcome::Commit(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn change(&self, op: Op) -> Result<ChangeOutcome, CatalogError> {
+        match self.propose(op).await? {
+            Outcome::Change(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies a control-plane change through Raft.
+    pub async fn control(&self, op: ControlOp) -> Result<ControlOutcome, CatalogError> {
+        match self.propose(Op::Control(op)).await? {
+            Outcome::Control(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A worker's commit under its shard lease (checkpoint and/or alert files).
+    pub async fn commit_shard(
+        &self,
+        commit: ShardCommit,
+        batch: Option<CommitBatch>,
+    ) -> Result<CommitOutcome, CatalogError> {
+        match self.propose(Op::ShardCommit { commit, batch }).await? {
+            Outcome::Commit(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A receiver that changes whenever this node applied entries.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.applied()
+    }
+
+    /// Whether this node currently leads.
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Takes a heartbeat: on the leader, records it on the monotonic clock,
+    /// registers the member when it is new, changed or was declared dead, and
+    /// answers with its leases; on a follower, forwards it to the leader.
+    pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply, CatalogError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            let leader = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            let clients = self.forward_to(m.current_leader, leader)?;
+            return clients.control.heartbeat(&hb).await;
+        }
+        {
+            let mut l = self.lock_liveness()?;
+            l.on_term(m.current_term, std::time::Instant::now());
+            l.heard(
+                hb.member.node_id,
+                hb.shard_loads.clone(),
+                std::time::Instant::now(),
+            );
+        }
+        let registered = self.state.read(|d| {
+            d.control
+                .member(hb.member.node_id)
+                .is_some_and(|x| x.alive && x.info == hb.member)
+        })?;
+        if !registered {
+            self.control(ControlOp::Register(hb.member.clone())).await?;
+        }
+        let leases = self
+            .state
+            .read(|d| d.control.leases_of(hb.member.node_id))?;
+        Ok(HeartbeatReply {
+            leader_id: self.id,
+            leases,
+            member_timeout: self.member_timeout,
+        })
+    }
+
+    fn lock_liveness(&self) -> Result<std::sync::MutexGuard<'_, Liveness>, CatalogError> {
+        self.liveness.lock().map_err(|_| CatalogError::Internal {
+            reason: "liveness lock poisoned".into(),
+        })
+    }
+
+    /// The cluster as the leader sees it; a follower asks the leader.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, CatalogError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            let leader = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            let clients = self.forward_to(m.current_leader, leader)?;
+            return clients.control.cluster_status().await;
+        }
+        let last_log_index = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let coordinators = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched_index = if *id == self.id {
+                    Some(last_log_index)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index)
+                };
+                CoordinatorReplica {
+                    node_id: *id,
+                    url: node.addr.clone(),
+                    voter: voters.contains(id),
+                    matched_index,
+                    lag: matched_index.map(|i| last_log_index.saturating_sub(i)),
+                }
+            })
+            .collect();
+        let now = std::time::Instant::now();
+        let (members, shards, tenants) = {
+            let l = self.lock_liveness()?;
+            self.state.read(|d| {
+                let shards = d.control.shards();
+                let members = d
+                    .control
+                    .members()
+                    .map(|member| MemberStatus {
+                        last_heartbeat_ms: l.last_heartbeat_ms(member.info.node_id, now),
+                        shards: shards
+                            .iter()
+                            .filter(|s| s.holder == Some(member.info.node_id))
+                            .count() as u32,
+                        member: member.clone(),
+                    })
+                    .collect();
+                (members, shards, d.control.tenants())
+            })?
+        };
+        Ok(ClusterStatus {
+            leader_id: self.id,
+            term: m.current_term,
+            commit_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index,
+            coordinators,
+            members,
+            shards,
+            tenants,
+        })
+    }
+
+    /// A token's record if it is valid (read from this node's applied state).
+    pub fn authenticate(&self, token: &str) -> Result<TokenRecord, CatalogError> {
+        self.state.read(|d| d.control.authenticate(token))?
+    }
+
+    /// A tenant's rule sets (this node's applied state).
+    pub fn rule_sets(&self, tenant: &TenantId) -> Result<Vec<RuleSet>, CatalogError> {
+        self.state.read(|d| d.control.rule_sets(tenant))
+    }
+
+    /// Tenants (this node's applied state).
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, CatalogError> {
+        self.state.read(|d| d.control.tenants())
+    }
+
+    /// The leader's periodic work: expire silent members, then move shard
+    /// leases (see [`crate::scheduler`]). Runs on every node, acts only
+    /// while this node leads.
+    async fn run_scheduler(self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            if !self.is_leader() {
+                continue;
+            }
+            if let Err(e) = self.schedule_once().await {
+                tracing::warn!(node_id = self.id, error = %e, "shard scheduler round failed");
+            }
+        }
+    }
+
+    async fn schedule_once(&self) -> Result<(), CatalogError> {
+        let term = self.raft.metrics().borrow().current_term;
+        let now = std::time::Instant::now();
+        let expired: Vec<(u64, u64)> = {
+            let mut l = self.lock_liveness()?;
+            l.on_term(term, now);
+            self.state.read(|d| {
+                d.control
+                    .members()
+                    .filter(|m| m.alive && l.silent_for(m.info.node_id, now) > self.member_timeout)
+                    .map(|m| (m.info.node_id, m.incarnation))
+                    .collect()
+            })?
+        };
+        for (node_id, incarnation) in expired {
+            tracing::warn!(node_id, "member missed its heartbeats; declaring it dead");
+            self.control(ControlOp::Expire {
+                node_id,
+                incarnation,
+            })
+            .await?;
+        }
+        let moves = {
+            let l = self.lock_liveness()?;
+            self.state.read(|d| {
+                let workers: Vec<u64> = d
+                    .control
+                    .members()
+                    .filter(|m| d.control.is_live_worker(m.info.node_id))
+                    .map(|m| m.info.node_id)
+                    .collect();
+                crate::scheduler::plan(&d.control.shards(), &workers, |w, s| l.load(w, s))
+            })?
+        };
+        if !moves.is_empty() {
+            tracing::info!(moves = moves.len(), "moving shard leases");
+            self.control(ControlOp::Assign(moves)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a local proposal did not apply.
+pub(crate) enum Forward {
+    /// This node is not the leader; the leader is there (if known).
+    To(Option<u64>, Option<BasicNode>),
+    /// It failed.
+    Failed(CatalogError),
+}
+
+fn unexpected(outcome: Outcome) -> CatalogError {
+    CatalogError::Internal {
+        reason: format!("the state machine answered with an unexpected outcome {outcome:?}"),
+    }
+}
+
+/// Sends a command to the leader's `ClusterService.Propose`.
+async fn forward_propose(
+    channel: tonic::transport::Channel,
+    command: &Command,
+) -> Result<Outcome, CatalogError> {
+    let json = serde_json::to_vec(command).map_err(|e| CatalogError::Internal {
+        reason: format!("encoding a forwarded command: {e}"),
+    })?;
+    let reply = spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel)
+        .propose(spoor_proto::v1::ProposeRequest { command: json })
+        .await
+        .map_err(spoor_common::catalog_client::status_to_error)?
+        .into_inner();
+    let reply: Reply =
+        serde_json::from_slice(&reply.reply).map_err(|e| CatalogError::Internal {
+            reason: format!("decoding the leader's reply: {e}"),
+        })?;
+    reply.0
 }
 
 #[async_trait]
@@ -422,6 +925,76 @@ impl Catalog for CoordinatorNode {
         self.state.read(|d| d.catalog.list_files(&query))
     }
 
+    async fn list_files_as_of(
+        &self,
+        query: FileQuery,
+        linearizable: bool,
+    ) -> Result<(Vec<CatalogFile>, ListingInfo), CatalogError> {
+        if linearizable {
+            let confirmed =
+                tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await;
+            match confirmed {
+                Ok(Ok(_)) => {}
+                Ok(Err(RaftError::APIError(
+                    openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+                ))) => {
+                    return self
+                        .forward_to(f.leader_id, f.leader_node)?
+                        .catalog
+                        .list_files_as_of(query, true)
+                        .await;
+                }
+                Ok(Err(e)) => {
+                    return Err(CatalogError::Unavailable {
+                        reason: format!("linearizable read: {e}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(CatalogError::Unavailable {
+                        reason: format!(
+                            "node {}: leadership not confirmed by a quorum within {:?}",
+                            self.id, self.write_timeout
+                        ),
+                    });
+                }
+            }
+        }
+        self.state.read(|d| {
+            (
+                d.catalog.list_files(&query),
+                ListingInfo {
+                    consistency: if linearizable {
+                        "linearizable"
+                    } else {
+                        "local"
+                    }
+                    .into(),
+                    served_by: self.id,
+                    applied_index: d.last_applied.map_or(0, |l| l.index),
+                    as_of_sequence: d.catalog.last_sequence(&query.tenant),
+                },
+            )
+        })
+    }
+
+    async fn replace_files(&self, swap: FileSwap) -> Result<ChangeOutcome, CatalogError> {
+        self.change(Op::Swap(swap)).await
+    }
+
+    async fn remove_files(&self, removal: FileRemoval) -> Result<ChangeOutcome, CatalogError> {
+        self.change(Op::Remove(removal)).await
+    }
+
+    async fn changes_since(
+        &self,
+        tenant: &TenantId,
+        after_sequence: u64,
+        limit: usize,
+    ) -> Result<ChangePage, CatalogError> {
+        self.state
+            .read(|d| d.catalog.changes_since(tenant, after_sequence, limit))?
+    }
+
     async fn checkpoints(
         &self,
         source_id: &str,
@@ -443,8 +1016,8 @@ impl Catalog for CoordinatorNode {
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
                 f,
             )))) => {
-                let addr = self.leader_addr(f.leader_node)?;
-                self.leader_catalog(&addr)?
+                self.forward_to(f.leader_id, f.leader_node)?
+                    .catalog
                     .checkpoints(source_id, topic)
                     .await
             }
@@ -486,6 +1059,8 @@ mod tests {
             snapshot_after_entries: 3,
             log_kept_after_snapshot: 0,
             write_timeout_ms: 5_000,
+            member_timeout_ms: 2_000,
+            scheduler_interval_ms: 100,
             join: false,
             initial_members: Vec::new(),
         }

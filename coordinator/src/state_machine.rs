@@ -18,9 +18,10 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use spoor_common::catalog::{CatalogError, CatalogState};
+use spoor_common::catalog::{CatalogError, CatalogState, CommitOutcome};
 
-use crate::raft_types::{CatalogCommand, CatalogReply, LogId, StorageError, TypeConfig};
+use crate::control_state::ControlState;
+use crate::raft_types::{Command, LogId, Op, Outcome, Reply, StorageError, TypeConfig};
 
 /// What the state machine holds: the catalog and Raft's bookkeeping.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -31,6 +32,40 @@ pub struct StateMachineData {
     pub last_membership: StoredMembership<u64, openraft::BasicNode>,
     /// The catalog.
     pub catalog: CatalogState,
+    /// Members, tenants, tokens, rule sets, shards.
+    #[serde(default)]
+    pub control: ControlState,
+}
+
+impl StateMachineData {
+    /// Applies one command; on error nothing changes.
+    pub fn apply_command(&mut self, command: &Command) -> Result<Outcome, CatalogError> {
+        let now = command.now_micros;
+        match &command.op {
+            Op::Commit(batch) => self.catalog.apply_commit(batch, now).map(Outcome::Commit),
+            Op::Swap(swap) => self.catalog.apply_swap(swap, now).map(Outcome::Change),
+            Op::Remove(removal) => self
+                .catalog
+                .apply_removal(removal, now)
+                .map(Outcome::Change),
+            Op::Control(op) => self.control.apply(op, now).map(Outcome::Control),
+            Op::ShardCommit { commit, batch } => {
+                self.control.check_shard_commit(commit)?;
+                let outcome = match batch {
+                    Some(batch) => self.catalog.apply_commit(batch, now)?,
+                    None => CommitOutcome {
+                        sequences: Vec::new(),
+                        already_committed: true,
+                    },
+                };
+                let checkpoint_present = self.control.store_shard_checkpoint(commit);
+                Ok(Outcome::Commit(CommitOutcome {
+                    already_committed: outcome.already_committed && checkpoint_present,
+                    ..outcome
+                }))
+            }
+        }
+    }
 }
 
 /// A snapshot as stored on disk.
@@ -44,6 +79,8 @@ struct StoredSnapshot {
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     data: Arc<RwLock<StateMachineData>>,
+    /// The last applied index, for watchers that wait for changes.
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
     snapshot_path: PathBuf,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -74,11 +111,18 @@ impl StateMachine {
             let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(snap_read_err)?;
             data = serde_json::from_slice(&stored.data).map_err(snap_read_err)?;
         }
+        let applied = data.last_applied.map_or(0, |l| l.index);
         Ok(StateMachine {
+            applied: Arc::new(tokio::sync::watch::Sender::new(applied)),
             data: Arc::new(RwLock::new(data)),
             snapshot_path,
             snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
+    }
+
+    /// A receiver that changes whenever entries were applied.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Reads the state under a shared lock.
@@ -152,7 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((data.last_applied, data.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CatalogReply>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -162,20 +206,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             data.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Blank => CatalogReply(Err(CatalogError::Invalid {
-                    reason: "blank entry".into(),
-                })),
-                EntryPayload::Normal(CatalogCommand::Commit { batch, now_micros }) => {
-                    CatalogReply(data.catalog.apply_commit(&batch, now_micros))
-                }
+                EntryPayload::Blank => Reply(Ok(Outcome::None)),
+                EntryPayload::Normal(command) => Reply(data.apply_command(&command)),
                 EntryPayload::Membership(m) => {
                     data.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    CatalogReply(Err(CatalogError::Invalid {
-                        reason: "membership entry".into(),
-                    }))
+                    Reply(Ok(Outcome::None))
                 }
             };
             replies.push(reply);
+        }
+        if let Some(last) = data.last_applied {
+            self.applied.send_replace(last.index);
         }
         Ok(replies)
     }
@@ -201,6 +242,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         let mut data = self.data.write().map_err(|_| sm_read_err(Poisoned))?;
         *data = new;
+        self.applied
+            .send_replace(data.last_applied.map_or(0, |l| l.index));
         Ok(())
     }
 

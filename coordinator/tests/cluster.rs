@@ -31,6 +31,8 @@ fn config() -> CoordinatorConfig {
         snapshot_after_entries: 1000,
         log_kept_after_snapshot: 1000,
         write_timeout_ms: 3_000,
+        member_timeout_ms: 2_000,
+        scheduler_interval_ms: 100,
         join: false,
         initial_members: Vec::new(),
     }

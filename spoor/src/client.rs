@@ -157,6 +157,14 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Hand leadership to a caught-up voter (before maintenance on the leader).
+    TransferLeader {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The new leader's `node.id`.
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 /// Which coordinator to ask.
@@ -172,7 +180,9 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
         rt.block_on(async {
             let endpoint = match &command {
                 ClusterCommand::Members(a) => &a.coordinator,
-                ClusterCommand::AddNode { target, .. } | ClusterCommand::RemoveNode { target, .. } => &target.coordinator,
+                ClusterCommand::AddNode { target, .. }
+                | ClusterCommand::RemoveNode { target, .. }
+                | ClusterCommand::TransferLeader { target, .. } => &target.coordinator,
             };
             let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
                 .map_err(|e| format!("--coordinator {endpoint:?}: {e}"))?
@@ -184,6 +194,11 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
                 ClusterCommand::Members(_) => client.membership(pb::MembershipRequest {}).await,
                 ClusterCommand::AddNode { id, url, .. } => client.add_node(pb::AddNodeRequest { node_id: id, url }).await,
                 ClusterCommand::RemoveNode { id, .. } => client.remove_node(pb::RemoveNodeRequest { node_id: id }).await,
+                ClusterCommand::TransferLeader { id, .. } => {
+                    client
+                        .transfer_leader(pb::TransferLeaderRequest { node_id: id })
+                        .await
+                }
             }
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
             .into_inner();

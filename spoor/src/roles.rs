@@ -16,8 +16,9 @@ use axum::routing::get;
 use spoor_common::catalog::Catalog;
 use spoor_common::catalog_client::GrpcCatalog;
 use spoor_common::config::Config;
+use spoor_common::control::{ControlClient, Heartbeat, MemberInfo};
 use spoor_common::storage::open_lake;
-use spoor_coordinator::{CatalogGrpc, ClusterGrpc, CoordinatorNode};
+use spoor_coordinator::{CatalogGrpc, ClusterGrpc, ControlGrpc, CoordinatorNode};
 use spoor_ingest::flush::{Fault, Flusher};
 use spoor_ingest::lake_writer::LakeWriter;
 use spoor_query::QueryEngine;
@@ -42,6 +43,17 @@ impl Role {
             Role::Ingest => "ingest",
             Role::Worker => "worker",
             Role::Query => "query",
+        }
+    }
+
+    fn member_role(self) -> spoor_common::control::Role {
+        use spoor_common::control::Role as R;
+        match self {
+            Role::Standalone => R::Standalone,
+            Role::Coordinator => R::Coordinator,
+            Role::Ingest => R::Ingest,
+            Role::Worker => R::Worker,
+            Role::Query => R::Query,
         }
     }
 
@@ -93,15 +105,17 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                 config.raft_dir().display()
             )
         })?;
-        let catalog_service = CatalogGrpc::new(Arc::new(node.clone())).into_server();
+        let catalog_service = CatalogGrpc::for_node(node.clone()).into_server();
         let raft_service = node.raft_service().into_server();
         let cluster_service = ClusterGrpc::new(node.clone()).into_server();
+        let control_service = ControlGrpc::new(node.clone()).into_server();
         let stop = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(catalog_service)
                 .add_service(raft_service)
                 .add_service(cluster_service)
+                .add_service(control_service)
                 .serve_with_incoming_shutdown(
                     spoor_coordinator::incoming(listener),
                     stop.cancelled_owned(),
@@ -132,8 +146,19 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         )
     };
 
-    let mut app = spoor_common::telemetry::ops_router(role.name())
-        .merge(status_router(catalog.clone(), role));
+    let control = ControlClient::connect_lazy(
+        &match grpc_addr {
+            Some(a) => format!("http://{a}"),
+            None => config.catalog.endpoint.clone(),
+        },
+        Duration::from_millis(config.catalog.timeout_ms),
+    )
+    .context("configuring the control client (catalog.endpoint)")?;
+    let mut app = spoor_common::telemetry::ops_router(role.name()).merge(status_router(
+        catalog.clone(),
+        control.clone(),
+        role,
+    ));
     if role.runs_ingest() || role.runs_query() {
         let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
         if role.runs_ingest() {
@@ -178,6 +203,24 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         });
     }
 
+    // Register with the coordinators and keep heartbeating: `spoor status`
+    // lists every member, and a silent one is declared dead.
+    {
+        let member = MemberInfo {
+            node_id: config.node.id,
+            role: role.member_role(),
+            http_addr: http_addr.to_string(),
+            grpc_addr: grpc_addr.map(|a| a.to_string()).unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let interval = Duration::from_millis(config.node.heartbeat_interval_ms);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            heartbeat_loop(control, member, interval, stop).await;
+            Ok(())
+        });
+    }
+
     // One line on stdout for scripts and tests: where to reach this node.
     let grpc = grpc_addr.map(|a| format!(" grpc={a}")).unwrap_or_default();
     println!("spoor {} ready http={http_addr}{grpc}", role.name());
@@ -213,6 +256,40 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     result
 }
 
+/// Heartbeats until `stop`; logs when the coordinators stop or start answering.
+async fn heartbeat_loop(
+    control: ControlClient,
+    member: MemberInfo,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let hb = Heartbeat {
+        member,
+        shard_loads: Vec::new(),
+    };
+    let mut failing = false;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match control.heartbeat(&hb).await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("heartbeats reach the coordinators again");
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "heartbeat failed; retrying every interval");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -244,21 +321,32 @@ async fn wait_for_signal() {
 #[derive(Clone)]
 struct StatusState {
     catalog: Arc<dyn Catalog>,
+    control: ControlClient,
     role: Role,
 }
 
-fn status_router(catalog: Arc<dyn Catalog>, role: Role) -> Router {
+fn status_router(catalog: Arc<dyn Catalog>, control: ControlClient, role: Role) -> Router {
     Router::new()
         .route("/v1/status", get(status))
-        .with_state(StatusState { catalog, role })
+        .with_state(StatusState {
+            catalog,
+            control,
+            role,
+        })
 }
 
+/// This node's view and the cluster's (from the Raft leader): members with
+/// roles and heartbeats, coordinators with their replication lag, shards.
 async fn status(State(state): State<StatusState>) -> Response {
     match state.catalog.status().await {
         Ok(s) => axum::Json(serde_json::json!({
             "role": state.role.name(),
             "version": env!("CARGO_PKG_VERSION"),
             "catalog": s,
+            "cluster": match state.control.cluster_status().await {
+                Ok(c) => serde_json::to_value(&c).unwrap_or_default(),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            },
         }))
         .into_response(),
         Err(e) => (
