@@ -26,6 +26,7 @@ const WATCH_POLL: Duration = Duration::from_millis(200);
 pub struct CatalogGrpc {
     catalog: Arc<dyn Catalog>,
     changed: Option<tokio::sync::watch::Receiver<u64>>,
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl CatalogGrpc {
@@ -34,6 +35,7 @@ impl CatalogGrpc {
         CatalogGrpc {
             catalog,
             changed: None,
+            stopping: None,
         }
     }
 
@@ -41,6 +43,7 @@ impl CatalogGrpc {
     pub fn for_node(node: CoordinatorNode) -> Self {
         CatalogGrpc {
             changed: Some(node.applied()),
+            stopping: Some(node.stopping()),
             catalog: Arc::new(node),
         }
     }
@@ -76,9 +79,16 @@ fn channel_stream<T: Send + 'static>(
 async fn feed_watch(
     catalog: Arc<dyn Catalog>,
     mut changed: Option<tokio::sync::watch::Receiver<u64>>,
+    mut stopping: Option<tokio::sync::watch::Receiver<bool>>,
     mut cursors: Vec<(TenantId, u64)>,
     tx: tokio::sync::mpsc::Sender<Result<pb::CatalogChange, Status>>,
 ) {
+    let stopped = async |stopping: &mut Option<tokio::sync::watch::Receiver<bool>>| match stopping {
+        Some(rx) => {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+        None => std::future::pending().await,
+    };
     loop {
         if let Some(rx) = changed.as_mut() {
             // Mark the current state seen before reading it, so an entry
@@ -106,10 +116,19 @@ async fn feed_watch(
         if progressed {
             continue;
         }
+        let shutting_down = || {
+            Err(Status::unavailable(
+                "the coordinator is shutting down; reconnect",
+            ))
+        };
         match changed.as_mut() {
             Some(rx) => tokio::select! {
                 r = rx.changed() => if r.is_err() {
-                    let _ = tx.send(Err(Status::unavailable("the coordinator is shutting down"))).await;
+                    let _ = tx.send(shutting_down()).await;
+                    return;
+                },
+                () = stopped(&mut stopping) => {
+                    let _ = tx.send(shutting_down()).await;
                     return;
                 },
                 () = tx.closed() => return,
@@ -185,6 +204,7 @@ impl pb::catalog_service_server::CatalogService for CatalogGrpc {
         tokio::spawn(feed_watch(
             self.catalog.clone(),
             self.changed.clone(),
+            self.stopping.clone(),
             cursors,
             tx,
         ));

@@ -140,6 +140,8 @@ pub struct CoordinatorNode {
     liveness: Arc<std::sync::Mutex<Liveness>>,
     faults: NetworkFaults,
     stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// Flips to true at shutdown, ending open catalog watches.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Clients of one leader address.
@@ -269,6 +271,7 @@ impl CoordinatorNode {
             liveness: Arc::default(),
             faults,
             stopped: Arc::default(),
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         };
         tokio::spawn(
             node.clone()
@@ -450,17 +453,27 @@ impl CoordinatorNode {
                 reason: format!("node {target} is not a voter of the coordinator group"),
             });
         }
-        let last = m.last_log_index.unwrap_or(0);
-        let matched = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&target).cloned().flatten())
-            .map_or(0, |l| l.index);
-        if matched < last {
+        // Wait (bounded) for the target to hold everything the leader has.
+        let caught_up = self
+            .raft
+            .wait(Some(self.write_timeout))
+            .metrics(
+                |x| {
+                    let matched = x
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&target).cloned().flatten())
+                        .map_or(0, |l| l.index);
+                    matched >= x.last_log_index.unwrap_or(0)
+                },
+                "the transfer target caught up",
+            )
+            .await;
+        if caught_up.is_err() {
             return Err(CatalogError::Unavailable {
                 reason: format!(
-                    "node {target} is {} entries behind the leader; retry once it caught up",
-                    last - matched
+                    "node {target} did not catch up with the leader's log within {:?}; retry later",
+                    self.write_timeout
                 ),
             });
         }
@@ -593,6 +606,7 @@ impl CoordinatorNode {
     pub async fn shutdown(&self) {
         self.stopped
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stopping.send_replace(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -676,6 +690,11 @@ impl CoordinatorNode {
     /// A receiver that changes whenever this node applied entries.
     pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
         self.state.applied()
+    }
+
+    /// A receiver that turns true when this node shuts down.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Whether this node currently leads.

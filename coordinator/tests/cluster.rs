@@ -1,185 +1,14 @@
 //! A three-coordinator Raft group on loopback gRPC, in one process: writes
 //! through any node, leader loss, and a minority that must not commit.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use spoor_common::catalog::conformance::kafka_file;
-use spoor_common::catalog::{Catalog, CatalogError, CommitBatch, FileQuery};
+use spoor_common::catalog::{Catalog, CatalogError, CommitBatch};
 use spoor_common::config::CoordinatorConfig;
-use spoor_common::schema::Table;
-use spoor_common::tenant::TenantId;
-use spoor_coordinator::{CatalogGrpc, ClusterGrpc, CoordinatorNode};
+use support::*;
 use tokio_util::sync::CancellationToken;
-
-struct Member {
-    id: u64,
-    node: CoordinatorNode,
-    stop: CancellationToken,
-    addr: std::net::SocketAddr,
-    members: BTreeMap<u64, String>,
-    config: CoordinatorConfig,
-    dir: tempfile::TempDir,
-}
-
-fn config() -> CoordinatorConfig {
-    CoordinatorConfig {
-        raft_dir: String::new(),
-        heartbeat_interval_ms: 100,
-        election_timeout_min_ms: 500,
-        election_timeout_max_ms: 1000,
-        snapshot_after_entries: 1000,
-        log_kept_after_snapshot: 1000,
-        write_timeout_ms: 3_000,
-        member_timeout_ms: 2_000,
-        scheduler_interval_ms: 100,
-        join: false,
-        initial_members: Vec::new(),
-    }
-}
-
-async fn cluster(n: u64) -> Vec<Member> {
-    cluster_with(n, config()).await
-}
-
-async fn cluster_with(n: u64, config: CoordinatorConfig) -> Vec<Member> {
-    let mut listeners = Vec::new();
-    let mut members = BTreeMap::new();
-    for id in 1..=n {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        members.insert(id, format!("http://{}", l.local_addr().expect("addr")));
-        listeners.push((id, l));
-    }
-    let mut out = Vec::new();
-    for (id, listener) in listeners {
-        let dir = tempfile::tempdir().expect("tempdir");
-        out.push(serve(id, listener, members.clone(), config.clone(), dir).await);
-    }
-    for m in &out {
-        m.node
-            .wait_for_leader(Duration::from_secs(20))
-            .await
-            .expect("leader");
-    }
-    out
-}
-
-/// Opens a node on `dir` and serves it on `listener`.
-async fn serve(
-    id: u64,
-    listener: tokio::net::TcpListener,
-    members: BTreeMap<u64, String>,
-    config: CoordinatorConfig,
-    dir: tempfile::TempDir,
-) -> Member {
-    let addr = listener.local_addr().expect("addr");
-    let node = CoordinatorNode::open(id, members.clone(), dir.path(), &config)
-        .await
-        .expect("open");
-    let stop = CancellationToken::new();
-    let (catalog, raft, cluster, token) = (
-        CatalogGrpc::new(std::sync::Arc::new(node.clone())).into_server(),
-        node.raft_service().into_server(),
-        ClusterGrpc::new(node.clone()).into_server(),
-        stop.clone(),
-    );
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(catalog)
-            .add_service(raft)
-            .add_service(cluster)
-            .serve_with_incoming_shutdown(
-                spoor_coordinator::incoming(listener),
-                token.cancelled_owned(),
-            )
-            .await
-    });
-    Member {
-        id,
-        node,
-        stop,
-        addr,
-        members,
-        config,
-        dir,
-    }
-}
-
-/// Stops a member: its server and its Raft (its folder stays, for a restart).
-async fn stop(m: &Member) {
-    m.stop.cancel();
-    m.node.shutdown().await;
-}
-
-/// Restarts a stopped member from its folder on its address.
-async fn restart(m: Member) -> Member {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listener = loop {
-        match tokio::net::TcpListener::bind(m.addr).await {
-            Ok(l) => break l,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("rebinding {}: {e}", m.addr),
-        }
-    };
-    serve(m.id, listener, m.members, m.config, m.dir).await
-}
-
-async fn leader_of(members: &[&Member]) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for m in members {
-            if let Ok(s) = m.node.status().await
-                && s.leader_id == Some(m.id)
-            {
-                return m.id;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no leader among the live members"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn batch(partition: i32, first: i64) -> CommitBatch {
-    CommitBatch {
-        files: vec![kafka_file("acme", "t", partition, first, first + 9)],
-        checkpoints: vec![],
-    }
-}
-
-/// The acme tenant's events files as `node` holds them.
-async fn acme_files(node: &CoordinatorNode) -> Vec<spoor_common::catalog::CatalogFile> {
-    node.list_files(FileQuery::all(
-        TenantId::new("acme").expect("t"),
-        Table::Events,
-    ))
-    .await
-    .expect("list")
-}
-
-/// Waits until `node` has applied `want` files of tenant acme.
-async fn wait_files(node: &CoordinatorNode, want: usize) -> Vec<u64> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let files = acme_files(node).await;
-        if files.len() == want {
-            return files.iter().map(|f| f.sequence).collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} files, wanted {want}",
-            files.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_through_any_node_survive_the_loss_of_the_leader() {
@@ -377,25 +206,6 @@ async fn restarted_follower_catches_up_by_snapshot() {
         ..config()
     };
     restarted_follower_catches_up(config, true).await;
-}
-
-/// Starts an uninitialized coordinator (`coordinator.join`) to be added later.
-async fn joiner(id: u64) -> Member {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let config = CoordinatorConfig {
-        join: true,
-        ..config()
-    };
-    serve(
-        id,
-        listener,
-        BTreeMap::new(),
-        config,
-        tempfile::tempdir().expect("tempdir"),
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
