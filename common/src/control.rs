@@ -19,6 +19,7 @@ use crate::tenant::TenantId;
 
 /// What a cluster member does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Every role in one process.
     Standalone,
@@ -107,6 +108,7 @@ pub struct TenantRecord {
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenRole {
     /// Manage the cluster and every tenant (an MSSP operator).
     Admin,

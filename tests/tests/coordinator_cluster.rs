@@ -198,5 +198,52 @@ async fn three_coordinator_processes_survive_losing_the_leader() -> anyhow::Resu
         assert_eq!(s["catalog"]["tenants"][0]["last_sequence"], 3, "{s}");
         assert_ne!(s["catalog"]["leader_id"].as_u64(), Some(leader), "{s}");
     }
+
+    // The operator hands leadership to the new node, then reads the cluster
+    // with `spoor status` through the query node: every role is a member, and
+    // the leader reports each coordinator's replication lag.
+    let moved = cli(&[
+        "cluster",
+        "transfer-leader",
+        "--coordinator",
+        &survivor,
+        "--id",
+        "4",
+    ])?;
+    assert_eq!(moved["leader_id"], 4, "{moved}");
+    let out = std::process::Command::new(spoor_tests::spoor_binary()?)
+        .args(["status", "--endpoint", &query.http])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "spoor status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let cluster = &s["cluster"];
+    assert_eq!(cluster["leader_id"], 4, "{s}");
+    let roles: Vec<(u64, String, bool)> = cluster["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["member"]["info"]["node_id"].as_u64().unwrap_or(0),
+                m["member"]["info"]["role"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                m["member"]["alive"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert!(roles.contains(&(11, "ingest".into(), true)), "{roles:?}");
+    assert!(roles.contains(&(21, "query".into(), true)), "{roles:?}");
+    let coordinators = cluster["coordinators"].as_array().expect("coordinators");
+    assert_eq!(coordinators.len(), 3, "{cluster}");
+    assert!(
+        coordinators.iter().all(|c| c["lag"].is_u64()),
+        "lag per coordinator: {cluster}"
+    );
     Ok(())
 }
