@@ -26,7 +26,7 @@ async fn commit_retrying(node: &spoor_coordinator::CoordinatorNode, b: CommitBat
 }
 
 /// Every node ends with the same files, each acknowledged one exactly once.
-async fn assert_converged(members: &[Member], acknowledged: &[CommitBatch]) {
+async fn assert_converged(members: &[&Member], acknowledged: &[CommitBatch]) {
     let want: Vec<String> = {
         let mut ids: Vec<String> = acknowledged
             .iter()
@@ -119,7 +119,7 @@ async fn a_partitioned_leader_cannot_commit_and_the_majority_goes_on() {
     // Healed, the old leader learns the new term, drops its uncommitted entry
     // and catches up: every node holds exactly the acknowledged commits.
     faults.heal();
-    assert_converged(&members, &acknowledged).await;
+    assert_converged(&members.iter().collect::<Vec<_>>(), &acknowledged).await;
     for m in &members {
         stop(m).await;
     }
@@ -139,8 +139,75 @@ async fn commits_survive_lost_and_delayed_messages() {
         acknowledged.push(b);
     }
     faults.set_loss_and_delay(0.0, Duration::ZERO);
-    assert_converged(&members, &acknowledged).await;
+    assert_converged(&members.iter().collect::<Vec<_>>(), &acknowledged).await;
     for m in &members {
+        stop(m).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_during_a_stream_of_commits() {
+    let members = cluster(3).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&all).await;
+    let urls = members
+        .iter()
+        .map(Member::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let client =
+        spoor_common::catalog_client::GrpcCatalog::connect_lazy(&urls, Duration::from_secs(3))
+            .expect("client");
+
+    // A writer commits without pause, retrying each batch until acknowledged.
+    let stop_writing = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let stop_writing = stop_writing.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut i = 0;
+            while !stop_writing.is_cancelled() {
+                let b = batch(i, 0);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match client.commit_batch(b.clone()).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("commit {i}: {e}"),
+                    }
+                }
+                acknowledged.push(b);
+                i += 1;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dead = members.iter().find(|m| m.id == leader).expect("leader");
+    stop(dead).await;
+    let killed = Instant::now();
+    let live: Vec<&Member> = members.iter().filter(|m| m.id != leader).collect();
+    let new = leader_of(&live).await;
+    let elected_after = killed.elapsed();
+    assert_ne!(new, leader);
+    eprintln!("new leader {new} {elected_after:?} after the leader was killed mid-stream");
+    assert!(
+        elected_after < Duration::from_secs(10),
+        "a new leader within a few seconds, took {elected_after:?}"
+    );
+    // Keep writing under the new leader for a while, then check.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop_writing.cancel();
+    let acknowledged = writer.await.expect("writer");
+    assert!(
+        acknowledged.len() > 3,
+        "the stream kept going: {}",
+        acknowledged.len()
+    );
+    assert_converged(&live, &acknowledged).await;
+    for m in &live {
         stop(m).await;
     }
 }
