@@ -13,11 +13,41 @@ use crate::control_state::{ControlOp, ControlOutcome};
 /// A command replicated through Raft. `now_micros` is stamped by the node
 /// that proposes the entry, so every replica applies the same time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "CommandForms")]
 pub struct Command {
     /// What to do.
     pub op: Op,
     /// Proposal time, microseconds since the epoch.
     pub now_micros: i64,
+}
+
+/// Every form a command has been written in: logs written by earlier
+/// builds (commits only, `{"Commit":{"batch":…,"now_micros":…}}`) still
+/// replay.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CommandForms {
+    Current { op: Op, now_micros: i64 },
+    FirstRelease(FirstReleaseCommand),
+}
+
+#[derive(Deserialize)]
+enum FirstReleaseCommand {
+    Commit { batch: CommitBatch, now_micros: i64 },
+}
+
+impl From<CommandForms> for Command {
+    fn from(form: CommandForms) -> Self {
+        match form {
+            CommandForms::Current { op, now_micros } => Command { op, now_micros },
+            CommandForms::FirstRelease(FirstReleaseCommand::Commit { batch, now_micros }) => {
+                Command {
+                    op: Op::Commit(batch),
+                    now_micros,
+                }
+            }
+        }
+    }
 }
 
 /// The operations of [`Command`].
@@ -73,3 +103,31 @@ openraft::declare_raft_types!(
 pub type LogId = openraft::LogId<u64>;
 /// A storage error of this configuration.
 pub type StorageError = openraft::StorageError<u64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spoor_common::catalog::conformance::kafka_file;
+
+    #[test]
+    fn commands_of_the_first_release_still_decode() {
+        let batch = CommitBatch {
+            files: vec![kafka_file("acme", "t", 0, 0, 9)],
+            checkpoints: vec![],
+        };
+        let old = serde_json::json!({"Commit": {"batch": batch, "now_micros": 42}});
+        let decoded: Command = serde_json::from_value(old).expect("first-release form");
+        assert_eq!(
+            decoded,
+            Command {
+                op: Op::Commit(batch),
+                now_micros: 42
+            }
+        );
+        let current = serde_json::to_value(&decoded).expect("encode");
+        assert_eq!(
+            serde_json::from_value::<Command>(current).expect("current form"),
+            decoded
+        );
+    }
+}
