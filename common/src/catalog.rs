@@ -652,11 +652,7 @@ impl CatalogState {
                 }
             }
             return Ok(ChangeOutcome {
-                sequence: self
-                    .last_sequence
-                    .get(swap.tenant.as_str())
-                    .copied()
-                    .unwrap_or(0),
+                sequence: self.last_sequence(&swap.tenant),
                 added_sequences,
                 removed: Vec::new(),
                 already_committed: true,
@@ -695,11 +691,7 @@ impl CatalogState {
         let removed = self.take_files(&swap.tenant, &swap.inputs);
         let added_sequences = self.add_files(&swap.outputs, now_micros, removed.clone());
         Ok(ChangeOutcome {
-            sequence: self
-                .last_sequence
-                .get(swap.tenant.as_str())
-                .copied()
-                .unwrap_or(0),
+            sequence: self.last_sequence(&swap.tenant),
             added_sequences,
             removed,
             already_committed: false,
@@ -735,11 +727,7 @@ impl CatalogState {
             self.add_files(&[], now_micros, removed.clone());
         }
         Ok(ChangeOutcome {
-            sequence: self
-                .last_sequence
-                .get(removal.tenant.as_str())
-                .copied()
-                .unwrap_or(0),
+            sequence: self.last_sequence(&removal.tenant),
             added_sequences: Vec::new(),
             removed,
             already_committed,

@@ -341,12 +341,7 @@ impl CoordinatorNode {
         {
             return Ok(clients.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
-            .map_err(|e| CatalogError::Invalid {
-                reason: format!("leader address {addr:?}: {e}"),
-            })?
-            .timeout(FORWARD_TIMEOUT)
-            .connect_lazy();
+        let channel = lazy_channel(addr, FORWARD_TIMEOUT)?;
         let clients = LeaderClients {
             catalog: GrpcCatalog::connect_lazy(addr, FORWARD_TIMEOUT)?,
             control: ControlClient::connect_lazy(addr, FORWARD_TIMEOUT)?,
@@ -481,12 +476,7 @@ impl CoordinatorNode {
         let hold = lease * 4;
         let peer = |id: u64| -> Result<_, CatalogError> {
             let addr = self.leader_addr(membership.get_node(&id).cloned())?;
-            let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-                .map_err(|e| CatalogError::Invalid {
-                    reason: format!("node {id} address {addr:?}: {e}"),
-                })?
-                .timeout(FORWARD_TIMEOUT)
-                .connect_lazy();
+            let channel = lazy_channel(&addr, FORWARD_TIMEOUT)?;
             Ok(spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel))
         };
         let others: Vec<u64> = membership
@@ -563,12 +553,7 @@ impl CoordinatorNode {
         change: MembershipChange,
     ) -> Result<Membership, CatalogError> {
         let addr = self.leader_addr(leader)?;
-        let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-            .map_err(|e| CatalogError::Invalid {
-                reason: format!("leader address {addr:?}: {e}"),
-            })?
-            .timeout(FORWARD_TIMEOUT * 6)
-            .connect_lazy();
+        let channel = lazy_channel(&addr, FORWARD_TIMEOUT * 6)?;
         let mut client =
             spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel);
         let reply = match change {
@@ -887,6 +872,16 @@ impl CoordinatorNode {
         }
         Ok(())
     }
+}
+
+/// A lazily connecting channel to a coordinator's gRPC URL.
+fn lazy_channel(addr: &str, timeout: Duration) -> Result<tonic::transport::Channel, CatalogError> {
+    Ok(tonic::transport::Endpoint::from_shared(addr.to_string())
+        .map_err(|e| CatalogError::Invalid {
+            reason: format!("coordinator address {addr:?}: {e}"),
+        })?
+        .timeout(timeout)
+        .connect_lazy())
 }
 
 /// Why a local proposal did not apply.
