@@ -190,9 +190,9 @@ impl ControlState {
             }
             ControlOp::Assign(moves) => {
                 for (id, to) in moves {
-                    let Some(shard) = self.shards.get(&id.to_string()) else {
+                    if !self.shards.contains_key(&id.to_string()) {
                         return invalid(format!("no shard {id}"));
-                    };
+                    }
                     if let Some(w) = to
                         && !self.is_live_worker(*w)
                     {
@@ -200,7 +200,6 @@ impl ControlState {
                             "shard {id} cannot go to node {w}: not a live worker"
                         ));
                     }
-                    let _ = shard;
                 }
                 let mut changed = false;
                 for (id, to) in moves {

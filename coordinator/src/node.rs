@@ -351,6 +351,17 @@ impl CoordinatorNode {
         Ok(clients)
     }
 
+    /// Clients for the leader these metrics name.
+    fn current_leader_clients(
+        &self,
+        m: &openraft::RaftMetrics<u64, BasicNode>,
+    ) -> Result<LeaderClients, CatalogError> {
+        let leader = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+        self.forward_to(m.current_leader, leader)
+    }
+
     /// Clients for the leader named in a forward-to-leader answer, unless
     /// injected faults cut this node off from it.
     fn forward_to(
@@ -424,10 +435,7 @@ impl CoordinatorNode {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         if m.current_leader != Some(self.id) {
-            let leader = m
-                .current_leader
-                .and_then(|l| membership.get_node(&l).cloned());
-            let clients = self.forward_to(m.current_leader, leader)?;
+            let clients = self.current_leader_clients(&m)?;
             let reply =
                 spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(clients.channel)
                     .transfer_leader(spoor_proto::v1::TransferLeaderRequest { node_id: target })
@@ -693,11 +701,11 @@ impl CoordinatorNode {
     pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply, CatalogError> {
         let m = self.raft.metrics().borrow().clone();
         if m.current_leader != Some(self.id) {
-            let leader = m
-                .current_leader
-                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-            let clients = self.forward_to(m.current_leader, leader)?;
-            return clients.control.heartbeat(&hb).await;
+            return self
+                .current_leader_clients(&m)?
+                .control
+                .heartbeat(&hb)
+                .await;
         }
         {
             let mut l = self.lock_liveness()?;
@@ -736,11 +744,11 @@ impl CoordinatorNode {
     pub async fn cluster_status(&self) -> Result<ClusterStatus, CatalogError> {
         let m = self.raft.metrics().borrow().clone();
         if m.current_leader != Some(self.id) {
-            let leader = m
-                .current_leader
-                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-            let clients = self.forward_to(m.current_leader, leader)?;
-            return clients.control.cluster_status().await;
+            return self
+                .current_leader_clients(&m)?
+                .control
+                .cluster_status()
+                .await;
         }
         let last_log_index = m.last_log_index.unwrap_or(0);
         let membership = m.membership_config.membership();
