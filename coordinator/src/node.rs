@@ -613,13 +613,26 @@ impl CoordinatorNode {
             op,
             now_micros: spoor_common::time::now_micros(),
         };
-        match self.propose_local(command.clone()).await {
-            Err(Forward::To(leader_id, leader)) => {
-                let clients = self.forward_to(leader_id, leader)?;
-                forward_propose(clients.channel, &command).await
+        // While leadership moves (an election, a transfer) the forwarded call
+        // may meet a node that just stopped leading; try again, bounded by
+        // the write timeout. Safe: every command is idempotent.
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        loop {
+            let failure = match self.propose_local(command.clone()).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(Forward::Failed(e)) => return Err(e),
+                Err(Forward::To(leader_id, leader)) => match self.forward_to(leader_id, leader) {
+                    Ok(clients) => match forward_propose(clients.channel, &command).await {
+                        Ok(outcome) => return Ok(outcome),
+                        Err(e) => e,
+                    },
+                    Err(e) => e,
+                },
+            };
+            if !failure.is_retryable() || tokio::time::Instant::now() >= deadline {
+                return Err(failure);
             }
-            Err(Forward::Failed(e)) => Err(e),
-            Ok(outcome) => Ok(outcome),
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
