@@ -31,7 +31,7 @@ use spoor_common::catalog::conformance::kafka_file;
 use spoor_common::catalog::{Catalog, CommitBatch, SourceCheckpoint};
 use spoor_common::catalog_client::GrpcCatalog;
 use spoor_common::config::CoordinatorConfig;
-use spoor_coordinator::{CatalogGrpc, ClusterGrpc, CoordinatorNode};
+use spoor_coordinator::{CatalogGrpc, ClusterGrpc, ControlGrpc, CoordinatorNode};
 
 /// Alternating rounds per scenario; the better one is reported.
 const ROUNDS: usize = 3;
@@ -65,6 +65,8 @@ fn config() -> CoordinatorConfig {
         snapshot_after_entries: 10_000_000,
         log_kept_after_snapshot: 1000,
         write_timeout_ms: 10_000,
+        member_timeout_ms: 10_000,
+        scheduler_interval_ms: 1000,
         join: false,
         initial_members: Vec::new(),
     }
@@ -110,9 +112,10 @@ impl Cluster {
             // Served exactly as `spoor coordinator` serves (roles.rs), accepted
             // sockets included, so the figures are those of the shipped path.
             let server = tonic::transport::Server::builder()
-                .add_service(CatalogGrpc::new(Arc::new(node.clone())).into_server())
+                .add_service(CatalogGrpc::for_node(node.clone()).into_server())
                 .add_service(node.raft_service().into_server())
                 .add_service(ClusterGrpc::new(node.clone()).into_server())
+                .add_service(ControlGrpc::new(node.clone()).into_server())
                 .serve_with_incoming_shutdown(spoor_coordinator::incoming(listener), async {
                     // Sent or dropped: either way the bench is done with the node.
                     let _ = stopped.await;
