@@ -26,7 +26,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use spoor_common::schema::EVENT_COLUMNS;
 use spoor_ingest::lake_writer::{encode_parquet, event_batch};
-use spoor_ingest::normalize::{JsonNormalizer, Provenance};
+use spoor_ingest::parse::{JsonNormalizer, Provenance};
 
 const ROUNDS: usize = 5;
 /// Rows per Arrow batch and Parquet file, close to a busy partition's flush.
@@ -74,7 +74,7 @@ fn spoor(lines: &[Vec<u8>], phases: &mut Phases) -> usize {
                     topic: "bench".into(),
                     partition: Some(0),
                     offset: Some(i as i64),
-                    ingest_time_micros: 1,
+                    ingest_time_micros: 1_800_000_000_000_000,
                 };
                 normalizer
                     .normalize(l, &prov)

@@ -1000,7 +1000,7 @@ pub mod conformance {
             first_offset: first,
             last_offset: last,
         };
-        let file_id = layout::file_id_for_range(&source, Table::Events, 1_700_000_000_000_000);
+        let file_id = layout::file_id_for_range(&source, &t, Table::Events, 1_700_000_000_000_000);
         NewFile {
             object_key: layout::object_key(&t, Table::Events, 1_700_000_000_000_000, &file_id),
             file_id,

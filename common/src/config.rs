@@ -146,8 +146,209 @@ pub struct IngestConfig {
     pub http_max_body_bytes: usize,
     /// Zstd level of Parquet files (1–22).
     pub zstd_level: i32,
+    /// Tenant whose `dead_letter` table receives events whose tenant could
+    /// not be determined or is not registered (never another tenant's).
+    pub unrouted_tenant: String,
     /// Kafka source.
     pub kafka: KafkaConfig,
+    /// Which parser reads which topic (`[[ingest.sources]]`); the first
+    /// whose pattern matches wins, a topic no entry matches is read as
+    /// generic JSON.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// Kinds of input a parser exists for (`docs/sources.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceType {
+    /// Any JSON object, mapped by field paths (configurable per source).
+    Json,
+    /// Windows event logs as JSON: Winlogbeat (ECS `winlog.*`), flat
+    /// Logstash/NXLog objects, evtx-dump (`Event.System`/`Event.EventData`).
+    Windows,
+    /// Syslog, RFC 5424 and RFC 3164, with Linux auth/sshd/sudo messages.
+    Syslog,
+    /// Linux auditd records (raw `type=… msg=audit(…)` lines or JSON),
+    /// joined by their serial number.
+    Auditd,
+    /// ArcSight Common Event Format, bare or after a syslog header.
+    Cef,
+    /// IBM QRadar Log Event Extended Format 1.0 and 2.0.
+    Leef,
+    /// Zeek logs, JSON or TSV with `#fields` headers.
+    Zeek,
+    /// AWS CloudTrail records (one per event or a `Records` array).
+    Cloudtrail,
+    /// Microsoft Entra ID (Azure AD) sign-in and audit logs.
+    Entra,
+}
+
+impl SourceType {
+    /// Every source type, in documentation order.
+    pub const ALL: [SourceType; 9] = [
+        SourceType::Json,
+        SourceType::Windows,
+        SourceType::Syslog,
+        SourceType::Auditd,
+        SourceType::Cef,
+        SourceType::Leef,
+        SourceType::Zeek,
+        SourceType::Cloudtrail,
+        SourceType::Entra,
+    ];
+
+    /// The name used in configuration and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceType::Json => "json",
+            SourceType::Windows => "windows",
+            SourceType::Syslog => "syslog",
+            SourceType::Auditd => "auditd",
+            SourceType::Cef => "cef",
+            SourceType::Leef => "leef",
+            SourceType::Zeek => "zeek",
+            SourceType::Cloudtrail => "cloudtrail",
+            SourceType::Entra => "entra",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SourceType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SourceType::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = SourceType::ALL.iter().map(|t| t.name()).collect();
+                format!(
+                    "unknown source type `{s}`, expected one of: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// How the events of some topics are parsed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Topic names this entry applies to; `*` matches any run of characters.
+    pub topics: Vec<String>,
+    /// The parser.
+    pub source_type: SourceType,
+    /// Extra field paths per column (`src_ip = ["net.src", "client.addr"]`),
+    /// tried before the parser's own; dotted paths reach into objects.
+    /// Values are coerced to the column's type (numbers from text, `0x` hex,
+    /// epoch or RFC 3339 times).
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, Vec<String>>,
+    /// With `json`: use only `fields`, not the generic aliases.
+    #[serde(default)]
+    pub only_listed_fields: bool,
+    /// Where each event's tenant comes from.
+    #[serde(default)]
+    pub tenant_from: TenantFrom,
+    /// With `tenant_from = "fixed"`: the tenant (empty: `ingest.tenant`).
+    #[serde(default)]
+    pub tenant: String,
+    /// With `tenant_from = "topic"`: a regular expression over the topic
+    /// name whose group `tenant` (or first group) is the tenant.
+    #[serde(default)]
+    pub tenant_pattern: String,
+    /// With `tenant_from = "header"`: the Kafka header (or, for HTTP ingest,
+    /// the HTTP header) holding the tenant.
+    #[serde(default)]
+    pub tenant_header: String,
+    /// With `tenant_from = "field"`: the dotted path of the source field
+    /// holding the tenant.
+    #[serde(default)]
+    pub tenant_field: String,
+}
+
+/// Where an event's tenant comes from (`docs/sources.md`, tenants).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantFrom {
+    /// One tenant for the whole source (`tenant`, else `ingest.tenant`).
+    #[default]
+    Fixed,
+    /// A capture of the topic name (`tenant_pattern`).
+    Topic,
+    /// A Kafka or HTTP header (`tenant_header`).
+    Header,
+    /// A field of the event (`tenant_field`).
+    Field,
+}
+
+impl SourceConfig {
+    /// A source of `source_type` with the built-in mapping, for every topic,
+    /// routed to the default tenant.
+    pub fn of_type(source_type: SourceType) -> Self {
+        SourceConfig {
+            topics: vec!["*".into()],
+            source_type,
+            fields: Default::default(),
+            only_listed_fields: false,
+            tenant_from: TenantFrom::Fixed,
+            tenant: String::new(),
+            tenant_pattern: String::new(),
+            tenant_header: String::new(),
+            tenant_field: String::new(),
+        }
+    }
+
+    /// The compiled `tenant_pattern` (checked at load).
+    pub fn tenant_regex(&self) -> Result<regex::Regex, String> {
+        let re = regex::Regex::new(&self.tenant_pattern).map_err(|e| e.to_string())?;
+        if re.captures_len() < 2 {
+            return Err("needs a capture group: (?P<tenant>...) or (...)".into());
+        }
+        Ok(re)
+    }
+}
+
+impl SourceConfig {
+    /// Whether `topic` matches one of this entry's patterns.
+    pub fn matches(&self, topic: &str) -> bool {
+        self.topics.iter().any(|p| glob_matches(p, topic))
+    }
+}
+
+/// `*`-only glob matching (no other metacharacters: topic names allow
+/// `.`, `_`, `-`).
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl IngestConfig {
+    /// The source entry for a topic, if one matches.
+    pub fn source_for(&self, topic: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.matches(topic))
+    }
 }
 
 /// The Kafka source.
@@ -216,7 +417,7 @@ pub enum ConfigError {
     #[error("invalid configuration: key `{key}`: {reason}")]
     Value {
         /// Dotted key.
-        key: &'static str,
+        key: String,
         /// What is wrong.
         reason: String,
     },
@@ -301,9 +502,9 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, reason: &str| {
+        let bad = |key: &str, reason: &str| {
             Err(ConfigError::Value {
-                key,
+                key: key.to_string(),
                 reason: reason.to_string(),
             })
         };
@@ -321,7 +522,7 @@ impl Config {
         }
         if let Err(e) = TenantId::new(self.ingest.tenant.clone()) {
             return Err(ConfigError::Value {
-                key: "ingest.tenant",
+                key: "ingest.tenant".into(),
                 reason: e.to_string(),
             });
         }
@@ -372,7 +573,7 @@ impl Config {
         }
         if !members.is_empty() && !members.contains_key(&self.node.id) {
             return Err(ConfigError::Value {
-                key: "coordinator.initial_members",
+                key: "coordinator.initial_members".into(),
                 reason: format!("does not list this node (node.id = {})", self.node.id),
             });
         }
@@ -386,9 +587,89 @@ impl Config {
             && let Err(e) = url::Url::parse(&self.storage.url)
         {
             return Err(ConfigError::Value {
-                key: "storage.url",
+                key: "storage.url".into(),
                 reason: format!("not a URL: {e}"),
             });
+        }
+        if let Err(e) = TenantId::new(self.ingest.unrouted_tenant.clone()) {
+            return Err(ConfigError::Value {
+                key: "ingest.unrouted_tenant".into(),
+                reason: e.to_string(),
+            });
+        }
+        for (i, source) in self.ingest.sources.iter().enumerate() {
+            let key = |field: &str| format!("ingest.sources[{i}].{field}");
+            let needs = |field: &str, value: &str| {
+                if value.trim().is_empty() {
+                    Err(ConfigError::Value {
+                        key: key(field),
+                        reason: format!(
+                            "must be set when tenant_from = \"{:?}\"",
+                            source.tenant_from
+                        )
+                        .to_lowercase(),
+                    })
+                } else {
+                    Ok(())
+                }
+            };
+            match source.tenant_from {
+                TenantFrom::Fixed if !source.tenant.is_empty() => {
+                    if let Err(e) = TenantId::new(source.tenant.clone()) {
+                        return Err(ConfigError::Value {
+                            key: key("tenant"),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+                TenantFrom::Fixed => {}
+                TenantFrom::Topic => {
+                    needs("tenant_pattern", &source.tenant_pattern)?;
+                    if let Err(reason) = source.tenant_regex() {
+                        return Err(ConfigError::Value {
+                            key: key("tenant_pattern"),
+                            reason,
+                        });
+                    }
+                }
+                TenantFrom::Header => needs("tenant_header", &source.tenant_header)?,
+                TenantFrom::Field => needs("tenant_field", &source.tenant_field)?,
+            }
+            if source.topics.is_empty() || source.topics.iter().any(|t| t.trim().is_empty()) {
+                return Err(ConfigError::Value {
+                    key: key("topics"),
+                    reason: "must list at least one topic pattern, none empty".into(),
+                });
+            }
+            for (column, paths) in &source.fields {
+                let known = crate::schema::EVENT_COLUMNS
+                    .iter()
+                    .any(|c| c.name == column)
+                    && !crate::schema::PARSER_OWNED_COLUMNS.contains(&column.as_str());
+                if !known {
+                    return Err(ConfigError::Value {
+                        key: key(&format!("fields.{column}")),
+                        reason: format!(
+                            "`{column}` is not a column a field mapping can fill (docs/sources.md lists them)"
+                        ),
+                    });
+                }
+                if paths.is_empty() || paths.iter().any(|p| p.trim().is_empty()) {
+                    return Err(ConfigError::Value {
+                        key: key(&format!("fields.{column}")),
+                        reason: "must list at least one source path, none empty".into(),
+                    });
+                }
+            }
+            if source.only_listed_fields && source.source_type != SourceType::Json {
+                return Err(ConfigError::Value {
+                    key: key("only_listed_fields"),
+                    reason: format!(
+                        "applies to source_type = \"json\" only, this entry is {}",
+                        source.source_type
+                    ),
+                });
+            }
         }
         let endpoints: Vec<&str> = self
             .catalog
@@ -405,7 +686,7 @@ impl Config {
             .find(|e| !e.starts_with("http://") && !e.starts_with("https://"))
         {
             return Err(ConfigError::Value {
-                key: "catalog.endpoint",
+                key: "catalog.endpoint".into(),
                 reason: format!("{e:?} must start with http:// or https://"),
             });
         }
@@ -439,7 +720,7 @@ impl Config {
         let mut members = std::collections::BTreeMap::new();
         for (i, entry) in self.coordinator.initial_members.iter().enumerate() {
             let bad = |reason: String| ConfigError::Value {
-                key: "coordinator.initial_members",
+                key: "coordinator.initial_members".into(),
                 reason,
             };
             let (id, url) = entry.split_once('@').ok_or_else(|| {
@@ -583,6 +864,100 @@ mod tests {
             .expect_err("missing")
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn sources_choose_parsers_by_topic_and_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spoor.toml");
+        let file = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            Config::load(Some(&path), Vec::new(), &[])
+        };
+        let c = file(
+            r#"
+[[ingest.sources]]
+topics = ["zeek-*", "bro"]
+source_type = "zeek"
+
+[[ingest.sources]]
+topics = ["edr.*.json"]
+source_type = "json"
+only_listed_fields = true
+[ingest.sources.fields]
+src_ip = ["net.src", "client.addr"]
+"#,
+        )
+        .expect("sources load");
+        let zeek = c.ingest.source_for("zeek-dc1").expect("zeek entry");
+        assert_eq!(zeek.source_type, SourceType::Zeek);
+        assert!(c.ingest.source_for("bro").is_some());
+        assert!(
+            c.ingest.source_for("zeek").is_none(),
+            "the pattern needs the dash"
+        );
+        let edr = c.ingest.source_for("edr.eu.json").expect("edr entry");
+        assert_eq!(edr.fields["src_ip"], ["net.src", "client.addr"]);
+        assert!(c.ingest.source_for("other").is_none());
+
+        let err = file("[[ingest.sources]]\ntopics = [\"x\"]\nsource_type = \"syslg\"\n")
+            .expect_err("unknown type")
+            .to_string();
+        assert!(err.contains("syslg") && err.contains("syslog"), "{err}");
+        let err = file(
+            "[[ingest.sources]]\ntopics = [\"x\"]\nsource_type = \"json\"\n[ingest.sources.fields]\nsrc_addr = [\"a\"]\n",
+        )
+        .expect_err("unknown column")
+        .to_string();
+        assert!(
+            err.contains("ingest.sources[0].fields.src_addr") && err.contains("not a column"),
+            "{err}"
+        );
+        let err = file(
+            "[[ingest.sources]]\ntopics = [\"x\"]\nsource_type = \"json\"\n[ingest.sources.fields]\nraw = [\"a\"]\n",
+        )
+        .expect_err("parser-owned column")
+        .to_string();
+        assert!(err.contains("fields.raw"), "{err}");
+        let err = file(
+            "[[ingest.sources]]\ntopics = [\"x\"]\nsource_type = \"cef\"\ntenant_from = \"topic\"\n",
+        )
+        .expect_err("topic routing without a pattern")
+        .to_string();
+        assert!(err.contains("ingest.sources[0].tenant_pattern"), "{err}");
+        let err = file(
+            "[[ingest.sources]]\ntopics = [\"x\"]\nsource_type = \"cef\"\ntenant_from = \"topic\"\ntenant_pattern = \"^logs-.*$\"\n",
+        )
+        .expect_err("pattern without a group")
+        .to_string();
+        assert!(err.contains("capture group"), "{err}");
+        let err = file(
+            "[[ingest.sources]]\ntopics = [\"x\"]\nsource_type = \"cef\"\ntenant = \"Bad Tenant\"\n",
+        )
+        .expect_err("bad fixed tenant")
+        .to_string();
+        assert!(err.contains("ingest.sources[0].tenant"), "{err}");
+        let err = file(
+            "[[ingest.sources]]\ntopics = [\"x\"]\nsource_type = \"cef\"\ntenant_from = \"header\"\n",
+        )
+        .expect_err("header routing without a header")
+        .to_string();
+        assert!(err.contains("tenant_header"), "{err}");
+        let err = file("[[ingest.sources]]\ntopics = []\nsource_type = \"cef\"\n")
+            .expect_err("no topics")
+            .to_string();
+        assert!(err.contains("ingest.sources[0].topics"), "{err}");
+    }
+
+    #[test]
+    fn topic_patterns() {
+        assert!(glob_matches("a*", "a"));
+        assert!(glob_matches("*-logs", "fw-logs"));
+        assert!(glob_matches("t-*-x-*", "t-1-x-2"));
+        assert!(!glob_matches("t-*-x-*", "t-1-y-2"));
+        assert!(!glob_matches("ab*ba", "aba"));
+        assert!(glob_matches("exact", "exact"));
+        assert!(!glob_matches("exact", "exact2"));
     }
 
     #[test]

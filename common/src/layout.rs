@@ -28,12 +28,19 @@ pub fn object_key(tenant: &TenantId, table: Table, hour_micros: i64, file_id: &s
     )
 }
 
-/// The id of the file holding one table's rows of one hour from a Kafka range.
-/// Derived only from the source range, table and hour, so a retried or
-/// replayed batch with the same range writes the same key and commits the
-/// same catalog entry.
-pub fn file_id_for_range(source: &SourceRange, table: Table, hour_micros: i64) -> String {
+/// The id of the file holding one tenant's rows of one table and hour from
+/// a Kafka range (one range may carry several tenants' events). Derived only
+/// from the tenant, source range, table and hour, so a retried or replayed
+/// batch with the same range writes the same key and commits the same
+/// catalog entry.
+pub fn file_id_for_range(
+    source: &SourceRange,
+    tenant: &TenantId,
+    table: Table,
+    hour_micros: i64,
+) -> String {
     digest(&[
+        tenant.as_str().as_bytes(),
         source.source_id.as_bytes(),
         source.topic.as_bytes(),
         &source.partition.to_be_bytes(),
@@ -46,9 +53,15 @@ pub fn file_id_for_range(source: &SourceRange, table: Table, hour_micros: i64) -
 
 /// The id of a file from a source without offsets (HTTP ingest): derived from
 /// the request's unique id, table and hour.
-pub fn file_id_for_request(request_id: &str, table: Table, hour_micros: i64) -> String {
+pub fn file_id_for_request(
+    request_id: &str,
+    tenant: &TenantId,
+    table: Table,
+    hour_micros: i64,
+) -> String {
     digest(&[
         b"request",
+        tenant.as_str().as_bytes(),
         request_id.as_bytes(),
         table.name().as_bytes(),
         &hour_start_micros(hour_micros).to_be_bytes(),
@@ -68,6 +81,10 @@ fn digest(parts: &[&[u8]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn acme() -> TenantId {
+        TenantId::new("acme").expect("tenant")
+    }
 
     fn range(first: i64, last: i64) -> SourceRange {
         SourceRange {
@@ -95,22 +112,31 @@ mod tests {
     fn file_ids_are_deterministic_and_distinct() {
         let h = 1_709_623_800_000_000;
         assert_eq!(
-            file_id_for_range(&range(0, 9), Table::Events, h),
-            file_id_for_range(&range(0, 9), Table::Events, h + 5)
+            file_id_for_range(&range(0, 9), &acme(), Table::Events, h),
+            file_id_for_range(&range(0, 9), &acme(), Table::Events, h + 5)
         );
         assert_ne!(
-            file_id_for_range(&range(0, 9), Table::Events, h),
-            file_id_for_range(&range(0, 10), Table::Events, h)
+            file_id_for_range(&range(0, 9), &acme(), Table::Events, h),
+            file_id_for_range(&range(0, 10), &acme(), Table::Events, h)
         );
         assert_ne!(
-            file_id_for_range(&range(0, 9), Table::Events, h),
-            file_id_for_range(&range(0, 9), Table::DeadLetter, h)
+            file_id_for_range(&range(0, 9), &acme(), Table::Events, h),
+            file_id_for_range(&range(0, 9), &acme(), Table::DeadLetter, h)
         );
         assert_ne!(
-            file_id_for_range(&range(0, 9), Table::Events, h),
-            file_id_for_range(&range(0, 9), Table::Events, h + 3_600_000_000)
+            file_id_for_range(&range(0, 9), &acme(), Table::Events, h),
+            file_id_for_range(&range(0, 9), &acme(), Table::Events, h + 3_600_000_000)
         );
-        assert_eq!(file_id_for_range(&range(0, 9), Table::Events, h).len(), 32);
+        let other = TenantId::new("other").expect("tenant");
+        assert_ne!(
+            file_id_for_range(&range(0, 9), &acme(), Table::Events, h),
+            file_id_for_range(&range(0, 9), &other, Table::Events, h),
+            "tenants of one range get their own files"
+        );
+        assert_eq!(
+            file_id_for_range(&range(0, 9), &acme(), Table::Events, h).len(),
+            32
+        );
     }
 
     #[test]

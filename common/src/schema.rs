@@ -255,6 +255,17 @@ columns! {
     RAW_TEXT = "raw_text": Utf8, required;
 }
 
+/// Columns of `events` that the parser fills itself and no field mapping may
+/// set: the original bytes, the leftovers, and where the event came from.
+pub const PARSER_OWNED_COLUMNS: &[&str] = &[
+    event_col::RAW,
+    event_col::UNMAPPED,
+    event_col::SOURCE_TOPIC,
+    event_col::SOURCE_PARTITION,
+    event_col::SOURCE_OFFSET,
+    event_col::INGEST_TIME,
+];
+
 fn schema_of(columns: &[ColumnDef], version: u32) -> SchemaRef {
     let fields: Vec<Field> = columns
         .iter()

@@ -30,6 +30,9 @@ pub enum IngestError {
         /// The cause.
         source: rdkafka::error::KafkaError,
     },
+    /// A source's configured field mapping is wrong.
+    #[error("ingest.sources: {0}")]
+    Sources(#[from] crate::parse::UnknownColumn),
     /// The pipeline stopped.
     #[error("the ingest pipeline has stopped")]
     Stopped,

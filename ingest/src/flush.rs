@@ -3,6 +3,7 @@
 //! Only after that commit may a source acknowledge its input (Kafka offset
 //! commit, HTTP 200).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use spoor_common::tenant::TenantId;
 use tracing::Instrument;
 
 use crate::error::IngestError;
-use crate::lake_writer::{DeadLetterRow, FileOrigin, LakeWriter};
-use crate::normalize::EventRow;
+use crate::lake_writer::{FileOrigin, LakeWriter};
+use crate::routing::TenantRows;
 
 /// Test-only fault injection, read from `SPOOR_TEST_FAULT` at start-up: lets
 /// end-to-end tests crash the process at the two points where a crash can
@@ -49,21 +50,31 @@ impl Fault {
     }
 }
 
-/// The rows read from one Kafka partition range.
+/// The rows read from one Kafka partition range, by tenant.
 #[derive(Debug, Clone)]
 pub struct PartitionBatch {
     /// The offsets the rows came from.
     pub range: SourceRange,
-    /// Normalized events.
-    pub events: Vec<EventRow>,
-    /// Events that failed normalization.
-    pub dead: Vec<DeadLetterRow>,
+    /// Events and dead letters of each tenant.
+    pub rows: BTreeMap<TenantId, TenantRows>,
 }
 
-/// Writes and commits batches for one tenant.
+impl PartitionBatch {
+    /// Events and dead letters of every tenant.
+    pub fn len(&self) -> usize {
+        self.rows.values().map(TenantRows::len).sum()
+    }
+
+    /// Whether the batch holds no rows (its checkpoint still counts).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writes and commits batches: every tenant's files of a flush in one
+/// catalog entry with the source checkpoints.
 #[derive(Clone)]
 pub struct Flusher {
-    tenant: TenantId,
     writer: LakeWriter,
     catalog: Arc<dyn Catalog>,
     fault: Option<Fault>,
@@ -71,9 +82,7 @@ pub struct Flusher {
 
 impl std::fmt::Debug for Flusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flusher")
-            .field("tenant", &self.tenant)
-            .finish()
+        f.debug_struct("Flusher").finish_non_exhaustive()
     }
 }
 
@@ -91,15 +100,9 @@ pub struct Flushed {
 }
 
 impl Flusher {
-    /// A flusher for `tenant`.
-    pub fn new(
-        tenant: TenantId,
-        writer: LakeWriter,
-        catalog: Arc<dyn Catalog>,
-        fault: Option<Fault>,
-    ) -> Self {
+    /// A flusher writing with `writer` and committing to `catalog`.
+    pub fn new(writer: LakeWriter, catalog: Arc<dyn Catalog>, fault: Option<Fault>) -> Self {
         Flusher {
-            tenant,
             writer,
             catalog,
             fault,
@@ -114,7 +117,7 @@ impl Flusher {
     /// Writes the files of every partition batch and commits them with the
     /// partitions' next offsets in one catalog entry.
     pub async fn flush_kafka(&self, batches: &[PartitionBatch]) -> Result<Flushed, IngestError> {
-        let span = tracing::info_span!("flush", tenant = %self.tenant, partitions = batches.len());
+        let span = tracing::info_span!("flush", partitions = batches.len());
         self.flush_kafka_inner(batches).instrument(span).await
     }
 
@@ -124,24 +127,26 @@ impl Flusher {
         let mut checkpoints = Vec::new();
         let (mut events, mut dead) = (0, 0);
         for b in batches {
-            files.extend(
-                self.writer
-                    .write(
-                        &self.tenant,
-                        &FileOrigin::Kafka(b.range.clone()),
-                        &b.events,
-                        &b.dead,
-                    )
-                    .await?,
-            );
+            for (tenant, rows) in &b.rows {
+                files.extend(
+                    self.writer
+                        .write(
+                            tenant,
+                            &FileOrigin::Kafka(b.range.clone()),
+                            &rows.events,
+                            &rows.dead,
+                        )
+                        .await?,
+                );
+                events += rows.events.len();
+                dead += rows.dead.len();
+            }
             checkpoints.push(SourceCheckpoint {
                 source_id: b.range.source_id.clone(),
                 topic: b.range.topic.clone(),
                 partition: b.range.partition,
                 next_offset: b.range.last_offset + 1,
             });
-            events += b.events.len();
-            dead += b.dead.len();
         }
         Fault::trigger(self.fault, Fault::CrashAfterWrite);
         let n_files = files.len();
@@ -159,19 +164,25 @@ impl Flusher {
     pub async fn flush_request(
         &self,
         request_id: &str,
-        events: &[EventRow],
-        dead: &[DeadLetterRow],
+        rows: &BTreeMap<TenantId, TenantRows>,
     ) -> Result<Flushed, IngestError> {
         let started = std::time::Instant::now();
-        let files = self
-            .writer
-            .write(
-                &self.tenant,
-                &FileOrigin::Request(request_id.to_string()),
-                events,
-                dead,
-            )
-            .await?;
+        let mut files = Vec::new();
+        let (mut events, mut dead) = (0, 0);
+        for (tenant, rows) in rows {
+            files.extend(
+                self.writer
+                    .write(
+                        tenant,
+                        &FileOrigin::Request(request_id.to_string()),
+                        &rows.events,
+                        &rows.dead,
+                    )
+                    .await?,
+            );
+            events += rows.events.len();
+            dead += rows.dead.len();
+        }
         Fault::trigger(self.fault, Fault::CrashAfterWrite);
         let n_files = files.len();
         let outcome = if files.is_empty() {
@@ -186,11 +197,11 @@ impl Flusher {
             })
             .await?
         };
-        record(events.len(), dead.len(), started);
+        record(events, dead, started);
         Ok(Flushed {
             files: n_files,
-            events: events.len(),
-            dead_letters: dead.len(),
+            events,
+            dead_letters: dead,
             outcome,
         })
     }

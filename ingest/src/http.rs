@@ -1,4 +1,8 @@
-//! HTTP NDJSON ingest: `POST /v1/ingest/{source}` with one JSON event per line.
+//! HTTP ingest: `POST /v1/ingest/{source}` with one event per line.
+//!
+//! The parser is the one configured for `http:{source}` in
+//! `[[ingest.sources]]` (generic JSON when none matches), or the
+//! `?source_type=` of the request.
 //!
 //! The response is sent after the request's files are committed to the
 //! catalog, so a 200 means durable. Lines that fail to parse go to
@@ -9,48 +13,72 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
 use crate::error::IngestError;
 use crate::flush::Flusher;
-use crate::lake_writer::DeadLetterRow;
-use crate::normalize::{JsonNormalizer, Provenance};
+use crate::parse::{Decoder, Provenance, SourceType, Sources};
+use crate::routing::{Envelope, TenantRouter};
 
 #[derive(Clone)]
 struct HttpIngest {
     flusher: Flusher,
-    normalizer: Arc<JsonNormalizer>,
+    sources: Sources,
+    router: TenantRouter,
     node_id: u64,
     counter: Arc<AtomicU64>,
 }
 
 /// The HTTP ingest routes.
-pub fn router(flusher: Flusher, node_id: u64, max_body_bytes: usize) -> Router {
+pub fn router(
+    flusher: Flusher,
+    sources: Sources,
+    tenants: TenantRouter,
+    node_id: u64,
+    max_body_bytes: usize,
+) -> Router {
     let state = HttpIngest {
         flusher,
-        normalizer: Arc::new(JsonNormalizer::new()),
+        sources,
+        router: tenants,
         node_id,
         counter: Arc::new(AtomicU64::new(0)),
     };
     Router::new()
         .route(
             "/v1/ingest",
-            post(|state: State<HttpIngest>, body: Bytes| ingest(state, "http".to_string(), body)),
+            post(
+                |state: State<HttpIngest>,
+                 params: Query<IngestParams>,
+                 headers: HeaderMap,
+                 body: Bytes| {
+                    ingest(state, "http".to_string(), params, headers, body)
+                },
+            ),
         )
         .route(
             "/v1/ingest/{source}",
             post(
-                |state: State<HttpIngest>, Path(source): Path<String>, body: Bytes| {
-                    ingest(state, source, body)
-                },
+                |state: State<HttpIngest>,
+                 Path(source): Path<String>,
+                 params: Query<IngestParams>,
+                 headers: HeaderMap,
+                 body: Bytes| { ingest(state, source, params, headers, body) },
             ),
         )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Query parameters of an ingest request.
+#[derive(Debug, serde::Deserialize)]
+struct IngestParams {
+    /// Overrides the configured parser for this request.
+    source_type: Option<String>,
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
@@ -61,7 +89,13 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
-async fn ingest(State(state): State<HttpIngest>, source: String, body: Bytes) -> Response {
+async fn ingest(
+    State(state): State<HttpIngest>,
+    source: String,
+    Query(params): Query<IngestParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if source.is_empty()
         || source.len() > 128
         || !source
@@ -77,33 +111,54 @@ async fn ingest(State(state): State<HttpIngest>, source: String, body: Bytes) ->
         );
     }
     let topic = format!("http:{source}");
+    let mut decoder = match params.source_type.as_deref().map(str::parse::<SourceType>) {
+        None => state.sources.decoder_for(&topic),
+        Some(Ok(source_type)) => Decoder::for_type(source_type),
+        Some(Err(reason)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_source_type",
+                format!("query parameter source_type: {reason}"),
+            );
+        }
+    };
     let now = spoor_common::time::now_micros();
-    let mut events = Vec::new();
-    let mut dead = Vec::new();
+    let mut decoded = Vec::new();
+    let mut last_line = 0;
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let line_no = i as i64 + 1;
+        last_line = i as i64 + 1;
         let prov = Provenance {
             topic: topic.clone(),
             partition: None,
-            offset: Some(line_no),
+            offset: Some(last_line),
             ingest_time_micros: now,
         };
-        match state.normalizer.normalize(line, &prov) {
-            Ok(row) => events.push(row),
-            Err(e) => dead.push(DeadLetterRow {
-                ingest_time_micros: now,
-                topic: topic.clone(),
-                partition: None,
-                offset: Some(line_no),
-                error: format!("line {line_no}: {e}"),
-                raw: line.to_vec(),
-            }),
-        }
+        decoder.decode(line, &prov, &mut decoded);
     }
+    let end = Provenance {
+        topic: topic.clone(),
+        partition: None,
+        offset: Some(last_line),
+        ingest_time_micros: now,
+    };
+    decoder.flush(&end, &mut decoded);
+    let headers: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let mut rows = std::collections::BTreeMap::new();
+    state.router.route(
+        Envelope {
+            topic: &topic,
+            headers: &headers,
+        },
+        decoded,
+        &mut rows,
+    );
     let request_id = format!(
         "{}-{}-{}-{}",
         state.node_id,
@@ -111,11 +166,7 @@ async fn ingest(State(state): State<HttpIngest>, source: String, body: Bytes) ->
         now,
         state.counter.fetch_add(1, Ordering::Relaxed)
     );
-    match state
-        .flusher
-        .flush_request(&request_id, &events, &dead)
-        .await
-    {
+    match state.flusher.flush_request(&request_id, &rows).await {
         Ok(flushed) => (
             StatusCode::OK,
             axum::Json(json!({
@@ -154,13 +205,9 @@ mod tests {
 
     fn app(catalog: Arc<MemoryCatalog>) -> Router {
         let store = Arc::new(object_store::memory::InMemory::new());
-        let flusher = Flusher::new(
-            TenantId::new("default").expect("t"),
-            LakeWriter::new(store, 3),
-            catalog,
-            None,
-        );
-        router(flusher, 1, 1024)
+        let flusher = Flusher::new(LakeWriter::new(store, 3), catalog, None);
+        let tenants = TenantRouter::single(TenantId::new("default").expect("t"));
+        router(flusher, Sources::default(), tenants, 1, 1024)
     }
 
     async fn post(app: Router, uri: &str, body: &'static str) -> (StatusCode, serde_json::Value) {

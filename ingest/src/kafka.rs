@@ -16,6 +16,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
@@ -26,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
 use crate::flush::{Fault, Flusher, PartitionBatch};
+use crate::parse::Sources;
 use crate::partitions::{KafkaRecord, PartitionBuffers, TopicPartition};
+use crate::routing::TenantRouter;
 
 /// What the poll thread tells the pipeline, in order.
 #[derive(Debug)]
@@ -165,6 +168,7 @@ pub async fn run(
     instance_id: Option<String>,
     catalog: Arc<dyn Catalog>,
     flusher: Flusher,
+    router: TenantRouter,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let kafka = &config.kafka;
@@ -237,7 +241,8 @@ pub async fn run(
             })?
     };
 
-    let mut buffers = PartitionBuffers::new(kafka.group_id.clone());
+    let sources = Sources::new(config.sources.clone())?;
+    let mut buffers = PartitionBuffers::with_sources(kafka.group_id.clone(), sources, router);
     let flush_every = Duration::from_millis(config.flush_interval_ms);
     let mut tick = tokio::time::interval(flush_every / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -340,6 +345,19 @@ fn poll_loop(
                     partition: m.partition(),
                     offset: m.offset(),
                     payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_string(),
+                                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 };
                 if events.blocking_send(SourceEvent::Message(record)).is_err() {
                     return;

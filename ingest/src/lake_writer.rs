@@ -27,7 +27,7 @@ use spoor_common::schema::{
 use spoor_common::tenant::TenantId;
 
 use crate::error::IngestError;
-use crate::normalize::{Cell, EventRow};
+use crate::parse::{Cell, EventRow};
 
 /// An event that could not be ingested.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,10 +134,10 @@ impl LakeWriter {
         let bytes = encode_parquet(&batch, columns, self.zstd_level)?;
         let (file_id, source) = match origin {
             FileOrigin::Kafka(range) => (
-                layout::file_id_for_range(range, table, hour),
+                layout::file_id_for_range(range, tenant, table, hour),
                 Some(range.clone()),
             ),
-            FileOrigin::Request(id) => (layout::file_id_for_request(id, table, hour), None),
+            FileOrigin::Request(id) => (layout::file_id_for_request(id, tenant, table, hour), None),
         };
         let key = layout::object_key(tenant, table, hour, &file_id);
         let size = bytes.len() as u64;
@@ -337,7 +337,7 @@ fn build_column<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::{JsonNormalizer, Provenance};
+    use crate::parse::{JsonNormalizer, Provenance};
     use object_store::memory::InMemory;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -355,7 +355,7 @@ mod tests {
                 topic: "t".into(),
                 partition: Some(0),
                 offset: Some(i as i64),
-                ingest_time_micros: 5,
+                ingest_time_micros: 1_709_700_000_000_000,
             };
             n.normalize(e.as_bytes(), &prov).expect("normalizes")
         })

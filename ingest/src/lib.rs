@@ -7,5 +7,6 @@ pub mod flush;
 pub mod http;
 pub mod kafka;
 pub mod lake_writer;
-pub mod normalize;
+pub mod parse;
 pub mod partitions;
+pub mod routing;

@@ -6,6 +6,9 @@
 //!   dropped, so a partition's offsets only move forward;
 //! - a revoked partition's buffer is dropped: its new owner starts from the
 //!   catalog checkpoint, which is exactly where this buffer began;
+//! - each partition has its own decoder (the topic's configured parser), kept
+//!   across flushes for stateful formats (Zeek TSV headers) but told to emit
+//!   what it holds back (auditd records) before every flush;
 //! - a flush hands every buffer over as one [`PartitionBatch`] per partition.
 
 use std::collections::BTreeMap;
@@ -14,8 +17,8 @@ use std::time::Instant;
 use spoor_common::catalog::SourceRange;
 
 use crate::flush::PartitionBatch;
-use crate::lake_writer::DeadLetterRow;
-use crate::normalize::{JsonNormalizer, Provenance};
+use crate::parse::{Decoder, Provenance, Sources};
+use crate::routing::{Envelope, TenantRouter};
 
 /// (topic, partition).
 pub type TopicPartition = (String, i32);
@@ -31,13 +34,20 @@ pub struct KafkaRecord {
     pub offset: i64,
     /// Payload (empty when the message had none).
     pub payload: Vec<u8>,
+    /// Headers (name, value), for routing by header.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Buffers of every assigned partition.
 #[derive(Debug)]
 pub struct PartitionBuffers {
     source_id: String,
-    normalizer: JsonNormalizer,
+    sources: Sources,
+    router: TenantRouter,
+    decoders: BTreeMap<TopicPartition, Decoder>,
+    /// The headers of each partition's latest message: events a decoder
+    /// held back are routed with them at a flush.
+    last_headers: BTreeMap<TopicPartition, Vec<(String, Vec<u8>)>>,
     buffers: BTreeMap<TopicPartition, PartitionBatch>,
     floors: BTreeMap<TopicPartition, i64>,
     /// Raw bytes buffered per partition, so dropping one keeps the total exact.
@@ -48,11 +58,27 @@ pub struct PartitionBuffers {
 }
 
 impl PartitionBuffers {
-    /// Empty buffers for a source (consumer group).
+    /// Empty buffers for a source (consumer group), every topic read as
+    /// generic JSON into the `default` tenant.
     pub fn new(source_id: impl Into<String>) -> Self {
+        let default = spoor_common::tenant::TenantId::new(spoor_common::tenant::TenantId::DEFAULT)
+            .unwrap_or_else(|e| unreachable!("the default tenant id is valid: {e}"));
+        Self::with_sources(source_id, Sources::default(), TenantRouter::single(default))
+    }
+
+    /// Empty buffers for a source, each topic read by its configured parser
+    /// and its events routed to their tenants.
+    pub fn with_sources(
+        source_id: impl Into<String>,
+        sources: Sources,
+        router: TenantRouter,
+    ) -> Self {
         PartitionBuffers {
             source_id: source_id.into(),
-            normalizer: JsonNormalizer::new(),
+            sources,
+            router,
+            decoders: BTreeMap::new(),
+            last_headers: BTreeMap::new(),
             buffers: BTreeMap::new(),
             floors: BTreeMap::new(),
             bytes: BTreeMap::new(),
@@ -91,8 +117,12 @@ impl PartitionBuffers {
     }
 
     fn drop_partition(&mut self, tp: &TopicPartition) {
+        // The decoder's held-back state belongs to the dropped buffer: the
+        // next owner of these offsets re-reads them from the checkpoint.
+        self.decoders.remove(tp);
+        self.last_headers.remove(tp);
         if let Some(b) = self.buffers.remove(tp) {
-            self.buffered_events -= b.events.len() + b.dead.len();
+            self.buffered_events -= b.len();
         }
         if let Some(bytes) = self.bytes.remove(tp) {
             self.buffered_bytes -= bytes;
@@ -130,8 +160,7 @@ impl PartitionBuffers {
             };
             PartitionBatch {
                 range,
-                events: Vec::new(),
-                dead: Vec::new(),
+                rows: BTreeMap::new(),
             }
         });
         buffer.range.last_offset = record.offset;
@@ -140,18 +169,20 @@ impl PartitionBuffers {
             .entry((record.topic.clone(), record.partition))
             .or_default() += record.payload.len();
         self.buffered_bytes += record.payload.len();
-        match self.normalizer.normalize(&record.payload, &prov) {
-            Ok(row) => buffer.events.push(row),
-            Err(e) => buffer.dead.push(DeadLetterRow {
-                ingest_time_micros: now_micros,
-                topic: record.topic,
-                partition: Some(record.partition),
-                offset: Some(record.offset),
-                error: format!("offset {}: {e}", record.offset),
-                raw: record.payload,
-            }),
-        }
-        self.buffered_events += 1;
+        let decoder = self
+            .decoders
+            .entry((record.topic.clone(), record.partition))
+            .or_insert_with(|| self.sources.decoder_for(&record.topic));
+        let mut decoded = Vec::new();
+        decoder.decode(&record.payload, &prov, &mut decoded);
+        self.buffered_events += decoded.len();
+        let envelope = Envelope {
+            topic: &record.topic,
+            headers: &record.headers,
+        };
+        self.router.route(envelope, decoded, &mut buffer.rows);
+        self.last_headers
+            .insert((record.topic, record.partition), record.headers);
         self.oldest.get_or_insert_with(Instant::now);
         true
     }
@@ -171,8 +202,31 @@ impl PartitionBuffers {
         self.oldest
     }
 
-    /// Takes every buffer as batches (they are committed or retried by the caller).
+    /// Takes every buffer as batches (they are committed or retried by the
+    /// caller), after each decoder has emitted what it held back.
     pub fn take(&mut self) -> Vec<PartitionBatch> {
+        let now = spoor_common::time::now_micros();
+        for (tp, decoder) in &mut self.decoders {
+            let Some(buffer) = self.buffers.get_mut(tp) else {
+                // Nothing pushed since the last take, so nothing held back.
+                continue;
+            };
+            let prov = Provenance {
+                topic: tp.0.clone(),
+                partition: Some(tp.1),
+                offset: Some(buffer.range.last_offset),
+                ingest_time_micros: now,
+            };
+            let mut decoded = Vec::new();
+            decoder.flush(&prov, &mut decoded);
+            // Held-back events (auditd records joined into one) are routed
+            // with the headers of the partition's latest message.
+            let envelope = Envelope {
+                topic: &tp.0,
+                headers: self.last_headers.get(tp).map_or(&[], Vec::as_slice),
+            };
+            self.router.route(envelope, decoded, &mut buffer.rows);
+        }
         let batches = std::mem::take(&mut self.buffers).into_values().collect();
         self.buffered_events = 0;
         self.buffered_bytes = 0;
@@ -192,7 +246,12 @@ mod tests {
             partition,
             offset,
             payload: payload.as_bytes().to_vec(),
+            headers: Vec::new(),
         }
+    }
+
+    fn default_rows(batch: &PartitionBatch) -> &crate::routing::TenantRows {
+        &batch.rows[&spoor_common::tenant::TenantId::new("default").expect("tenant")]
     }
 
     #[test]
@@ -208,15 +267,10 @@ mod tests {
             (batches[0].range.first_offset, batches[0].range.last_offset),
             (5, 6)
         );
-        assert_eq!(batches[0].events.len(), 1);
-        assert_eq!(batches[0].dead.len(), 1);
-        assert!(
-            batches[0].dead[0]
-                .error
-                .starts_with("offset 6: invalid JSON"),
-            "{}",
-            batches[0].dead[0].error
-        );
+        assert_eq!(default_rows(&batches[0]).events.len(), 1);
+        assert_eq!(default_rows(&batches[0]).dead.len(), 1);
+        let error = &default_rows(&batches[0]).dead[0].error;
+        assert!(error.starts_with("offset 6: invalid JSON"), "{error}");
         assert_eq!(b.buffered_events(), 0);
     }
 
@@ -233,7 +287,7 @@ mod tests {
             (batches[0].range.first_offset, batches[0].range.last_offset),
             (10, 12)
         );
-        assert_eq!(batches[0].events.len(), 2);
+        assert_eq!(default_rows(&batches[0]).events.len(), 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use spoor_ingest::normalize::{Cell, JsonNormalizer, Provenance};
+use spoor_ingest::parse::{Cell, JsonNormalizer, Provenance};
 
 fn corpus() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/events");
@@ -40,6 +40,7 @@ fn normalize_folder(folder: &str, columns: &[&'static str]) -> Filled {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .jsonl files in {folder}");
+    let ingest_time = spoor_common::time::now_micros();
     for file in files {
         let text = std::fs::read(&file).expect("read corpus file");
         for (i, line) in text
@@ -51,7 +52,7 @@ fn normalize_folder(folder: &str, columns: &[&'static str]) -> Filled {
                 topic: folder.into(),
                 partition: Some(0),
                 offset: Some(i as i64),
-                ingest_time_micros: 1,
+                ingest_time_micros: ingest_time,
             };
             let row = normalizer
                 .normalize(line, &prov)
@@ -60,7 +61,7 @@ fn normalize_folder(folder: &str, columns: &[&'static str]) -> Filled {
                 row.get("raw"),
                 Some(&Cell::Str(String::from_utf8_lossy(line).into_owned()))
             );
-            if row.time() > 1_000_000_000_000_000 {
+            if row.time() != ingest_time {
                 filled.timed += 1;
             }
             for c in columns {

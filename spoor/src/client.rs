@@ -1,9 +1,12 @@
 //! `spoor sql` and `spoor status`: HTTP clients of a running node.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
+use spoor_common::control::{ControlClient, TenantRecord};
+use spoor_common::tenant::TenantId;
 use spoor_proto::v1 as pb;
 
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7080";
@@ -281,5 +284,73 @@ mod tests {
         ];
         let out = render_table(&["a".into(), "b".into()], &rows);
         assert_eq!(out, "a   | b\n----+-----\n1   | NULL\n100 | x\n");
+    }
+}
+
+/// `spoor tenant ...`: the tenants registered with the coordinators.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Register a tenant, or update its name and retention.
+    Add {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// Tenant id: lowercase letters, digits, '-' and '_'.
+        id: String,
+        /// A name for people (default: the id).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Days of events kept; 0 keeps them forever.
+        #[arg(long, default_value_t = 0)]
+        retention_days: u32,
+    },
+    /// The registered tenants.
+    List(ClusterArgs),
+}
+
+pub(crate) fn tenant(command: TenantCommand) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let endpoint = match &command {
+                TenantCommand::Add { target, .. } | TenantCommand::List(target) => {
+                    target.coordinator.clone()
+                }
+            };
+            let control = ControlClient::connect_lazy(&endpoint, Duration::from_secs(10))
+                .map_err(|e| format!("--coordinator {endpoint:?}: {e}"))?;
+            match command {
+                TenantCommand::Add {
+                    id,
+                    display_name,
+                    retention_days,
+                    ..
+                } => {
+                    let id = TenantId::new(id).map_err(|e| e.to_string())?;
+                    let record = TenantRecord {
+                        display_name: display_name.unwrap_or_else(|| id.to_string()),
+                        id,
+                        retention_days,
+                    };
+                    control
+                        .put_tenant(&record)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(serde_json::to_value(&record).map_err(|e| e.to_string())?)
+                }
+                TenantCommand::List(_) => {
+                    let status = control.cluster_status().await.map_err(|e| e.to_string())?;
+                    Ok(serde_json::to_value(&status.tenants).map_err(|e| e.to_string())?)
+                }
+            }
+        })
+    });
+    match result {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spoor tenant: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

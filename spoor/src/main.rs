@@ -6,6 +6,7 @@
 
 mod client;
 mod roles;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +29,8 @@ enum Command {
     /// The coordinator role: Raft catalog served over gRPC.
     Coordinator(RoleArgs),
     /// The ingest role: Kafka and HTTP sources writing Parquet to the lake.
-    Ingest(RoleArgs),
+    /// `spoor ingest parse` shows what a file would become.
+    Ingest(IngestArgs),
     /// The correlation worker role.
     Worker(RoleArgs),
     /// The query role: SQL over the lake via HTTP.
@@ -40,6 +42,9 @@ enum Command {
     /// Coordinator group membership: `members`, `add-node`, `remove-node`.
     #[command(subcommand)]
     Cluster(client::ClusterCommand),
+    /// Tenants registered with the coordinators: `add`, `list`.
+    #[command(subcommand)]
+    Tenant(client::TenantCommand),
 }
 
 /// Options shared by every role.
@@ -65,6 +70,23 @@ struct RoleArgs {
     print_config: bool,
 }
 
+/// `spoor ingest`: the role, or one of its tools.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct IngestArgs {
+    #[command(subcommand)]
+    tool: Option<IngestTool>,
+    #[command(flatten)]
+    role: RoleArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum IngestTool {
+    /// Print what a file would become: one normalized event (or dead letter)
+    /// per line as JSON, without writing anything.
+    Parse(tools::ParseArgs),
+}
+
 impl RoleArgs {
     fn load(&self) -> Result<Config, spoor_common::config::ConfigError> {
         let mut sets = Vec::new();
@@ -86,7 +108,7 @@ impl RoleArgs {
 /// `SPOOR_*` variables that are not configuration keys: the config file's
 /// path, the client commands' endpoint, and the test-only fault hook. Every
 /// other `SPOOR_*` variable must name a key, so a typo stops start-up.
-const NOT_CONFIG_KEYS: &[&str] = &["SPOOR_CONFIG", "SPOOR_ENDPOINT", "SPOOR_TEST_FAULT"];
+pub(crate) const NOT_CONFIG_KEYS: &[&str] = &["SPOOR_CONFIG", "SPOOR_ENDPOINT", "SPOOR_TEST_FAULT"];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -94,9 +116,14 @@ fn main() -> ExitCode {
         Command::Sql(args) => return client::sql(args),
         Command::Status(args) => return client::status(args),
         Command::Cluster(command) => return client::cluster(command),
+        Command::Tenant(command) => return client::tenant(command),
         Command::Standalone(a) => (roles::Role::Standalone, a),
         Command::Coordinator(a) => (roles::Role::Coordinator, a),
-        Command::Ingest(a) => (roles::Role::Ingest, a),
+        Command::Ingest(IngestArgs {
+            tool: Some(IngestTool::Parse(args)),
+            ..
+        }) => return tools::parse(args),
+        Command::Ingest(IngestArgs { tool: None, role }) => (roles::Role::Ingest, role),
         Command::Worker(a) => (roles::Role::Worker, a),
         Command::Query(a) => (roles::Role::Query, a),
     };

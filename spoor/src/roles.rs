@@ -15,15 +15,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use spoor_common::catalog::Catalog;
 use spoor_common::catalog_client::GrpcCatalog;
-use spoor_common::config::Config;
+use spoor_common::config::{Config, TenantFrom};
 use spoor_common::control::{ControlClient, Heartbeat, MemberInfo};
 use spoor_common::storage::open_lake;
+use spoor_common::tenant::TenantId;
 use spoor_coordinator::{CatalogGrpc, ClusterGrpc, ControlGrpc, CoordinatorNode};
 use spoor_ingest::flush::{Fault, Flusher};
 use spoor_ingest::lake_writer::LakeWriter;
+use spoor_ingest::routing::{KnownTenants, TenantRouter};
 use spoor_query::QueryEngine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How often ingest refreshes the registered tenants when a source takes
+/// tenants from the data (a new tenant is accepted within this time).
+const TENANT_REFRESH: Duration = Duration::from_secs(5);
 
 /// The roles of the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,14 +169,37 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
         if role.runs_ingest() {
             let writer = LakeWriter::new(store.clone(), config.ingest.zstd_level);
-            let flusher = Flusher::new(
+            let flusher = Flusher::new(writer, catalog.clone(), Fault::from_env());
+            let sources = spoor_ingest::parse::Sources::new(config.ingest.sources.clone())
+                .context("ingest.sources")?;
+            let known = KnownTenants::new();
+            if config
+                .ingest
+                .sources
+                .iter()
+                .any(|s| s.tenant_from != TenantFrom::Fixed)
+            {
+                // Tenants taken from the data must be registered: follow the
+                // coordinators' tenant list.
+                let (known, control, stop) = (known.clone(), control.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    known.follow(control, TENANT_REFRESH, stop).await;
+                    Ok(())
+                });
+            }
+            let tenants = TenantRouter::new(
                 config.ingest_tenant(),
-                writer,
-                catalog.clone(),
-                Fault::from_env(),
-            );
+                TenantId::new(config.ingest.unrouted_tenant.clone())
+                    .context("ingest.unrouted_tenant")?,
+                &config.ingest.sources,
+                known,
+            )
+            .map_err(anyhow::Error::msg)
+            .context("ingest.sources")?;
             app = app.merge(spoor_ingest::http::router(
                 flusher.clone(),
+                sources,
+                tenants.clone(),
                 config.node.id,
                 config.ingest.http_max_body_bytes,
             ));
@@ -179,7 +208,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                     (config.ingest.clone(), catalog.clone(), shutdown.clone());
                 let instance_id = config.kafka_instance_id();
                 tasks.spawn(async move {
-                    spoor_ingest::kafka::run(ingest, instance_id, catalog, flusher, stop)
+                    spoor_ingest::kafka::run(ingest, instance_id, catalog, flusher, tenants, stop)
                         .await
                         .context("kafka source")
                 });

@@ -1,88 +1,18 @@
 //! Generic JSON events → the normalized schema.
 //!
 //! Each column has a list of source paths, tried in order; the first present
-//! scalar value that fits the column's type wins. Paths are dotted, and a key
-//! that itself contains dots (Zeek's `id.orig_h`, flattened ECS) is matched
-//! before descending. Everything not consumed stays in `unmapped`, and the
-//! original bytes in `raw`, so normalization never loses a field.
+//! value that fits the column's type wins. Paths are dotted, and a key that
+//! itself contains dots (Zeek's `id.orig_h`, flattened ECS) is matched before
+//! descending. A source's configured mapping (`[[ingest.sources]] fields`)
+//! is tried before these defaults. Everything not consumed stays in
+//! `unmapped`, and the original bytes in `raw`, so normalization never loses
+//! a field.
 
-use serde_json::{Map, Value};
-use spoor_common::schema::{ColumnKind, EVENT_COLUMNS, event_col as col};
+use std::collections::BTreeMap;
 
-/// One cell of a row, before it becomes an Arrow array.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    /// No value.
-    Null,
-    /// Text.
-    Str(String),
-    /// Integer, or a timestamp in microseconds.
-    Int(i64),
-}
+use spoor_common::schema::{PARSER_OWNED_COLUMNS, event_col as col};
 
-/// A normalized event, one cell per column of [`EVENT_COLUMNS`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRow {
-    /// Cells in column order.
-    pub cells: Vec<Cell>,
-}
-
-impl EventRow {
-    /// The event time, microseconds.
-    pub fn time(&self) -> i64 {
-        match self.cells.first() {
-            Some(Cell::Int(t)) => *t,
-            _ => 0,
-        }
-    }
-
-    /// A cell by column name (tests and diagnostics).
-    pub fn get(&self, name: &str) -> Option<&Cell> {
-        column_index(name).and_then(|i| self.cells.get(i))
-    }
-}
-
-/// Where an event came from, recorded in the provenance columns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provenance {
-    /// Kafka topic, or `http:<source>`.
-    pub topic: String,
-    /// Kafka partition, if any.
-    pub partition: Option<i32>,
-    /// Kafka offset, or line number for HTTP.
-    pub offset: Option<i64>,
-    /// When Spoor received the event, microseconds.
-    pub ingest_time_micros: i64,
-}
-
-/// Why an event could not be normalized; the event goes to dead letters.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NormalizeError {
-    /// Not JSON at all.
-    #[error("invalid JSON: {0}")]
-    Json(String),
-    /// JSON, but not an object.
-    #[error("event is a JSON {found}, expected an object")]
-    NotAnObject {
-        /// What was found instead.
-        found: &'static str,
-    },
-    /// Empty or blank.
-    #[error("event is empty")]
-    Empty,
-    /// Larger than allowed.
-    #[error("event of {size} bytes exceeds the limit of {limit} bytes")]
-    TooLarge {
-        /// Event size.
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
-}
-
-/// Events larger than this go to dead letters (they would bloat row groups and
-/// are almost always a shipper fault).
-pub const MAX_EVENT_BYTES: usize = 1 << 20;
+use super::draft::{Draft, EventRow, NormalizeError, Provenance, column_index, parse_object};
 
 /// Source paths for each column, in priority order (the generic JSON mapping).
 /// Aliases cover OCSF (nested), ECS, Sysmon/Windows flat fields, Zeek and CloudTrail.
@@ -476,45 +406,12 @@ const DEFAULT_PATHS: &[(&str, &[&str])] = &[
     ),
 ];
 
-fn column_index(name: &str) -> Option<usize> {
-    EVENT_COLUMNS.iter().position(|c| c.name == name)
-}
-
-/// Normalizes JSON events with the generic mapping.
+/// Normalizes JSON events with the generic mapping, optionally preceded by
+/// a source's own field mapping.
 #[derive(Debug, Clone)]
 pub struct JsonNormalizer {
-    /// (column index, kind, paths) for every mapped column.
-    mapped: Vec<(usize, ColumnKind, &'static [&'static str])>,
-    idx: Indexes,
-}
-
-#[derive(Debug, Clone)]
-struct Indexes {
-    time: usize,
-    class_uid: usize,
-    category_uid: usize,
-    activity_id: usize,
-    type_uid: usize,
-    event_code: usize,
-    src_ip: usize,
-    dst_ip: usize,
-    process_name: usize,
-    process_path: usize,
-    process_cmd_line: usize,
-    process_parent_name: usize,
-    process_parent_path: usize,
-    file_path: usize,
-    file_name: usize,
-    dns_query: usize,
-    url: usize,
-    http_method: usize,
-    api_operation: usize,
-    raw: usize,
-    unmapped: usize,
-    source_topic: usize,
-    source_partition: usize,
-    source_offset: usize,
-    ingest_time: usize,
+    /// (column index, paths) in the order they are tried.
+    mapped: Vec<(usize, Vec<String>)>,
 }
 
 impl Default for JsonNormalizer {
@@ -523,324 +420,99 @@ impl Default for JsonNormalizer {
     }
 }
 
+/// A column name of a field mapping that is not a column the mapping may fill.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a column a field mapping can fill (see docs/sources.md for the columns)")]
+pub struct UnknownColumn(pub String);
+
 impl JsonNormalizer {
     /// The generic JSON mapping.
     pub fn new() -> Self {
-        let i = |name: &str| {
-            column_index(name).unwrap_or_else(|| panic!("column {name} is in the schema"))
-        };
-        let mapped = DEFAULT_PATHS
-            .iter()
-            .map(|(name, paths)| (i(name), EVENT_COLUMNS[i(name)].kind, *paths))
-            .collect();
-        JsonNormalizer {
-            mapped,
-            idx: Indexes {
-                time: i(col::TIME),
-                class_uid: i(col::CLASS_UID),
-                category_uid: i(col::CATEGORY_UID),
-                activity_id: i(col::ACTIVITY_ID),
-                type_uid: i(col::TYPE_UID),
-                event_code: i(col::EVENT_CODE),
-                src_ip: i(col::SRC_IP),
-                dst_ip: i(col::DST_IP),
-                process_name: i(col::PROCESS_NAME),
-                process_path: i(col::PROCESS_PATH),
-                process_cmd_line: i(col::PROCESS_CMD_LINE),
-                process_parent_name: i(col::PROCESS_PARENT_NAME),
-                process_parent_path: i(col::PROCESS_PARENT_PATH),
-                file_path: i(col::FILE_PATH),
-                file_name: i(col::FILE_NAME),
-                dns_query: i(col::DNS_QUERY),
-                url: i(col::URL),
-                http_method: i(col::HTTP_METHOD),
-                api_operation: i(col::API_OPERATION),
-                raw: i(col::RAW),
-                unmapped: i(col::UNMAPPED),
-                source_topic: i(col::SOURCE_TOPIC),
-                source_partition: i(col::SOURCE_PARTITION),
-                source_offset: i(col::SOURCE_OFFSET),
-                ingest_time: i(col::INGEST_TIME),
-            },
+        Self::with_fields(&BTreeMap::new(), false).unwrap_or_else(|e| panic!("defaults: {e}"))
+    }
+
+    /// The generic mapping with a source's own paths per column tried first;
+    /// with `only_listed`, the defaults are not used at all.
+    pub fn with_fields(
+        fields: &BTreeMap<String, Vec<String>>,
+        only_listed: bool,
+    ) -> Result<Self, UnknownColumn> {
+        let mut mapped: Vec<(usize, Vec<String>)> = Vec::new();
+        for (column, paths) in fields {
+            let index = column_index(column)
+                .filter(|_| !PARSER_OWNED_COLUMNS.contains(&column.as_str()))
+                .ok_or_else(|| UnknownColumn(column.clone()))?;
+            mapped.push((index, paths.clone()));
         }
+        if !only_listed {
+            for (column, paths) in DEFAULT_PATHS {
+                let index =
+                    column_index(column).ok_or_else(|| UnknownColumn((*column).to_string()))?;
+                mapped.push((index, paths.iter().map(|p| (*p).to_string()).collect()));
+            }
+        }
+        Ok(JsonNormalizer { mapped })
     }
 
     /// Normalizes one event.
     pub fn normalize(&self, bytes: &[u8], prov: &Provenance) -> Result<EventRow, NormalizeError> {
-        if bytes.len() > MAX_EVENT_BYTES {
-            return Err(NormalizeError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_EVENT_BYTES,
-            });
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(NormalizeError::Empty);
-        }
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| NormalizeError::Json(e.to_string()))?;
-        let Value::Object(object) = value else {
-            return Err(NormalizeError::NotAnObject {
-                found: json_kind(&value),
-            });
-        };
-        let mut cells = vec![Cell::Null; EVENT_COLUMNS.len()];
-        // Mapped fields are taken out of the object as they are matched; what
-        // is left is `unmapped`. No source path serves two columns.
-        let mut unmapped = object;
-        for (index, kind, paths) in &self.mapped {
-            for path in *paths {
-                let Some(v) = lookup(&unmapped, path) else {
-                    continue;
-                };
-                let cell = if *index == self.idx.time {
-                    parse_time(v)
-                } else {
-                    coerce(v, *kind)
-                };
-                if let Some(cell) = cell {
-                    cells[*index] = cell;
-                    remove_path(&mut unmapped, path);
-                    break;
-                }
-            }
-        }
-        if cells[self.idx.time] == Cell::Null {
-            cells[self.idx.time] = Cell::Int(prov.ingest_time_micros);
-        }
-        self.derive(&mut cells, &mut unmapped);
-        cells[self.idx.raw] = Cell::Str(String::from_utf8_lossy(bytes).into_owned());
-        cells[self.idx.unmapped] = Cell::Str(Value::Object(unmapped).to_string());
-        cells[self.idx.source_topic] = Cell::Str(prov.topic.clone());
-        cells[self.idx.source_partition] =
-            prov.partition.map_or(Cell::Null, |p| Cell::Int(p.into()));
-        cells[self.idx.source_offset] = prov.offset.map_or(Cell::Null, Cell::Int);
-        cells[self.idx.ingest_time] = Cell::Int(prov.ingest_time_micros);
-        Ok(EventRow { cells })
+        let object = parse_object(bytes)?;
+        let mut draft = Draft::new(object);
+        self.apply(&mut draft);
+        Ok(draft.finish(bytes, prov))
     }
 
-    /// Fills columns that follow from others: names from paths, hashes from
-    /// Sysmon's `Hashes`, and the OCSF class when the source gave none.
-    fn derive(&self, cells: &mut [Cell], unmapped: &mut Map<String, Value>) {
-        let x = &self.idx;
-        for (name, path) in [
-            (x.process_name, x.process_path),
-            (x.process_parent_name, x.process_parent_path),
-            (x.file_name, x.file_path),
-        ] {
-            if cells[name] == Cell::Null
-                && let Cell::Str(p) = &cells[path]
-            {
-                let base = p.rsplit(['\\', '/']).next().unwrap_or(p);
-                if !base.is_empty() {
-                    cells[name] = Cell::Str(base.to_string());
-                }
-            }
-        }
-        if let Some(Value::String(hashes)) = unmapped.get("Hashes").cloned() {
-            let mut used = false;
-            for part in hashes.split(',') {
-                if let Some((algo, digest)) = part.split_once('=') {
-                    let column = match algo.trim().to_ascii_uppercase().as_str() {
-                        "MD5" => column_index(col::HASH_MD5),
-                        "SHA1" => column_index(col::HASH_SHA1),
-                        "SHA256" => column_index(col::HASH_SHA256),
-                        _ => None,
-                    };
-                    if let Some(c) = column
-                        && cells[c] == Cell::Null
-                    {
-                        cells[c] = Cell::Str(digest.trim().to_ascii_lowercase());
-                        used = true;
-                    }
-                }
-            }
-            if used {
-                unmapped.remove("Hashes");
-            }
-        }
-        if cells[x.class_uid] == Cell::Null {
-            let code = match &cells[x.event_code] {
-                Cell::Str(s) => s.as_str(),
-                _ => "",
-            };
-            let has = |i: usize| cells[i] != Cell::Null;
-            let (class, activity) = if matches!(code, "4624" | "4625" | "4634" | "4648" | "4672") {
-                (3002, if code == "4634" { 2 } else { 1 })
-            } else if has(x.process_cmd_line)
-                || (has(x.process_path) && matches!(code, "1" | "4688"))
-            {
-                (1007, 1)
-            } else if has(x.dns_query) {
-                (4003, 1)
-            } else if has(x.url) || has(x.http_method) {
-                (4002, 0)
-            } else if has(x.api_operation) {
-                (6003, 0)
-            } else if has(x.src_ip) && has(x.dst_ip) {
-                (4001, 0)
-            } else {
-                (0, 0)
-            };
-            if class != 0 {
-                cells[x.class_uid] = Cell::Int(class);
-                if cells[x.activity_id] == Cell::Null {
-                    cells[x.activity_id] = Cell::Int(activity);
-                }
-            }
-        }
-        if let Cell::Int(class) = cells[x.class_uid] {
-            if cells[x.category_uid] == Cell::Null {
-                cells[x.category_uid] = Cell::Int(class / 1000);
-            }
-            if cells[x.type_uid] == Cell::Null
-                && let Cell::Int(activity) = cells[x.activity_id]
-            {
-                cells[x.type_uid] = Cell::Int(class * 100 + activity);
-            }
+    /// Moves every mapped field of `draft` into its column (mapped fields
+    /// are taken out as they match: no source path serves two columns).
+    pub fn apply(&self, draft: &mut Draft) {
+        for (index, paths) in &self.mapped {
+            draft.take_index(*index, paths);
         }
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+/// The `json` source type: one JSON object per input.
+#[derive(Debug, Clone)]
+pub struct JsonParser {
+    mapping: JsonNormalizer,
+}
+
+impl JsonParser {
+    /// A parser with the given mapping.
+    pub fn new(mapping: JsonNormalizer) -> Self {
+        JsonParser { mapping }
     }
 }
 
-/// Finds a dotted path, preferring a literal key with dots at each level.
-fn lookup<'a>(object: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = object.get(path) {
-        return Some(v);
+impl super::Parser for JsonParser {
+    fn parse(
+        &mut self,
+        input: &[u8],
+        _prov: &Provenance,
+        out: &mut super::ParseOutput,
+    ) -> Result<(), NormalizeError> {
+        out.events
+            .push(super::Parsed::new(Draft::new(parse_object(input)?)));
+        Ok(())
     }
-    let mut rest = path;
-    let mut current = object;
-    while let Some((head, tail)) = rest.split_once('.') {
-        match current.get(head) {
-            Some(Value::Object(inner)) => {
-                if let Some(v) = inner.get(tail) {
-                    return Some(v);
-                }
-                current = inner;
-                rest = tail;
-            }
-            _ => return None,
-        }
-    }
-    None
-}
 
-/// Removes what [`lookup`] found, dropping objects left empty.
-fn remove_path(object: &mut Map<String, Value>, path: &str) {
-    if object.remove(path).is_some() {
-        return;
+    fn map(&self, draft: &mut Draft) {
+        self.mapping.apply(draft);
     }
-    if let Some((head, tail)) = path.split_once('.')
-        && let Some(Value::Object(inner)) = object.get_mut(head)
-    {
-        remove_path(inner, tail);
-        if inner.is_empty() {
-            object.remove(head);
-        }
-    }
-}
-
-/// A JSON value as a cell of `kind`, or `None` when it does not fit (it then
-/// stays in `unmapped`).
-fn coerce(v: &Value, kind: ColumnKind) -> Option<Cell> {
-    match kind {
-        ColumnKind::Utf8 => match v {
-            Value::String(s) if !s.is_empty() => Some(Cell::Str(s.clone())),
-            Value::Number(n) => Some(Cell::Str(n.to_string())),
-            Value::Bool(b) => Some(Cell::Str(b.to_string())),
-            Value::Array(items)
-                if !items.is_empty() && items.iter().all(|i| !i.is_object() && !i.is_array()) =>
-            {
-                let parts: Vec<String> = items
-                    .iter()
-                    .map(|i| match i {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect();
-                Some(Cell::Str(parts.join(",")))
-            }
-            _ => None,
-        },
-        ColumnKind::Int32 | ColumnKind::Int64 => {
-            let n = match v {
-                Value::Number(n) => n
-                    .as_i64()
-                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))?,
-                Value::String(s) => s.trim().parse::<i64>().ok()?,
-                _ => return None,
-            };
-            if kind == ColumnKind::Int32 && i32::try_from(n).is_err() {
-                return None;
-            }
-            Some(Cell::Int(n))
-        }
-        ColumnKind::Timestamp => parse_time(v),
-        ColumnKind::Binary => None,
-    }
-}
-
-/// Reads an event time: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]` (UTC), or epoch
-/// seconds, milliseconds, microseconds or nanoseconds (chosen by magnitude).
-pub fn parse_time(v: &Value) -> Option<Cell> {
-    let from_number = |f: f64| -> Option<i64> {
-        if !f.is_finite() || f <= 0.0 {
-            return None;
-        }
-        let micros = if f < 1e11 {
-            f * 1e6
-        } else if f < 1e14 {
-            f * 1e3
-        } else if f < 1e17 {
-            f
-        } else {
-            f / 1e3
-        };
-        Some(micros as i64)
-    };
-    let micros = match v {
-        Value::Number(n) => from_number(n.as_f64()?)?,
-        Value::String(s) => {
-            let s = s.trim();
-            if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
-                dt.timestamp_micros()
-            } else if let Ok(f) = s.parse::<f64>() {
-                from_number(f)?
-            } else {
-                let naive = [
-                    "%Y-%m-%d %H:%M:%S%.f",
-                    "%Y-%m-%dT%H:%M:%S%.f",
-                    "%Y-%m-%d %H:%M:%S%.fZ",
-                ]
-                .iter()
-                .find_map(|fmt| chrono::NaiveDateTime::parse_from_str(s, fmt).ok())?;
-                naive.and_utc().timestamp_micros()
-            }
-        }
-        _ => return None,
-    };
-    Some(Cell::Int(micros))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::draft::{Cell, MAX_EVENT_BYTES, parse_time};
+    use serde_json::{Map, Value};
 
     fn prov() -> Provenance {
         Provenance {
             topic: "t".into(),
             partition: Some(0),
             offset: Some(7),
-            ingest_time_micros: 1_000,
+            ingest_time_micros: 1_800_000_000_000_000,
         }
     }
 
@@ -905,7 +577,7 @@ mod tests {
         let row = JsonNormalizer::new()
             .normalize(br#"{"a":1}"#, &prov())
             .expect("normalizes");
-        assert_eq!(row.time(), 1_000);
+        assert_eq!(row.time(), 1_800_000_000_000_000);
     }
 
     #[test]

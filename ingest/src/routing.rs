@@ -1,0 +1,468 @@
+//! Which tenant an event belongs to (DESIGN.md, guarantees: tenant isolation).
+//!
+//! Each `[[ingest.sources]]` entry names where its events' tenant comes
+//! from: fixed, a capture of the topic name, a Kafka/HTTP header, or a field
+//! of the event. A tenant taken from the data must be registered with the
+//! coordinators ([`KnownTenants`], refreshed in the background); an event
+//! whose tenant is missing, malformed or unknown becomes a dead letter of
+//! `ingest.unrouted_tenant`, never an event of some other tenant.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use regex::Regex;
+use spoor_common::config::{SourceConfig, TenantFrom};
+use spoor_common::control::ControlClient;
+use spoor_common::schema::event_col as col;
+use spoor_common::tenant::TenantId;
+use tokio_util::sync::CancellationToken;
+
+use crate::lake_writer::DeadLetterRow;
+use crate::parse::{Decoded, EventRow};
+
+/// The tenants registered with the coordinators, as last seen.
+#[derive(Debug, Clone, Default)]
+pub struct KnownTenants {
+    inner: Arc<RwLock<Option<BTreeSet<TenantId>>>>,
+}
+
+impl KnownTenants {
+    /// No tenants seen yet (every data-derived tenant is unknown until the
+    /// first refresh).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fixed set (tests, and deployments without coordinators' tenants).
+    pub fn of(tenants: impl IntoIterator<Item = TenantId>) -> Self {
+        let known = KnownTenants::new();
+        known.replace(tenants.into_iter().collect());
+        known
+    }
+
+    /// Whether `tenant` is registered.
+    pub fn contains(&self, tenant: &TenantId) -> bool {
+        self.inner
+            .read()
+            .map(|set| set.as_ref().is_some_and(|s| s.contains(tenant)))
+            .unwrap_or(false)
+    }
+
+    /// Whether a refresh has succeeded yet.
+    pub fn loaded(&self) -> bool {
+        self.inner.read().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    /// Replaces the set.
+    pub fn replace(&self, tenants: BTreeSet<TenantId>) {
+        if let Ok(mut guard) = self.inner.write() {
+            *guard = Some(tenants);
+        }
+    }
+
+    /// Refreshes the set from the coordinators every `every` until `stop`;
+    /// a failed refresh keeps the last set (logged).
+    pub async fn follow(self, control: ControlClient, every: Duration, stop: CancellationToken) {
+        loop {
+            match control.cluster_status().await {
+                Ok(status) => {
+                    let set: BTreeSet<TenantId> =
+                        status.tenants.into_iter().map(|t| t.id).collect();
+                    self.replace(set);
+                }
+                Err(e) => tracing::warn!(error = %e, "refreshing the registered tenants failed"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
+/// How one source's events find their tenant.
+#[derive(Debug, Clone)]
+enum Rule {
+    Fixed(TenantId),
+    Topic(Regex),
+    Header(String),
+    Field,
+}
+
+/// Why an event has no tenant.
+type Unrouted = String;
+
+/// Routes events to tenants for the configured sources.
+#[derive(Debug, Clone)]
+pub struct TenantRouter {
+    default_tenant: TenantId,
+    unrouted: TenantId,
+    known: KnownTenants,
+    /// Per source entry, in `ingest.sources` order.
+    rules: Arc<Vec<(SourceConfig, Rule)>>,
+}
+
+/// A source stream's rows grouped by tenant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantRows {
+    /// Normalized events.
+    pub events: Vec<EventRow>,
+    /// Dead letters.
+    pub dead: Vec<DeadLetterRow>,
+}
+
+impl TenantRows {
+    /// Events plus dead letters.
+    pub fn len(&self) -> usize {
+        self.events.len() + self.dead.len()
+    }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The routing inputs of one message besides the event itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    /// Kafka topic, or `http:<source>`.
+    pub topic: &'a str,
+    /// Kafka or HTTP headers (name, value).
+    pub headers: &'a [(String, Vec<u8>)],
+}
+
+impl TenantRouter {
+    /// A router for `sources` (already checked by the configuration).
+    pub fn new(
+        default_tenant: TenantId,
+        unrouted: TenantId,
+        sources: &[SourceConfig],
+        known: KnownTenants,
+    ) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            let rule = match source.tenant_from {
+                TenantFrom::Fixed if source.tenant.is_empty() => {
+                    Rule::Fixed(default_tenant.clone())
+                }
+                TenantFrom::Fixed => Rule::Fixed(
+                    TenantId::new(source.tenant.clone())
+                        .map_err(|e| format!("ingest.sources[{i}].tenant: {e}"))?,
+                ),
+                TenantFrom::Topic => Rule::Topic(
+                    source
+                        .tenant_regex()
+                        .map_err(|e| format!("ingest.sources[{i}].tenant_pattern: {e}"))?,
+                ),
+                TenantFrom::Header => Rule::Header(source.tenant_header.clone()),
+                TenantFrom::Field => Rule::Field,
+            };
+            rules.push((source.clone(), rule));
+        }
+        Ok(TenantRouter {
+            default_tenant,
+            unrouted,
+            known,
+            rules: Arc::new(rules),
+        })
+    }
+
+    /// Every event to one tenant (tests, single-tenant tools).
+    pub fn single(tenant: TenantId) -> Self {
+        TenantRouter {
+            unrouted: tenant.clone(),
+            default_tenant: tenant,
+            known: KnownTenants::new(),
+            rules: Arc::new(Vec::new()),
+        }
+    }
+
+    /// The tenant receiving unroutable events' dead letters.
+    pub fn unrouted_tenant(&self) -> &TenantId {
+        &self.unrouted
+    }
+
+    fn rule_for(&self, topic: &str) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|(s, _)| s.matches(topic))
+            .map(|(_, r)| r)
+    }
+
+    /// The tenant of an event or dead letter, or why there is none.
+    fn tenant_of(&self, envelope: Envelope<'_>, field: Option<&str>) -> Result<TenantId, Unrouted> {
+        let Some(rule) = self.rule_for(envelope.topic) else {
+            return Ok(self.default_tenant.clone());
+        };
+        let (candidate, from) = match rule {
+            Rule::Fixed(t) => return Ok(t.clone()),
+            Rule::Topic(re) => {
+                let captured = re.captures(envelope.topic).and_then(|c| {
+                    c.name("tenant")
+                        .or_else(|| c.get(1))
+                        .map(|m| m.as_str().to_string())
+                });
+                match captured {
+                    Some(t) => (t, format!("topic {:?}", envelope.topic)),
+                    None => {
+                        return Err(format!(
+                            "topic {:?} does not match tenant_pattern {:?}",
+                            envelope.topic,
+                            re.as_str()
+                        ));
+                    }
+                }
+            }
+            Rule::Header(name) => {
+                let value = envelope
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v);
+                match value {
+                    Some(v) => match std::str::from_utf8(v) {
+                        Ok(s) => (s.trim().to_string(), format!("header {name}")),
+                        Err(_) => return Err(format!("header {name} is not UTF-8")),
+                    },
+                    None => return Err(format!("the message has no {name} header")),
+                }
+            }
+            Rule::Field => match field {
+                Some(v) => (v.trim().to_string(), "the tenant field".to_string()),
+                None => return Err("the event has no readable tenant field".to_string()),
+            },
+        };
+        let tenant = TenantId::new(candidate).map_err(|e| format!("{from}: {e}"))?;
+        if !self.known.contains(&tenant) {
+            return Err(format!(
+                "tenant {tenant} (from {from}) is not registered with the coordinators"
+            ));
+        }
+        Ok(tenant)
+    }
+
+    /// Adds decoded rows to `into`, each under its tenant; rows without a
+    /// tenant become dead letters of the unrouted tenant naming why.
+    pub fn route(
+        &self,
+        envelope: Envelope<'_>,
+        decoded: impl IntoIterator<Item = Decoded>,
+        into: &mut BTreeMap<TenantId, TenantRows>,
+    ) {
+        for d in decoded {
+            match d {
+                Decoded::Event(row) => match self.tenant_of(envelope, row.tenant_hint.as_deref()) {
+                    Ok(tenant) => into.entry(tenant).or_default().events.push(row),
+                    Err(reason) => {
+                        metrics::counter!("spoor_ingest_unrouted_total").increment(1);
+                        into.entry(self.unrouted.clone())
+                            .or_default()
+                            .dead
+                            .push(unrouted_letter(&row, &reason));
+                    }
+                },
+                Decoded::Dead(mut letter) => {
+                    // A dead letter has no fields to read a tenant from.
+                    match self.tenant_of(envelope, None) {
+                        Ok(tenant) => into.entry(tenant).or_default().dead.push(letter),
+                        Err(reason) => {
+                            metrics::counter!("spoor_ingest_unrouted_total").increment(1);
+                            letter.error = format!("{}; no tenant: {reason}", letter.error);
+                            into.entry(self.unrouted.clone())
+                                .or_default()
+                                .dead
+                                .push(letter);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A normalized event that has no tenant, as a dead letter (its original
+/// bytes from `raw`, its place from the provenance columns).
+fn unrouted_letter(row: &EventRow, reason: &str) -> DeadLetterRow {
+    let raw = row
+        .get_str(col::RAW)
+        .unwrap_or_default()
+        .as_bytes()
+        .to_vec();
+    let offset = row.get_int(col::SOURCE_OFFSET);
+    let partition = row
+        .get_int(col::SOURCE_PARTITION)
+        .and_then(|p| i32::try_from(p).ok());
+    let place = match (partition, offset) {
+        (Some(_), Some(o)) => format!("offset {o}: "),
+        (None, Some(l)) => format!("line {l}: "),
+        _ => String::new(),
+    };
+    DeadLetterRow {
+        ingest_time_micros: row
+            .get_int(col::INGEST_TIME)
+            .unwrap_or_else(spoor_common::time::now_micros),
+        topic: row
+            .get_str(col::SOURCE_TOPIC)
+            .unwrap_or_default()
+            .to_string(),
+        partition,
+        offset,
+        error: format!("{place}no tenant: {reason}"),
+        raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{Decoder, Provenance, SourceType};
+
+    fn tenant(s: &str) -> TenantId {
+        TenantId::new(s).expect("tenant")
+    }
+
+    fn source(topics: &str, from: TenantFrom, set: impl Fn(&mut SourceConfig)) -> SourceConfig {
+        let mut s = SourceConfig::of_type(SourceType::Json);
+        s.topics = vec![topics.into()];
+        s.tenant_from = from;
+        set(&mut s);
+        s
+    }
+
+    fn router(sources: &[SourceConfig]) -> TenantRouter {
+        TenantRouter::new(
+            tenant("default"),
+            tenant("unrouted"),
+            sources,
+            KnownTenants::of([tenant("acme"), tenant("globex")]),
+        )
+        .expect("router")
+    }
+
+    fn decode(sources: &[SourceConfig], topic: &str, input: &str) -> Vec<Decoded> {
+        let entry = sources.iter().find(|s| s.matches(topic));
+        let mut decoder = match entry {
+            Some(e) => Decoder::new(e).expect("decoder"),
+            None => Decoder::for_type(SourceType::Json),
+        };
+        let mut out = Vec::new();
+        let prov = Provenance {
+            topic: topic.into(),
+            partition: Some(0),
+            offset: Some(4),
+            ingest_time_micros: 1_800_000_000_000_000,
+        };
+        decoder.decode(input.as_bytes(), &prov, &mut out);
+        out
+    }
+
+    fn route(
+        sources: &[SourceConfig],
+        topic: &str,
+        headers: &[(String, Vec<u8>)],
+        input: &str,
+    ) -> BTreeMap<TenantId, TenantRows> {
+        let mut into = BTreeMap::new();
+        router(sources).route(
+            Envelope { topic, headers },
+            decode(sources, topic, input),
+            &mut into,
+        );
+        into
+    }
+
+    #[test]
+    fn tenant_from_a_topic_capture() {
+        let s = [source("logs-*", TenantFrom::Topic, |s| {
+            s.tenant_pattern = "^logs-(?P<tenant>[a-z0-9_-]+)$".into();
+        })];
+        let rows = route(&s, "logs-acme", &[], r#"{"a":1}"#);
+        assert_eq!(rows[&tenant("acme")].events.len(), 1);
+        let rows = route(&s, "logs-initech", &[], r#"{"a":1}"#);
+        let letter = &rows[&tenant("unrouted")].dead[0];
+        assert!(
+            letter
+                .error
+                .contains("tenant initech (from topic \"logs-initech\") is not registered"),
+            "{}",
+            letter.error
+        );
+        assert_eq!(letter.raw, br#"{"a":1}"#, "the original bytes are kept");
+        assert_eq!(letter.offset, Some(4));
+        let rows = route(&s, "logs-acme", &[], "{broken");
+        assert_eq!(
+            rows[&tenant("acme")].dead.len(),
+            1,
+            "parse failures stay with their tenant"
+        );
+    }
+
+    #[test]
+    fn tenant_from_a_header() {
+        let s = [source("*", TenantFrom::Header, |s| {
+            s.tenant_header = "x-tenant".into()
+        })];
+        let h = |v: &str| vec![("X-Tenant".to_string(), v.as_bytes().to_vec())];
+        assert_eq!(
+            route(&s, "t", &h("globex"), "{}")[&tenant("globex")]
+                .events
+                .len(),
+            1
+        );
+        let rows = route(&s, "t", &[], "{}");
+        assert!(
+            rows[&tenant("unrouted")].dead[0]
+                .error
+                .contains("no x-tenant header")
+        );
+        let rows = route(&s, "t", &h("Not A Tenant"), "{}");
+        assert!(
+            rows[&tenant("unrouted")].dead[0]
+                .error
+                .contains("invalid tenant id")
+        );
+        let rows = route(&s, "t", &h("globex"), "{oops");
+        assert_eq!(rows[&tenant("globex")].dead.len(), 1);
+    }
+
+    #[test]
+    fn tenant_from_a_field() {
+        let s = [source("*", TenantFrom::Field, |s| {
+            s.tenant_field = "org.tenant".into()
+        })];
+        let rows = route(&s, "t", &[], r#"{"org":{"tenant":"acme"},"x":1}"#);
+        assert_eq!(rows[&tenant("acme")].events.len(), 1);
+        let rows = route(&s, "t", &[], r#"{"x":1}"#);
+        assert!(
+            rows[&tenant("unrouted")].dead[0]
+                .error
+                .contains("no readable tenant field")
+        );
+        let rows = route(&s, "t", &[], "{oops");
+        let letter = &rows[&tenant("unrouted")].dead[0];
+        assert!(
+            letter.error.contains("invalid JSON") && letter.error.contains("no tenant"),
+            "{}",
+            letter.error
+        );
+    }
+
+    #[test]
+    fn fixed_and_default_tenants_need_no_registration() {
+        let s = [source("fw", TenantFrom::Fixed, |s| {
+            s.tenant = "initech".into()
+        })];
+        assert_eq!(
+            route(&s, "fw", &[], "{}")[&tenant("initech")].events.len(),
+            1
+        );
+        assert_eq!(
+            route(&s, "other", &[], "{}")[&tenant("default")]
+                .events
+                .len(),
+            1
+        );
+    }
+}
