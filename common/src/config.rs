@@ -20,6 +20,11 @@ use crate::tenant::TenantId;
 /// The embedded defaults, also the reference for every key (`docs/operations.md`).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
 
+/// Smallest `ingest.compaction.orphan_grace_ms`: twice the minute for which
+/// a flush retries its catalog commit, so a file written but not yet
+/// committed is never taken for an orphan.
+pub const MIN_ORPHAN_GRACE_MS: u64 = 120_000;
+
 /// The whole configuration of a Spoor process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +149,9 @@ pub struct IngestConfig {
     pub max_batch_bytes: usize,
     /// Largest accepted HTTP ingest request body, bytes.
     pub http_max_body_bytes: usize,
+    /// Whether `POST /v1/ingest` needs an ingest token (`none` or `token`);
+    /// the Splunk HEC endpoint always does.
+    pub http_auth: HttpAuth,
     /// Zstd level of Parquet files (1–22).
     pub zstd_level: i32,
     /// Tenant whose `dead_letter` table receives events whose tenant could
@@ -151,11 +159,27 @@ pub struct IngestConfig {
     pub unrouted_tenant: String,
     /// Kafka source.
     pub kafka: KafkaConfig,
+    /// Compaction of small files, retention, and the deletion of objects the
+    /// catalog no longer lists (`[ingest.compaction]`).
+    pub compaction: CompactionConfig,
     /// Which parser reads which topic (`[[ingest.sources]]`); the first
     /// whose pattern matches wins, a topic no entry matches is read as
     /// generic JSON.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+}
+
+/// How HTTP ingest authenticates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuth {
+    /// No token needed (loopback or trusted networks only); tenants come
+    /// from `[[ingest.sources]]`.
+    #[default]
+    None,
+    /// An ingest (or admin) token in `Authorization: Bearer <token>`; a
+    /// token of one tenant decides the tenant of everything it sends.
+    Token,
 }
 
 /// Kinds of input a parser exists for (`docs/sources.md`).
@@ -371,6 +395,41 @@ pub struct KafkaConfig {
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
+/// Background upkeep of the lake by ingest nodes: compaction of small files
+/// per (tenant, table, hour), retention, and deletion of objects that no
+/// query can still be reading (`docs/operations.md`, compaction and retention).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactionConfig {
+    /// Run compaction, retention and object deletion on this ingest node.
+    pub enabled: bool,
+    /// How often a round runs, milliseconds.
+    pub interval_ms: u64,
+    /// Files smaller than this are compaction inputs, bytes.
+    pub small_file_bytes: u64,
+    /// Inputs are grouped so that each output holds about this many bytes
+    /// of input (compaction holds one output's rows in memory), bytes.
+    pub target_file_bytes: u64,
+    /// An hour partition that ended `settle_ms` ago is compacted once it
+    /// holds this many small files.
+    pub min_files: usize,
+    /// Any hour partition, even the current one, is compacted once it holds
+    /// this many small files.
+    pub max_files: usize,
+    /// How long after its end an hour counts as mostly complete, milliseconds.
+    pub settle_ms: u64,
+    /// Objects taken out of the catalog (compaction inputs, expired files)
+    /// are deleted this long after the catalog change, so queries that
+    /// listed them can finish; at least `query.timeout_ms`, milliseconds.
+    pub delete_grace_ms: u64,
+    /// Objects the catalog does not list (a crash between write and commit)
+    /// are deleted once older than this; must exceed the longest time
+    /// between writing a file and committing it, milliseconds.
+    pub orphan_grace_ms: u64,
+    /// How often the lake is listed to find such orphans, milliseconds.
+    pub orphan_scan_interval_ms: u64,
+}
+
 /// Where to start in a partition that has no checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -526,6 +585,7 @@ impl Config {
                 reason: e.to_string(),
             });
         }
+        self.validate_compaction()?;
         if !self.ingest.kafka.brokers.is_empty() {
             if self.ingest.kafka.topics.is_empty() {
                 return bad(
@@ -689,6 +749,69 @@ impl Config {
                 key: "catalog.endpoint".into(),
                 reason: format!("{e:?} must start with http:// or https://"),
             });
+        }
+        Ok(())
+    }
+
+    /// Checks `[ingest.compaction]`.
+    fn validate_compaction(&self) -> Result<(), ConfigError> {
+        let c = &self.ingest.compaction;
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Value {
+                key: format!("ingest.compaction.{key}"),
+                reason,
+            })
+        };
+        if c.interval_ms == 0 {
+            return bad("interval_ms", "must be at least 1".into());
+        }
+        if c.small_file_bytes == 0 {
+            return bad("small_file_bytes", "must be at least 1".into());
+        }
+        if c.target_file_bytes < c.small_file_bytes {
+            return bad(
+                "target_file_bytes",
+                format!(
+                    "must be at least ingest.compaction.small_file_bytes ({})",
+                    c.small_file_bytes
+                ),
+            );
+        }
+        if c.min_files < 2 {
+            return bad(
+                "min_files",
+                "must be at least 2 (one file has nothing to merge with)".into(),
+            );
+        }
+        if c.max_files < c.min_files {
+            return bad(
+                "max_files",
+                format!(
+                    "must be at least ingest.compaction.min_files ({})",
+                    c.min_files
+                ),
+            );
+        }
+        if c.delete_grace_ms < self.query.timeout_ms {
+            return bad(
+                "delete_grace_ms",
+                format!(
+                    "must be at least query.timeout_ms ({}): a query may read a file that long after listing it",
+                    self.query.timeout_ms
+                ),
+            );
+        }
+        if c.orphan_grace_ms < MIN_ORPHAN_GRACE_MS {
+            return bad(
+                "orphan_grace_ms",
+                format!(
+                    "must be at least {MIN_ORPHAN_GRACE_MS}: an object younger than the longest write-to-commit time \
+                     (a flush retries its commit for up to 60 s) may be about to be committed"
+                ),
+            );
+        }
+        if c.orphan_scan_interval_ms == 0 {
+            return bad("orphan_scan_interval_ms", "must be at least 1".into());
         }
         Ok(())
     }
@@ -986,6 +1109,62 @@ src_ip = ["net.src", "client.addr"]
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn compaction_keys_are_checked() {
+        let c = load(&[], &[]).expect("defaults");
+        assert!(c.ingest.compaction.enabled);
+        assert_eq!(c.ingest.compaction.interval_ms, 60_000);
+        assert_eq!(c.ingest.compaction.delete_grace_ms, 600_000);
+        assert_eq!(c.ingest.compaction.orphan_grace_ms, 3_600_000);
+        let c = load(
+            &[("SPOOR_INGEST__COMPACTION__MIN_FILES", "3")],
+            &["ingest.compaction.interval_ms=500"],
+        )
+        .expect("overrides");
+        assert_eq!(c.ingest.compaction.min_files, 3);
+        assert_eq!(c.ingest.compaction.interval_ms, 500);
+        for (set, needle) in [
+            (
+                "ingest.compaction.interval_ms=0",
+                "ingest.compaction.interval_ms",
+            ),
+            (
+                "ingest.compaction.min_files=1",
+                "ingest.compaction.min_files",
+            ),
+            (
+                "ingest.compaction.max_files=1",
+                "ingest.compaction.max_files",
+            ),
+            (
+                "ingest.compaction.target_file_bytes=10",
+                "ingest.compaction.target_file_bytes",
+            ),
+            ("ingest.compaction.delete_grace_ms=1000", "query.timeout_ms"),
+            (
+                "ingest.compaction.orphan_grace_ms=1000",
+                "ingest.compaction.orphan_grace_ms",
+            ),
+        ] {
+            let err = load(&[], &[set]).expect_err(set).to_string();
+            assert!(err.contains(needle), "{set}: {err}");
+        }
+        // A short grace is allowed when queries are cut off sooner.
+        let c = load(
+            &[],
+            &[
+                "ingest.compaction.delete_grace_ms=1000",
+                "query.timeout_ms=1000",
+            ],
+        )
+        .expect("short grace");
+        assert_eq!(c.ingest.compaction.delete_grace_ms, 1000);
+        let err = load(&[], &["ingest.compaction.nope=1"])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
     }
 
     #[test]

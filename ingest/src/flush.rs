@@ -152,6 +152,7 @@ impl Flusher {
         let n_files = files.len();
         let outcome = self.commit(CommitBatch { files, checkpoints }).await?;
         record(events, dead, started);
+        record_tenants(batches.iter().flat_map(|b| b.rows.iter()));
         Ok(Flushed {
             files: n_files,
             events,
@@ -198,6 +199,7 @@ impl Flusher {
             .await?
         };
         record(events, dead, started);
+        record_tenants(rows);
         Ok(Flushed {
             files: n_files,
             events,
@@ -231,4 +233,15 @@ fn record(events: usize, dead: usize, started: std::time::Instant) {
     metrics::counter!("spoor_ingest_events_total").increment(events as u64);
     metrics::counter!("spoor_ingest_dead_letters_total").increment(dead as u64);
     metrics::histogram!("spoor_ingest_flush_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("spoor_ingest_flush_rows").record((events + dead) as f64);
+}
+
+/// Events and dead letters committed per tenant, for per-tenant rates.
+fn record_tenants<'a>(rows: impl IntoIterator<Item = (&'a TenantId, &'a TenantRows)>) {
+    for (tenant, rows) in rows {
+        metrics::counter!("spoor_ingest_tenant_events_total", "tenant" => tenant.to_string())
+            .increment(rows.events.len() as u64);
+        metrics::counter!("spoor_ingest_tenant_dead_letters_total", "tenant" => tenant.to_string())
+            .increment(rows.dead.len() as u64);
+    }
 }

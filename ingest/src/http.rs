@@ -1,13 +1,25 @@
-//! HTTP ingest: `POST /v1/ingest/{source}` with one event per line.
+//! HTTP ingest:
 //!
-//! The parser is the one configured for `http:{source}` in
-//! `[[ingest.sources]]` (generic JSON when none matches), or the
-//! `?source_type=` of the request.
+//! - `POST /v1/ingest/{source}`: one event per line. The parser is the one
+//!   configured for `http:{source}` in `[[ingest.sources]]` (generic JSON
+//!   when none matches), or the request's `?source_type=`. With
+//!   `ingest.http_auth = "token"` it needs an ingest token.
+//! - Splunk HTTP Event Collector (HEC) compatible endpoints, so existing
+//!   forwarders (Vector, Fluent Bit, Cribl, Splunk forwarders) can send
+//!   without Kafka: `POST /services/collector[/event][/1.0]` (concatenated
+//!   JSON envelopes `{"event": …, "time", "host", "source", "sourcetype",
+//!   "fields"}`), `POST /services/collector/raw[/1.0]` (lines), and
+//!   `GET /services/collector/health`. Always authenticated by an ingest
+//!   token (`Authorization: Splunk <token>`); answers in HEC's shape
+//!   (`{"text": "Success", "code": 0}`). The parser is the one configured
+//!   for `hec:{sourcetype}`.
 //!
 //! The response is sent after the request's files are committed to the
-//! catalog, so a 200 means durable. Lines that fail to parse go to
-//! `dead_letter` with their line number; the rest of the request is kept.
+//! catalog, so a 200 means durable. Inputs that fail to parse go to
+//! `dead_letter` with their line (or HEC event) number; the rest of the
+//! request is kept.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,38 +28,75 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde_json::json;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use spoor_common::config::HttpAuth;
+use spoor_common::control::TokenRecord;
+use spoor_common::tenant::TenantId;
 
+use crate::auth::{AuthError, TokenVerifier, authenticate};
 use crate::error::IngestError;
-use crate::flush::Flusher;
-use crate::parse::{Decoder, Provenance, SourceType, Sources};
-use crate::routing::{Envelope, TenantRouter};
+use crate::flush::{Flushed, Flusher};
+use crate::parse::{Decoded, Decoder, Provenance, SourceType, Sources};
+use crate::routing::{Envelope, TenantRouter, TenantRows};
 
+/// What the HTTP ingest routes need.
 #[derive(Clone)]
-struct HttpIngest {
-    flusher: Flusher,
-    sources: Sources,
-    router: TenantRouter,
-    node_id: u64,
+pub struct HttpIngest {
+    /// Writes and commits.
+    pub flusher: Flusher,
+    /// Parsers per source.
+    pub sources: Sources,
+    /// Tenants per event.
+    pub tenants: TenantRouter,
+    /// Checks ingest tokens.
+    pub tokens: Arc<dyn TokenVerifier>,
+    /// Whether `/v1/ingest` needs a token.
+    pub auth: HttpAuth,
+    /// This node's id (request ids).
+    pub node_id: u64,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
     counter: Arc<AtomicU64>,
 }
 
+impl HttpIngest {
+    /// The routes' state.
+    pub fn new(
+        flusher: Flusher,
+        sources: Sources,
+        tenants: TenantRouter,
+        tokens: Arc<dyn TokenVerifier>,
+        auth: HttpAuth,
+        node_id: u64,
+        max_body_bytes: usize,
+    ) -> Self {
+        HttpIngest {
+            flusher,
+            sources,
+            tenants,
+            tokens,
+            auth,
+            node_id,
+            max_body_bytes,
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn request_id(&self, now: i64) -> String {
+        format!(
+            "{}-{}-{}-{}",
+            self.node_id,
+            std::process::id(),
+            now,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
 /// The HTTP ingest routes.
-pub fn router(
-    flusher: Flusher,
-    sources: Sources,
-    tenants: TenantRouter,
-    node_id: u64,
-    max_body_bytes: usize,
-) -> Router {
-    let state = HttpIngest {
-        flusher,
-        sources,
-        router: tenants,
-        node_id,
-        counter: Arc::new(AtomicU64::new(0)),
-    };
+pub fn router(state: HttpIngest) -> Router {
+    let limit = state.max_body_bytes;
     Router::new()
         .route(
             "/v1/ingest",
@@ -70,7 +119,14 @@ pub fn router(
                  body: Bytes| { ingest(state, source, params, headers, body) },
             ),
         )
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .route("/services/collector", post(hec_event))
+        .route("/services/collector/event", post(hec_event))
+        .route("/services/collector/event/1.0", post(hec_event))
+        .route("/services/collector/raw", post(hec_raw))
+        .route("/services/collector/raw/1.0", post(hec_raw))
+        .route("/services/collector/health", get(hec_health))
+        .route("/services/collector/health/1.0", get(hec_health))
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -87,6 +143,87 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         axum::Json(json!({"error": {"code": code, "message": message}})),
     )
         .into_response()
+}
+
+fn auth_error(e: &AuthError) -> Response {
+    let status = match e {
+        AuthError::Missing => StatusCode::UNAUTHORIZED,
+        AuthError::Invalid(_) | AuthError::WrongRole(_) => StatusCode::FORBIDDEN,
+        AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, "unauthorized", e.to_string())
+}
+
+/// Headers as routing sees them.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Routes decoded rows to tenants, by the token when there is one.
+fn route(
+    state: &HttpIngest,
+    topic: &str,
+    headers: &HeaderMap,
+    decoded: Vec<Decoded>,
+    token: Option<&TokenRecord>,
+) -> BTreeMap<TenantId, TenantRows> {
+    let headers = header_pairs(headers);
+    let envelope = Envelope {
+        topic,
+        headers: &headers,
+    };
+    let mut rows = BTreeMap::new();
+    match token {
+        Some(token) => state
+            .tenants
+            .route_for_token(envelope, decoded, token, &mut rows),
+        None => state.tenants.route(envelope, decoded, &mut rows),
+    }
+    rows
+}
+
+/// Decodes each non-blank line of `body` as one input numbered by its line.
+fn decode_lines(decoder: &mut Decoder, topic: &str, body: &[u8], now: i64) -> Vec<Decoded> {
+    let mut decoded = Vec::new();
+    let mut last_line = 0;
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        last_line = i as i64 + 1;
+        metrics::counter!("spoor_ingest_messages_total", "source" => "http").increment(1);
+        let prov = Provenance {
+            topic: topic.to_string(),
+            partition: None,
+            offset: Some(last_line),
+            ingest_time_micros: now,
+        };
+        decoder.decode(line, &prov, &mut decoded);
+    }
+    let end = Provenance {
+        topic: topic.to_string(),
+        partition: None,
+        offset: Some(last_line),
+        ingest_time_micros: now,
+    };
+    decoder.flush(&end, &mut decoded);
+    decoded
+}
+
+/// Writes and commits a request's rows.
+async fn commit(
+    state: &HttpIngest,
+    rows: &BTreeMap<TenantId, TenantRows>,
+    now: i64,
+) -> Result<Flushed, IngestError> {
+    state
+        .flusher
+        .flush_request(&state.request_id(now), rows)
+        .await
 }
 
 async fn ingest(
@@ -110,6 +247,13 @@ async fn ingest(
             ),
         );
     }
+    let token = match state.auth {
+        HttpAuth::None => None,
+        HttpAuth::Token => match authenticate(state.tokens.as_ref(), &headers).await {
+            Ok(record) => Some(record),
+            Err(e) => return auth_error(&e),
+        },
+    };
     let topic = format!("http:{source}");
     let mut decoder = match params.source_type.as_deref().map(str::parse::<SourceType>) {
         None => state.sources.decoder_for(&topic),
@@ -122,51 +266,11 @@ async fn ingest(
             );
         }
     };
+    metrics::counter!("spoor_ingest_bytes_total", "source" => "http").increment(body.len() as u64);
     let now = spoor_common::time::now_micros();
-    let mut decoded = Vec::new();
-    let mut last_line = 0;
-    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        last_line = i as i64 + 1;
-        let prov = Provenance {
-            topic: topic.clone(),
-            partition: None,
-            offset: Some(last_line),
-            ingest_time_micros: now,
-        };
-        decoder.decode(line, &prov, &mut decoded);
-    }
-    let end = Provenance {
-        topic: topic.clone(),
-        partition: None,
-        offset: Some(last_line),
-        ingest_time_micros: now,
-    };
-    decoder.flush(&end, &mut decoded);
-    let headers: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
-    let mut rows = std::collections::BTreeMap::new();
-    state.router.route(
-        Envelope {
-            topic: &topic,
-            headers: &headers,
-        },
-        decoded,
-        &mut rows,
-    );
-    let request_id = format!(
-        "{}-{}-{}-{}",
-        state.node_id,
-        std::process::id(),
-        now,
-        state.counter.fetch_add(1, Ordering::Relaxed)
-    );
-    match state.flusher.flush_request(&request_id, &rows).await {
+    let decoded = decode_lines(&mut decoder, &topic, &body, now);
+    let rows = route(&state, &topic, &headers, decoded, token.as_ref());
+    match commit(&state, &rows, now).await {
         Ok(flushed) => (
             StatusCode::OK,
             axum::Json(json!({
@@ -192,27 +296,309 @@ async fn ingest(
     }
 }
 
+/// A HEC answer: `{"text", "code"}` plus extra fields.
+fn hec(status: StatusCode, code: u32, text: &str, extra: Value) -> Response {
+    let mut body = json!({"text": text, "code": code});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn hec_auth_error(e: &AuthError) -> Response {
+    match e {
+        AuthError::Missing => hec(StatusCode::UNAUTHORIZED, 2, "Token is required", json!({})),
+        AuthError::Invalid(_) | AuthError::WrongRole(_) => hec(
+            StatusCode::FORBIDDEN,
+            4,
+            "Invalid token",
+            json!({"detail": e.to_string()}),
+        ),
+        AuthError::Unavailable(_) => hec(
+            StatusCode::SERVICE_UNAVAILABLE,
+            9,
+            "Server is busy",
+            json!({"detail": e.to_string()}),
+        ),
+    }
+}
+
+fn hec_commit_answer(result: Result<Flushed, IngestError>) -> Response {
+    match result {
+        Ok(flushed) => hec(
+            StatusCode::OK,
+            0,
+            "Success",
+            json!({"accepted": flushed.events, "dead_lettered": flushed.dead_letters}),
+        ),
+        Err(IngestError::Catalog(e)) if e.is_retryable() => hec(
+            StatusCode::SERVICE_UNAVAILABLE,
+            9,
+            "Server is busy",
+            json!({"detail": format!("{e}; retry the request")}),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "hec ingest failed");
+            hec(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                8,
+                "Internal server error",
+                json!({"detail": e.to_string()}),
+            )
+        }
+    }
+}
+
+/// One HEC event envelope, turned into a parser input.
+struct HecEvent {
+    sourcetype: String,
+    input: Vec<u8>,
+}
+
+/// Splits a HEC body (JSON envelopes, concatenated or newline-separated)
+/// into parser inputs, or says which envelope is wrong (HEC refuses the
+/// whole request then, so the sender keeps and fixes it: nothing is lost).
+fn hec_envelopes(body: &[u8]) -> Result<Vec<HecEvent>, Box<Response>> {
+    let invalid = |n: usize, code: u32, text: &str, detail: String| {
+        hec(
+            StatusCode::BAD_REQUEST,
+            code,
+            text,
+            json!({"invalid-event-number": n, "detail": detail}),
+        )
+    };
+    let mut events = Vec::new();
+    let stream = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    for (n, item) in stream.enumerate() {
+        let value =
+            item.map_err(|e| Box::new(invalid(n, 6, "Invalid data format", e.to_string())))?;
+        let Value::Object(mut envelope) = value else {
+            return Err(Box::new(invalid(
+                n,
+                6,
+                "Invalid data format",
+                "an envelope must be a JSON object".into(),
+            )));
+        };
+        let sourcetype = match envelope.get("sourcetype") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => "hec".to_string(),
+        };
+        let input = match envelope.remove("event") {
+            None | Some(Value::Null) => {
+                return Err(Box::new(invalid(
+                    n,
+                    12,
+                    "Event field is required",
+                    "no \"event\" field".into(),
+                )));
+            }
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err(Box::new(invalid(
+                    n,
+                    13,
+                    "Event field cannot be blank",
+                    "\"event\" is blank".into(),
+                )));
+            }
+            Some(Value::String(s)) => s.into_bytes(),
+            Some(Value::Object(mut event)) => {
+                // The envelope's metadata fills what the event lacks, so the
+                // parser sees the sender's host and time.
+                for key in ["time", "host", "source", "sourcetype", "index"] {
+                    if let Some(v) = envelope.remove(key) {
+                        event.entry(key).or_insert(v);
+                    }
+                }
+                if let Some(Value::Object(fields)) = envelope.remove("fields") {
+                    for (k, v) in fields {
+                        event.entry(k).or_insert(v);
+                    }
+                }
+                Value::Object(event).to_string().into_bytes()
+            }
+            Some(other) => other.to_string().into_bytes(),
+        };
+        events.push(HecEvent { sourcetype, input });
+    }
+    if events.is_empty() {
+        return Err(Box::new(hec(
+            StatusCode::BAD_REQUEST,
+            5,
+            "No data",
+            json!({}),
+        )));
+    }
+    Ok(events)
+}
+
+async fn hec_event(State(state): State<HttpIngest>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = match authenticate(state.tokens.as_ref(), &headers).await {
+        Ok(t) => t,
+        Err(e) => return hec_auth_error(&e),
+    };
+    let events = match hec_envelopes(&body) {
+        Ok(events) => events,
+        Err(response) => return *response,
+    };
+    metrics::counter!("spoor_ingest_bytes_total", "source" => "hec").increment(body.len() as u64);
+    let now = spoor_common::time::now_micros();
+    // One decoder per sourcetype, so stateful parsers see their own stream.
+    let mut decoders: BTreeMap<String, Decoder> = BTreeMap::new();
+    let mut decoded: BTreeMap<String, Vec<Decoded>> = BTreeMap::new();
+    for (n, event) in events.iter().enumerate() {
+        metrics::counter!("spoor_ingest_messages_total", "source" => "hec").increment(1);
+        let topic = format!("hec:{}", event.sourcetype);
+        let decoder = decoders
+            .entry(topic.clone())
+            .or_insert_with(|| state.sources.decoder_for(&topic));
+        let prov = Provenance {
+            topic: topic.clone(),
+            partition: None,
+            offset: Some(n as i64 + 1),
+            ingest_time_micros: now,
+        };
+        decoder.decode(&event.input, &prov, decoded.entry(topic).or_default());
+    }
+    let mut rows: BTreeMap<TenantId, TenantRows> = BTreeMap::new();
+    for (topic, mut decoder) in decoders {
+        let out = decoded.entry(topic.clone()).or_default();
+        let end = Provenance {
+            topic: topic.clone(),
+            partition: None,
+            offset: Some(events.len() as i64),
+            ingest_time_micros: now,
+        };
+        decoder.flush(&end, out);
+        for (tenant, r) in route(&state, &topic, &headers, std::mem::take(out), Some(&token)) {
+            let into = rows.entry(tenant).or_default();
+            into.events.extend(r.events);
+            into.dead.extend(r.dead);
+        }
+    }
+    hec_commit_answer(commit(&state, &rows, now).await)
+}
+
+/// Query parameters of the raw endpoint.
+#[derive(Debug, serde::Deserialize)]
+struct RawParams {
+    sourcetype: Option<String>,
+}
+
+async fn hec_raw(
+    State(state): State<HttpIngest>,
+    Query(params): Query<RawParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = match authenticate(state.tokens.as_ref(), &headers).await {
+        Ok(t) => t,
+        Err(e) => return hec_auth_error(&e),
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return hec(StatusCode::BAD_REQUEST, 5, "No data", json!({}));
+    }
+    metrics::counter!("spoor_ingest_bytes_total", "source" => "hec").increment(body.len() as u64);
+    let sourcetype = params
+        .sourcetype
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "hec".to_string());
+    let topic = format!("hec:{sourcetype}");
+    let mut decoder = state.sources.decoder_for(&topic);
+    let now = spoor_common::time::now_micros();
+    let decoded = decode_lines(&mut decoder, &topic, &body, now);
+    let rows = route(&state, &topic, &headers, decoded, Some(&token));
+    hec_commit_answer(commit(&state, &rows, now).await)
+}
+
+async fn hec_health() -> Response {
+    hec(StatusCode::OK, 17, "HEC is healthy", json!({}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::StaticTokens;
     use crate::lake_writer::LakeWriter;
     use axum::body::Body;
     use axum::http::Request;
     use spoor_common::catalog::{Catalog, FileQuery, MemoryCatalog};
+    use spoor_common::config::{SourceConfig, TenantFrom};
+    use spoor_common::control::TokenRole;
     use spoor_common::schema::Table;
-    use spoor_common::tenant::TenantId;
     use tower::ServiceExt;
 
-    fn app(catalog: Arc<MemoryCatalog>) -> Router {
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let flusher = Flusher::new(LakeWriter::new(store, 3), catalog, None);
-        let tenants = TenantRouter::single(TenantId::new("default").expect("t"));
-        router(flusher, Sources::default(), tenants, 1, 1024)
+    fn tenant(s: &str) -> TenantId {
+        TenantId::new(s).expect("tenant")
     }
 
-    async fn post(app: Router, uri: &str, body: &'static str) -> (StatusCode, serde_json::Value) {
+    fn token(tenants: &[&str], role: TokenRole) -> TokenRecord {
+        TokenRecord {
+            token_id: format!("id-{}", tenants.join("-")),
+            tenants: tenants.iter().map(|t| tenant(t)).collect(),
+            role,
+            secret_sha256: String::new(),
+            description: String::new(),
+            revoked: false,
+        }
+    }
+
+    fn app(catalog: Arc<MemoryCatalog>, auth: HttpAuth) -> Router {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let flusher = Flusher::new(LakeWriter::new(store, 3), catalog, None);
+        // `hec:fw` is CEF; `http:mssp` and `hec:mssp` take the tenant from a field.
+        let mut cef = SourceConfig::of_type(SourceType::Cef);
+        cef.topics = vec!["hec:fw".into()];
+        let mut by_field = SourceConfig::of_type(SourceType::Json);
+        by_field.topics = vec!["http:mssp".into(), "hec:mssp".into()];
+        by_field.tenant_from = TenantFrom::Field;
+        by_field.tenant_field = "org".into();
+        let sources = vec![cef, by_field];
+        let tenants = TenantRouter::new(
+            tenant("default"),
+            tenant("unrouted"),
+            &sources,
+            crate::routing::KnownTenants::of([tenant("acme"), tenant("globex")]),
+        )
+        .expect("router");
+        let tokens = StaticTokens::new([
+            (
+                "acme-token".to_string(),
+                token(&["acme"], TokenRole::Ingest),
+            ),
+            (
+                "mssp-token".to_string(),
+                token(&["acme", "globex"], TokenRole::Ingest),
+            ),
+            (
+                "analyst-token".to_string(),
+                token(&["acme"], TokenRole::Analyst),
+            ),
+        ]);
+        router(HttpIngest::new(
+            flusher,
+            Sources::new(sources).expect("sources"),
+            tenants,
+            Arc::new(tokens),
+            auth,
+            1,
+            1 << 20,
+        ))
+    }
+
+    async fn send(
+        app: Router,
+        method: &str,
+        uri: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
         let resp = app
-            .oneshot(Request::post(uri).body(Body::from(body)).expect("request"))
+            .oneshot(req.body(Body::from(body.to_string())).expect("request"))
             .await
             .expect("response");
         let status = resp.status();
@@ -221,42 +607,206 @@ mod tests {
             .expect("body");
         (
             status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
+    }
+
+    async fn rows(catalog: &MemoryCatalog, t: &str, table: Table) -> u64 {
+        catalog
+            .list_files(FileQuery::all(tenant(t), table))
+            .await
+            .expect("list")
+            .iter()
+            .map(|f| f.file.row_count)
+            .sum()
     }
 
     #[tokio::test]
     async fn commits_events_and_dead_letters_before_answering() {
         let catalog = Arc::new(MemoryCatalog::new());
-        let (status, body) = post(
-            app(catalog.clone()),
+        let (status, body) = send(
+            app(catalog.clone(), HttpAuth::None),
+            "POST",
             "/v1/ingest/fw",
+            None,
             "{\"a\":1}\n\n{bad\r\n{\"b\":2}\n",
         )
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({"accepted": 2, "dead_lettered": 1, "files": 2}));
-        let t = TenantId::new("default").expect("t");
-        let events = catalog
-            .list_files(FileQuery::all(t.clone(), Table::Events))
-            .await
-            .expect("list");
-        assert_eq!(events.iter().map(|f| f.file.row_count).sum::<u64>(), 2);
-        let dead = catalog
-            .list_files(FileQuery::all(t, Table::DeadLetter))
-            .await
-            .expect("list");
-        assert_eq!(dead.len(), 1);
+        assert_eq!(rows(&catalog, "default", Table::Events).await, 2);
+        assert_eq!(rows(&catalog, "default", Table::DeadLetter).await, 1);
     }
 
     #[tokio::test]
     async fn refuses_bad_sources_and_large_bodies() {
         let catalog = Arc::new(MemoryCatalog::new());
-        let (status, body) = post(app(catalog.clone()), "/v1/ingest/a%20b", "{}").await;
+        let (status, body) = send(
+            app(catalog.clone(), HttpAuth::None),
+            "POST",
+            "/v1/ingest/a%20b",
+            None,
+            "{}",
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["code"], "invalid_source");
-        let big: &'static str = Box::leak("x".repeat(2048).into_boxed_str());
-        let (status, _) = post(app(catalog), "/v1/ingest", big).await;
+        let big = "x".repeat(2 << 20);
+        let (status, _) = send(
+            app(catalog, HttpAuth::None),
+            "POST",
+            "/v1/ingest",
+            None,
+            &big,
+        )
+        .await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn token_auth_decides_the_tenant_of_ndjson() {
+        let catalog = Arc::new(MemoryCatalog::new());
+        let a = || app(catalog.clone(), HttpAuth::Token);
+        let (status, _) = send(a(), "POST", "/v1/ingest/fw", None, "{}").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = send(a(), "POST", "/v1/ingest/fw", Some("Bearer nope"), "{}").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, body) = send(
+            a(),
+            "POST",
+            "/v1/ingest/fw",
+            Some("Bearer analyst-token"),
+            "{}",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, _) = send(
+            a(),
+            "POST",
+            "/v1/ingest/fw",
+            Some("Bearer acme-token"),
+            "{}",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(rows(&catalog, "acme", Table::Events).await, 1);
+        assert_eq!(rows(&catalog, "default", Table::Events).await, 0);
+        // A token of two tenants: the field decides within them; another
+        // tenant is refused into the unrouted tenant's dead letters.
+        let body = "{\"org\":\"globex\"}\n{\"org\":\"initech\"}\n";
+        let (status, _) = send(
+            a(),
+            "POST",
+            "/v1/ingest/mssp",
+            Some("Bearer mssp-token"),
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(rows(&catalog, "globex", Table::Events).await, 1);
+        assert_eq!(rows(&catalog, "unrouted", Table::DeadLetter).await, 1);
+    }
+
+    #[tokio::test]
+    async fn hec_events_are_parsed_by_sourcetype_and_routed_by_token() {
+        let catalog = Arc::new(MemoryCatalog::new());
+        let a = || app(catalog.clone(), HttpAuth::None);
+        // Concatenated envelopes, a string event through the CEF parser and an
+        // object event taking the envelope's host.
+        let body = concat!(
+            r#"{"time": 1700000000, "host": "fw01", "sourcetype": "fw", "event": "CEF:0|Vendor|FW|1|100|allowed|3|src=10.0.0.1 dst=10.0.0.2 dpt=443"}"#,
+            r#"{"time": 1700000001.5, "host": "web01", "event": {"msg": "hello", "src_ip": "10.0.0.9"}, "fields": {"dc": "eu-1"}}"#,
+            "\n"
+        );
+        let (status, answer) = send(
+            a(),
+            "POST",
+            "/services/collector/event",
+            Some("Splunk acme-token"),
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["code"], 0);
+        assert_eq!(answer["text"], "Success");
+        assert_eq!(rows(&catalog, "acme", Table::Events).await, 2);
+        assert_eq!(
+            rows(&catalog, "default", Table::Events).await,
+            0,
+            "the token decides"
+        );
+
+        // Raw lines with a sourcetype.
+        let (status, answer) = send(
+            a(),
+            "POST",
+            "/services/collector/raw?sourcetype=fw",
+            Some("Splunk acme-token"),
+            "CEF:0|V|P|1|1|x|1|src=1.2.3.4\nnot cef\n",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["dead_lettered"], 1);
+        assert_eq!(rows(&catalog, "acme", Table::DeadLetter).await, 1);
+    }
+
+    #[tokio::test]
+    async fn hec_errors_follow_splunk_codes() {
+        let catalog = Arc::new(MemoryCatalog::new());
+        let a = || app(catalog.clone(), HttpAuth::None);
+        let (status, body) = send(a(), "POST", "/services/collector", None, "{\"event\":1}").await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::UNAUTHORIZED, json!(2))
+        );
+        let (status, body) = send(
+            a(),
+            "POST",
+            "/services/collector",
+            Some("Splunk bad"),
+            "{\"event\":1}",
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::FORBIDDEN, json!(4))
+        );
+        let auth = Some("Splunk acme-token");
+        let (status, body) = send(a(), "POST", "/services/collector", auth, "").await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::BAD_REQUEST, json!(5))
+        );
+        let (status, body) = send(
+            a(),
+            "POST",
+            "/services/collector",
+            auth,
+            "{\"event\":\"ok\"}{\"host\":\"x\"}",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            (body["code"].clone(), body["invalid-event-number"].clone()),
+            (json!(12), json!(1))
+        );
+        let (_, body) = send(
+            a(),
+            "POST",
+            "/services/collector",
+            auth,
+            "{\"event\":\"  \"}",
+        )
+        .await;
+        assert_eq!(body["code"], 13);
+        let (_, body) = send(a(), "POST", "/services/collector", auth, "{\"event\":").await;
+        assert_eq!(body["code"], 6);
+        assert_eq!(
+            rows(&catalog, "acme", Table::Events).await,
+            0,
+            "a refused request writes nothing"
+        );
+        let (status, body) = send(a(), "GET", "/services/collector/health", None, "").await;
+        assert_eq!((status, body["code"].clone()), (StatusCode::OK, json!(17)));
     }
 }

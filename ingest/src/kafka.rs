@@ -37,6 +37,13 @@ enum SourceEvent {
     Message(KafkaRecord),
     Assigned(Vec<(TopicPartition, Option<i64>)>),
     Revoked(Vec<TopicPartition>),
+    /// The poll thread performed a seek (or failed to); every message of
+    /// the partition after this one comes from the new position.
+    Seeked {
+        tp: TopicPartition,
+        offset: i64,
+        ok: bool,
+    },
 }
 
 /// Commands from the pipeline to the poll thread.
@@ -54,7 +61,26 @@ struct SpoorContext {
     stop: Arc<AtomicBool>,
 }
 
-impl ClientContext for SpoorContext {}
+impl ClientContext for SpoorContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): consumer
+    /// lag per assigned partition as `spoor_ingest_kafka_lag`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's "unknown" and its internal partition.
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    "spoor_ingest_kafka_lag",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl SpoorContext {
     /// Sends to the pipeline, blocking only on a plain thread (the poll
@@ -172,7 +198,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let kafka = &config.kafka;
-    let (events_tx, mut events_rx) = mpsc::channel::<SourceEvent>(10_000);
+    // Back-pressure: while a flush is under way (or failing because object
+    // storage is slow), the pipeline stops receiving; this channel fills, the
+    // poll thread blocks, and librdkafka stops fetching once its queue is
+    // full. Memory stays bounded by max_batch_bytes plus this channel plus
+    // librdkafka's queue (queued.max.messages.kbytes, 16 MiB by default here).
+    let (events_tx, mut events_rx) = mpsc::channel::<SourceEvent>(EVENT_CHANNEL_CAPACITY);
     let (commands_tx, commands_rx) = std::sync::mpsc::channel::<PollCommand>();
     let stop = Arc::new(AtomicBool::new(false));
     let context = SpoorContext {
@@ -203,6 +234,9 @@ pub async fn run(
         // partitions back at once instead of waiting out the session timeout.
         client.set("group.instance.id", instance_id);
     }
+    client
+        .set("queued.max.messages.kbytes", "16384")
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &kafka.properties {
         client.set(k, v);
     }
@@ -290,6 +324,16 @@ pub async fn run(
                         buffers.assigned(tp, start);
                     }
                 }
+                Some(SourceEvent::Seeked { tp, offset, ok }) => {
+                    if ok {
+                        buffers.seeked(&tp);
+                    } else if buffers.awaiting_seek(&tp) {
+                        // The partition's position is unknown until a seek
+                        // succeeds; its messages are dropped meanwhile.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let _ = commands_tx.send(PollCommand::Seek(tp, offset));
+                    }
+                }
                 Some(SourceEvent::Revoked(parts)) => {
                     for tp in &parts {
                         buffers.revoked(tp);
@@ -328,18 +372,34 @@ fn poll_loop(
 ) {
     while !stop.load(Ordering::Relaxed) {
         while let Ok(PollCommand::Seek((topic, partition), offset)) = commands.try_recv() {
-            if let Err(e) = consumer.seek(
+            let ok = match consumer.seek(
                 &topic,
                 partition,
                 Offset::Offset(offset),
                 Duration::from_secs(10),
             ) {
-                tracing::error!(error = %e, topic, partition, offset, "seek failed");
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, topic, partition, offset, "seek failed; retrying");
+                    false
+                }
+            };
+            // In order with the messages: what follows is from the new position.
+            let seeked = SourceEvent::Seeked {
+                tp: (topic, partition),
+                offset,
+                ok,
+            };
+            if events.blocking_send(seeked).is_err() {
+                return;
             }
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(m)) => {
+                metrics::counter!("spoor_ingest_messages_total", "source" => "kafka").increment(1);
+                metrics::counter!("spoor_ingest_bytes_total", "source" => "kafka")
+                    .increment(m.payload().map_or(0, <[u8]>::len) as u64);
                 let record = KafkaRecord {
                     topic: m.topic().to_string(),
                     partition: m.partition(),
@@ -371,11 +431,24 @@ fn poll_loop(
     }
 }
 
+/// Messages in flight between the poll thread and the pipeline.
+const EVENT_CHANNEL_CAPACITY: usize = 2_000;
+
 async fn flush(
     flusher: &Flusher,
     consumer: &BaseConsumer<SpoorContext>,
     batches: &[PartitionBatch],
 ) -> Result<(), IngestError> {
+    for b in batches {
+        tracing::debug!(
+            topic = b.range.topic,
+            partition = b.range.partition,
+            first = b.range.first_offset,
+            last = b.range.last_offset,
+            rows = b.len(),
+            "flushing"
+        );
+    }
     let flushed = flusher.flush_kafka(batches).await?;
     tracing::debug!(
         events = flushed.events,

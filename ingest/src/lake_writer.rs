@@ -168,7 +168,7 @@ impl LakeWriter {
     }
 }
 
-fn sort_by_time(batch: RecordBatch) -> Result<RecordBatch, IngestError> {
+pub(crate) fn sort_by_time(batch: RecordBatch) -> Result<RecordBatch, IngestError> {
     let indices = sort_to_indices(
         batch.column(0),
         Some(SortOptions {
@@ -181,7 +181,7 @@ fn sort_by_time(batch: RecordBatch) -> Result<RecordBatch, IngestError> {
     take_record_batch(&batch, &indices).map_err(IngestError::Arrow)
 }
 
-fn time_range(batch: &RecordBatch) -> (i64, i64) {
+pub(crate) fn time_range(batch: &RecordBatch) -> (i64, i64) {
     use arrow::array::{Array, TimestampMicrosecondArray};
     let Some(times) = batch
         .column(0)

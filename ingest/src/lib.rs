@@ -2,11 +2,15 @@
 //! schema, Parquet files in the lake, and catalog commits that carry the
 //! source checkpoints (DESIGN.md, guarantees: nothing lost, exactly-once files).
 
+pub mod auth;
+pub mod compaction;
 pub mod error;
 pub mod flush;
 pub mod http;
+pub mod import;
 pub mod kafka;
 pub mod lake_writer;
 pub mod parse;
 pub mod partitions;
+pub mod retention;
 pub mod routing;

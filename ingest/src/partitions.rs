@@ -4,6 +4,11 @@
 //! - per partition, an offset floor: a message below it is a duplicate (a
 //!   re-delivery after a seek, or a stale message queued before one) and is
 //!   dropped, so a partition's offsets only move forward;
+//! - after a refused commit a partition restarts at the catalog checkpoint:
+//!   until the poll thread confirms the seek, messages of that partition
+//!   still in flight (fetched before the seek, possibly *ahead* of the
+//!   restart point) are dropped, since accepting one would raise the floor
+//!   past the restart point and turn the re-read messages into "duplicates";
 //! - a revoked partition's buffer is dropped: its new owner starts from the
 //!   catalog checkpoint, which is exactly where this buffer began;
 //! - each partition has its own decoder (the topic's configured parser), kept
@@ -50,6 +55,8 @@ pub struct PartitionBuffers {
     last_headers: BTreeMap<TopicPartition, Vec<(String, Vec<u8>)>>,
     buffers: BTreeMap<TopicPartition, PartitionBatch>,
     floors: BTreeMap<TopicPartition, i64>,
+    /// Partitions restarted by a seek the poll thread has not confirmed yet.
+    seeking: std::collections::BTreeSet<TopicPartition>,
     /// Raw bytes buffered per partition, so dropping one keeps the total exact.
     bytes: BTreeMap<TopicPartition, usize>,
     buffered_events: usize,
@@ -81,6 +88,7 @@ impl PartitionBuffers {
             last_headers: BTreeMap::new(),
             buffers: BTreeMap::new(),
             floors: BTreeMap::new(),
+            seeking: std::collections::BTreeSet::new(),
             bytes: BTreeMap::new(),
             buffered_events: 0,
             buffered_bytes: 0,
@@ -91,6 +99,7 @@ impl PartitionBuffers {
     /// A partition was assigned, starting at `start` when known.
     pub fn assigned(&mut self, tp: TopicPartition, start: Option<i64>) {
         self.drop_partition(&tp);
+        self.seeking.remove(&tp);
         match start {
             Some(offset) => {
                 self.floors.insert(tp, offset);
@@ -105,14 +114,28 @@ impl PartitionBuffers {
     pub fn revoked(&mut self, tp: &TopicPartition) {
         self.drop_partition(tp);
         self.floors.remove(tp);
+        self.seeking.remove(tp);
+    }
+
+    /// The poll thread confirmed the seek of a restarted partition: its
+    /// messages from now on come from the restart point.
+    pub fn seeked(&mut self, tp: &TopicPartition) {
+        self.seeking.remove(tp);
+    }
+
+    /// Whether a partition waits for its seek to be confirmed.
+    pub fn awaiting_seek(&self, tp: &TopicPartition) -> bool {
+        self.seeking.contains(tp)
     }
 
     /// After a refused commit: drop the named partitions' buffers and restart
-    /// each at the given offset (the catalog's checkpoint).
+    /// each at the given offset (the catalog's checkpoint), dropping their
+    /// messages until [`PartitionBuffers::seeked`].
     pub fn reset_to(&mut self, restarts: impl IntoIterator<Item = (TopicPartition, i64)>) {
         for (tp, next) in restarts {
             self.drop_partition(&tp);
-            self.floors.insert(tp, next);
+            self.floors.insert(tp.clone(), next);
+            self.seeking.insert(tp);
         }
     }
 
@@ -137,6 +160,11 @@ impl PartitionBuffers {
     /// Adds a message; returns false when it was a duplicate and was dropped.
     pub fn push(&mut self, record: KafkaRecord, now_micros: i64) -> bool {
         let tp = (record.topic.clone(), record.partition);
+        if self.seeking.contains(&tp) {
+            // Fetched before the restart's seek: it will be read again.
+            metrics::counter!("spoor_ingest_stale_dropped_total").increment(1);
+            return false;
+        }
         if let Some(floor) = self.floors.get(&tp)
             && record.offset < *floor
         {
@@ -291,6 +319,34 @@ mod tests {
     }
 
     #[test]
+    fn messages_in_flight_ahead_of_a_restart_do_not_hide_the_re_read() {
+        // A batch 10..=19 was refused (the catalog is at 10); messages 20..
+        // were already fetched when the pipeline re-seeks to 10.
+        let mut b = PartitionBuffers::new("g");
+        b.assigned(("t".into(), 0), Some(10));
+        for o in 10..20 {
+            assert!(b.push(rec(0, o, "{}"), 1));
+        }
+        let _refused = b.take();
+        b.reset_to([(("t".to_string(), 0), 10)]);
+        assert!(b.awaiting_seek(&("t".to_string(), 0)));
+        assert!(
+            !b.push(rec(0, 20, "{}"), 1),
+            "fetched before the seek: dropped"
+        );
+        b.seeked(&("t".to_string(), 0));
+        for o in 10..25 {
+            assert!(b.push(rec(0, o, "{}"), 1), "offset {o} after the seek");
+        }
+        let batches = b.take();
+        assert_eq!(
+            (batches[0].range.first_offset, batches[0].range.last_offset),
+            (10, 24)
+        );
+        assert_eq!(default_rows(&batches[0]).events.len(), 15, "no hole");
+    }
+
+    #[test]
     fn revoke_drops_the_buffer_and_reset_moves_the_floor() {
         let mut b = PartitionBuffers::new("g");
         b.push(rec(0, 0, "{}"), 1);
@@ -301,6 +357,7 @@ mod tests {
         b.push(rec(2, 0, "{}"), 1);
         b.reset_to([(("t".to_string(), 1), 50)]);
         assert_eq!(b.buffered_events(), 1, "partition 2 keeps its buffer");
+        b.seeked(&("t".to_string(), 1));
         assert!(!b.push(rec(1, 49, "{}"), 1));
         assert!(b.push(rec(1, 50, "{}"), 1));
     }

@@ -282,6 +282,60 @@ impl TenantRouter {
     }
 }
 
+impl TenantRouter {
+    /// [`TenantRouter::route`] for a request authenticated by `token`: a
+    /// token of exactly one tenant (not admin) decides the tenant of
+    /// everything it sends; otherwise the configured routing applies and a
+    /// row for a tenant the token does not cover becomes a dead letter of the
+    /// unrouted tenant.
+    pub fn route_for_token(
+        &self,
+        envelope: Envelope<'_>,
+        decoded: impl IntoIterator<Item = Decoded>,
+        token: &spoor_common::control::TokenRecord,
+        into: &mut BTreeMap<TenantId, TenantRows>,
+    ) {
+        use spoor_common::control::TokenRole;
+        if let [only] = token.tenants.as_slice()
+            && token.role != TokenRole::Admin
+        {
+            let rows = into.entry(only.clone()).or_default();
+            for d in decoded {
+                match d {
+                    Decoded::Event(row) => rows.events.push(row),
+                    Decoded::Dead(letter) => rows.dead.push(letter),
+                }
+            }
+            return;
+        }
+        let mut routed = BTreeMap::new();
+        self.route(envelope, decoded, &mut routed);
+        let all = token.role == TokenRole::Admin && token.tenants.is_empty();
+        for (tenant, rows) in routed {
+            if all || tenant == self.unrouted || token.tenants.contains(&tenant) {
+                let into = into.entry(tenant).or_default();
+                into.events.extend(rows.events);
+                into.dead.extend(rows.dead);
+                continue;
+            }
+            let reason = format!(
+                "token {} may not send events for tenant {tenant}",
+                token.token_id
+            );
+            let unrouted = into.entry(self.unrouted.clone()).or_default();
+            for row in &rows.events {
+                metrics::counter!("spoor_ingest_unrouted_total").increment(1);
+                unrouted.dead.push(unrouted_letter(row, &reason));
+            }
+            for mut letter in rows.dead {
+                metrics::counter!("spoor_ingest_unrouted_total").increment(1);
+                letter.error = format!("{}; no tenant: {reason}", letter.error);
+                unrouted.dead.push(letter);
+            }
+        }
+    }
+}
+
 /// A normalized event that has no tenant, as a dead letter (its original
 /// bytes from `raw`, its place from the provenance columns).
 fn unrouted_letter(row: &EventRow, reason: &str) -> DeadLetterRow {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
-use spoor_common::control::{ControlClient, TenantRecord};
+use spoor_common::control::{ControlClient, TenantRecord, TokenRole, generate_token};
 use spoor_common::tenant::TenantId;
 use spoor_proto::v1 as pb;
 
@@ -350,6 +350,90 @@ pub(crate) fn tenant(command: TenantCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("spoor tenant: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `spoor token ...`: API tokens (only their hash is stored).
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token and print it once (it cannot be shown again).
+    Create {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// What it may do: ingest (send events), analyst, admin.
+        #[arg(long)]
+        role: String,
+        /// Tenants it acts for (repeatable); none only for admin tokens.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Who holds it and what for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Revoke a token by its id (the hex part after `spoor_`).
+    Revoke {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The token id.
+        id: String,
+    },
+}
+
+pub(crate) fn token(command: TokenCommand) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let endpoint = match &command {
+                TokenCommand::Create { target, .. } | TokenCommand::Revoke { target, .. } => {
+                    target.coordinator.clone()
+                }
+            };
+            let control = ControlClient::connect_lazy(&endpoint, Duration::from_secs(10))
+                .map_err(|e| format!("--coordinator {endpoint:?}: {e}"))?;
+            match command {
+                TokenCommand::Create {
+                    role,
+                    tenants,
+                    description,
+                    ..
+                } => {
+                    let role = TokenRole::parse(&role).ok_or_else(|| {
+                        format!("--role {role:?}: expected ingest, analyst or admin")
+                    })?;
+                    let tenants = tenants
+                        .into_iter()
+                        .map(TenantId::new)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("--tenant: {e}"))?;
+                    let new =
+                        generate_token(tenants, role, description).map_err(|e| e.to_string())?;
+                    control
+                        .create_token(&new.record)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(serde_json::json!({
+                        "token": new.token,
+                        "token_id": new.record.token_id,
+                        "role": role.name(),
+                        "tenants": new.record.tenants,
+                        "note": "store the token now: only its hash is kept",
+                    }))
+                }
+                TokenCommand::Revoke { id, .. } => {
+                    control.revoke_token(&id).await.map_err(|e| e.to_string())?;
+                    Ok(serde_json::json!({"revoked": id}))
+                }
+            }
+        })
+    });
+    match result {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spoor token: {e}");
             ExitCode::FAILURE
         }
     }

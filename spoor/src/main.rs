@@ -2,7 +2,8 @@
 //!
 //! `spoor standalone` runs coordinator, ingest and query in one process on
 //! embedded defaults; `spoor coordinator|ingest|query` run one role each;
-//! `spoor sql` and `spoor status` are clients of a running node.
+//! `spoor sql` and `spoor status` are clients of a running node; `spoor import`
+//! loads files into a running cluster's lake.
 
 mod client;
 mod roles;
@@ -45,6 +46,12 @@ enum Command {
     /// Tenants registered with the coordinators: `add`, `list`.
     #[command(subcommand)]
     Tenant(client::TenantCommand),
+    /// API tokens: `create` (printed once), `revoke`.
+    #[command(subcommand)]
+    Token(client::TokenCommand),
+    /// Load files (JSON lines, Zeek, syslog, auditd, … or Windows .evtx) into
+    /// the lake exactly once, through a running cluster's catalog.
+    Import(tools::ImportArgs),
 }
 
 /// Options shared by every role.
@@ -117,6 +124,8 @@ fn main() -> ExitCode {
         Command::Status(args) => return client::status(args),
         Command::Cluster(command) => return client::cluster(command),
         Command::Tenant(command) => return client::tenant(command),
+        Command::Token(command) => return client::token(command),
+        Command::Import(args) => return tools::import(args),
         Command::Standalone(a) => (roles::Role::Standalone, a),
         Command::Coordinator(a) => (roles::Role::Coordinator, a),
         Command::Ingest(IngestArgs {

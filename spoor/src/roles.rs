@@ -196,12 +196,18 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
             )
             .map_err(anyhow::Error::msg)
             .context("ingest.sources")?;
+            let tokens =
+                std::sync::Arc::new(spoor_ingest::auth::CoordinatorTokens::new(control.clone()));
             app = app.merge(spoor_ingest::http::router(
-                flusher.clone(),
-                sources,
-                tenants.clone(),
-                config.node.id,
-                config.ingest.http_max_body_bytes,
+                spoor_ingest::http::HttpIngest::new(
+                    flusher.clone(),
+                    sources,
+                    tenants.clone(),
+                    tokens,
+                    config.ingest.http_auth,
+                    config.node.id,
+                    config.ingest.http_max_body_bytes,
+                ),
             ));
             if !config.ingest.kafka.brokers.is_empty() {
                 let (ingest, catalog, stop) =
@@ -211,6 +217,22 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                     spoor_ingest::kafka::run(ingest, instance_id, catalog, flusher, tenants, stop)
                         .await
                         .context("kafka source")
+                });
+            }
+            if config.ingest.compaction.enabled {
+                // Compaction, retention and deferred deletion: every ingest
+                // node runs it on its share of the partitions.
+                let maintenance = spoor_ingest::compaction::Maintenance::new(
+                    config.node.id,
+                    config.ingest.compaction.clone(),
+                    config.ingest.zstd_level,
+                    catalog.clone(),
+                    store.clone(),
+                );
+                let (control, stop) = (control.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    maintenance.run(control, stop).await;
+                    Ok(())
                 });
             }
         }

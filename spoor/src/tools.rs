@@ -1,12 +1,24 @@
-//! Offline tools that need no running node: `spoor ingest parse`.
+//! Tools: `spoor ingest parse` (offline: shows what a file would become) and
+//! `spoor import` (loads files into a running cluster's lake, see
+//! `spoor_ingest::import`).
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use spoor_common::catalog::Catalog;
+use spoor_common::catalog_client::GrpcCatalog;
 use spoor_common::config::{Config, SourceType};
+use spoor_common::control::ControlClient;
+use spoor_common::tenant::TenantId;
+use spoor_ingest::flush::{Fault, Flusher};
+use spoor_ingest::import::{BatchLimits, ImportReport, Importer};
+use spoor_ingest::lake_writer::LakeWriter;
 use spoor_ingest::parse::{Decoded, Decoder, Provenance};
 
 /// `spoor ingest parse`.
@@ -174,4 +186,183 @@ fn emit(
         }
     }
     Ok(())
+}
+
+/// `spoor import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// Tenant receiving the events: a registered tenant (`spoor tenant add`)
+    /// or the configured `ingest.tenant`.
+    #[arg(long)]
+    tenant: String,
+    /// The parser: json, windows, syslog, auditd, cef, leef, zeek, cloudtrail,
+    /// entra. `.evtx` files (recognized by their content) need `windows`.
+    #[arg(long, short = 't')]
+    source_type: SourceType,
+    /// TOML config file (layered over the embedded defaults, as for roles):
+    /// `catalog.endpoint`, `storage.url`/`data_dir`, `ingest.zstd_level`,
+    /// `ingest.max_batch_events`/`max_batch_bytes` (the batch size).
+    #[arg(long, short = 'c', env = "SPOOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override any key: `--set ingest.max_batch_events=10000` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Shorthand for `--set data_dir=PATH` (the lake is `PATH/lake` unless
+    /// `storage.url` says otherwise).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Shorthand for `--set catalog.endpoint=URL`: the coordinators' gRPC
+    /// endpoints (a standalone node's `grpc=` address).
+    #[arg(long)]
+    catalog: Option<String>,
+    /// Files to load: JSON lines, Zeek JSON or TSV, syslog, auditd, CEF,
+    /// LEEF, … one input per line, or Windows `.evtx` event logs.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+impl ImportArgs {
+    fn load(&self) -> Result<Config, spoor_common::config::ConfigError> {
+        let mut sets = Vec::new();
+        if let Some(v) = &self.data_dir {
+            sets.push(format!("data_dir={v}"));
+        }
+        if let Some(v) = &self.catalog {
+            sets.push(format!("catalog.endpoint={v}"));
+        }
+        sets.extend(self.sets.iter().cloned());
+        let env = std::env::vars().filter(|(k, _)| !crate::NOT_CONFIG_KEYS.contains(&k.as_str()));
+        Config::load(self.config.as_deref(), env, &sets)
+    }
+}
+
+/// Runs `spoor import`: exit 0 when every file loaded without dead letters,
+/// 1 when some lines became dead letters (as `spoor ingest parse`), 2 when a
+/// file could not be imported or nothing could start.
+pub(crate) fn import(args: ImportArgs) -> ExitCode {
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spoor import: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = spoor_common::telemetry::init_logging(&config.log) {
+        eprintln!("spoor import: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("spoor import: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_import(&args, &config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spoor import: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Refuses a tenant the coordinators do not know, unless it is the
+/// configured default (which needs no registration, as for ingest).
+async fn check_tenant(config: &Config, tenant: &TenantId, timeout: Duration) -> anyhow::Result<()> {
+    if *tenant == config.ingest_tenant() {
+        return Ok(());
+    }
+    let endpoint = &config.catalog.endpoint;
+    let control = ControlClient::connect_lazy(endpoint, timeout)
+        .with_context(|| format!("catalog.endpoint {endpoint:?}"))?;
+    let status = control.cluster_status().await.with_context(|| {
+        format!("checking that tenant {tenant} is registered (catalog.endpoint {endpoint})")
+    })?;
+    if status.tenants.iter().any(|t| t.id == *tenant) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--tenant {tenant} is not registered with the coordinators: register it with \
+         `spoor tenant add {tenant}` first (only ingest.tenant {:?} needs no registration)",
+        config.ingest.tenant
+    )
+}
+
+async fn run_import(args: &ImportArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let tenant = TenantId::new(args.tenant.clone()).context("--tenant")?;
+    let timeout = Duration::from_millis(config.catalog.timeout_ms);
+    check_tenant(config, &tenant, timeout).await?;
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        GrpcCatalog::connect_lazy(&config.catalog.endpoint, timeout)
+            .context("configuring the catalog client (catalog.endpoint)")?,
+    );
+    let store = spoor_common::storage::open_lake(config)
+        .context("opening the lake (storage.url / data_dir)")?;
+    let flusher = Flusher::new(
+        LakeWriter::new(store, config.ingest.zstd_level),
+        catalog.clone(),
+        Fault::from_env(),
+    );
+    let importer = Importer::new(
+        flusher,
+        catalog,
+        tenant,
+        args.source_type,
+        BatchLimits {
+            lines: config.ingest.max_batch_events,
+            bytes: config.ingest.max_batch_bytes,
+        },
+    );
+    let mut reports: Vec<ImportReport> = Vec::new();
+    let mut failed = Vec::new();
+    for file in &args.files {
+        let mut progress = |r: &ImportReport| {
+            eprintln!(
+                "spoor import: {}: {} records read ({} already imported), {} events, {} dead letters, {} files committed",
+                r.file, r.records, r.skipped, r.events, r.dead_letters, r.files
+            );
+        };
+        match importer.import_path(file, &mut progress).await {
+            Ok(report) => {
+                if report.already_imported {
+                    eprintln!(
+                        "spoor import: {}: already imported (content sha256 {}), nothing added",
+                        report.file, report.sha256
+                    );
+                }
+                reports.push(report);
+            }
+            Err(e) => {
+                eprintln!("spoor import: {e}");
+                failed.push(serde_json::json!({
+                    "file": file.display().to_string(),
+                    "error": e.to_string(),
+                }));
+            }
+        }
+    }
+    let sum = |f: fn(&ImportReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let summary = serde_json::json!({
+        "tenant": args.tenant,
+        "source_type": args.source_type.name(),
+        "events": sum(|r| r.events),
+        "dead_letters": sum(|r| r.dead_letters),
+        "files_committed": sum(|r| r.files),
+        "records_skipped": sum(|r| r.skipped),
+        "already_imported": reports.iter().filter(|r| r.already_imported).count(),
+        "imports": reports,
+        "failed": failed,
+    });
+    println!("{summary}");
+    Ok(if !failed.is_empty() {
+        ExitCode::from(2)
+    } else if reports.iter().any(|r| r.dead_letters > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

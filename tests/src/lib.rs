@@ -71,8 +71,21 @@ impl Broker {
                     "--advertised-listener-url",
                     &url,
                 ])
+                .env(
+                    "RUST_LOG",
+                    std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(match std::env::var("TANSU_LOG_FILE") {
+                    Ok(path) => Stdio::from(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .context("TANSU_LOG_FILE")?,
+                    ),
+                    Err(_) => Stdio::null(),
+                })
                 .spawn()
                 .with_context(|| format!("starting {}", bin.display()))?;
             let broker = Broker {

@@ -177,6 +177,48 @@ async fn configured_parsers_and_tenant_routing() -> anyhow::Result<()> {
         "acme's event is in acme's files"
     );
 
+    // Splunk HEC with an ingest token of acme: the token decides the tenant.
+    let out = Command::new(spoor_binary()?)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "ingest",
+            "--tenant",
+            "acme",
+            "--coordinator",
+            &grpc,
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout)?;
+    let token = created["token"]
+        .as_str()
+        .context("token printed")?
+        .to_string();
+    let hec = |auth: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/services/collector/event", node.http))
+            .header("authorization", auth.to_string())
+            .body(r#"{"time": 1700000000, "host": "web01", "event": {"src_ip": "10.7.7.7", "msg": "hello"}}"#)
+            .send()
+    };
+    let resp = hec(&format!("Splunk {token}")).await?;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await?;
+    assert_eq!(
+        (body["code"].as_i64(), body["text"].as_str()),
+        (Some(0), Some("Success")),
+        "{body}"
+    );
+    assert_eq!(files(&lake, "acme", "events"), 2, "the HEC event is acme's");
+    let resp = hec("Splunk spoor_0000000000000000_00").await?;
+    assert_eq!(resp.status(), 403, "an unknown token is refused");
+
     // Unknown and missing tenants: dead letters of `unrouted`, never events.
     let before_unrouted = files(&lake, "unrouted", "dead_letter");
     let resp = post(

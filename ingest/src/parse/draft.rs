@@ -468,7 +468,7 @@ impl Draft {
         if let Some(Value::String(hashes)) = self.fields.get("Hashes").cloned()
             && self.take_hashes(&hashes)
         {
-            self.fields.remove("Hashes");
+            self.fields.shift_remove("Hashes");
         }
         if !self.is_set(col::CLASS_UID) {
             self.infer_class();
@@ -560,7 +560,9 @@ pub fn lookup<'a>(object: &'a Map<String, Value>, path: &str) -> Option<&'a Valu
 
 /// Removes what [`lookup`] found, dropping objects left empty.
 pub fn remove_path(object: &mut Map<String, Value>, path: &str) {
-    if object.remove(path).is_some() {
+    // shift_remove keeps the source's field order in `unmapped` (serde_json
+    // keeps insertion order here: the evtx crate enables preserve_order).
+    if object.shift_remove(path).is_some() {
         return;
     }
     if let Some((head, tail)) = path.split_once('.')
@@ -568,7 +570,7 @@ pub fn remove_path(object: &mut Map<String, Value>, path: &str) {
     {
         remove_path(inner, tail);
         if inner.is_empty() {
-            object.remove(head);
+            object.shift_remove(head);
         }
     }
 }

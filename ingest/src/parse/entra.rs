@@ -833,8 +833,11 @@ fn keys_list(object: &Map<String, Value>) -> String {
     if object.is_empty() {
         return "none".into();
     }
-    let mut keys: Vec<String> = object
-        .keys()
+    // Sorted, so the message does not depend on the map's key order.
+    let mut names: Vec<&String> = object.keys().collect();
+    names.sort_unstable();
+    let mut keys: Vec<String> = names
+        .into_iter()
         .take(12)
         .map(|k| format!("`{}`", short(k, 40)))
         .collect();

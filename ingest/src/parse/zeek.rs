@@ -1384,11 +1384,18 @@ mod tests {
     }
 
     /// The columns compared between the TSV and JSON forms of one event.
-    fn comparable(row: &EventRow) -> Vec<Cell> {
+    /// The row without `raw`, and with `unmapped` as a JSON value (key
+    /// order does not matter).
+    fn comparable(row: &EventRow) -> (Vec<Cell>, Value) {
         let mut cells = row.cells.clone();
         let raw = crate::parse::draft::column_index(col::RAW).expect("raw");
         cells[raw] = Cell::Null;
-        cells
+        let unmapped = crate::parse::draft::column_index(col::UNMAPPED).expect("unmapped");
+        let value = match std::mem::replace(&mut cells[unmapped], Cell::Null) {
+            Cell::Str(s) => serde_json::from_str(&s).expect("unmapped is JSON"),
+            other => panic!("unmapped is {other:?}"),
+        };
+        (cells, value)
     }
 
     #[test]

@@ -1,0 +1,202 @@
+//! Ingest tokens for HTTP ingest: `Authorization: Bearer <token>` (or
+//! Splunk's `Authorization: Splunk <token>`), checked against the
+//! coordinators and cached briefly so a busy forwarder does not cost a Raft
+//! read per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::http::HeaderMap;
+use spoor_common::catalog::CatalogError;
+use spoor_common::control::{ControlClient, TokenRecord, TokenRole, token_hash};
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token in the request.
+    #[error("an ingest token is required: Authorization: Bearer <token> (or Splunk <token>)")]
+    Missing,
+    /// The token is unknown, revoked or malformed.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The token exists but may not send events.
+    #[error("a {0} token may not send events; use an ingest or admin token")]
+    WrongRole(&'static str),
+    /// The coordinators could not be asked.
+    #[error("cannot check the token now: {0}")]
+    Unavailable(String),
+}
+
+/// Checks a token string.
+#[async_trait]
+pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
+    /// The token's record, when it is valid.
+    async fn verify(&self, token: &str) -> Result<TokenRecord, AuthError>;
+}
+
+/// The token from `Authorization: Bearer …` or `Authorization: Splunk …`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("splunk"))
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Authenticates a request's token for sending events.
+pub async fn authenticate(
+    verifier: &dyn TokenVerifier,
+    headers: &HeaderMap,
+) -> Result<TokenRecord, AuthError> {
+    let token = bearer(headers).ok_or(AuthError::Missing)?;
+    let record = verifier.verify(token).await?;
+    match record.role {
+        TokenRole::Ingest | TokenRole::Admin => Ok(record),
+        other => Err(AuthError::WrongRole(other.name())),
+    }
+}
+
+/// How long a verified token is trusted without asking again; a revocation
+/// takes effect within this time.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Cached answers by token hash: when asked, and what was answered.
+type TokenCache = HashMap<String, (Instant, Result<TokenRecord, AuthError>)>;
+
+/// Verifies tokens with the coordinators, caching answers (by the token's
+/// hash, never the token) for [`TOKEN_CACHE_TTL`].
+#[derive(Debug, Clone)]
+pub struct CoordinatorTokens {
+    control: ControlClient,
+    cache: Arc<Mutex<TokenCache>>,
+}
+
+impl CoordinatorTokens {
+    /// A verifier asking `control`.
+    pub fn new(control: ControlClient) -> Self {
+        CoordinatorTokens {
+            control,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+#[async_trait]
+impl TokenVerifier for CoordinatorTokens {
+    async fn verify(&self, token: &str) -> Result<TokenRecord, AuthError> {
+        let key = token_hash(token);
+        if let Ok(cache) = self.cache.lock()
+            && let Some((at, answer)) = cache.get(&key)
+            && at.elapsed() < TOKEN_CACHE_TTL
+        {
+            return answer.clone();
+        }
+        let answer = match self.control.authenticate(token).await {
+            Ok(record) => Ok(record),
+            Err(e @ CatalogError::Unavailable { .. }) => {
+                // Not cached: the next request asks again.
+                return Err(AuthError::Unavailable(e.to_string()));
+            }
+            Err(e) => Err(AuthError::Invalid(e.to_string())),
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 10_000 {
+                cache.retain(|_, (at, _)| at.elapsed() < TOKEN_CACHE_TTL);
+            }
+            cache.insert(key, (Instant::now(), answer.clone()));
+        }
+        answer
+    }
+}
+
+/// Fixed tokens, for tests and tools.
+#[derive(Debug, Clone, Default)]
+pub struct StaticTokens {
+    tokens: HashMap<String, TokenRecord>,
+}
+
+impl StaticTokens {
+    /// Verifies exactly these (token string, record) pairs.
+    pub fn new(tokens: impl IntoIterator<Item = (String, TokenRecord)>) -> Self {
+        StaticTokens {
+            tokens: tokens.into_iter().collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl TokenVerifier for StaticTokens {
+    async fn verify(&self, token: &str) -> Result<TokenRecord, AuthError> {
+        self.tokens
+            .get(token)
+            .filter(|r| !r.revoked)
+            .cloned()
+            .ok_or_else(|| AuthError::Invalid("unknown or revoked token".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use spoor_common::tenant::TenantId;
+
+    fn record(role: TokenRole) -> TokenRecord {
+        TokenRecord {
+            token_id: "abc".into(),
+            tenants: vec![TenantId::new("acme").expect("tenant")],
+            role,
+            secret_sha256: String::new(),
+            description: String::new(),
+            revoked: false,
+        }
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_str(value).expect("header"),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn bearer_and_splunk_schemes_and_roles() {
+        let tokens = StaticTokens::new([
+            ("t-ingest".to_string(), record(TokenRole::Ingest)),
+            ("t-analyst".to_string(), record(TokenRole::Analyst)),
+        ]);
+        assert!(
+            authenticate(&tokens, &headers("Bearer t-ingest"))
+                .await
+                .is_ok()
+        );
+        assert!(
+            authenticate(&tokens, &headers("Splunk t-ingest"))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            authenticate(&tokens, &HeaderMap::new()).await,
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            authenticate(&tokens, &headers("Basic t-ingest")).await,
+            Err(AuthError::Missing)
+        );
+        assert!(matches!(
+            authenticate(&tokens, &headers("Bearer nope")).await,
+            Err(AuthError::Invalid(_))
+        ));
+        assert_eq!(
+            authenticate(&tokens, &headers("Bearer t-analyst")).await,
+            Err(AuthError::WrongRole("analyst"))
+        );
+    }
+}
