@@ -57,6 +57,9 @@ pub struct PartitionBuffers {
     floors: BTreeMap<TopicPartition, i64>,
     /// Partitions restarted by a seek the poll thread has not confirmed yet.
     seeking: std::collections::BTreeSet<TopicPartition>,
+    /// Where each (re)started partition should resume: the first message
+    /// after a start is checked against it (see [`PartitionBuffers::push`]).
+    resume_at: BTreeMap<TopicPartition, i64>,
     /// Raw bytes buffered per partition, so dropping one keeps the total exact.
     bytes: BTreeMap<TopicPartition, usize>,
     buffered_events: usize,
@@ -89,6 +92,7 @@ impl PartitionBuffers {
             buffers: BTreeMap::new(),
             floors: BTreeMap::new(),
             seeking: std::collections::BTreeSet::new(),
+            resume_at: BTreeMap::new(),
             bytes: BTreeMap::new(),
             buffered_events: 0,
             buffered_bytes: 0,
@@ -102,7 +106,8 @@ impl PartitionBuffers {
         self.seeking.remove(&tp);
         match start {
             Some(offset) => {
-                self.floors.insert(tp, offset);
+                self.floors.insert(tp.clone(), offset);
+                self.resume_at.insert(tp, offset);
             }
             None => {
                 self.floors.remove(&tp);
@@ -115,6 +120,7 @@ impl PartitionBuffers {
         self.drop_partition(tp);
         self.floors.remove(tp);
         self.seeking.remove(tp);
+        self.resume_at.remove(tp);
     }
 
     /// The poll thread confirmed the seek of a restarted partition: its
@@ -135,6 +141,7 @@ impl PartitionBuffers {
         for (tp, next) in restarts {
             self.drop_partition(&tp);
             self.floors.insert(tp.clone(), next);
+            self.resume_at.insert(tp.clone(), next);
             self.seeking.insert(tp);
         }
     }
@@ -170,6 +177,21 @@ impl PartitionBuffers {
         {
             metrics::counter!("spoor_ingest_duplicates_dropped_total").increment(1);
             return false;
+        }
+        if let Some(expected) = self.resume_at.remove(&tp)
+            && record.offset > expected
+        {
+            // Kafka offsets may skip (compaction, transaction markers), but
+            // a broker that cannot serve a fetch from inside a record batch
+            // also shows up here: say so, since those offsets are never read.
+            metrics::counter!("spoor_ingest_resume_gaps_total").increment(1);
+            tracing::warn!(
+                topic = record.topic,
+                partition = record.partition,
+                expected,
+                got = record.offset,
+                "the first message after a (re)start is past the resume point; offsets in between were not delivered by the broker"
+            );
         }
         self.floors.insert(tp.clone(), record.offset + 1);
         let prov = Provenance {
