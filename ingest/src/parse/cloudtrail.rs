@@ -47,7 +47,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 use spoor_common::schema::event_col as col;
 
-use super::draft::{json_kind, parse_object, parse_time};
+use super::draft::{json_kind, keys_list, parse_object, parse_time, prefix};
 use super::{Draft, NormalizeError, ParseOutput, Parsed, Parser, PartFailure, Provenance};
 
 /// The format name in error messages (`not CloudTrail: …`).
@@ -106,7 +106,7 @@ impl Parser for CloudTrailParser {
                 return Err(format_error(format!(
                     "EventBridge event of detail-type {:?} is not a CloudTrail event \
                      (expected \"AWS API Call via CloudTrail\" or another \"… via CloudTrail\" type)",
-                    short(&detail_type, 80)
+                    prefix(&detail_type, 80)
                 )));
             }
             return match object.remove("detail") {
@@ -245,7 +245,7 @@ fn map_time(d: &mut Draft) {
     if let Some(bad) = d.field("eventTime").map(Value::to_string) {
         d.note(format!(
             "eventTime: {} is not a readable time{}",
-            short(&bad, 64),
+            prefix(&bad, 64),
             if fallback.is_some() {
                 "; @timestamp is used"
             } else {
@@ -291,7 +291,7 @@ fn map_actor(d: &mut Draft) {
     if !found && !d.is_set(col::ACTOR_USER_NAME) {
         d.note(format!(
             "userIdentity: no user name for a caller of type {}",
-            short(&kind, 40)
+            prefix(&kind, 40)
         ));
     }
     d.take(col::ACTOR_USER_DOMAIN, &["userIdentity.accountId"]);
@@ -357,7 +357,7 @@ fn map_outcome(d: &mut Draft, console_login: bool) {
             other => {
                 d.note(format!(
                     "responseElements.ConsoleLogin: {}; the outcome is taken from errorCode/errorMessage",
-                    other.map_or_else(|| "missing".to_string(), |v| format!("{:?}", short(v, 40)))
+                    other.map_or_else(|| "missing".to_string(), |v| format!("{:?}", prefix(v, 40)))
                 ));
                 if failed { "failure" } else { "success" }
             }
@@ -447,34 +447,6 @@ fn set_default(d: &mut Draft, column: &str, value: &str) {
     if !d.is_set(column) {
         d.set_str(column, value);
     }
-}
-
-/// At most `max` characters of `s` (cut at a character boundary), for error
-/// messages that quote input.
-fn short(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => s.get(..at).unwrap_or(s),
-        None => s,
-    }
-}
-
-/// The first keys of an object, for error messages.
-fn keys_list(object: &Map<String, Value>) -> String {
-    if object.is_empty() {
-        return "none".into();
-    }
-    // Sorted, so the message does not depend on the map's key order.
-    let mut names: Vec<&String> = object.keys().collect();
-    names.sort_unstable();
-    let mut keys: Vec<String> = names
-        .into_iter()
-        .take(12)
-        .map(|k| format!("`{}`", short(k, 40)))
-        .collect();
-    if object.len() > 12 {
-        keys.push(format!("… ({} in all)", object.len()));
-    }
-    keys.join(", ")
 }
 
 #[cfg(test)]

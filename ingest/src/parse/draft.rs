@@ -239,6 +239,33 @@ fn nesting_deeper_than(bytes: &[u8], limit: usize) -> Option<usize> {
     None
 }
 
+/// At most the first `max` characters of `s` (for error messages).
+pub fn prefix(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => s.get(..at).unwrap_or(s),
+        None => s,
+    }
+}
+
+/// The first keys of an object in sorted order, for error messages that say
+/// what was found instead of the expected shape.
+pub fn keys_list(object: &Map<String, Value>) -> String {
+    if object.is_empty() {
+        return "none".into();
+    }
+    let mut names: Vec<&String> = object.keys().collect();
+    names.sort_unstable();
+    let mut keys: Vec<String> = names
+        .into_iter()
+        .take(12)
+        .map(|k| format!("`{}`", prefix(k, 40)))
+        .collect();
+    if object.len() > 12 {
+        keys.push(format!("… ({} in all)", object.len()));
+    }
+    keys.join(", ")
+}
+
 /// The name of a JSON value's kind, for error messages.
 pub fn json_kind(v: &Value) -> &'static str {
     match v {

@@ -50,7 +50,7 @@
 use serde_json::{Map, Value};
 use spoor_common::schema::event_col as col;
 
-use super::draft::{json_kind, parse_int, parse_object};
+use super::draft::{json_kind, keys_list, parse_int, parse_object, prefix};
 use super::{Draft, NormalizeError, ParseOutput, Parsed, Parser, PartFailure, Provenance};
 
 /// The format name in error messages (`not Entra ID: …`).
@@ -714,7 +714,7 @@ fn map_other(d: &mut Draft) {
     }
     d.note(format!(
         "category {:?} is neither a sign-in nor an audit log; only the envelope is mapped",
-        short(&category, 60)
+        prefix(&category, 60)
     ));
 }
 
@@ -818,33 +818,6 @@ fn set_default(d: &mut Draft, column: &str, value: &str) {
     if !d.is_set(column) {
         d.set_str(column, value);
     }
-}
-
-/// At most `max` characters of `s` (cut at a character boundary).
-fn short(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => s.get(..at).unwrap_or(s),
-        None => s,
-    }
-}
-
-/// The first keys of an object, for error messages.
-fn keys_list(object: &Map<String, Value>) -> String {
-    if object.is_empty() {
-        return "none".into();
-    }
-    // Sorted, so the message does not depend on the map's key order.
-    let mut names: Vec<&String> = object.keys().collect();
-    names.sort_unstable();
-    let mut keys: Vec<String> = names
-        .into_iter()
-        .take(12)
-        .map(|k| format!("`{}`", short(k, 40)))
-        .collect();
-    if object.len() > 12 {
-        keys.push(format!("… ({} in all)", object.len()));
-    }
-    keys.join(", ")
 }
 
 #[cfg(test)]
