@@ -1,0 +1,1341 @@
+//! End-to-end Kafka ingest throughput, per wall second and per CPU second,
+//! side by side with two peers on the same data in the same run.
+//!
+//! Input: the lines of the public Windows corpus
+//! (`../shared/corpus/events/otrf-windows`, Sysmon and Security events of
+//! about 1.8 KB each) repeated in order up to `INGEST_BENCH_EVENTS` events.
+//! They are produced to a loopback tansu broker (in-memory storage) before
+//! anything is timed, so producing competes with nobody, and written once to
+//! a local NDJSON file with the same lines in the same order.
+//!
+//! Contenders, one after the other in every round (the machine has 2 cores):
+//!
+//! - `spoor ingest`: the release `spoor standalone` binary consuming the
+//!   topic with its default ingest settings, writing zstd Parquet to local
+//!   disk and committing every flush to its Raft catalog (fsynced redb). The
+//!   clock starts when it logs its partition assignment (so process start-up
+//!   and the consumer-group join are not counted) and stops when its
+//!   `spoor_ingest_events_total` + `spoor_ingest_dead_letters_total`
+//!   counters on `/metrics` reach the event count; a `SELECT count(*)` then
+//!   checks the catalog holds every event.
+//! - `bare consumer`: this bench binary re-run as a child process holding an
+//!   rdkafka `BaseConsumer` (the same bundled librdkafka Spoor links) that is
+//!   assigned every partition from the beginning and discards each message:
+//!   the most any consumer of this broker can read.
+//! - `duckdb 1 thread` / `duckdb all threads`: DuckDB (Python package, in a
+//!   venv under `~/.cache/spoor/duckdb-venv`, installed by pip if missing)
+//!   running `COPY (SELECT * FROM read_ndjson_auto(f)) TO out (FORMAT
+//!   parquet, COMPRESSION zstd)` over the NDJSON file: a plain JSON → Parquet
+//!   converter's cost per core.
+//!
+//! Every contender runs in its own process, whose CPU time (user + system,
+//! `/proc/<pid>/stat` or `getrusage`) over the timed window is reported
+//! beside the wall time: events and MB of JSON per CPU second are the
+//! per-core figures. For Spoor the CPU is also split by thread (the Kafka
+//! poll thread, librdkafka's threads, the tokio workers that normalize,
+//! encode and commit), with the time spent in flushes from
+//! `spoor_ingest_flush_seconds`.
+//!
+//! Run: `cargo bench -p spoor-benches --bench ingest_kafka`. It builds the
+//! release `spoor` binary first (or uses `INGEST_BENCH_SPOOR_BIN`). Knobs:
+//! `INGEST_BENCH_EVENTS` (default 400,000), `INGEST_BENCH_PARTITIONS` (4),
+//! `INGEST_BENCH_ROUNDS` (3), `INGEST_BENCH_SOURCE_TYPE` (`windows`; the
+//! parser configured for the topic), `INGEST_BENCH_SETS` (extra
+//! whitespace-separated `key=value` overrides passed to spoor as `--set`),
+//! `INGEST_BENCH_PYTHON` (a Python with `duckdb`), `TANSU_BIN`.
+//! The best round of each contender counts (the machine is shared): the
+//! shortest wall time for the rates, the least CPU time for the per-core
+//! figures.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+const TOPIC: &str = "bench-windows";
+/// librdkafka properties given to both Kafka readers unless
+/// `INGEST_BENCH_KAFKA_PROPERTIES` says otherwise. tansu 0.6 holds every
+/// fetch for the consumer's whole `fetch.wait.max.ms` (500 ms by default)
+/// even when it has data to return, which caps any consumer at about 20 MB/s
+/// whatever it does with the messages; a Kafka broker answers at once when
+/// data is waiting. With no wait the broker's read speed is the limit again.
+const DEFAULT_KAFKA_PROPERTIES: &str = "fetch.wait.max.ms=0";
+/// Env var that turns this binary into the bare-consumer child.
+const ROLE_VAR: &str = "INGEST_BENCH_ROLE";
+/// The longest any one contender may take before the run fails.
+const CONTENDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the bench reads Spoor's `/metrics` while it ingests: often
+/// enough that the stop time is within a few percent of a multi-second run,
+/// rarely enough that rendering the metrics costs Spoor nothing measurable.
+const METRICS_POLL: Duration = Duration::from_millis(50);
+
+/// The DuckDB side: one `COPY` of the NDJSON file to zstd Parquet, timed and
+/// its process CPU measured around that statement alone.
+const DUCKDB_SCRIPT: &str = r#"
+import json, resource, sys, time
+import duckdb
+src, out, threads, options = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+con = duckdb.connect()
+if threads != "all":
+    con.execute(f"SET threads={int(threads)}")
+nthreads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+q = lambda s: "'" + s.replace("'", "''") + "'"
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+c0, t0 = cpu(), time.perf_counter()
+con.execute(f"COPY (SELECT * FROM read_ndjson_auto({q(src)}{options})) TO {q(out)} (FORMAT parquet, COMPRESSION zstd)")
+t1, c1 = time.perf_counter(), cpu()
+rows = con.execute(f"SELECT count(*) FROM read_parquet({q(out)})").fetchone()[0]
+cols = len(con.execute(f"DESCRIBE SELECT * FROM read_parquet({q(out)})").fetchall())
+print(json.dumps({"version": duckdb.__version__, "threads": nthreads, "wall_s": t1 - t0,
+                  "cpu_s": c1 - c0, "rows": rows, "columns": cols}))
+"#;
+
+fn main() -> Result<()> {
+    if std::env::var(ROLE_VAR).as_deref() == Ok("bare-consumer") {
+        return bare_consumer_child();
+    }
+    let settings = Settings::from_env()?;
+    let corpus = load_corpus()?;
+    let work = tempfile::Builder::new()
+        .prefix("spoor-ingest-bench")
+        .tempdir()
+        .context("temporary folder")?;
+    let spoor_bin = spoor_binary()?;
+    let python = if settings.contenders.iter().any(|c| c.duckdb().is_some()) {
+        Some(duckdb_python()?)
+    } else {
+        None
+    };
+
+    // The same lines, in the same order, for every contender.
+    let lines: Vec<&[u8]> = corpus
+        .iter()
+        .cycle()
+        .take(settings.events)
+        .map(Vec::as_slice)
+        .collect();
+    let json_bytes: usize = lines.iter().map(|l| l.len()).sum();
+    let ndjson = work.path().join("events.jsonl");
+    write_ndjson(&ndjson, &lines)?;
+
+    let broker = Broker::start()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime for the admin client")?
+        .block_on(broker.create_topic(TOPIC, settings.partitions))?;
+    let produced = Instant::now();
+    broker.produce(TOPIC, settings.partitions, &lines)?;
+    let produce_time = produced.elapsed();
+    drop(lines);
+    drop(corpus);
+
+    println!(
+        "input: otrf-windows repeated to {} events, {:.1} MB of JSON, topic `{TOPIC}` with {} partitions (produced in {:.1} s, not timed)",
+        settings.events,
+        json_bytes as f64 / 1e6,
+        settings.partitions,
+        produce_time.as_secs_f64(),
+    );
+    println!("spoor: {}", spoor_bin.display());
+    println!(
+        "machine: {} CPUs, load average before the rounds {}",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_average()
+    );
+
+    let mut results: BTreeMap<Contender, Vec<Sample>> = BTreeMap::new();
+    let mut spoor_details: Vec<SpoorDetail> = Vec::new();
+    let mut duckdb_info = String::new();
+    for round in 0..settings.rounds {
+        for &contender in &settings.contenders {
+            let sample = match (contender, contender.duckdb(), &python) {
+                (Contender::Spoor, _, _) => {
+                    let (sample, detail) =
+                        run_spoor(&spoor_bin, &broker, &settings, work.path(), round)?;
+                    spoor_details.push(detail);
+                    sample
+                }
+                (Contender::Bare, _, _) => run_bare(&broker, &settings)?,
+                (_, Some((threads, options)), Some(python)) => {
+                    let (sample, info) = run_duckdb(
+                        python,
+                        &ndjson,
+                        work.path(),
+                        threads,
+                        options,
+                        settings.events,
+                    )?;
+                    duckdb_info = info;
+                    sample
+                }
+                _ => bail!("no Python with duckdb for {}", contender.label()),
+            };
+            eprintln!(
+                "round {}: {:<28} wall {:>7.2} s  cpu {:>7.2} s  broker cpu {:>6.2} s",
+                round + 1,
+                contender.label(),
+                sample.wall.as_secs_f64(),
+                sample.cpu_s,
+                sample.broker_cpu_s
+            );
+            results.entry(contender).or_default().push(sample);
+        }
+    }
+
+    report(
+        &settings,
+        json_bytes,
+        &results,
+        &spoor_details,
+        &duckdb_info,
+    );
+    Ok(())
+}
+
+/// Sizes and knobs, from the environment.
+struct Settings {
+    events: usize,
+    partitions: i32,
+    rounds: usize,
+    source_type: String,
+    extra_sets: Vec<String>,
+    /// librdkafka properties for both Kafka readers (`k=v,k=v`).
+    kafka_properties: Vec<(String, String)>,
+    contenders: Vec<Contender>,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings> {
+        fn num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| anyhow!("{name}={v:?} is not a number")),
+                Err(_) => Ok(default),
+            }
+        }
+        let settings = Settings {
+            events: num("INGEST_BENCH_EVENTS", 400_000)?,
+            partitions: num("INGEST_BENCH_PARTITIONS", 4)?,
+            rounds: num("INGEST_BENCH_ROUNDS", 3)?,
+            source_type: std::env::var("INGEST_BENCH_SOURCE_TYPE")
+                .unwrap_or_else(|_| "windows".into()),
+            extra_sets: std::env::var("INGEST_BENCH_SETS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            kafka_properties: std::env::var("INGEST_BENCH_KAFKA_PROPERTIES")
+                .unwrap_or_else(|_| DEFAULT_KAFKA_PROPERTIES.into())
+                .split(',')
+                .filter(|kv| !kv.trim().is_empty())
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .with_context(|| {
+                            format!("INGEST_BENCH_KAFKA_PROPERTIES: {kv:?} is not key=value")
+                        })
+                })
+                .collect::<Result<_>>()?,
+            contenders: match std::env::var("INGEST_BENCH_ONLY") {
+                Ok(names) => names
+                    .split(',')
+                    .map(|n| {
+                        Contender::ALL
+                            .into_iter()
+                            .find(|c| c.key() == n.trim())
+                            .with_context(|| {
+                                let keys: Vec<_> = Contender::ALL.iter().map(|c| c.key()).collect();
+                                format!(
+                                    "INGEST_BENCH_ONLY: unknown {n:?}, expected some of {keys:?}"
+                                )
+                            })
+                    })
+                    .collect::<Result<_>>()?,
+                Err(_) => Contender::ALL.to_vec(),
+            },
+        };
+        if settings.events == 0 || settings.partitions < 1 || settings.rounds == 0 {
+            bail!(
+                "INGEST_BENCH_EVENTS, INGEST_BENCH_PARTITIONS and INGEST_BENCH_ROUNDS must be > 0"
+            );
+        }
+        Ok(settings)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Contender {
+    Spoor,
+    Bare,
+    /// `read_ndjson_auto` as is: with more than 200 distinct keys (these
+    /// events have about 250) DuckDB infers one `MAP(VARCHAR, JSON)` column.
+    DuckDbMap1,
+    DuckDbMapAll,
+    /// `map_inference_threshold = -1`: one column per key, as a columnar
+    /// lake would store them.
+    DuckDbColumns1,
+    DuckDbColumnsAll,
+}
+
+impl Contender {
+    /// Round order: the Kafka readers between DuckDB runs, so no contender
+    /// always follows the same one into a warm (or cold) machine.
+    const ALL: [Contender; 6] = [
+        Contender::Spoor,
+        Contender::DuckDbMap1,
+        Contender::DuckDbColumns1,
+        Contender::Bare,
+        Contender::DuckDbMapAll,
+        Contender::DuckDbColumnsAll,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Contender::Spoor => "spoor ingest",
+            Contender::Bare => "bare consumer",
+            Contender::DuckDbMap1 => "duckdb 1 thread",
+            Contender::DuckDbMapAll => "duckdb all threads",
+            Contender::DuckDbColumns1 => "duckdb columns 1 thread",
+            Contender::DuckDbColumnsAll => "duckdb columns all threads",
+        }
+    }
+
+    /// Its name in `INGEST_BENCH_ONLY`.
+    fn key(self) -> &'static str {
+        match self {
+            Contender::Spoor => "spoor",
+            Contender::Bare => "bare",
+            Contender::DuckDbMap1 => "duckdb1",
+            Contender::DuckDbMapAll => "duckdb",
+            Contender::DuckDbColumns1 => "duckdb-columns1",
+            Contender::DuckDbColumnsAll => "duckdb-columns",
+        }
+    }
+
+    /// DuckDB's thread setting and extra `read_ndjson_auto` options.
+    fn duckdb(self) -> Option<(&'static str, &'static str)> {
+        const COLUMNS: &str = ", map_inference_threshold = -1";
+        match self {
+            Contender::Spoor | Contender::Bare => None,
+            Contender::DuckDbMap1 => Some(("1", "")),
+            Contender::DuckDbMapAll => Some(("all", "")),
+            Contender::DuckDbColumns1 => Some(("1", COLUMNS)),
+            Contender::DuckDbColumnsAll => Some(("all", COLUMNS)),
+        }
+    }
+}
+
+/// One contender's timed window.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    /// CPU seconds of the contender's process over the window.
+    cpu_s: f64,
+    /// CPU seconds of the broker over the same window (0 for DuckDB).
+    broker_cpu_s: f64,
+    /// Parquet bytes written (0 for the bare consumer).
+    out_bytes: u64,
+}
+
+/// What Spoor spent its CPU on in one round.
+#[derive(Debug, Clone, Default)]
+struct SpoorDetail {
+    cpu_s: f64,
+    /// CPU seconds by thread group over the window.
+    threads: BTreeMap<String, f64>,
+    flush_seconds: f64,
+    flushes: f64,
+    files: f64,
+    startup: Duration,
+}
+
+// ---------------------------------------------------------------------------
+// Input
+
+fn load_corpus() -> Result<Vec<Vec<u8>>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/events/otrf-windows");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("corpus at {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut lines = Vec::new();
+    for f in files {
+        let text = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+        lines.extend(
+            text.split(|b| *b == b'\n')
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .map(<[u8]>::to_vec),
+        );
+    }
+    if lines.is_empty() {
+        bail!("no events in {}", dir.display());
+    }
+    Ok(lines)
+}
+
+fn write_ndjson(path: &Path, lines: &[&[u8]]) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    for l in lines {
+        w.write_all(l)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Binaries
+
+/// The release `spoor` binary: `INGEST_BENCH_SPOOR_BIN`, else built now with
+/// `cargo build --release` so it is never stale (a debug build's figures
+/// would mean nothing).
+fn spoor_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("INGEST_BENCH_SPOOR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release spoor binary (cargo build --release -p spoor)...");
+    let out = Command::new(&cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "spoor",
+            "--bin",
+            "spoor",
+            "--message-format",
+            "json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build --release -p spoor")?;
+    if !out.status.success() {
+        bail!("cargo build --release -p spoor failed ({})", out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "spoor")
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .context("cargo did not report the spoor executable")
+}
+
+/// A Python that imports `duckdb`: `INGEST_BENCH_PYTHON`, else the venv under
+/// `~/.cache/spoor/duckdb-venv`, created with pip if missing.
+fn duckdb_python() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("INGEST_BENCH_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").context("HOME is not set")?;
+    let venv = PathBuf::from(home).join(".cache/spoor/duckdb-venv");
+    let python = venv.join("bin/python");
+    let has_duckdb = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import duckdb"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_duckdb(&python) {
+        return Ok(python);
+    }
+    eprintln!("installing duckdb into {} (pip)...", venv.display());
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("running python3 -m venv")?;
+    if !status.success() {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "duckdb"])
+        .status()
+        .context("running pip install duckdb")?;
+    if !status.success() || !has_duckdb(&python) {
+        bail!("pip install duckdb into {} failed", venv.display());
+    }
+    Ok(python)
+}
+
+fn tansu_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cached = PathBuf::from(home).join(".cache/spoor/tansu/bin/tansu");
+    if cached.exists() {
+        return Ok(cached);
+    }
+    bail!(
+        "no tansu broker: run `bash .ci/run` once (it installs one into ~/.cache/spoor/tansu) or set TANSU_BIN"
+    )
+}
+
+// ---------------------------------------------------------------------------
+// CPU accounting from /proc
+
+/// Clock ticks per second of `/proc/*/stat` times.
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// User + system CPU seconds of a process (all its threads, live and
+/// exited) or of one thread (`/proc/<pid>/task/<tid>/stat`).
+fn stat_cpu(stat_path: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(stat_path)
+        .with_context(|| format!("reading {}", stat_path.display()))?;
+    // The command name is in parentheses and may hold spaces: count fields
+    // from the last ')'. After it come state (field 3) … utime (14), stime (15).
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("malformed {}", stat_path.display()))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("field {} of {}", i + 3, stat_path.display()))
+    };
+    Ok((field(11)? + field(12)?) / clock_ticks())
+}
+
+fn process_cpu(pid: u32) -> Result<f64> {
+    stat_cpu(&PathBuf::from(format!("/proc/{pid}/stat")))
+}
+
+/// CPU seconds of each live thread of `pid`, by thread id, with its name.
+fn thread_cpu(pid: u32) -> Result<BTreeMap<String, (String, f64)>> {
+    let mut out = BTreeMap::new();
+    let dir = PathBuf::from(format!("/proc/{pid}/task"));
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let tid = entry.file_name().to_string_lossy().into_owned();
+        // A thread can exit between the listing and the read: skip it, its
+        // time stays in the process total and lands in "exited".
+        let Ok(name) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        let Ok(cpu) = stat_cpu(&entry.path().join("stat")) else {
+            continue;
+        };
+        out.insert(tid, (name.trim().to_string(), cpu));
+    }
+    Ok(out)
+}
+
+/// The group a Spoor thread's CPU is reported under: its role for the
+/// threads whose names say it, else its own name.
+fn thread_group(name: &str) -> String {
+    if name.starts_with("spoor-kafka") {
+        "kafka poll thread".into()
+    } else if name.starts_with("rdk:") {
+        "librdkafka threads".into()
+    } else if name.starts_with("tokio-r") {
+        // "tokio-rt-worker" (tokio ≥ 1.44) or "tokio-runtime-worker": the
+        // async workers (normalize, encode, commit, Raft, HTTP) and the
+        // blocking pool (file writes).
+        "tokio threads".into()
+    } else {
+        format!("thread `{name}`")
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------
+// Broker
+
+/// A tansu broker with in-memory storage on a free loopback port.
+struct Broker {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Broker {
+    fn start() -> Result<Broker> {
+        let bin = tansu_binary()?;
+        let mut last_err = anyhow!("not started");
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("finding a free port")?
+                .port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let child = Command::new(&bin)
+                .args(["broker", "--storage-engine", "memory://tansu/"])
+                .args(["--listener-url", &url, "--advertised-listener-url", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            let broker = Broker {
+                child,
+                bootstrap: format!("127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if TcpStream::connect(&broker.bootstrap).is_ok() {
+                    return Ok(broker);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            last_err = anyhow!("broker at {} did not listen within 30 s", broker.bootstrap);
+        }
+        Err(last_err)
+    }
+
+    fn cpu(&self) -> Result<f64> {
+        process_cpu(self.child.id())
+    }
+
+    async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .context("admin client")?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .context("create_topics")?;
+        for r in results {
+            r.map_err(|(t, e)| anyhow!("creating topic {t}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Produces `lines` round-robin over the partitions and waits for every
+    /// acknowledgement. (The topic's content is checked by the readers: the
+    /// bare consumer reads exactly `lines.len()` messages and then none, and
+    /// Spoor's catalog must count as many events. High watermarks cannot
+    /// check it: tansu 0.6's trail the records it serves.)
+    fn produce(&self, topic: &str, partitions: i32, lines: &[&[u8]]) -> Result<()> {
+        let failures = Arc::new(AtomicUsize::new(0));
+        let first_error = Arc::new(Mutex::new(None));
+        let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("message.timeout.ms", "120000")
+            .create_with_context(Deliveries {
+                failures: failures.clone(),
+                first_error: first_error.clone(),
+            })
+            .context("producer")?;
+        for (i, line) in lines.iter().enumerate() {
+            let partition = i32::try_from(i % partitions as usize).context("partition")?;
+            let mut record = BaseRecord::<(), [u8]>::to(topic)
+                .partition(partition)
+                .payload(line);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return Err(anyhow!("producing event {i}: {e}")),
+                }
+            }
+        }
+        producer
+            .flush(Duration::from_secs(120))
+            .context("waiting for the broker to acknowledge every event")?;
+        let failed = failures.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = first_error
+                .lock()
+                .map(|e| e.clone().unwrap_or_default())
+                .unwrap_or_default();
+            bail!("{failed} events were not acknowledged, first error: {first}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Counts failed deliveries.
+struct Deliveries {
+    failures: Arc<AtomicUsize>,
+    first_error: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((e, _)) = result {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = self.first_error.lock() {
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bare consumer
+
+/// Runs the bare consumer as a child process of this binary and reads its
+/// self-measured window.
+fn run_bare(broker: &Broker, settings: &Settings) -> Result<Sample> {
+    let exe = std::env::current_exe().context("this bench's executable")?;
+    let broker_cpu0 = broker.cpu()?;
+    let child = Command::new(exe)
+        .env(ROLE_VAR, "bare-consumer")
+        .env("INGEST_BENCH_BOOTSTRAP", &broker.bootstrap)
+        .env("INGEST_BENCH_PARTITIONS", settings.partitions.to_string())
+        .env("INGEST_BENCH_EVENTS", settings.events.to_string())
+        .env(
+            "INGEST_BENCH_KAFKA_PROPERTIES",
+            settings
+                .kafka_properties
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the bare consumer")?;
+    let out = child
+        .wait_with_output()
+        .context("waiting for the bare consumer")?;
+    let broker_cpu_s = broker.cpu()? - broker_cpu0;
+    if !out.status.success() {
+        bail!("the bare consumer failed ({})", out.status);
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "bare consumer output {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let messages = report["messages"].as_u64().context("messages")?;
+    if messages != settings.events as u64 {
+        bail!(
+            "the bare consumer read {messages} messages, wanted {}",
+            settings.events
+        );
+    }
+    Ok(Sample {
+        wall: Duration::from_secs_f64(report["wall_s"].as_f64().context("wall_s")?),
+        cpu_s: report["cpu_s"].as_f64().context("cpu_s")?,
+        // The child's window is inside ours, so the broker's CPU over ours
+        // is an upper bound (it includes the child's start-up, which reads
+        // nothing).
+        broker_cpu_s,
+        out_bytes: 0,
+    })
+}
+
+/// The child: assign every partition from the beginning, read `events`
+/// messages touching each payload's length, print the window as JSON.
+fn bare_consumer_child() -> Result<()> {
+    let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+    let bootstrap = var("INGEST_BENCH_BOOTSTRAP")?;
+    let partitions: i32 = var("INGEST_BENCH_PARTITIONS")?.parse()?;
+    let events: u64 = var("INGEST_BENCH_EVENTS")?.parse()?;
+    // Spoor's consumer settings minus group management (an assignment needs
+    // no group join, which would only add a fixed delay).
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "spoor-bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in Settings::from_env()?.kafka_properties {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create().context("bare consumer")?;
+    let pid = std::process::id();
+    let (cpu0, t0) = (process_cpu(pid)?, Instant::now());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl).context("assign")?;
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    while messages < events {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                messages += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len) as u64;
+            }
+            Some(Err(e)) => bail!("bare consumer: {e}"),
+            None if t0.elapsed() > CONTENDER_TIMEOUT => {
+                bail!("bare consumer read {messages} of {events} in {CONTENDER_TIMEOUT:?}")
+            }
+            None => {}
+        }
+    }
+    let wall = t0.elapsed();
+    let cpu = process_cpu(pid)? - cpu0;
+    // Outside the window: the topic must hold exactly `events` messages.
+    let extra_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < extra_until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            bail!(
+                "the topic holds more than {events} messages (partition {} offset {})",
+                m.partition(),
+                m.offset()
+            );
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "messages": messages,
+            "bytes": bytes,
+            "wall_s": wall.as_secs_f64(),
+            "cpu_s": cpu,
+        })
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Spoor
+
+/// A running `spoor standalone`, killed on drop if not stopped.
+struct SpoorProcess {
+    child: Option<Child>,
+    http: String,
+    /// The last lines of its log, for failure messages.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl SpoorProcess {
+    fn pid(&self) -> Result<u32> {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .context("spoor is not running")
+    }
+
+    fn log_tail(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit (falls back to SIGKILL).
+    fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("running kill")?;
+        if status.success() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if child.try_wait()?.is_some() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        child.kill().context("kill")?;
+        child.wait().context("wait")?;
+        bail!("spoor did not stop within 30 s of SIGTERM")
+    }
+}
+
+impl Drop for SpoorProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run_spoor(
+    bin: &Path,
+    broker: &Broker,
+    settings: &Settings,
+    work: &Path,
+    round: usize,
+) -> Result<(Sample, SpoorDetail)> {
+    let dir = tempfile::Builder::new()
+        .prefix("spoor-data")
+        .tempdir_in(work)
+        .context("spoor data folder")?;
+    let config = dir.path().join("spoor.toml");
+    // A fresh consumer group per round: nothing of an earlier round's group
+    // (static member, committed offsets) can touch this one.
+    let mut toml = format!(
+        "[ingest.kafka]\nbrokers = \"{}\"\ntopics = [\"{TOPIC}\"]\ngroup_id = \"spoor-bench-{round}\"\n\n\
+         [[ingest.sources]]\ntopics = [\"{TOPIC}\"]\nsource_type = \"{}\"\n",
+        broker.bootstrap, settings.source_type
+    );
+    if !settings.kafka_properties.is_empty() {
+        toml.push_str("\n[ingest.kafka.properties]\n");
+        for (k, v) in &settings.kafka_properties {
+            toml.push_str(&format!("{k:?} = {v:?}\n"));
+        }
+    }
+    std::fs::write(&config, toml).context("writing the spoor config")?;
+    let data = dir.path().join("data");
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("standalone")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .args(
+            settings
+                .extra_sets
+                .iter()
+                .flat_map(|s| ["--set", s.as_str()]),
+        )
+        .env("SPOOR_LOG__FILTER", "info,openraft=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("spoor stdout")?;
+    let stderr = child.stderr.take().context("spoor stderr")?;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = ready_tx.send(line);
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let (assigned_tx, assigned_rx) = mpsc::channel();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("partitions assigned") {
+                    let _ = assigned_tx.send(Instant::now());
+                }
+                if let Ok(mut log) = log.lock() {
+                    if log.len() >= 40 {
+                        log.remove(0);
+                    }
+                    log.push(line);
+                }
+            }
+        });
+    }
+    let mut spoor = SpoorProcess {
+        child: Some(child),
+        http: String::new(),
+        log,
+    };
+    let ready = ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .map_err(|_| {
+            anyhow!(
+                "spoor printed no ready line in 60 s; log:\n{}",
+                spoor.log_tail()
+            )
+        })?;
+    let http = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .with_context(|| format!("no http= in ready line {ready:?}"))?;
+    spoor.http = http.to_string();
+    let pid = spoor.pid()?;
+
+    // The clock starts at the assignment: reading begins right after it.
+    let t0 = assigned_rx
+        .recv_timeout(Duration::from_secs(60))
+        .map_err(|_| {
+            anyhow!(
+                "spoor was assigned no partitions in 60 s; log:\n{}",
+                spoor.log_tail()
+            )
+        })?;
+    let (cpu0, threads0, broker0) = (process_cpu(pid)?, thread_cpu(pid)?, broker.cpu()?);
+    let startup = t0.duration_since(started);
+    let want = settings.events as f64;
+    let metrics = loop {
+        let text = http_get(&spoor.http, "/metrics")?;
+        let done = metric(&text, "spoor_ingest_events_total")
+            + metric(&text, "spoor_ingest_dead_letters_total");
+        if done >= want {
+            break text;
+        }
+        if t0.elapsed() > CONTENDER_TIMEOUT {
+            bail!(
+                "spoor committed {done} of {want} events in {CONTENDER_TIMEOUT:?}; log:\n{}",
+                spoor.log_tail()
+            );
+        }
+        std::thread::sleep(METRICS_POLL);
+    };
+    let wall = t0.elapsed();
+    let (cpu1, threads1, broker1) = (process_cpu(pid)?, thread_cpu(pid)?, broker.cpu()?);
+
+    // The catalog must hold every event, not just the counter.
+    let dead = metric(&metrics, "spoor_ingest_dead_letters_total");
+    if dead > 0.0 {
+        bail!(
+            "spoor sent {dead} events to dead letters; log:\n{}",
+            spoor.log_tail()
+        );
+    }
+    let body = http_post_json(
+        &spoor.http,
+        "/v1/query",
+        &serde_json::json!({ "sql": "SELECT count(*) AS n FROM events" }),
+    )?;
+    let counted = body["rows"][0]["n"]
+        .as_i64()
+        .with_context(|| format!("count(*) answer {body}"))?;
+    if counted != settings.events as i64 {
+        bail!(
+            "the catalog holds {counted} events, {} were produced",
+            settings.events
+        );
+    }
+
+    let mut groups: BTreeMap<String, f64> = BTreeMap::new();
+    for (tid, (name, cpu)) in &threads1 {
+        let before = threads0.get(tid).map_or(0.0, |(_, c)| *c);
+        *groups.entry(thread_group(name)).or_default() += cpu - before;
+    }
+    let cpu_s = cpu1 - cpu0;
+    let live: f64 = groups.values().sum();
+    // Threads that ran in the window and exited before its end.
+    groups.insert("exited threads".into(), (cpu_s - live).max(0.0));
+    let detail = SpoorDetail {
+        cpu_s,
+        threads: groups,
+        flush_seconds: metric(&metrics, "spoor_ingest_flush_seconds_sum"),
+        flushes: metric(&metrics, "spoor_ingest_flush_seconds_count"),
+        files: metric(&metrics, "spoor_ingest_files_written_total"),
+        startup,
+    };
+    spoor.stop()?;
+    let out_bytes = dir_bytes(&data.join("lake"), "parquet");
+    Ok((
+        Sample {
+            wall,
+            cpu_s,
+            broker_cpu_s: broker1 - broker0,
+            out_bytes,
+        },
+        detail,
+    ))
+}
+
+/// The sum of every sample of `name` (all label sets) in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Bytes of the files ending in `.ext` under `dir`.
+fn dir_bytes(dir: &Path, ext: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                dir_bytes(&p, ext)
+            } else if p.extension().is_some_and(|x| x == ext) {
+                e.metadata().map_or(0, |m| m.len())
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+/// HTTP/1.0 (so the body is never chunked) to Spoor's loopback listener.
+fn http_request(addr: &str, request: &[u8]) -> Result<String> {
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request)?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .with_context(|| format!("reading the answer of {addr}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("malformed HTTP answer from {addr}"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("{addr} answered {head:?}: {body}");
+    }
+    Ok(body.to_string())
+}
+
+fn http_get(addr: &str, path: &str) -> Result<String> {
+    http_request(
+        addr,
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+}
+
+fn http_post_json(addr: &str, path: &str, body: &Value) -> Result<Value> {
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = http_request(addr, request.as_bytes())?;
+    serde_json::from_str(&answer).with_context(|| format!("JSON answer of {path}: {answer}"))
+}
+
+// ---------------------------------------------------------------------------
+// DuckDB
+
+fn run_duckdb(
+    python: &Path,
+    ndjson: &Path,
+    work: &Path,
+    threads: &str,
+    options: &str,
+    events: usize,
+) -> Result<(Sample, String)> {
+    let out_path = work.join("duckdb-out.parquet");
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(DUCKDB_SCRIPT)
+        .arg(ndjson)
+        .arg(&out_path)
+        .arg(threads)
+        .arg(options)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running duckdb")?;
+    if !out.status.success() {
+        bail!("duckdb failed ({})", out.status);
+    }
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("duckdb output {:?}", String::from_utf8_lossy(&out.stdout)))?;
+    let rows = report["rows"].as_u64().context("rows")?;
+    if rows != events as u64 {
+        bail!("duckdb wrote {rows} rows, wanted {events}");
+    }
+    let out_bytes = std::fs::metadata(&out_path).map_or(0, |m| m.len());
+    std::fs::remove_file(&out_path).context("removing the duckdb output")?;
+    let info = format!("DuckDB {}", report["version"].as_str().unwrap_or("?"));
+    eprintln!(
+        "duckdb threads={} options={options:?}: {} columns",
+        report["threads"], report["columns"]
+    );
+    Ok((
+        Sample {
+            wall: Duration::from_secs_f64(report["wall_s"].as_f64().context("wall_s")?),
+            cpu_s: report["cpu_s"].as_f64().context("cpu_s")?,
+            broker_cpu_s: 0.0,
+            out_bytes,
+        },
+        info,
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+fn report(
+    settings: &Settings,
+    json_bytes: usize,
+    results: &BTreeMap<Contender, Vec<Sample>>,
+    spoor: &[SpoorDetail],
+    duckdb_info: &str,
+) {
+    let events = settings.events as f64;
+    let mb = json_bytes as f64 / 1e6;
+    let best_wall = |c: Contender| {
+        results
+            .get(&c)
+            .and_then(|s| s.iter().min_by(|a, b| a.wall.cmp(&b.wall)).copied())
+    };
+    let best_cpu = |c: Contender| {
+        results
+            .get(&c)
+            .and_then(|s| s.iter().min_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s)).copied())
+    };
+    println!();
+    println!(
+        "{} rounds; per contender the round with the least wall time gives wall, events/s, MB/s, \
+         broker CPU and Parquet size, the round with the least CPU time gives the CPU columns{}",
+        settings.rounds,
+        if duckdb_info.is_empty() {
+            String::new()
+        } else {
+            format!("; {duckdb_info}")
+        }
+    );
+    println!();
+    println!(
+        "| contender | wall s | events/s | MB/s | CPU s | events/CPU-s | MB/CPU-s | broker CPU s | Parquet MB |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut order = Contender::ALL;
+    order.sort();
+    for c in order {
+        let (Some(w), Some(p)) = (best_wall(c), best_cpu(c)) else {
+            continue;
+        };
+        let wall = w.wall.as_secs_f64();
+        println!(
+            "| {} | {:.2} | {:.0} | {:.1} | {:.2} | {:.0} | {:.1} | {} | {} |",
+            c.label(),
+            wall,
+            events / wall,
+            mb / wall,
+            p.cpu_s,
+            events / p.cpu_s,
+            mb / p.cpu_s,
+            if c.duckdb().is_none() {
+                format!("{:.2}", w.broker_cpu_s)
+            } else {
+                String::new()
+            },
+            if w.out_bytes > 0 {
+                format!("{:.1}", w.out_bytes as f64 / 1e6)
+            } else {
+                String::new()
+            },
+        );
+    }
+    // Spoor's throughput as a ratio of a peer's: > 1 means Spoor is faster.
+    let by_wall = |peer: Contender| match (best_wall(Contender::Spoor), best_wall(peer)) {
+        (Some(a), Some(b)) => Some(b.wall.as_secs_f64() / a.wall.as_secs_f64()),
+        _ => None,
+    };
+    let by_cpu = |peer: Contender| match (best_cpu(Contender::Spoor), best_cpu(peer)) {
+        (Some(a), Some(b)) => Some(b.cpu_s / a.cpu_s),
+        _ => None,
+    };
+    println!();
+    if let Some(r) = by_wall(Contender::Bare) {
+        println!(
+            "ratio spoor ÷ bare consumer, events/s: {r:.3}  (target ≥ 0.5: {})",
+            verdict(r >= 0.5)
+        );
+    }
+    if let Some(r) = by_cpu(Contender::Bare) {
+        println!("ratio spoor ÷ bare consumer, events per CPU-s: {r:.3}");
+    }
+    for peer in [
+        Contender::DuckDbMap1,
+        Contender::DuckDbColumns1,
+        Contender::DuckDbMapAll,
+        Contender::DuckDbColumnsAll,
+    ] {
+        if let Some(r) = by_cpu(peer) {
+            let target = if peer == Contender::DuckDbMap1 || peer == Contender::DuckDbColumns1 {
+                format!("  (target > 1: {})", verdict(r > 1.0))
+            } else {
+                String::new()
+            };
+            println!(
+                "ratio spoor ÷ {}, events per CPU-s: {r:.3}{target}",
+                peer.label()
+            );
+        }
+        if let Some(r) = by_wall(peer) {
+            println!("ratio spoor ÷ {}, events/s: {r:.3}", peer.label());
+        }
+    }
+
+    if let Some(d) = spoor.iter().min_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s)) {
+        println!();
+        println!(
+            "spoor, least-CPU round: {:.2} CPU s; start-up to partition assignment {:.2} s (not timed)",
+            d.cpu_s,
+            d.startup.as_secs_f64()
+        );
+        for (group, s) in &d.threads {
+            println!(
+                "  {group:<24} {s:>7.2} CPU s  ({:>4.1}%)",
+                100.0 * s / d.cpu_s.max(f64::MIN_POSITIVE)
+            );
+        }
+        println!(
+            "  flushes: {:.0} taking {:.2} s in all (write Parquet + catalog commit, spoor_ingest_flush_seconds), {:.0} files",
+            d.flushes, d.flush_seconds, d.files
+        );
+    }
+    println!();
+    println!("load average after the rounds: {}", load_average());
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
