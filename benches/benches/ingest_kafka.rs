@@ -11,7 +11,8 @@
 //! Contenders, one after the other in every round (the machine has 2 cores):
 //!
 //! - `spoor ingest`: the release `spoor standalone` binary consuming the
-//!   topic with its default ingest settings, writing zstd Parquet to local
+//!   topic with its default ingest settings (the topic configured with the
+//!   `INGEST_BENCH_SOURCE_TYPE` parser), writing zstd Parquet to local
 //!   disk and committing every flush to its Raft catalog (fsynced redb). The
 //!   clock starts when it logs its partition assignment (so process start-up
 //!   and the consumer-group join are not counted) and stops when its
@@ -21,12 +22,16 @@
 //! - `bare consumer`: this bench binary re-run as a child process holding an
 //!   rdkafka `BaseConsumer` (the same bundled librdkafka Spoor links) that is
 //!   assigned every partition from the beginning and discards each message:
-//!   the most any consumer of this broker can read.
+//!   the most any consumer of this broker can read. Both Kafka readers get
+//!   the librdkafka properties of `INGEST_BENCH_KAFKA_PROPERTIES` (default
+//!   `fetch.wait.max.ms=0`, see [`DEFAULT_KAFKA_PROPERTIES`]).
 //! - `duckdb 1 thread` / `duckdb all threads`: DuckDB (Python package, in a
 //!   venv under `~/.cache/spoor/duckdb-venv`, installed by pip if missing)
 //!   running `COPY (SELECT * FROM read_ndjson_auto(f)) TO out (FORMAT
 //!   parquet, COMPRESSION zstd)` over the NDJSON file: a plain JSON → Parquet
-//!   converter's cost per core.
+//!   converter's cost per core. With more than 200 distinct keys DuckDB
+//!   infers a single `MAP(VARCHAR, JSON)` column, so `duckdb columns …` runs
+//!   the same with `map_inference_threshold = -1`: one column per key.
 //!
 //! Every contender runs in its own process, whose CPU time (user + system,
 //! `/proc/<pid>/stat` or `getrusage`) over the timed window is reported
@@ -38,11 +43,15 @@
 //!
 //! Run: `cargo bench -p spoor-benches --bench ingest_kafka`. It builds the
 //! release `spoor` binary first (or uses `INGEST_BENCH_SPOOR_BIN`). Knobs:
-//! `INGEST_BENCH_EVENTS` (default 400,000), `INGEST_BENCH_PARTITIONS` (4),
-//! `INGEST_BENCH_ROUNDS` (3), `INGEST_BENCH_SOURCE_TYPE` (`windows`; the
-//! parser configured for the topic), `INGEST_BENCH_SETS` (extra
-//! whitespace-separated `key=value` overrides passed to spoor as `--set`),
-//! `INGEST_BENCH_PYTHON` (a Python with `duckdb`), `TANSU_BIN`.
+//! `INGEST_BENCH_EVENTS` (default 250,000, about 450 MB; a round then takes
+//! about 80 s), `INGEST_BENCH_PARTITIONS` (4), `INGEST_BENCH_ROUNDS` (3),
+//! `INGEST_BENCH_SOURCE_TYPE` (`windows`; the parser configured for the
+//! topic), `INGEST_BENCH_SETS` (extra whitespace-separated `key=value`
+//! overrides passed to spoor as `--set`), `INGEST_BENCH_KAFKA_PROPERTIES`
+//! (`k=v,k=v`), `INGEST_BENCH_ONLY` (a comma-separated subset of `spoor`,
+//! `bare`, `duckdb1`, `duckdb`, `duckdb-columns1`, `duckdb-columns`),
+//! `INGEST_BENCH_PYTHON` (a Python with `duckdb`), `TANSU_BIN`. (Not
+//! `SPOOR_*`: spoor reads those as configuration.)
 //! The best round of each contender counts (the machine is shared): the
 //! shortest wall time for the rates, the least CPU time for the per-core
 //! figures.
@@ -92,6 +101,7 @@ import json, resource, sys, time
 import duckdb
 src, out, threads, options = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 if threads != "all":
     con.execute(f"SET threads={int(threads)}")
 nthreads = con.execute("SELECT current_setting('threads')").fetchone()[0]
@@ -235,7 +245,7 @@ impl Settings {
             }
         }
         let settings = Settings {
-            events: num("INGEST_BENCH_EVENTS", 400_000)?,
+            events: num("INGEST_BENCH_EVENTS", 250_000)?,
             partitions: num("INGEST_BENCH_PARTITIONS", 4)?,
             rounds: num("INGEST_BENCH_ROUNDS", 3)?,
             source_type: std::env::var("INGEST_BENCH_SOURCE_TYPE")
@@ -1183,8 +1193,11 @@ fn run_duckdb(
     if !out.status.success() {
         bail!("duckdb failed ({})", out.status);
     }
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("duckdb output {:?}", String::from_utf8_lossy(&out.stdout)))?;
+    // The report is the last line (anything DuckDB prints comes before it).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().next_back().unwrap_or_default();
+    let report: Value =
+        serde_json::from_str(last).with_context(|| format!("duckdb output {stdout:?}"))?;
     let rows = report["rows"].as_u64().context("rows")?;
     if rows != events as u64 {
         bail!("duckdb wrote {rows} rows, wanted {events}");

@@ -41,10 +41,31 @@ pub fn status_to_error(status: tonic::Status) -> CatalogError {
             CatalogError::Unavailable { reason }
         }
         tonic::Code::OutOfRange => CatalogError::HistoryCompacted { reason },
+        // A connection broken mid-call (a coordinator killed or restarting)
+        // reaches tonic as Internal/Unknown with the transport's words; the
+        // call may or may not have applied, and every call is idempotent, so
+        // it is retryable like an unreachable coordinator.
+        tonic::Code::Internal | tonic::Code::Unknown if is_transport_failure(&reason) => {
+            CatalogError::Unavailable { reason }
+        }
         _ => CatalogError::Internal {
             reason: format!("{:?}: {reason}", status.code()),
         },
     }
+}
+
+/// Whether a status message is a broken connection rather than a server error.
+fn is_transport_failure(message: &str) -> bool {
+    [
+        "h2 protocol error",
+        "transport error",
+        "connection reset",
+        "connection closed",
+        "broken pipe",
+        "error trying to connect",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 fn invalid(reason: String) -> CatalogError {
@@ -718,6 +739,16 @@ impl Catalog for GrpcCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broken_connections_are_retryable() {
+        let e = status_to_error(tonic::Status::internal("h2 protocol error: http2 error"));
+        assert!(e.is_retryable(), "{e}");
+        let e = status_to_error(tonic::Status::unknown("transport error"));
+        assert!(e.is_retryable(), "{e}");
+        let e = status_to_error(tonic::Status::internal("redb: disk full"));
+        assert!(!e.is_retryable(), "{e}");
+    }
     use crate::catalog::conformance::kafka_file;
 
     #[test]
