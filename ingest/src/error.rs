@@ -33,6 +33,10 @@ pub enum IngestError {
     /// A source's configured field mapping is wrong.
     #[error("ingest.sources: {0}")]
     Sources(#[from] crate::parse::UnknownColumn),
+    /// A task of a flush (encoding its files, or the flush itself) panicked
+    /// or was cancelled.
+    #[error("a flush task failed: {0}")]
+    TaskFailed(String),
     /// The pipeline stopped.
     #[error("the ingest pipeline has stopped")]
     Stopped,

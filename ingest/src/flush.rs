@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spoor_common::catalog::{
-    Catalog, CatalogError, CommitBatch, CommitOutcome, NewFile, SourceCheckpoint, SourceRange,
+    Catalog, CatalogError, CommitBatch, CommitOutcome, SourceCheckpoint, SourceRange,
 };
 use spoor_common::tenant::TenantId;
 use tracing::Instrument;
@@ -115,39 +115,50 @@ impl Flusher {
     }
 
     /// Writes the files of every partition batch and commits them with the
-    /// partitions' next offsets in one catalog entry.
-    pub async fn flush_kafka(&self, batches: &[PartitionBatch]) -> Result<Flushed, IngestError> {
+    /// partitions' next offsets in one catalog entry. Encoding runs on the
+    /// blocking pool, so the caller's task keeps reading the next batch.
+    pub async fn flush_kafka(
+        &self,
+        batches: Arc<[PartitionBatch]>,
+    ) -> Result<Flushed, IngestError> {
         let span = tracing::info_span!("flush", partitions = batches.len());
         self.flush_kafka_inner(batches).instrument(span).await
     }
 
-    async fn flush_kafka_inner(&self, batches: &[PartitionBatch]) -> Result<Flushed, IngestError> {
+    async fn flush_kafka_inner(
+        &self,
+        batches: Arc<[PartitionBatch]>,
+    ) -> Result<Flushed, IngestError> {
         let started = std::time::Instant::now();
-        let mut files: Vec<NewFile> = Vec::new();
-        let mut checkpoints = Vec::new();
-        let (mut events, mut dead) = (0, 0);
-        for b in batches {
-            for (tenant, rows) in &b.rows {
-                files.extend(
-                    self.writer
-                        .write(
-                            tenant,
-                            &FileOrigin::Kafka(b.range.clone()),
-                            &rows.events,
-                            &rows.dead,
-                        )
-                        .await?,
-                );
-                events += rows.events.len();
-                dead += rows.dead.len();
+        let writer = self.writer.clone();
+        let to_encode = batches.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let mut encoded = Vec::new();
+            for b in to_encode.iter() {
+                let origin = FileOrigin::Kafka(b.range.clone());
+                for (tenant, rows) in &b.rows {
+                    encoded.extend(writer.encode(tenant, &origin, &rows.events, &rows.dead)?);
+                }
             }
-            checkpoints.push(SourceCheckpoint {
+            Ok::<_, IngestError>(encoded)
+        })
+        .await
+        .map_err(|e| IngestError::TaskFailed(format!("encoding files: {e}")))??;
+        let files = self.writer.put_all(encoded).await?;
+        let (mut events, mut dead) = (0, 0);
+        for rows in batches.iter().flat_map(|b| b.rows.values()) {
+            events += rows.events.len();
+            dead += rows.dead.len();
+        }
+        let checkpoints = batches
+            .iter()
+            .map(|b| SourceCheckpoint {
                 source_id: b.range.source_id.clone(),
                 topic: b.range.topic.clone(),
                 partition: b.range.partition,
                 next_offset: b.range.last_offset + 1,
-            });
-        }
+            })
+            .collect();
         Fault::trigger(self.fault, Fault::CrashAfterWrite);
         let n_files = files.len();
         let outcome = self.commit(CommitBatch { files, checkpoints }).await?;

@@ -616,7 +616,7 @@ impl Stream<'_> {
         let flushed = self
             .importer
             .flusher
-            .flush_kafka(std::slice::from_ref(&batch))
+            .flush_kafka(Arc::from([batch]))
             .await
             .map_err(|source| ImportError::Flush {
                 file: self.name.clone(),

@@ -34,7 +34,9 @@ use crate::routing::TenantRouter;
 /// What the poll thread tells the pipeline, in order.
 #[derive(Debug)]
 enum SourceEvent {
-    Message(KafkaRecord),
+    /// Messages in poll order (at most [`MESSAGES_PER_SEND`] or about
+    /// [`BYTES_PER_SEND`]): one channel send per batch, not per message.
+    Messages(Vec<KafkaRecord>),
     Assigned(Vec<(TopicPartition, Option<i64>)>),
     Revoked(Vec<TopicPartition>),
     /// The poll thread performed a seek (or failed to); every message of
@@ -59,6 +61,18 @@ struct SpoorContext {
     start_from: StartFrom,
     events: mpsc::Sender<SourceEvent>,
     stop: Arc<AtomicBool>,
+    /// Messages polled but not yet sent to the pipeline. Rebalance callbacks
+    /// run inside `poll`, so [`SpoorContext::notify`] sends these first: the
+    /// pipeline must see every message polled before a revocation before
+    /// the revocation itself.
+    polled: std::sync::Mutex<PolledMessages>,
+}
+
+/// Messages accumulated on the poll thread for one channel send.
+#[derive(Default)]
+struct PolledMessages {
+    records: Vec<KafkaRecord>,
+    bytes: usize,
 }
 
 impl ClientContext for SpoorContext {
@@ -83,14 +97,44 @@ impl ClientContext for SpoorContext {
 }
 
 impl SpoorContext {
-    /// Sends to the pipeline, blocking only on a plain thread (the poll
-    /// thread); on any other thread a full channel drops the notice, which
-    /// only happens while shutting down.
+    /// Sends to the pipeline, after the messages polled before it, blocking
+    /// only on a plain thread (the poll thread); on any other thread a full
+    /// channel drops the notice, which only happens while shutting down (the
+    /// dropped messages are uncommitted and read again after a restart).
     fn notify(&self, event: SourceEvent) -> bool {
+        self.send_polled() && self.send(event)
+    }
+
+    fn send(&self, event: SourceEvent) -> bool {
         if tokio::runtime::Handle::try_current().is_ok() {
             return self.events.try_send(event).is_ok();
         }
         self.events.blocking_send(event).is_ok()
+    }
+
+    /// Adds a polled message; sends the accumulated ones when they are many
+    /// or large enough.
+    fn push_polled(&self, record: KafkaRecord) -> bool {
+        let full = {
+            let mut polled = self.polled.lock().unwrap_or_else(|e| e.into_inner());
+            polled.bytes += record.payload.len();
+            polled.records.push(record);
+            polled.records.len() >= MESSAGES_PER_SEND || polled.bytes >= BYTES_PER_SEND
+        };
+        !full || self.send_polled()
+    }
+
+    /// Sends the messages polled so far, if any.
+    fn send_polled(&self) -> bool {
+        let polled = std::mem::take(&mut *self.polled.lock().unwrap_or_else(|e| e.into_inner()));
+        if polled.records.is_empty() {
+            return true;
+        }
+        metrics::counter!("spoor_ingest_messages_total", "source" => "kafka")
+            .increment(polled.records.len() as u64);
+        metrics::counter!("spoor_ingest_bytes_total", "source" => "kafka")
+            .increment(polled.bytes as u64);
+        self.send(SourceEvent::Messages(polled.records))
     }
 
     /// Checkpoints of every topic in `tpl`, retried until the catalog answers
@@ -198,11 +242,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let kafka = &config.kafka;
-    // Back-pressure: while a flush is under way (or failing because object
-    // storage is slow), the pipeline stops receiving; this channel fills, the
-    // poll thread blocks, and librdkafka stops fetching once its queue is
-    // full. Memory stays bounded by max_batch_bytes plus this channel plus
-    // librdkafka's queue (queued.max.messages.kbytes, 16 MiB by default here).
+    // Back-pressure: while one flush is under way (or failing because object
+    // storage is slow) and the next batch is full, the pipeline stops
+    // receiving; this channel fills, the poll thread blocks, and librdkafka
+    // stops fetching once its queue is full. Memory stays bounded by two
+    // batches (max_batch_bytes each: one flushing, one filling) plus this
+    // channel (about 4 MiB) plus librdkafka's queue
+    // (queued.max.messages.kbytes, 16 MiB by default here).
     let (events_tx, mut events_rx) = mpsc::channel::<SourceEvent>(EVENT_CHANNEL_CAPACITY);
     let (commands_tx, commands_rx) = std::sync::mpsc::channel::<PollCommand>();
     let stop = Arc::new(AtomicBool::new(false));
@@ -213,6 +259,7 @@ pub async fn run(
         start_from: kafka.start_from,
         events: events_tx.clone(),
         stop: stop.clone(),
+        polled: std::sync::Mutex::default(),
     };
     let mut client = ClientConfig::new();
     client
@@ -263,7 +310,7 @@ pub async fn run(
         std::thread::Builder::new()
             .name("spoor-kafka-poll".into())
             .spawn(move || {
-                poll_loop(&consumer, &events_tx, &commands_rx, &stop);
+                poll_loop(&consumer, &commands_rx, &stop);
                 consumer.unsubscribe();
                 drop(events_tx);
                 // Closing the consumer (the last handle) leaves the group cleanly.
@@ -280,44 +327,61 @@ pub async fn run(
     let flush_every = Duration::from_millis(config.flush_interval_ms);
     let mut tick = tokio::time::interval(flush_every / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: Vec<PartitionBatch> = Vec::new();
+    // One flush at a time runs in its own task while this loop reads and
+    // normalizes the next batch; commits stay in order because the next
+    // flush starts only after the previous one ended.
+    let mut in_flight: Option<InFlight> = None;
+    // A flush that failed (not refused), retried after a pause.
+    let mut retry: Option<(Arc<[PartitionBatch]>, tokio::time::Instant)> = None;
     loop {
-        let due = buffers.oldest().is_some_and(|t| t.elapsed() >= flush_every)
-            || buffers.buffered_events() >= config.max_batch_events
+        let full = buffers.buffered_events() >= config.max_batch_events
             || buffers.buffered_bytes() >= config.max_batch_bytes;
-        if due && pending.is_empty() {
-            pending = buffers.take();
-        }
-        if !pending.is_empty() {
-            match flush(&flusher, &consumer, &pending).await {
-                Ok(()) => pending.clear(),
-                Err(IngestError::Catalog(CatalogError::Conflict { reason })) => {
-                    // Someone committed these partitions further (a zombie of
-                    // ours, or a rebalance race): restart at the catalog.
-                    tracing::warn!(
-                        reason,
-                        "catalog refused the batch; re-seeking to catalog checkpoints"
-                    );
-                    let reset = reseek(&catalog, &kafka.group_id, &pending, &commands_tx).await;
-                    buffers.reset_to(reset);
-                    pending.clear();
+        let due = full || buffers.oldest().is_some_and(|t| t.elapsed() >= flush_every);
+        if in_flight.is_none() {
+            let next = match retry.take() {
+                Some((batches, at)) if at <= tokio::time::Instant::now() => Some(batches),
+                Some(waiting) => {
+                    retry = Some(waiting);
+                    None
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "flush failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    continue;
-                }
+                None if due => Some(Arc::from(buffers.take())),
+                None => None,
+            };
+            if let Some(batches) = next {
+                in_flight = Some(InFlight::start(&flusher, &consumer, batches));
             }
         }
+        // Back-pressure: with a flush under way (or waiting to be retried)
+        // and the next batch already full, stop reading until it ends.
+        let read = !(full && (in_flight.is_some() || retry.is_some()));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
-            event = events_rx.recv() => match event {
-                Some(SourceEvent::Message(record)) => {
-                    buffers.push(record, spoor_common::time::now_micros());
+            (batches, result) = InFlight::finished(&mut in_flight), if in_flight.is_some() => {
+                match result {
+                    Ok(()) => {}
+                    Err(IngestError::Catalog(CatalogError::Conflict { reason })) => {
+                        // Someone committed these partitions further (a zombie of
+                        // ours, or a rebalance race): restart at the catalog.
+                        tracing::warn!(
+                            reason,
+                            "catalog refused the batch; re-seeking to catalog checkpoints"
+                        );
+                        let reset = reseek(&catalog, &kafka.group_id, &batches, &commands_tx).await;
+                        buffers.reset_to(reset);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "flush failed; retrying in 1 s");
+                        retry = Some((batches, tokio::time::Instant::now() + FLUSH_RETRY_PAUSE));
+                    }
+                }
+            }
+            event = events_rx.recv(), if read => match event {
+                Some(SourceEvent::Messages(records)) => {
+                    let now = spoor_common::time::now_micros();
+                    for record in records {
+                        buffers.push(record, now);
+                    }
                 }
                 Some(SourceEvent::Assigned(parts)) => {
                     for (tp, start) in parts {
@@ -338,20 +402,63 @@ pub async fn run(
                     for tp in &parts {
                         buffers.revoked(tp);
                     }
-                    pending.retain(|b| !parts.contains(&(b.range.topic.clone(), b.range.partition)));
+                    // A flush waiting for its retry gives up the revoked
+                    // partitions: their new owner reads them from the catalog
+                    // checkpoint. (A flush in flight runs on; if it commits,
+                    // the new owner's first commit is refused and re-seeks.)
+                    retry = retry.and_then(|(batches, at)| {
+                        let kept: Vec<PartitionBatch> = batches
+                            .iter()
+                            .filter(|b| !parts.contains(&(b.range.topic.clone(), b.range.partition)))
+                            .cloned()
+                            .collect();
+                        (!kept.is_empty()).then(|| (Arc::from(kept), at))
+                    });
                 }
                 None => break,
             },
         }
     }
 
-    // Shutting down: commit what is buffered, then stop the consumer.
-    let mut last = buffers.take();
-    last.extend(pending);
-    if !last.is_empty()
-        && let Err(e) = flush(&flusher, &consumer, &last).await
-    {
-        tracing::warn!(error = %e, "final flush failed; the events will be read again on restart");
+    // Shutting down: let the flush in flight end, then commit what is left
+    // (a failed flush first, then the buffers: ranges of one partition must
+    // be committed in order), then stop the consumer.
+    let mut last: Vec<Arc<[PartitionBatch]>> = Vec::new();
+    if let Some(f) = in_flight.take() {
+        match f.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(IngestError::Catalog(CatalogError::Conflict { reason }))) => {
+                // The buffers of these partitions may continue a refused
+                // range: leave them to be read again from the catalog.
+                tracing::warn!(reason, "catalog refused the last batch in flight");
+                for b in f.batches.iter() {
+                    buffers.revoked(&(b.range.topic.clone(), b.range.partition));
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "flush in flight failed; retrying once before stopping");
+                last.push(f.batches);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "flush task failed; retrying once before stopping");
+                last.push(f.batches);
+            }
+        }
+    }
+    if let Some((batches, _)) = retry.take() {
+        last.push(batches);
+    }
+    let remaining = buffers.take();
+    if !remaining.is_empty() {
+        last.push(Arc::from(remaining));
+    }
+    for batches in last {
+        if let Err(e) = flush(flusher.clone(), consumer.clone(), batches).await {
+            // Later batches may continue these ranges: committing them now
+            // would leave a gap behind the checkpoint.
+            tracing::warn!(error = %e, "final flush failed; the events will be read again on restart");
+            break;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     drop(events_rx);
@@ -364,12 +471,52 @@ pub async fn run(
     Ok(())
 }
 
+/// Pause before retrying a flush that failed (storage or catalog down).
+const FLUSH_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A flush running in its own task, with the batches it commits (kept here
+/// too, to retry or re-seek them when it fails).
+struct InFlight {
+    batches: Arc<[PartitionBatch]>,
+    task: tokio::task::JoinHandle<Result<(), IngestError>>,
+}
+
+impl InFlight {
+    fn start(
+        flusher: &Flusher,
+        consumer: &Arc<BaseConsumer<SpoorContext>>,
+        batches: Arc<[PartitionBatch]>,
+    ) -> InFlight {
+        let task = tokio::spawn(flush(flusher.clone(), consumer.clone(), batches.clone()));
+        InFlight { batches, task }
+    }
+
+    /// Waits for the flush in `slot` to end and takes it out; pending forever
+    /// when there is none.
+    async fn finished(
+        slot: &mut Option<InFlight>,
+    ) -> (Arc<[PartitionBatch]>, Result<(), IngestError>) {
+        let Some(f) = slot.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = (&mut f.task)
+            .await
+            .unwrap_or_else(|e| Err(IngestError::TaskFailed(format!("flush task: {e}"))));
+        let batches = f.batches.clone();
+        *slot = None;
+        (batches, result)
+    }
+}
+
 fn poll_loop(
     consumer: &BaseConsumer<SpoorContext>,
-    events: &mpsc::Sender<SourceEvent>,
     commands: &std::sync::mpsc::Receiver<PollCommand>,
     stop: &AtomicBool,
 ) {
+    let context = consumer.context();
+    // Wait for messages only when none are at hand: after a message, poll
+    // without waiting and send what was gathered once the queue is empty.
+    let mut wait = POLL_WAIT;
     while !stop.load(Ordering::Relaxed) {
         while let Ok(PollCommand::Seek((topic, partition), offset)) = commands.try_recv() {
             let ok = match consumer.seek(
@@ -390,16 +537,18 @@ fn poll_loop(
                 offset,
                 ok,
             };
-            if events.blocking_send(seeked).is_err() {
+            if !context.notify(seeked) {
                 return;
             }
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
+        match consumer.poll(wait) {
+            None => {
+                if !context.send_polled() {
+                    return;
+                }
+                wait = POLL_WAIT;
+            }
             Some(Ok(m)) => {
-                metrics::counter!("spoor_ingest_messages_total", "source" => "kafka").increment(1);
-                metrics::counter!("spoor_ingest_bytes_total", "source" => "kafka")
-                    .increment(m.payload().map_or(0, <[u8]>::len) as u64);
                 let record = KafkaRecord {
                     topic: m.topic().to_string(),
                     partition: m.partition(),
@@ -419,9 +568,10 @@ fn poll_loop(
                         })
                         .unwrap_or_default(),
                 };
-                if events.blocking_send(SourceEvent::Message(record)).is_err() {
+                if !context.push_polled(record) {
                     return;
                 }
+                wait = Duration::ZERO;
             }
             Some(Err(e)) => {
                 metrics::counter!("spoor_ingest_kafka_errors_total").increment(1);
@@ -431,15 +581,27 @@ fn poll_loop(
     }
 }
 
-/// Messages in flight between the poll thread and the pipeline.
-const EVENT_CHANNEL_CAPACITY: usize = 2_000;
+/// How long a poll waits for a message when none is queued.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// Batches of messages in flight between the poll thread and the pipeline.
+/// With [`MESSAGES_PER_SEND`] and [`BYTES_PER_SEND`] this bounds the memory
+/// of the channel to about 4 MiB plus one message per batch.
+const EVENT_CHANNEL_CAPACITY: usize = 4;
+
+/// Messages per channel send at most.
+const MESSAGES_PER_SEND: usize = 512;
+
+/// Payload bytes per channel send, about (the message that crosses it is
+/// included).
+const BYTES_PER_SEND: usize = 1 << 20;
 
 async fn flush(
-    flusher: &Flusher,
-    consumer: &BaseConsumer<SpoorContext>,
-    batches: &[PartitionBatch],
+    flusher: Flusher,
+    consumer: Arc<BaseConsumer<SpoorContext>>,
+    batches: Arc<[PartitionBatch]>,
 ) -> Result<(), IngestError> {
-    for b in batches {
+    for b in batches.iter() {
         tracing::debug!(
             topic = b.range.topic,
             partition = b.range.partition,
@@ -449,7 +611,7 @@ async fn flush(
             "flushing"
         );
     }
-    let flushed = flusher.flush_kafka(batches).await?;
+    let flushed = flusher.flush_kafka(batches.clone()).await?;
     tracing::debug!(
         events = flushed.events,
         dead = flushed.dead_letters,
@@ -458,7 +620,7 @@ async fn flush(
     );
     Fault::trigger(flusher.fault(), Fault::CrashAfterCommit);
     let mut tpl = TopicPartitionList::new();
-    for b in batches {
+    for b in batches.iter() {
         if let Err(e) = tpl.add_partition_offset(
             &b.range.topic,
             b.range.partition,

@@ -85,6 +85,21 @@ impl LakeWriter {
         events: &[EventRow],
         dead: &[DeadLetterRow],
     ) -> Result<Vec<NewFile>, IngestError> {
+        let encoded = self.encode(tenant, origin, events, dead)?;
+        self.put_all(encoded).await
+    }
+
+    /// Encodes the rows of one source range as one Parquet file per table
+    /// and hour, in memory. CPU only: callers on an async runtime run it
+    /// where it cannot stall other tasks (the Kafka pipeline uses
+    /// `spawn_blocking`).
+    pub fn encode(
+        &self,
+        tenant: &TenantId,
+        origin: &FileOrigin,
+        events: &[EventRow],
+        dead: &[DeadLetterRow],
+    ) -> Result<Vec<EncodedFile>, IngestError> {
         let mut files = Vec::new();
         let mut by_hour: BTreeMap<i64, Vec<&EventRow>> = BTreeMap::new();
         for row in events {
@@ -95,10 +110,7 @@ impl LakeWriter {
         }
         for (hour, rows) in by_hour {
             let batch = event_batch(&rows)?;
-            files.push(
-                self.write_file(tenant, Table::Events, origin, hour, batch)
-                    .await?,
-            );
+            files.push(self.encode_file(tenant, Table::Events, origin, hour, batch)?);
         }
         let mut dead_by_hour: BTreeMap<i64, Vec<&DeadLetterRow>> = BTreeMap::new();
         for row in dead {
@@ -109,22 +121,19 @@ impl LakeWriter {
         }
         for (hour, rows) in dead_by_hour {
             let batch = dead_letter_batch(&rows)?;
-            files.push(
-                self.write_file(tenant, Table::DeadLetter, origin, hour, batch)
-                    .await?,
-            );
+            files.push(self.encode_file(tenant, Table::DeadLetter, origin, hour, batch)?);
         }
         Ok(files)
     }
 
-    async fn write_file(
+    fn encode_file(
         &self,
         tenant: &TenantId,
         table: Table,
         origin: &FileOrigin,
         hour: i64,
         batch: RecordBatch,
-    ) -> Result<NewFile, IngestError> {
+    ) -> Result<EncodedFile, IngestError> {
         let batch = sort_by_time(batch)?;
         let (min_time, max_time) = time_range(&batch);
         let (columns, version) = match table {
@@ -140,7 +149,34 @@ impl LakeWriter {
             FileOrigin::Request(id) => (layout::file_id_for_request(id, tenant, table, hour), None),
         };
         let key = layout::object_key(tenant, table, hour, &file_id);
-        let size = bytes.len() as u64;
+        let file = NewFile {
+            file_id,
+            tenant: tenant.clone(),
+            table,
+            object_key: key,
+            min_time_micros: min_time,
+            max_time_micros: max_time,
+            row_count: batch.num_rows() as u64,
+            byte_size: bytes.len() as u64,
+            schema_version: version,
+            source,
+        };
+        Ok(EncodedFile { bytes, file })
+    }
+
+    /// Stores encoded files, a few puts at a time, and returns the files to
+    /// commit in the order given.
+    pub async fn put_all(&self, files: Vec<EncodedFile>) -> Result<Vec<NewFile>, IngestError> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(files.into_iter().map(|f| self.put(f)))
+            .buffered(CONCURRENT_PUTS)
+            .try_collect()
+            .await
+    }
+
+    async fn put(&self, encoded: EncodedFile) -> Result<NewFile, IngestError> {
+        let EncodedFile { bytes, file } = encoded;
+        let key = &file.object_key;
         // A put is atomic (local disk: temp file + rename; S3: single PUT or
         // completed multipart), so a crash never leaves a half file at `key`.
         self.store
@@ -150,22 +186,25 @@ impl LakeWriter {
                 key: key.clone(),
                 source,
             })?;
-        metrics::counter!("spoor_ingest_files_written_total", "table" => table.name()).increment(1);
-        metrics::counter!("spoor_ingest_bytes_written_total", "table" => table.name())
-            .increment(size);
-        Ok(NewFile {
-            file_id,
-            tenant: tenant.clone(),
-            table,
-            object_key: key,
-            min_time_micros: min_time,
-            max_time_micros: max_time,
-            row_count: batch.num_rows() as u64,
-            byte_size: size,
-            schema_version: version,
-            source,
-        })
+        let table = file.table.name();
+        metrics::counter!("spoor_ingest_files_written_total", "table" => table).increment(1);
+        metrics::counter!("spoor_ingest_bytes_written_total", "table" => table)
+            .increment(file.byte_size);
+        Ok(file)
     }
+}
+
+/// Object-store puts of one flush in flight at once: enough to hide the
+/// latency of a remote store, few enough not to flood it.
+const CONCURRENT_PUTS: usize = 8;
+
+/// A Parquet file encoded in memory, with the catalog entry it will get.
+#[derive(Debug, Clone)]
+pub struct EncodedFile {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// Its catalog entry (key, time range, rows, size).
+    pub file: NewFile,
 }
 
 pub(crate) fn sort_by_time(batch: RecordBatch) -> Result<RecordBatch, IngestError> {
@@ -196,6 +235,15 @@ pub(crate) fn time_range(batch: &RecordBatch) -> (i64, i64) {
     (times.value(0), times.value(times.len() - 1))
 }
 
+/// Rows per Parquet row group: large enough that a compacted hour is a few
+/// row groups (statistics prune them), small enough that a reader decodes one
+/// in bounded memory.
+pub const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// False-positive rate of the bloom filters on lookup columns: 1% costs
+/// about 10 bits per distinct value.
+const BLOOM_FILTER_FPP: f64 = 0.01;
+
 /// Encodes a batch as zstd Parquet with page statistics, time sorting
 /// metadata and bloom filters on the lookup columns of `columns`.
 pub fn encode_parquet(
@@ -212,9 +260,20 @@ pub fn encode_parquet(
             descending: false,
             nulls_first: false,
         }]))
+        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
         .set_created_by(format!("spoor {}", env!("CARGO_PKG_VERSION")));
+    // A bloom filter starts sized for its maximum distinct values and is
+    // folded down once written; the writer's default maximum (a million,
+    // about 1 MiB per filter) makes every small flush file allocate, hash
+    // into and fold 13 MiB. A column has at most as many distinct values as
+    // the file has rows (and a row group at most MAX_ROW_GROUP_ROWS).
+    let ndv = (batch.num_rows() as u64).clamp(1, MAX_ROW_GROUP_ROWS as u64);
     for c in columns.iter().filter(|c| c.bloom_filter) {
-        props = props.set_column_bloom_filter_enabled(ColumnPath::from(c.name), true);
+        let path = ColumnPath::from(c.name);
+        props = props
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_max_ndv(path.clone(), ndv)
+            .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP);
     }
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.build()))
@@ -417,6 +476,10 @@ mod tests {
             .position(|c| c.name == "src_ip")
             .expect("src_ip");
         assert!(rg.column(src_ip).bloom_filter_offset().is_some());
+        // Sized for the file's two rows, not the writer's default of a
+        // million distinct values (1 MiB per filter).
+        let bloom_len = rg.column(src_ip).bloom_filter_length().expect("length");
+        assert!(bloom_len <= 1024, "bloom filter of {bloom_len} bytes");
         let batch = builder
             .build()
             .expect("reader")
