@@ -248,7 +248,7 @@ pub async fn run(
     // stops fetching once its queue is full. Memory stays bounded by two
     // batches (max_batch_bytes each: one flushing, one filling) plus this
     // channel (about 4 MiB) plus librdkafka's queue
-    // (queued.max.messages.kbytes, 16 MiB by default here).
+    // (queued.max.messages.kbytes, librdkafka's default of 64 MiB).
     let (events_tx, mut events_rx) = mpsc::channel::<SourceEvent>(EVENT_CHANNEL_CAPACITY);
     let (commands_tx, commands_rx) = std::sync::mpsc::channel::<PollCommand>();
     let stop = Arc::new(AtomicBool::new(false));
@@ -281,9 +281,10 @@ pub async fn run(
         // partitions back at once instead of waiting out the session timeout.
         client.set("group.instance.id", instance_id);
     }
-    client
-        .set("queued.max.messages.kbytes", "16384")
-        .set("statistics.interval.ms", "5000");
+    // librdkafka's prefetch queue is left at its default of 64 MiB: at
+    // 16 MiB the fetcher idled between fetches and halved the rate
+    // (docs/performance.md). `ingest.kafka.properties` can lower it.
+    client.set("statistics.interval.ms", "5000");
     for (k, v) in &kafka.properties {
         client.set(k, v);
     }
@@ -378,10 +379,7 @@ pub async fn run(
             }
             event = events_rx.recv(), if read => match event {
                 Some(SourceEvent::Messages(records)) => {
-                    let now = spoor_common::time::now_micros();
-                    for record in records {
-                        buffers.push(record, now);
-                    }
+                    buffers.push_batch(records, spoor_common::time::now_micros());
                 }
                 Some(SourceEvent::Assigned(parts)) => {
                     for (tp, start) in parts {

@@ -166,6 +166,41 @@ impl PartitionBuffers {
 
     /// Adds a message; returns false when it was a duplicate and was dropped.
     pub fn push(&mut self, record: KafkaRecord, now_micros: i64) -> bool {
+        self.push_batch(vec![record], now_micros) == 1
+    }
+
+    /// Adds messages in their order; returns how many were taken (the rest
+    /// were duplicates or stale and were dropped). The offset checks run
+    /// first, then each run of consecutive messages of one partition is
+    /// decoded and routed in order.
+    pub fn push_batch(&mut self, records: Vec<KafkaRecord>, now_micros: i64) -> usize {
+        // Runs of consecutive admitted messages of one partition.
+        let mut runs: Vec<(TopicPartition, Vec<KafkaRecord>)> = Vec::new();
+        for record in records {
+            if !self.admit(&record) {
+                continue;
+            }
+            match runs.last_mut() {
+                Some((tp, run)) if tp.0 == record.topic && tp.1 == record.partition => {
+                    run.push(record);
+                }
+                _ => runs.push(((record.topic.clone(), record.partition), vec![record])),
+            }
+        }
+        let mut taken = 0;
+        for (tp, run) in runs {
+            taken += run.len();
+            self.decode_run(tp, run, now_micros);
+        }
+        if taken > 0 {
+            self.oldest.get_or_insert_with(Instant::now);
+        }
+        taken
+    }
+
+    /// The offset checks of one message: whether to take it, and if so its
+    /// partition's floor, range and byte count move on.
+    fn admit(&mut self, record: &KafkaRecord) -> bool {
         let tp = (record.topic.clone(), record.partition);
         if self.seeking.contains(&tp) {
             // Fetched before the restart's seek: it will be read again.
@@ -194,47 +229,56 @@ impl PartitionBuffers {
             );
         }
         self.floors.insert(tp.clone(), record.offset + 1);
-        let prov = Provenance {
-            topic: record.topic.clone(),
-            partition: Some(record.partition),
-            offset: Some(record.offset),
-            ingest_time_micros: now_micros,
-        };
-        let buffer = self.buffers.entry(tp).or_insert_with(|| {
-            let range = SourceRange {
-                source_id: self.source_id.clone(),
-                topic: record.topic.clone(),
-                partition: record.partition,
-                first_offset: record.offset,
-                last_offset: record.offset,
-            };
-            PartitionBatch {
-                range,
+        let buffer = self
+            .buffers
+            .entry(tp.clone())
+            .or_insert_with(|| PartitionBatch {
+                range: SourceRange {
+                    source_id: self.source_id.clone(),
+                    topic: record.topic.clone(),
+                    partition: record.partition,
+                    first_offset: record.offset,
+                    last_offset: record.offset,
+                },
                 rows: BTreeMap::new(),
-            }
-        });
+            });
         buffer.range.last_offset = record.offset;
-        *self
-            .bytes
-            .entry((record.topic.clone(), record.partition))
-            .or_default() += record.payload.len();
+        *self.bytes.entry(tp).or_default() += record.payload.len();
         self.buffered_bytes += record.payload.len();
+        true
+    }
+
+    /// Decodes admitted messages of one partition and routes their rows in
+    /// message order.
+    fn decode_run(&mut self, tp: TopicPartition, run: Vec<KafkaRecord>, now_micros: i64) {
+        let sources = &self.sources;
         let decoder = self
             .decoders
-            .entry((record.topic.clone(), record.partition))
-            .or_insert_with(|| self.sources.decoder_for(&record.topic));
-        let mut decoded = Vec::new();
-        decoder.decode(&record.payload, &prov, &mut decoded);
-        self.buffered_events += decoded.len();
-        let envelope = Envelope {
-            topic: &record.topic,
-            headers: &record.headers,
+            .entry(tp.clone())
+            .or_insert_with(|| sources.decoder_for(&tp.0));
+        let Some(buffer) = self.buffers.get_mut(&tp) else {
+            return;
         };
-        self.router.route(envelope, decoded, &mut buffer.rows);
-        self.last_headers
-            .insert((record.topic, record.partition), record.headers);
-        self.oldest.get_or_insert_with(Instant::now);
-        true
+        let mut decoded = Vec::new();
+        for record in &run {
+            let prov = Provenance {
+                topic: record.topic.clone(),
+                partition: Some(record.partition),
+                offset: Some(record.offset),
+                ingest_time_micros: now_micros,
+            };
+            decoder.decode(&record.payload, &prov, &mut decoded);
+            self.buffered_events += decoded.len();
+            let envelope = Envelope {
+                topic: &record.topic,
+                headers: &record.headers,
+            };
+            self.router
+                .route(envelope, decoded.drain(..), &mut buffer.rows);
+        }
+        if let Some(last) = run.into_iter().next_back() {
+            self.last_headers.insert(tp, last.headers);
+        }
     }
 
     /// Events and dead letters buffered.
@@ -289,6 +333,7 @@ impl PartitionBuffers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::SourceType;
 
     fn rec(partition: i32, offset: i64, payload: &str) -> KafkaRecord {
         KafkaRecord {
@@ -382,5 +427,100 @@ mod tests {
         b.seeked(&("t".to_string(), 1));
         assert!(!b.push(rec(1, 49, "{}"), 1));
         assert!(b.push(rec(1, 50, "{}"), 1));
+    }
+
+    fn buffers_of(source_type: SourceType) -> PartitionBuffers {
+        let default = spoor_common::tenant::TenantId::new("default").expect("tenant");
+        let sources = Sources::new(vec![spoor_common::config::SourceConfig {
+            topics: vec!["t".into()],
+            ..spoor_common::config::SourceConfig::of_type(source_type)
+        }])
+        .expect("sources");
+        PartitionBuffers::with_sources("g", sources, TenantRouter::single(default))
+    }
+
+    /// Rows of every partition batch, in order, as (offset, time, raw or error).
+    fn rows_of(batches: &[PartitionBatch]) -> Vec<(Option<i64>, String)> {
+        let mut out = Vec::new();
+        for b in batches {
+            for rows in b.rows.values() {
+                for e in &rows.events {
+                    out.push((
+                        e.get_int("source_offset"),
+                        e.get_str("raw").unwrap_or_default().to_string(),
+                    ));
+                }
+                for d in &rows.dead {
+                    out.push((d.offset, d.error.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_equals_its_messages_pushed_one_at_a_time() {
+        // The rows of a batch of 300 messages (two partitions, bad ones too)
+        // must be exactly those of pushing them one by one, in offset order.
+        let records: Vec<KafkaRecord> = (0..300)
+            .map(|o| {
+                let payload = if o % 50 == 7 {
+                    "{not json".to_string()
+                } else {
+                    format!(
+                        r#"{{"Channel":"Security","EventID":4624,"TimeCreated":"2024-03-05T07:{:02}:00Z","TargetUserName":"u{o}","IpAddress":"10.0.0.{}"}}"#,
+                        o % 60,
+                        o % 250
+                    )
+                };
+                rec(o as i32 % 2, o, &payload)
+            })
+            .collect();
+        // Partition 0's messages, then partition 1's: two runs of 150.
+        let (mut even, mut odd): (Vec<_>, Vec<_>) =
+            records.into_iter().partition(|r| r.partition == 0);
+        even.append(&mut odd);
+
+        let mut one_by_one = buffers_of(SourceType::Windows);
+        for r in even.clone() {
+            assert!(one_by_one.push(r, 1));
+        }
+        let mut batched = buffers_of(SourceType::Windows);
+        assert_eq!(batched.push_batch(even, 1), 300);
+        assert_eq!(batched.buffered_events(), one_by_one.buffered_events());
+        assert_eq!(batched.buffered_bytes(), one_by_one.buffered_bytes());
+        let (a, b) = (one_by_one.take(), batched.take());
+        assert_eq!(rows_of(&a), rows_of(&b));
+        assert_eq!(rows_of(&b).len(), 300);
+        assert_eq!(
+            b.iter()
+                .map(|b| (b.range.partition, b.range.first_offset, b.range.last_offset))
+                .collect::<Vec<_>>(),
+            vec![(0, 0, 298), (1, 1, 299)]
+        );
+    }
+
+    #[test]
+    fn a_stateful_parser_sees_a_batch_in_order() {
+        // Zeek TSV: the header message sets the layout the next ones use.
+        let mut b = buffers_of(SourceType::Zeek);
+        let mut records = vec![rec(
+            0,
+            0,
+            "#separator \\x09\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\n#types\ttime\tstring\taddr\tport\taddr\tport",
+        )];
+        for o in 1..200 {
+            records.push(rec(
+                0,
+                o,
+                &format!("1709625600.{o:06}\tC{o}\t10.0.0.1\t5{o:04}\t10.0.0.2\t443"),
+            ));
+        }
+        assert_eq!(b.push_batch(records, 1), 200);
+        let batches = b.take();
+        let rows = &default_rows(&batches[0]);
+        assert_eq!(rows.dead.len(), 0, "{:?}", rows.dead.first());
+        assert_eq!(rows.events.len(), 199);
+        assert_eq!(rows.events[0].get_str("src_ip"), Some("10.0.0.1"));
     }
 }
