@@ -268,7 +268,26 @@ pub fn encode_parquet(
     // into and fold 13 MiB. A column has at most as many distinct values as
     // the file has rows (and a row group at most MAX_ROW_GROUP_ROWS).
     let ndv = (batch.num_rows() as u64).clamp(1, MAX_ROW_GROUP_ROWS as u64);
-    for c in columns.iter().filter(|c| c.bloom_filter) {
+    // Most files leave many of the schema's columns empty. Their chunks are
+    // a few bytes of null levels: compressing them gains nothing, while each
+    // compressed chunk costs a zstd context to create, so they are written
+    // uncompressed and without a bloom filter (their statistics already say
+    // "all null").
+    let schema = batch.schema();
+    let mut empty = std::collections::HashSet::new();
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        if array.null_count() == array.len() {
+            props = props.set_column_compression(
+                ColumnPath::from(field.name().as_str()),
+                Compression::UNCOMPRESSED,
+            );
+            empty.insert(field.name().as_str());
+        }
+    }
+    for c in columns
+        .iter()
+        .filter(|c| c.bloom_filter && !empty.contains(c.name))
+    {
         let path = ColumnPath::from(c.name);
         props = props
             .set_column_bloom_filter_enabled(path.clone(), true)
@@ -480,6 +499,20 @@ mod tests {
         // million distinct values (1 MiB per filter).
         let bloom_len = rg.column(src_ip).bloom_filter_length().expect("length");
         assert!(bloom_len <= 1024, "bloom filter of {bloom_len} bytes");
+        // A column no row sets is stored uncompressed, without a filter.
+        let dns_query = EVENT_COLUMNS
+            .iter()
+            .position(|c| c.name == "dns_query")
+            .expect("dns_query");
+        assert_eq!(
+            rg.column(dns_query).compression(),
+            Compression::UNCOMPRESSED
+        );
+        assert!(rg.column(dns_query).bloom_filter_offset().is_none());
+        assert!(matches!(
+            rg.column(src_ip).compression(),
+            Compression::ZSTD(_)
+        ));
         let batch = builder
             .build()
             .expect("reader")
