@@ -137,12 +137,25 @@ impl Broker {
     /// Produces `payloads` to `topic`, spreading them over partitions by key,
     /// and waits until every one is acknowledged.
     pub async fn produce(&self, topic: &str, payloads: &[Vec<u8>]) -> Result<()> {
-        let producer: FutureProducer = ClientConfig::new()
+        self.produce_with(topic, payloads, &[]).await
+    }
+
+    /// [`Broker::produce`] with extra producer properties.
+    pub async fn produce_with(
+        &self,
+        topic: &str,
+        payloads: &[Vec<u8>],
+        properties: &[(&str, &str)],
+    ) -> Result<()> {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &self.bootstrap)
             .set("message.timeout.ms", "30000")
-            .set("linger.ms", "5")
-            .create()
-            .context("producer")?;
+            .set("linger.ms", "5");
+        for (k, v) in properties {
+            config.set(*k, *v);
+        }
+        let producer: FutureProducer = config.create().context("producer")?;
         let mut pending = Vec::with_capacity(payloads.len());
         for (i, payload) in payloads.iter().enumerate() {
             let key = format!("k{i}");
