@@ -60,10 +60,7 @@ async fn wait_assignment(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let log = std::fs::read_to_string(&node.log_path)?;
-        if let Some(last) = log
-            .lines()
-            .filter(|l| l.contains("partitions assigned"))
-            .last()
+        if let Some(last) = log.lines().rfind(|l| l.contains("partitions assigned"))
             && check(&partitions_in(last, "failover"))
         {
             return Ok(last.to_string());
