@@ -26,6 +26,26 @@ use spoor_common::schema::{Table, dead_letter_schema, event_schema};
 use spoor_common::storage::{LAKE_URL, lake_url};
 use spoor_common::tenant::TenantId;
 
+/// The per-class views of `events` every session has: the OCSF class name
+/// (snake case) and the `class_uid`s it holds. Hunters write
+/// `FROM authentication` instead of remembering `class_uid = 3002`.
+pub const CLASS_VIEWS: &[(&str, &[i64])] = &[
+    ("file_activity", &[1001]),
+    ("module_activity", &[1005]),
+    ("process_activity", &[1007]),
+    ("script_activity", &[1009]),
+    ("registry_activity", &[201_001, 201_002]),
+    ("windows_service_activity", &[201_004]),
+    ("account_change", &[3001]),
+    ("authentication", &[3002]),
+    ("authorize_session", &[3003]),
+    ("entity_management", &[3004]),
+    ("network_activity", &[4001]),
+    ("http_activity", &[4002]),
+    ("dns_activity", &[4003]),
+    ("api_activity", &[6003]),
+];
+
 /// Why a query failed. The message is safe to show the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -225,6 +245,16 @@ impl QueryEngine {
             };
             ctx.register_table(table.name(), provider)
                 .map_err(from_datafusion)?;
+        }
+        for (view, classes) in CLASS_VIEWS {
+            let classes: Vec<String> = classes.iter().map(i64::to_string).collect();
+            // DDL of our own, before the caller's SQL (which may not do DDL).
+            ctx.sql(&format!(
+                "CREATE VIEW {view} AS SELECT * FROM events WHERE class_uid IN ({})",
+                classes.join(", ")
+            ))
+            .await
+            .map_err(from_datafusion)?;
         }
         Ok(ctx)
     }

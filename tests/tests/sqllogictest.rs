@@ -18,7 +18,7 @@ const SEED: &str = "\
 {\"time\":\"2024-03-05T07:10:00Z\",\"src_ip\":\"10.0.0.1\",\"dst_ip\":\"192.0.2.11\",\"dst_port\":22,\"username\":\"alice\"}
 {\"time\":\"2024-03-05T07:20:00Z\",\"src_ip\":\"10.0.0.2\",\"dst_ip\":\"192.0.2.10\",\"dst_port\":443,\"username\":\"bob\"}
 {\"time\":\"2024-03-05T08:05:00Z\",\"src_ip\":\"10.0.0.3\",\"dst_ip\":\"198.51.100.7\",\"dst_port\":3389,\"username\":\"carol\"}
-{\"time\":\"2024-03-05T08:30:00Z\",\"process_name\":\"powershell.exe\",\"command_line\":\"powershell -enc SQBFAFgA\",\"username\":\"bob\"}
+{\"time\":\"2024-03-05T08:30:00Z\",\"process_name\":\"powershell.exe\",\"CommandLine\":\"powershell -enc SQBFAFgA\",\"username\":\"bob\"}
 {\"time\":\"2024-03-05T09:00:00Z\",\"query\":\"evil.example\",\"src_ip\":\"10.0.0.2\"}
 {\"truncated\":
 [1,2]
