@@ -219,6 +219,7 @@ impl QueryEngine {
             .build_arc()
             .map_err(from_datafusion)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        crate::functions::register(&ctx);
         ctx.register_object_store(&lake_url(), self.store.clone());
         for (table, schema) in [
             (Table::Events, event_schema()),

@@ -2,6 +2,7 @@
 //! catalog lists, served over HTTP.
 
 pub mod engine;
+pub mod functions;
 pub mod http;
 
 pub use engine::{QueryEngine, QueryError, QueryOutput};

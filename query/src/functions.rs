@@ -1,0 +1,359 @@
+//! Hunting functions every session has (docs/sql.md):
+//!
+//! - `cidr_match(ip, cidr)`: whether an IPv4 or IPv6 address text lies in a
+//!   CIDR block (`10.0.0.0/8`, `2001:db8::/32`, or a bare address for one
+//!   host). An address that does not parse gives NULL (data is messy); a
+//!   block that does not parse is refused, naming it.
+//! - `wildcard_match(value, pattern)`: Sigma's matching of a value against
+//!   a pattern: case-insensitive, `*` any run of characters, `?` one
+//!   character, `\` escapes the next one (`\*` a literal star), the whole
+//!   value must match.
+//!
+//! Both take text arguments (other types are cast to text first) and return
+//! NULL when an argument is NULL.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+
+/// Registers the hunting functions on a session.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(ScalarUDF::from(CidrMatch::new()));
+    ctx.register_udf(ScalarUDF::from(WildcardMatch::new()));
+}
+
+/// A CIDR block: a network address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`, `x::y/n`, or a bare address (a single host).
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.parse().ok()?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { network, prefix })
+    }
+
+    /// Whether `ip` lies in the block (IPv4-mapped IPv6 addresses count as
+    /// their IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network.to_canonical(), ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Translates a Sigma wildcard pattern to an anchored regular expression.
+pub fn wildcard_regex(pattern: &str) -> String {
+    let mut re = String::with_capacity(pattern.len() + 8);
+    re.push_str("^(?s:");
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            '\\' => match chars.next() {
+                Some(next) => re.push_str(&regex::escape(&next.to_string())),
+                None => re.push_str(r"\\"),
+            },
+            other => re.push_str(&regex::escape(&other.to_string())),
+        }
+    }
+    re.push_str(")$");
+    re
+}
+
+/// The arguments as text arrays of the batch's length.
+fn text_args<const N: usize>(name: &str, args: ScalarFunctionArgs) -> Result<[StringArray; N]> {
+    let rows = args.number_rows;
+    let arrays: Vec<StringArray> = args
+        .args
+        .into_iter()
+        .map(|a| -> Result<StringArray> {
+            let array: ArrayRef = a.to_array(rows)?;
+            let text = arrow::compute::cast(&array, &DataType::Utf8)?;
+            text.as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .ok_or_else(|| DataFusionError::Internal(format!("{name}: argument is not text")))
+        })
+        .collect::<Result<_>>()?;
+    arrays.try_into().map_err(|v: Vec<StringArray>| {
+        DataFusionError::Plan(format!("{name} takes {N} arguments, got {}", v.len()))
+    })
+}
+
+/// The text of argument `i` when the query gives it as a literal.
+fn literal_text(args: &ReturnFieldArgs, i: usize) -> Option<String> {
+    match args.scalar_arguments.get(i).copied().flatten()? {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The boolean result field: nullable (NULL arguments, and addresses that
+/// do not parse, give NULL).
+fn boolean_field(name: &str) -> FieldRef {
+    Arc::new(Field::new(name, DataType::Boolean, true))
+}
+
+/// A refusal of the caller's argument: reported as invalid SQL.
+fn bad_argument(message: String) -> DataFusionError {
+    DataFusionError::Plan(message)
+}
+
+fn parse_block(text: &str) -> Result<Cidr> {
+    Cidr::parse(text).ok_or_else(|| {
+        bad_argument(format!(
+            "cidr_match: {text:?} is not a CIDR block (like '10.0.0.0/8' or '2001:db8::/32')"
+        ))
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CidrMatch {
+    signature: Signature,
+}
+
+impl CidrMatch {
+    fn new() -> Self {
+        CidrMatch {
+            signature: Signature::uniform(2, vec![DataType::Utf8], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for CidrMatch {
+    fn name(&self) -> &str {
+        "cidr_match"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    /// Checks a literal block while planning, so a typo is refused before
+    /// any file is read.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        if let Some(text) = literal_text(&args, 1) {
+            parse_block(&text)?;
+        }
+        Ok(boolean_field(self.name()))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [ips, blocks] = text_args::<2>("cidr_match", args)?;
+        // The block is nearly always one literal: parse each distinct text once.
+        let mut last: Option<(String, Cidr)> = None;
+        let mut out = Vec::with_capacity(ips.len());
+        for i in 0..ips.len() {
+            if ips.is_null(i) || blocks.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let text = blocks.value(i);
+            let cidr = match &last {
+                Some((t, c)) if t == text => *c,
+                _ => {
+                    let c = parse_block(text)?;
+                    last = Some((text.to_string(), c));
+                    c
+                }
+            };
+            out.push(
+                ips.value(i)
+                    .trim()
+                    .parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| cidr.contains(ip)),
+            );
+        }
+        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(out))))
+    }
+}
+
+#[derive(Debug)]
+struct WildcardMatch {
+    signature: Signature,
+    /// The last pattern compiled (patterns are nearly always literals).
+    compiled: Mutex<Option<(String, regex::Regex)>>,
+}
+
+impl PartialEq for WildcardMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl Eq for WildcardMatch {}
+
+impl std::hash::Hash for WildcardMatch {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+impl WildcardMatch {
+    fn new() -> Self {
+        WildcardMatch {
+            signature: Signature::uniform(2, vec![DataType::Utf8], Volatility::Immutable),
+            compiled: Mutex::new(None),
+        }
+    }
+
+    fn regex_for(&self, pattern: &str) -> Result<regex::Regex> {
+        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, re)) = compiled.as_ref()
+            && p == pattern
+        {
+            return Ok(re.clone());
+        }
+        let re = regex::RegexBuilder::new(&wildcard_regex(pattern))
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| bad_argument(format!("wildcard_match: pattern {pattern:?}: {e}")))?;
+        *compiled = Some((pattern.to_string(), re.clone()));
+        Ok(re)
+    }
+}
+
+impl ScalarUDFImpl for WildcardMatch {
+    fn name(&self) -> &str {
+        "wildcard_match"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    /// Compiles a literal pattern while planning (refusing one too large).
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        if let Some(pattern) = literal_text(&args, 1) {
+            self.regex_for(&pattern)?;
+        }
+        Ok(boolean_field(self.name()))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [values, patterns] = text_args::<2>("wildcard_match", args)?;
+        let mut current: Option<(String, regex::Regex)> = None;
+        let mut out = Vec::with_capacity(values.len());
+        for i in 0..values.len() {
+            if values.is_null(i) || patterns.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let pattern = patterns.value(i);
+            if current.as_ref().is_none_or(|(p, _)| p != pattern) {
+                current = Some((pattern.to_string(), self.regex_for(pattern)?));
+            }
+            out.push(current.as_ref().map(|(_, re)| re.is_match(values.value(i))));
+        }
+        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(out))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn cidr_blocks_contain_their_addresses_only() {
+        let net = Cidr::parse("10.1.0.0/16").expect("cidr");
+        assert!(net.contains(ip("10.1.255.7")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped IPv6");
+        assert!(!net.contains(ip("2001:db8::1")), "other family");
+        let all = Cidr::parse("0.0.0.0/0").expect("cidr");
+        assert!(all.contains(ip("203.0.113.9")));
+        let host = Cidr::parse("192.0.2.1").expect("bare address");
+        assert!(host.contains(ip("192.0.2.1")) && !host.contains(ip("192.0.2.2")));
+        let v6 = Cidr::parse("2001:db8::/32").expect("cidr");
+        assert!(v6.contains(ip("2001:db8:ffff::1")));
+        assert!(!v6.contains(ip("2001:db9::1")));
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "x/8",
+            "::/129",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            assert_eq!(Cidr::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wildcards_follow_sigma() {
+        let matches = |value: &str, pattern: &str| {
+            regex::RegexBuilder::new(&wildcard_regex(pattern))
+                .case_insensitive(true)
+                .build()
+                .expect("regex")
+                .is_match(value)
+        };
+        assert!(matches(r"C:\Windows\System32\cmd.exe", r"*\\cmd.exe"));
+        assert!(matches("POWERSHELL -ENC abc", "powershell -enc *"));
+        assert!(!matches("xpowershell", "powershell*"), "anchored");
+        assert!(matches("a1c", "a?c") && !matches("a12c", "a?c"));
+        assert!(matches("a*c", r"a\*c") && !matches("abc", r"a\*c"));
+        assert!(matches("line1\nline2", "line1*"), "`*` spans newlines");
+        assert!(matches("(x)+[y]", "(x)+[y]"), "regex syntax is literal");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_pattern_compiles(pattern in ".{0,40}") {
+            proptest::prop_assert!(regex::Regex::new(&wildcard_regex(&pattern)).is_ok());
+        }
+
+        #[test]
+        fn cidr_parse_never_panics(text in ".{0,40}") {
+            let _ = Cidr::parse(&text);
+        }
+    }
+}
