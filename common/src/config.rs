@@ -450,6 +450,10 @@ pub struct QueryConfig {
     pub timeout_ms: u64,
     /// Largest accepted SQL text, bytes.
     pub max_sql_bytes: usize,
+    /// Memory one query may hold for sorts, joins and aggregations, bytes;
+    /// past it an operator that can spill to disk does, and one that cannot
+    /// fails the query (never the process).
+    pub max_memory_bytes: usize,
 }
 
 /// Why the configuration could not be loaded.
@@ -642,6 +646,9 @@ impl Config {
         }
         if self.query.timeout_ms == 0 {
             return bad("query.timeout_ms", "must be at least 1");
+        }
+        if self.query.max_memory_bytes < 1 << 20 {
+            return bad("query.max_memory_bytes", "must be at least 1048576 (1 MiB)");
         }
         if !self.storage.url.is_empty()
             && let Err(e) = url::Url::parse(&self.storage.url)

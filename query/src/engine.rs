@@ -66,6 +66,10 @@ pub enum QueryError {
     /// The catalog could not list the tenant's files.
     #[error("listing files: {0}")]
     Catalog(#[from] CatalogError),
+    /// The query needed more memory than `query.max_memory_bytes` and
+    /// could not spill.
+    #[error("query stopped at its memory limit (query.max_memory_bytes): {0}")]
+    MemoryLimit(String),
     /// Execution failed.
     #[error("query failed: {0}")]
     Execution(String),
@@ -80,6 +84,7 @@ impl QueryError {
             QueryError::TooLarge { .. } => "sql_too_large",
             QueryError::Catalog(e) if e.is_retryable() => "catalog_unavailable",
             QueryError::Catalog(_) => "catalog_error",
+            QueryError::MemoryLimit(_) => "memory_limit",
             QueryError::Execution(_) => "query_failed",
         }
     }
@@ -92,6 +97,7 @@ fn from_datafusion(e: DataFusionError) -> QueryError {
             QueryError::InvalidSql(e.strip_backtrace())
         }
         DataFusionError::NotImplemented(_) => QueryError::InvalidSql(e.strip_backtrace()),
+        DataFusionError::ResourcesExhausted(_) => QueryError::MemoryLimit(e.strip_backtrace()),
         _ => QueryError::Execution(e.strip_backtrace()),
     }
 }
@@ -215,7 +221,10 @@ impl QueryEngine {
         opts.execution.parquet.reorder_filters = true;
         opts.execution.parquet.enable_page_index = true;
         opts.execution.parquet.bloom_filter_on_read = true;
+        // One memory pool per query: a query past its limit spills or fails
+        // alone, and cannot starve the others.
         let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.max_memory_bytes, 1.0)
             .build_arc()
             .map_err(from_datafusion)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);

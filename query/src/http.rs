@@ -69,7 +69,9 @@ async fn query(
         },
         Err(e) => {
             let status = match &e {
-                QueryError::InvalidSql(_) | QueryError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+                QueryError::InvalidSql(_)
+                | QueryError::TooLarge { .. }
+                | QueryError::MemoryLimit(_) => StatusCode::BAD_REQUEST,
                 QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 QueryError::Catalog(c) if c.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -133,6 +135,7 @@ mod tests {
                 max_result_rows: 100,
                 timeout_ms: 10_000,
                 max_sql_bytes: 10_000,
+                max_memory_bytes: 64 << 20,
             },
         );
         router(engine, TenantId::new("default").expect("t"))

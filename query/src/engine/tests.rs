@@ -9,6 +9,7 @@ fn config() -> QueryConfig {
         max_result_rows: 3,
         timeout_ms: 30_000,
         max_sql_bytes: 1000,
+        max_memory_bytes: 64 << 20,
     }
 }
 
@@ -197,4 +198,34 @@ async fn information_schema_lists_only_the_tenant() {
         .await
         .expect("q");
     assert_eq!(count(&out), 1);
+}
+
+#[tokio::test]
+async fn a_query_past_its_memory_limit_fails_alone_with_a_reason() {
+    let catalog = Arc::new(MemoryCatalog::new());
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let tenant = TenantId::new("acme").expect("tenant");
+    let engine = QueryEngine::new(
+        catalog,
+        store,
+        QueryConfig {
+            max_memory_bytes: 1 << 20,
+            ..config()
+        },
+    );
+    // Half a million distinct strings do not fit in 1 MiB of hash table.
+    let sql = "SELECT count(DISTINCT v) FROM \
+        (SELECT concat('value-', CAST(value AS VARCHAR)) AS v FROM generate_series(1, 500000))";
+    let err = engine
+        .execute(&tenant, sql)
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code(), "memory_limit", "{err}");
+    assert!(err.to_string().contains("query.max_memory_bytes"), "{err}");
+    // The engine serves the next query as usual.
+    let out = engine
+        .execute(&tenant, "SELECT 1")
+        .await
+        .expect("next query");
+    assert_eq!(out.row_count, 1);
 }
