@@ -16,6 +16,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use futures::StreamExt;
@@ -117,6 +118,22 @@ pub struct QueryOutput {
     pub elapsed: Duration,
 }
 
+/// A query's rows as they are produced (see [`QueryEngine::execute_stream`]).
+pub struct QueryStream {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result batches, capped and bounded in time.
+    pub batches: futures::stream::BoxStream<'static, Result<RecordBatch, QueryError>>,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs SQL for tenants.
 #[derive(Clone)]
 pub struct QueryEngine {
@@ -175,7 +192,67 @@ impl QueryEngine {
         outcome
     }
 
-    async fn run(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
+    /// Runs one read-only statement for `tenant` and streams its rows: at
+    /// most `query.max_result_rows` of them, and an error in place of the
+    /// rest once `query.timeout_ms` has passed since the start. Nothing is
+    /// buffered beyond DataFusion's own batches; dropping the stream
+    /// cancels the query.
+    pub async fn execute_stream(
+        &self,
+        tenant: &TenantId,
+        sql: &str,
+    ) -> Result<QueryStream, QueryError> {
+        if sql.len() > self.config.max_sql_bytes {
+            return Err(QueryError::TooLarge {
+                size: sql.len(),
+                limit: self.config.max_sql_bytes,
+            });
+        }
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let planned = match tokio::time::timeout_at(deadline, self.plan(tenant, sql)).await {
+            Ok(planned) => planned,
+            Err(_) => Err(QueryError::Timeout(timeout)),
+        };
+        let label = match &planned {
+            Ok(_) => "streamed",
+            Err(e) => e.code(),
+        };
+        metrics::counter!("spoor_query_total", "outcome" => label).increment(1);
+        let (schema, stream) = planned?;
+        let limit = self.config.max_result_rows;
+        let batches = futures::stream::unfold(
+            (stream, 0usize, false),
+            move |(mut stream, rows, done)| async move {
+                if done || rows >= limit {
+                    return None;
+                }
+                match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Err(_) => Some((Err(QueryError::Timeout(timeout)), (stream, rows, true))),
+                    Ok(None) => None,
+                    Ok(Some(Err(e))) => Some((Err(from_datafusion(e)), (stream, rows, true))),
+                    Ok(Some(Ok(batch))) => {
+                        let take = batch.num_rows().min(limit - rows);
+                        let batch = if take < batch.num_rows() {
+                            batch.slice(0, take)
+                        } else {
+                            batch
+                        };
+                        Some((Ok(batch), (stream, rows + take, false)))
+                    }
+                }
+            },
+        )
+        .boxed();
+        Ok(QueryStream { schema, batches })
+    }
+
+    /// Plans `sql` in a session of `tenant`'s tables and starts it.
+    async fn plan(
+        &self,
+        tenant: &TenantId,
+        sql: &str,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream), QueryError> {
         let ctx = self.session(tenant).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
@@ -186,7 +263,12 @@ impl QueryEngine {
             .await
             .map_err(from_datafusion)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df.execute_stream().await.map_err(from_datafusion)?;
+        let stream = df.execute_stream().await.map_err(from_datafusion)?;
+        Ok((schema, stream))
+    }
+
+    async fn run(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
+        let (schema, mut stream) = self.plan(tenant, sql).await?;
         let limit = self.config.max_result_rows;
         let mut batches = Vec::new();
         let mut rows = 0;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use spoor_common::tenant::TenantId;
 
-use crate::engine::{QueryEngine, QueryError, QueryOutput};
+use crate::engine::{QueryEngine, QueryError, QueryOutput, QueryStream};
 
 #[derive(Clone)]
 struct QueryApi {
@@ -28,6 +28,23 @@ struct QueryApi {
 pub struct QueryRequest {
     /// One read-only SQL statement.
     pub sql: String,
+    /// How the rows come back.
+    #[serde(default)]
+    pub format: ResultFormat,
+}
+
+/// How a response carries the rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultFormat {
+    /// One JSON document: columns, rows, counts (buffered; for small
+    /// results and the console).
+    #[default]
+    Json,
+    /// One JSON object per row and line, streamed.
+    Ndjson,
+    /// An Arrow IPC stream, streamed (pyarrow, polars, DuckDB read it).
+    Arrow,
 }
 
 /// The query routes, serving `tenant` (until tokens name the tenant).
@@ -62,26 +79,106 @@ async fn query(
             );
         }
     };
+    if request.format != ResultFormat::Json {
+        return match api.engine.execute_stream(&api.tenant, &request.sql).await {
+            Ok(rows) => streamed(request.format, rows),
+            Err(e) => query_error(e),
+        };
+    }
     match api.engine.execute(&api.tenant, &request.sql).await {
         Ok(out) => match to_json(&out) {
             Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "encode_failed", e),
         },
-        Err(e) => {
-            let status = match &e {
-                QueryError::InvalidSql(_)
-                | QueryError::TooLarge { .. }
-                | QueryError::MemoryLimit(_) => StatusCode::BAD_REQUEST,
-                QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                QueryError::Catalog(c) if c.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            if status == StatusCode::INTERNAL_SERVER_ERROR {
-                tracing::error!(error = %e, "query failed");
-            }
-            error(status, e.code(), e.to_string())
-        }
+        Err(e) => query_error(e),
     }
+}
+
+/// A streamed response: the body is encoded batch by batch as DataFusion
+/// produces them. An error after the first bytes ends the body early (the
+/// client sees a broken chunked response, never a silently short one).
+fn streamed(format: ResultFormat, rows: QueryStream) -> Response {
+    use futures::StreamExt;
+    let QueryStream { schema, batches } = rows;
+    let (content_type, body) = match format {
+        ResultFormat::Arrow => {
+            let writer = match arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema) {
+                Ok(w) => w,
+                Err(e) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "encode_failed",
+                        format!("starting the Arrow stream: {e}"),
+                    );
+                }
+            };
+            let body = futures::stream::unfold(
+                (Some(writer), batches),
+                |(writer, mut batches)| async move {
+                    let mut writer = writer?;
+                    match batches.next().await {
+                        Some(Ok(batch)) => {
+                            let chunk = writer
+                                .write(&batch)
+                                .map(|()| std::mem::take(writer.get_mut()))
+                                .map_err(|e| QueryError::Execution(format!("encoding rows: {e}")));
+                            Some((chunk, (Some(writer), batches)))
+                        }
+                        Some(Err(e)) => Some((Err(e), (None, batches))),
+                        None => {
+                            let end = writer
+                                .finish()
+                                .map(|()| std::mem::take(writer.get_mut()))
+                                .map_err(|e| QueryError::Execution(format!("encoding rows: {e}")));
+                            Some((end, (None, batches)))
+                        }
+                    }
+                },
+            )
+            .boxed();
+            ("application/vnd.apache.arrow.stream", body)
+        }
+        _ => {
+            let body = batches
+                .map(|batch| {
+                    let batch = batch?;
+                    let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
+                    writer
+                        .write(&batch)
+                        .and_then(|()| writer.finish())
+                        .map_err(|e| QueryError::Execution(format!("encoding rows: {e}")))?;
+                    Ok(writer.into_inner())
+                })
+                .boxed();
+            ("application/x-ndjson", body)
+        }
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from_stream(body))
+        .unwrap_or_else(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encode_failed",
+                e.to_string(),
+            )
+        })
+}
+
+fn query_error(e: QueryError) -> Response {
+    let status = match &e {
+        QueryError::InvalidSql(_) | QueryError::TooLarge { .. } | QueryError::MemoryLimit(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        QueryError::Catalog(c) if c.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "query failed");
+    }
+    error(status, e.code(), e.to_string())
 }
 
 /// The response body: columns with types, rows as objects, and counts.
@@ -164,6 +261,68 @@ mod tests {
         assert_eq!(body["rows"], json!([{"one": 1, "nothing": null, "n": 0}]));
         assert_eq!(body["columns"][0], json!({"name": "one", "type": "Int64"}));
         assert_eq!(body["row_count"], 1);
+    }
+
+    async fn post_raw(body: &str) -> (StatusCode, String, axum::body::Bytes) {
+        let req = Request::post("/v1/query")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()));
+        let resp = app()
+            .oneshot(req.expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
+            .await
+            .expect("body");
+        (status, content_type, bytes)
+    }
+
+    #[tokio::test]
+    async fn streams_ndjson_and_arrow_capped_at_the_row_limit() {
+        // 250 rows asked, 100 (query.max_result_rows here) streamed.
+        let sql = "SELECT value AS v, CAST(value AS VARCHAR) AS s FROM generate_series(1, 250)";
+        let (status, content_type, body) =
+            post_raw(&format!(r#"{{"sql":"{sql}","format":"ndjson"}}"#)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "application/x-ndjson");
+        let lines: Vec<Value> = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 100);
+        assert_eq!(lines[0], json!({"v": 1, "s": "1"}));
+
+        let (status, content_type, body) =
+            post_raw(&format!(r#"{{"sql":"{sql}","format":"arrow"}}"#)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "application/vnd.apache.arrow.stream");
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
+                .expect("an Arrow stream");
+        assert_eq!(reader.schema().field(1).name(), "s");
+        let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+        assert_eq!(rows, 100);
+
+        // Errors before the first row are answered like any other.
+        let (status, _, body) =
+            post_raw(r#"{"sql":"SELECT nope FROM events","format":"ndjson"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "invalid_sql");
+        let (status, _, body) = post_raw(r#"{"sql":"SELECT 1","format":"xml"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            String::from_utf8_lossy(&body).contains("ndjson"),
+            "lists the formats"
+        );
     }
 
     #[tokio::test]

@@ -5,4 +5,4 @@ pub mod engine;
 pub mod functions;
 pub mod http;
 
-pub use engine::{QueryEngine, QueryError, QueryOutput};
+pub use engine::{QueryEngine, QueryError, QueryOutput, QueryStream};
