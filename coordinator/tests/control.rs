@@ -266,9 +266,20 @@ async fn leadership_moves_to_the_chosen_node() {
         .map(|m| m.id)
         .find(|id| *id != leader)
         .expect("a follower");
-    // Ask a follower: the request is forwarded to the leader.
+    // Ask a follower: the request is forwarded to the leader. Right after
+    // the election the follower may not have heard of the leader yet, which
+    // it answers as retryable; a client retries, and so does this test.
     let asked = members.iter().find(|m| m.id != leader).expect("follower");
-    let m = asked.node.transfer_leader(target).await.expect("transfer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        match asked.node.transfer_leader(target).await {
+            Ok(m) => break m,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("transfer: {e:?}"),
+        }
+    };
     assert_eq!(m.leader_id, Some(target));
     assert_eq!(leader_of(&all).await, target);
     // The group keeps committing under its new leader.
