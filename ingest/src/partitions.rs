@@ -170,27 +170,14 @@ impl PartitionBuffers {
     }
 
     /// Adds messages in their order; returns how many were taken (the rest
-    /// were duplicates or stale and were dropped). The offset checks run
-    /// first, then each run of consecutive messages of one partition is
-    /// decoded and routed in order.
+    /// were duplicates or stale and were dropped).
     pub fn push_batch(&mut self, records: Vec<KafkaRecord>, now_micros: i64) -> usize {
-        // Runs of consecutive admitted messages of one partition.
-        let mut runs: Vec<(TopicPartition, Vec<KafkaRecord>)> = Vec::new();
-        for record in records {
-            if !self.admit(&record) {
-                continue;
-            }
-            match runs.last_mut() {
-                Some((tp, run)) if tp.0 == record.topic && tp.1 == record.partition => {
-                    run.push(record);
-                }
-                _ => runs.push(((record.topic.clone(), record.partition), vec![record])),
-            }
-        }
         let mut taken = 0;
-        for (tp, run) in runs {
-            taken += run.len();
-            self.decode_run(tp, run, now_micros);
+        for record in records {
+            if let Some(tp) = self.admit(&record) {
+                self.decode(tp, record, now_micros);
+                taken += 1;
+            }
         }
         if taken > 0 {
             self.oldest.get_or_insert_with(Instant::now);
@@ -198,20 +185,20 @@ impl PartitionBuffers {
         taken
     }
 
-    /// The offset checks of one message: whether to take it, and if so its
-    /// partition's floor, range and byte count move on.
-    fn admit(&mut self, record: &KafkaRecord) -> bool {
+    /// The offset checks of one message: its partition when it is taken
+    /// (the partition's floor, range and byte count move on), else `None`.
+    fn admit(&mut self, record: &KafkaRecord) -> Option<TopicPartition> {
         let tp = (record.topic.clone(), record.partition);
         if self.seeking.contains(&tp) {
             // Fetched before the restart's seek: it will be read again.
             metrics::counter!("spoor_ingest_stale_dropped_total").increment(1);
-            return false;
+            return None;
         }
         if let Some(floor) = self.floors.get(&tp)
             && record.offset < *floor
         {
             metrics::counter!("spoor_ingest_duplicates_dropped_total").increment(1);
-            return false;
+            return None;
         }
         if let Some(expected) = self.resume_at.remove(&tp)
             && record.offset > expected
@@ -243,14 +230,14 @@ impl PartitionBuffers {
                 rows: BTreeMap::new(),
             });
         buffer.range.last_offset = record.offset;
-        *self.bytes.entry(tp).or_default() += record.payload.len();
+        *self.bytes.entry(tp.clone()).or_default() += record.payload.len();
         self.buffered_bytes += record.payload.len();
-        true
+        Some(tp)
     }
 
-    /// Decodes admitted messages of one partition and routes their rows in
-    /// message order.
-    fn decode_run(&mut self, tp: TopicPartition, run: Vec<KafkaRecord>, now_micros: i64) {
+    /// Decodes an admitted message with its partition's decoder and routes
+    /// its rows.
+    fn decode(&mut self, tp: TopicPartition, record: KafkaRecord, now_micros: i64) {
         let sources = &self.sources;
         let decoder = self
             .decoders
@@ -259,26 +246,21 @@ impl PartitionBuffers {
         let Some(buffer) = self.buffers.get_mut(&tp) else {
             return;
         };
+        let prov = Provenance {
+            topic: record.topic.clone(),
+            partition: Some(record.partition),
+            offset: Some(record.offset),
+            ingest_time_micros: now_micros,
+        };
         let mut decoded = Vec::new();
-        for record in &run {
-            let prov = Provenance {
-                topic: record.topic.clone(),
-                partition: Some(record.partition),
-                offset: Some(record.offset),
-                ingest_time_micros: now_micros,
-            };
-            decoder.decode(&record.payload, &prov, &mut decoded);
-            self.buffered_events += decoded.len();
-            let envelope = Envelope {
-                topic: &record.topic,
-                headers: &record.headers,
-            };
-            self.router
-                .route(envelope, decoded.drain(..), &mut buffer.rows);
-        }
-        if let Some(last) = run.into_iter().next_back() {
-            self.last_headers.insert(tp, last.headers);
-        }
+        decoder.decode(&record.payload, &prov, &mut decoded);
+        self.buffered_events += decoded.len();
+        let envelope = Envelope {
+            topic: &record.topic,
+            headers: &record.headers,
+        };
+        self.router.route(envelope, decoded, &mut buffer.rows);
+        self.last_headers.insert(tp, record.headers);
     }
 
     /// Events and dead letters buffered.

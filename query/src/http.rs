@@ -118,19 +118,14 @@ fn streamed(format: ResultFormat, rows: QueryStream) -> Response {
                     let mut writer = writer?;
                     match batches.next().await {
                         Some(Ok(batch)) => {
-                            let chunk = writer
-                                .write(&batch)
-                                .map(|()| std::mem::take(writer.get_mut()))
-                                .map_err(|e| QueryError::Execution(format!("encoding rows: {e}")));
+                            let written = writer.write(&batch);
+                            let chunk = encoded(written, &mut writer);
                             Some((chunk, (Some(writer), batches)))
                         }
                         Some(Err(e)) => Some((Err(e), (None, batches))),
                         None => {
-                            let end = writer
-                                .finish()
-                                .map(|()| std::mem::take(writer.get_mut()))
-                                .map_err(|e| QueryError::Execution(format!("encoding rows: {e}")));
-                            Some((end, (None, batches)))
+                            let finished = writer.finish();
+                            Some((encoded(finished, &mut writer), (None, batches)))
                         }
                     }
                 },
@@ -164,6 +159,17 @@ fn streamed(format: ResultFormat, rows: QueryStream) -> Response {
                 e.to_string(),
             )
         })
+}
+
+/// The bytes an Arrow stream writer produced since the last call, or the
+/// error of the write that should have produced them.
+fn encoded(
+    written: Result<(), arrow::error::ArrowError>,
+    writer: &mut arrow::ipc::writer::StreamWriter<Vec<u8>>,
+) -> Result<Vec<u8>, QueryError> {
+    written
+        .map(|()| std::mem::take(writer.get_mut()))
+        .map_err(|e| QueryError::Execution(format!("encoding rows: {e}")))
 }
 
 fn query_error(e: QueryError) -> Response {
@@ -239,17 +245,7 @@ mod tests {
     }
 
     async fn post(body: &str) -> (StatusCode, Value) {
-        let req = Request::post("/v1/query")
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()));
-        let resp = app()
-            .oneshot(req.expect("request"))
-            .await
-            .expect("response");
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .expect("body");
+        let (status, _, bytes) = post_raw(body).await;
         (status, serde_json::from_slice(&bytes).expect("json"))
     }
 
