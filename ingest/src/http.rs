@@ -34,11 +34,11 @@ use spoor_common::config::HttpAuth;
 use spoor_common::control::TokenRecord;
 use spoor_common::tenant::TenantId;
 
-use crate::auth::{AuthError, TokenVerifier, authenticate};
 use crate::error::IngestError;
 use crate::flush::{Flushed, Flusher};
 use crate::parse::{Decoded, Decoder, Provenance, SourceType, Sources};
 use crate::routing::{Envelope, TenantRouter, TenantRows};
+use spoor_common::auth::{AuthError, SEND_EVENTS, TokenVerifier, authenticate};
 
 /// What the HTTP ingest routes need.
 #[derive(Clone)]
@@ -148,7 +148,7 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 fn auth_error(e: &AuthError) -> Response {
     let status = match e {
         AuthError::Missing => StatusCode::UNAUTHORIZED,
-        AuthError::Invalid(_) | AuthError::WrongRole(_) => StatusCode::FORBIDDEN,
+        AuthError::Invalid(_) | AuthError::WrongRole { .. } => StatusCode::FORBIDDEN,
         AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, "unauthorized", e.to_string())
@@ -249,7 +249,7 @@ async fn ingest(
     }
     let token = match state.auth {
         HttpAuth::None => None,
-        HttpAuth::Token => match authenticate(state.tokens.as_ref(), &headers).await {
+        HttpAuth::Token => match authenticate(state.tokens.as_ref(), &headers, SEND_EVENTS).await {
             Ok(record) => Some(record),
             Err(e) => return auth_error(&e),
         },
@@ -308,7 +308,7 @@ fn hec(status: StatusCode, code: u32, text: &str, extra: Value) -> Response {
 fn hec_auth_error(e: &AuthError) -> Response {
     match e {
         AuthError::Missing => hec(StatusCode::UNAUTHORIZED, 2, "Token is required", json!({})),
-        AuthError::Invalid(_) | AuthError::WrongRole(_) => hec(
+        AuthError::Invalid(_) | AuthError::WrongRole { .. } => hec(
             StatusCode::FORBIDDEN,
             4,
             "Invalid token",
@@ -433,7 +433,7 @@ fn hec_envelopes(body: &[u8]) -> Result<Vec<HecEvent>, Box<Response>> {
 }
 
 async fn hec_event(State(state): State<HttpIngest>, headers: HeaderMap, body: Bytes) -> Response {
-    let token = match authenticate(state.tokens.as_ref(), &headers).await {
+    let token = match authenticate(state.tokens.as_ref(), &headers, SEND_EVENTS).await {
         Ok(t) => t,
         Err(e) => return hec_auth_error(&e),
     };
@@ -491,7 +491,7 @@ async fn hec_raw(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = match authenticate(state.tokens.as_ref(), &headers).await {
+    let token = match authenticate(state.tokens.as_ref(), &headers, SEND_EVENTS).await {
         Ok(t) => t,
         Err(e) => return hec_auth_error(&e),
     };
@@ -518,10 +518,10 @@ async fn hec_health() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::StaticTokens;
     use crate::lake_writer::LakeWriter;
     use axum::body::Body;
     use axum::http::Request;
+    use spoor_common::auth::StaticTokens;
     use spoor_common::catalog::{Catalog, FileQuery, MemoryCatalog};
     use spoor_common::config::{SourceConfig, TenantFrom};
     use spoor_common::control::TokenRole;

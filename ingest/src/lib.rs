@@ -2,7 +2,6 @@
 //! schema, Parquet files in the lake, and catalog commits that carry the
 //! source checkpoints (DESIGN.md, guarantees: nothing lost, exactly-once files).
 
-pub mod auth;
 pub mod compaction;
 pub mod error;
 pub mod flush;

@@ -1,7 +1,8 @@
-//! Ingest tokens for HTTP ingest: `Authorization: Bearer <token>` (or
-//! Splunk's `Authorization: Splunk <token>`), checked against the
-//! coordinators and cached briefly so a busy forwarder does not cost a Raft
-//! read per request.
+//! API tokens on HTTP, Flight SQL and PostgreSQL connections:
+//! `Authorization: Bearer <token>` (or Splunk's `Authorization: Splunk
+//! <token>`), checked against the coordinators and cached briefly so a busy
+//! forwarder or dashboard does not cost a Raft read per request. Every role
+//! checks tokens the same way; what a role allows is its own decision.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,21 +10,29 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::http::HeaderMap;
-use spoor_common::catalog::CatalogError;
-use spoor_common::control::{ControlClient, TokenRecord, TokenRole, token_hash};
+
+use crate::catalog::CatalogError;
+use crate::control::{ControlClient, TokenRecord, TokenRole, token_hash};
 
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No token in the request.
-    #[error("an ingest token is required: Authorization: Bearer <token> (or Splunk <token>)")]
+    #[error("a token is required: Authorization: Bearer <token> (or Splunk <token>)")]
     Missing,
     /// The token is unknown, revoked or malformed.
     #[error("invalid token: {0}")]
     Invalid(String),
-    /// The token exists but may not send events.
-    #[error("a {0} token may not send events; use an ingest or admin token")]
-    WrongRole(&'static str),
+    /// The token exists but its role may not do this.
+    #[error("a {role} token may not {action}; use {allowed}")]
+    WrongRole {
+        /// The token's role.
+        role: &'static str,
+        /// What was asked ("send events", "run queries").
+        action: &'static str,
+        /// The roles that may, for the message ("an ingest or admin token").
+        allowed: &'static str,
+    },
     /// The coordinators could not be asked.
     #[error("cannot check the token now: {0}")]
     Unavailable(String),
@@ -42,23 +51,69 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
+    bearer_value(value)
+}
+
+/// The token of an `Authorization` value `Bearer …` or `Splunk …` (also
+/// the value of gRPC's `authorization` metadata).
+pub fn bearer_value(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("splunk"))
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
 
-/// Authenticates a request's token for sending events.
+/// What a role may do: the roles allowed, and words for the refusal.
+#[derive(Debug, Clone, Copy)]
+pub struct Permission {
+    /// Roles that may.
+    pub roles: &'static [TokenRole],
+    /// What is asked, for the message ("send events").
+    pub action: &'static str,
+    /// The allowed roles, for the message ("an ingest or admin token").
+    pub allowed: &'static str,
+}
+
+/// Sending events: ingest and admin tokens.
+pub const SEND_EVENTS: Permission = Permission {
+    roles: &[TokenRole::Ingest, TokenRole::Admin],
+    action: "send events",
+    allowed: "an ingest or admin token",
+};
+
+/// Running queries: analyst and admin tokens.
+pub const RUN_QUERIES: Permission = Permission {
+    roles: &[TokenRole::Analyst, TokenRole::Admin],
+    action: "run queries",
+    allowed: "an analyst or admin token",
+};
+
+/// Checks `token` and that its role has `permission`.
+pub async fn authorize(
+    verifier: &dyn TokenVerifier,
+    token: &str,
+    permission: Permission,
+) -> Result<TokenRecord, AuthError> {
+    let record = verifier.verify(token).await?;
+    if permission.roles.contains(&record.role) {
+        Ok(record)
+    } else {
+        Err(AuthError::WrongRole {
+            role: record.role.name(),
+            action: permission.action,
+            allowed: permission.allowed,
+        })
+    }
+}
+
+/// Authenticates a request's bearer token for `permission`.
 pub async fn authenticate(
     verifier: &dyn TokenVerifier,
     headers: &HeaderMap,
+    permission: Permission,
 ) -> Result<TokenRecord, AuthError> {
     let token = bearer(headers).ok_or(AuthError::Missing)?;
-    let record = verifier.verify(token).await?;
-    match record.role {
-        TokenRole::Ingest | TokenRole::Admin => Ok(record),
-        other => Err(AuthError::WrongRole(other.name())),
-    }
+    authorize(verifier, token, permission).await
 }
 
 /// How long a verified token is trusted without asking again; a revocation
@@ -143,8 +198,8 @@ impl TokenVerifier for StaticTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tenant::TenantId;
     use axum::http::HeaderValue;
-    use spoor_common::tenant::TenantId;
 
     fn record(role: TokenRole) -> TokenRecord {
         TokenRecord {
@@ -173,30 +228,43 @@ mod tests {
             ("t-analyst".to_string(), record(TokenRole::Analyst)),
         ]);
         assert!(
-            authenticate(&tokens, &headers("Bearer t-ingest"))
+            authenticate(&tokens, &headers("Bearer t-ingest"), SEND_EVENTS)
                 .await
                 .is_ok()
         );
         assert!(
-            authenticate(&tokens, &headers("Splunk t-ingest"))
+            authenticate(&tokens, &headers("Splunk t-ingest"), SEND_EVENTS)
                 .await
                 .is_ok()
         );
         assert_eq!(
-            authenticate(&tokens, &HeaderMap::new()).await,
+            authenticate(&tokens, &HeaderMap::new(), SEND_EVENTS).await,
             Err(AuthError::Missing)
         );
         assert_eq!(
-            authenticate(&tokens, &headers("Basic t-ingest")).await,
+            authenticate(&tokens, &headers("Basic t-ingest"), SEND_EVENTS).await,
             Err(AuthError::Missing)
         );
         assert!(matches!(
-            authenticate(&tokens, &headers("Bearer nope")).await,
+            authenticate(&tokens, &headers("Bearer nope"), SEND_EVENTS).await,
             Err(AuthError::Invalid(_))
         ));
         assert_eq!(
-            authenticate(&tokens, &headers("Bearer t-analyst")).await,
-            Err(AuthError::WrongRole("analyst"))
+            authenticate(&tokens, &headers("Bearer t-analyst"), SEND_EVENTS).await,
+            Err(AuthError::WrongRole {
+                role: "analyst",
+                action: "send events",
+                allowed: "an ingest or admin token"
+            })
         );
+        assert!(
+            authenticate(&tokens, &headers("Bearer t-analyst"), RUN_QUERIES)
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            authenticate(&tokens, &headers("Bearer t-ingest"), RUN_QUERIES).await,
+            Err(AuthError::WrongRole { role: "ingest", .. })
+        ));
     }
 }
