@@ -6,6 +6,8 @@
 # Caches (kept between runs on the same machine, so repeat runs are warm):
 #   CARGO_TARGET_DIR   default ~/.cache/spoor/target
 #   TANSU_ROOT   default ~/.cache/spoor/tansu  (tansu 0.6.0 binary)
+#   PYCLIENTS    default ~/.cache/spoor/pyclients (a Python venv with pyarrow
+#                and the ADBC Flight SQL driver, for the Flight SQL tests)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +34,15 @@ if [ ! -x "$TANSU_BIN" ]; then
   cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$tansu_root"
 fi
 "$TANSU_BIN" --version || true
+
+pyclients="${PYCLIENTS:-$cache/pyclients}"
+export PYCLIENT_PYTHON="$pyclients/bin/python"
+if ! "$PYCLIENT_PYTHON" -c 'import pyarrow.flight, adbc_driver_flightsql.dbapi' >/dev/null 2>&1; then
+  step "installing the Flight SQL test clients (pyarrow, adbc-driver-flightsql) into $pyclients"
+  python3 -m venv "$pyclients"
+  "$pyclients/bin/pip" install --quiet --disable-pip-version-check \
+    'pyarrow>=16' 'adbc-driver-flightsql>=1.0' 'adbc-driver-manager>=1.0'
+fi
 
 step "formatting"
 cargo fmt --all -- --check

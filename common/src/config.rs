@@ -169,7 +169,7 @@ pub struct IngestConfig {
     pub sources: Vec<SourceConfig>,
 }
 
-/// How HTTP ingest authenticates.
+/// How a role's API authenticates callers (`ingest.http_auth`, `query.auth`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HttpAuth {
@@ -454,6 +454,17 @@ pub struct QueryConfig {
     /// past it an operator that can spill to disk does, and one that cannot
     /// fails the query (never the process).
     pub max_memory_bytes: usize,
+    /// How callers authenticate on HTTP, Flight SQL and PostgreSQL: `none`
+    /// (every query reads the default tenant; loopback only) or `token`
+    /// (an analyst or admin token decides the tenants).
+    pub auth: HttpAuth,
+    /// Queries one tenant may run at once on this node; more are refused
+    /// with `too_many_queries` (HTTP 429) rather than queued.
+    pub max_concurrent_per_tenant: usize,
+    /// Finished queries kept for `GET /v1/queries` on this node.
+    pub history_size: usize,
+    /// Arrow Flight SQL listener (gRPC); empty turns it off.
+    pub flight_addr: String,
 }
 
 /// Why the configuration could not be loaded.
@@ -649,6 +660,21 @@ impl Config {
         }
         if self.query.max_memory_bytes < 1 << 20 {
             return bad("query.max_memory_bytes", "must be at least 1048576 (1 MiB)");
+        }
+        if self.query.max_concurrent_per_tenant == 0 {
+            return bad("query.max_concurrent_per_tenant", "must be at least 1");
+        }
+        if self.query.history_size == 0 {
+            return bad("query.history_size", "must be at least 1");
+        }
+        let flight = &self.query.flight_addr;
+        if !flight.is_empty() && flight.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::Value {
+                key: "query.flight_addr".into(),
+                reason: format!(
+                    "{flight:?} is not an address like 127.0.0.1:7090 (empty turns it off)"
+                ),
+            });
         }
         if !self.storage.url.is_empty()
             && let Err(e) = url::Url::parse(&self.storage.url)

@@ -5,11 +5,14 @@
 //! DDL, DML and session statements are refused, and tables can only be
 //! named, never given as file paths or URLs.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -21,11 +24,16 @@ use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use futures::StreamExt;
 use object_store::ObjectStore;
-use spoor_common::catalog::{Catalog, CatalogError, FileQuery};
+use spoor_common::catalog::{Catalog, CatalogError, CatalogFile, FileQuery};
 use spoor_common::config::QueryConfig;
 use spoor_common::schema::{Table, dead_letter_schema, event_schema};
 use spoor_common::storage::{LAKE_URL, lake_url};
 use spoor_common::tenant::TenantId;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::audit::{Finished, QueryId, QueryLog, Scope};
+use crate::counting_store::CountingStore;
+use crate::tenant_table::TenantTable;
 
 /// The per-class views of `events` every session has: the OCSF class name
 /// (snake case) and the `class_uid`s it holds. Hunters write
@@ -71,6 +79,19 @@ pub enum QueryError {
     /// could not spill.
     #[error("query stopped at its memory limit (query.max_memory_bytes): {0}")]
     MemoryLimit(String),
+    /// The tenant already runs `query.max_concurrent_per_tenant` queries here.
+    #[error(
+        "tenant {tenant} already runs {limit} queries on this node (query.max_concurrent_per_tenant); retry when one ends"
+    )]
+    TooManyQueries {
+        /// The tenant at its limit.
+        tenant: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The query was cancelled (`DELETE /v1/queries/{id}`, or its client went away).
+    #[error("query cancelled")]
+    Cancelled,
     /// Execution failed.
     #[error("query failed: {0}")]
     Execution(String),
@@ -86,6 +107,8 @@ impl QueryError {
             QueryError::Catalog(e) if e.is_retryable() => "catalog_unavailable",
             QueryError::Catalog(_) => "catalog_error",
             QueryError::MemoryLimit(_) => "memory_limit",
+            QueryError::TooManyQueries { .. } => "too_many_queries",
+            QueryError::Cancelled => "query_cancelled",
             QueryError::Execution(_) => "query_failed",
         }
     }
@@ -103,9 +126,48 @@ fn from_datafusion(e: DataFusionError) -> QueryError {
     }
 }
 
+/// What callers' SQL may do: read, nothing else.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Every table and view a session has, with its type (`TABLE`, `VIEW`) and
+/// schema: for catalog listings (Flight SQL GetTables).
+pub fn catalog_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
+    let events = TenantTable::new(&event_schema(), Vec::new()).schema();
+    let mut tables = vec![
+        ("events", "TABLE", events.clone()),
+        (
+            "dead_letter",
+            "TABLE",
+            TenantTable::new(&dead_letter_schema(), Vec::new()).schema(),
+        ),
+    ];
+    tables.extend(
+        CLASS_VIEWS
+            .iter()
+            .map(|(view, _)| (*view, "VIEW", events.clone())),
+    );
+    tables
+}
+
+/// The schema name a session of `scope` has: the tenant, or `tenants` for
+/// several.
+pub fn schema_name(scope: &Scope) -> &str {
+    match scope.tenants() {
+        [one] => one.as_str(),
+        _ => "tenants",
+    }
+}
+
 /// A query's result.
 #[derive(Debug)]
 pub struct QueryOutput {
+    /// The query's id (history, audit).
+    pub query_id: QueryId,
     /// Result schema.
     pub schema: SchemaRef,
     /// Result rows.
@@ -120,15 +182,20 @@ pub struct QueryOutput {
 
 /// A query's rows as they are produced (see [`QueryEngine::execute_stream`]).
 pub struct QueryStream {
+    /// The query's id (history, audit, cancel).
+    pub query_id: QueryId,
     /// Result schema.
     pub schema: SchemaRef,
     /// Result batches, capped and bounded in time.
     pub batches: futures::stream::BoxStream<'static, Result<RecordBatch, QueryError>>,
+    /// Set once rows were cut at `query.max_result_rows`.
+    pub truncated: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for QueryStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryStream")
+            .field("query_id", &self.query_id)
             .field("schema", &self.schema)
             .finish_non_exhaustive()
     }
@@ -140,6 +207,9 @@ pub struct QueryEngine {
     catalog: Arc<dyn Catalog>,
     store: Arc<dyn ObjectStore>,
     config: QueryConfig,
+    log: Arc<QueryLog>,
+    /// Per tenant, the slots for concurrent queries.
+    slots: Arc<Mutex<HashMap<TenantId, Arc<Semaphore>>>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -150,6 +220,58 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
+/// A query between its start and its end: when dropped (finished, failed,
+/// cancelled, or its client gone) it writes the audit record.
+struct Audited {
+    log: Arc<QueryLog>,
+    id: QueryId,
+    rows: u64,
+    /// Bytes read from the lake so far.
+    read: Option<Arc<AtomicU64>>,
+    /// The error code and message, once failed; `None` while all is well.
+    failure: Option<(&'static str, String)>,
+    /// Whether the rows ran out (or were capped) rather than being dropped.
+    completed: bool,
+    /// The tenants' query slots, held until the query ends.
+    _slots: Vec<OwnedSemaphorePermit>,
+}
+
+impl Audited {
+    fn fail(&mut self, e: &QueryError) {
+        self.failure = Some((e.code(), e.to_string()));
+    }
+
+    /// Ends the query as answered in full (or up to the row cap).
+    fn complete(mut self) {
+        self.completed = true;
+    }
+}
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        let bytes_scanned = self.read.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));
+        let (outcome, error) = match self.failure.take() {
+            Some((code, message)) => (code, Some(message)),
+            None if self.completed => ("ok", None),
+            None => (
+                "query_cancelled",
+                Some("the client went away before the last row".to_string()),
+            ),
+        };
+        metrics::counter!("spoor_query_total", "outcome" => outcome).increment(1);
+        metrics::counter!("spoor_query_bytes_read_total").increment(bytes_scanned);
+        self.log.finish(
+            &self.id,
+            Finished {
+                rows: self.rows,
+                bytes_scanned,
+                outcome,
+                error,
+            },
+        );
+    }
+}
+
 impl QueryEngine {
     /// An engine over the lake `store` whose files the `catalog` lists.
     pub fn new(
@@ -157,147 +279,243 @@ impl QueryEngine {
         store: Arc<dyn ObjectStore>,
         config: QueryConfig,
     ) -> Self {
+        let log = QueryLog::new(config.history_size);
         QueryEngine {
             catalog,
             store,
             config,
+            log,
+            slots: Arc::default(),
         }
     }
 
-    /// Runs one read-only statement for `tenant`.
-    pub async fn execute(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
+    /// The running and finished queries.
+    pub fn log(&self) -> &Arc<QueryLog> {
+        &self.log
+    }
+
+    /// Runs one read-only statement in `scope` and collects its rows (at
+    /// most `query.max_result_rows`).
+    pub async fn execute(
+        &self,
+        scope: &Scope,
+        interface: &'static str,
+        sql: &str,
+    ) -> Result<QueryOutput, QueryError> {
         let started = Instant::now();
-        if sql.len() > self.config.max_sql_bytes {
-            return Err(QueryError::TooLarge {
-                size: sql.len(),
-                limit: self.config.max_sql_bytes,
-            });
+        let stream = self.execute_stream(scope, interface, sql).await?;
+        let QueryStream {
+            query_id,
+            schema,
+            mut batches,
+            truncated,
+        } = stream;
+        let mut collected = Vec::new();
+        let mut rows = 0;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            collected.push(batch);
         }
-        let timeout = Duration::from_millis(self.config.timeout_ms);
-        let result = tokio::time::timeout(timeout, self.run(tenant, sql)).await;
-        let outcome = match result {
-            Ok(Ok(mut out)) => {
-                out.elapsed = started.elapsed();
-                Ok(out)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(QueryError::Timeout(timeout)),
-        };
-        let label = match &outcome {
-            Ok(_) => "ok",
-            Err(e) => e.code(),
-        };
-        metrics::counter!("spoor_query_total", "outcome" => label).increment(1);
-        metrics::histogram!("spoor_query_seconds").record(started.elapsed().as_secs_f64());
-        outcome
+        let elapsed = started.elapsed();
+        metrics::histogram!("spoor_query_seconds").record(elapsed.as_secs_f64());
+        Ok(QueryOutput {
+            query_id,
+            schema,
+            batches: collected,
+            row_count: rows,
+            truncated: truncated.load(Ordering::Relaxed),
+            elapsed,
+        })
     }
 
-    /// Runs one read-only statement for `tenant` and streams its rows: at
+    /// Runs one read-only statement in `scope` and streams its rows: at
     /// most `query.max_result_rows` of them, and an error in place of the
-    /// rest once `query.timeout_ms` has passed since the start. Nothing is
-    /// buffered beyond DataFusion's own batches; dropping the stream
-    /// cancels the query.
+    /// rest once `query.timeout_ms` has passed since the start or the query
+    /// was cancelled. Nothing is buffered beyond DataFusion's own batches;
+    /// dropping the stream cancels the query. Every query is audited when
+    /// it ends (see [`crate::audit`]).
     pub async fn execute_stream(
         &self,
-        tenant: &TenantId,
+        scope: &Scope,
+        interface: &'static str,
         sql: &str,
     ) -> Result<QueryStream, QueryError> {
+        let (query_id, cancel) = self.log.start(scope, interface, sql);
+        let mut audited = Audited {
+            log: self.log.clone(),
+            id: query_id.clone(),
+            rows: 0,
+            read: None,
+            failure: None,
+            completed: false,
+            _slots: Vec::new(),
+        };
+        match self.take_slots(scope) {
+            Ok(slots) => audited._slots = slots,
+            Err(e) => {
+                audited.fail(&e);
+                return Err(e);
+            }
+        }
         if sql.len() > self.config.max_sql_bytes {
-            return Err(QueryError::TooLarge {
+            let e = QueryError::TooLarge {
                 size: sql.len(),
                 limit: self.config.max_sql_bytes,
-            });
+            };
+            audited.fail(&e);
+            return Err(e);
         }
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let deadline = tokio::time::Instant::now() + timeout;
-        let planned = match tokio::time::timeout_at(deadline, self.plan(tenant, sql)).await {
-            Ok(planned) => planned,
-            Err(_) => Err(QueryError::Timeout(timeout)),
+        let planned = tokio::select! {
+            planned = tokio::time::timeout_at(deadline, self.plan(scope, sql)) => match planned {
+                Ok(planned) => planned,
+                Err(_) => Err(QueryError::Timeout(timeout)),
+            },
+            () = cancel.cancelled() => Err(QueryError::Cancelled),
         };
-        let label = match &planned {
-            Ok(_) => "streamed",
-            Err(e) => e.code(),
+        let (schema, read, stream) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                audited.fail(&e);
+                return Err(e);
+            }
         };
-        metrics::counter!("spoor_query_total", "outcome" => label).increment(1);
-        let (schema, stream) = planned?;
+        audited.read = Some(read);
         let limit = self.config.max_result_rows;
+        let truncated = Arc::new(AtomicBool::new(false));
+        let cut = truncated.clone();
         let batches = futures::stream::unfold(
-            (stream, 0usize, false),
-            move |(mut stream, rows, done)| async move {
-                if done || rows >= limit {
-                    return None;
-                }
-                match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Err(_) => Some((Err(QueryError::Timeout(timeout)), (stream, rows, true))),
-                    Ok(None) => None,
-                    Ok(Some(Err(e))) => Some((Err(from_datafusion(e)), (stream, rows, true))),
-                    Ok(Some(Ok(batch))) => {
-                        let take = batch.num_rows().min(limit - rows);
-                        let batch = if take < batch.num_rows() {
-                            batch.slice(0, take)
-                        } else {
-                            batch
-                        };
-                        Some((Ok(batch), (stream, rows + take, false)))
+            (stream, audited, false),
+            move |(mut stream, mut audited, done)| {
+                let (cancel, cut) = (cancel.clone(), cut.clone());
+                async move {
+                    if done {
+                        return None;
+                    }
+                    let next = tokio::select! {
+                        next = tokio::time::timeout_at(deadline, stream.next()) => {
+                            next.map_err(|_| QueryError::Timeout(timeout))
+                        }
+                        () = cancel.cancelled() => Err(QueryError::Cancelled),
+                    };
+                    let rows = audited.rows as usize;
+                    match next {
+                        Err(e) => {
+                            audited.fail(&e);
+                            Some((Err(e), (stream, audited, true)))
+                        }
+                        Ok(None) => {
+                            audited.complete();
+                            None
+                        }
+                        Ok(Some(Err(e))) => {
+                            let e = from_datafusion(e);
+                            audited.fail(&e);
+                            Some((Err(e), (stream, audited, true)))
+                        }
+                        Ok(Some(Ok(batch))) if rows >= limit => {
+                            // More rows than the cap: say so, and stop.
+                            if batch.num_rows() > 0 {
+                                cut.store(true, Ordering::Relaxed);
+                            }
+                            audited.complete();
+                            None
+                        }
+                        Ok(Some(Ok(batch))) => {
+                            let take = batch.num_rows().min(limit - rows);
+                            let batch = if take < batch.num_rows() {
+                                cut.store(true, Ordering::Relaxed);
+                                audited.completed = true;
+                                batch.slice(0, take)
+                            } else {
+                                batch
+                            };
+                            audited.rows += take as u64;
+                            let done = audited.completed;
+                            Some((Ok(batch), (stream, audited, done)))
+                        }
                     }
                 }
             },
         )
         .boxed();
-        Ok(QueryStream { schema, batches })
-    }
-
-    /// Plans `sql` in a session of `tenant`'s tables and starts it.
-    async fn plan(
-        &self,
-        tenant: &TenantId,
-        sql: &str,
-    ) -> Result<(SchemaRef, SendableRecordBatchStream), QueryError> {
-        let ctx = self.session(tenant).await?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let df = ctx
-            .sql_with_options(sql, options)
-            .await
-            .map_err(from_datafusion)?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let stream = df.execute_stream().await.map_err(from_datafusion)?;
-        Ok((schema, stream))
-    }
-
-    async fn run(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
-        let (schema, mut stream) = self.plan(tenant, sql).await?;
-        let limit = self.config.max_result_rows;
-        let mut batches = Vec::new();
-        let mut rows = 0;
-        let mut truncated = false;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(from_datafusion)?;
-            if rows + batch.num_rows() > limit {
-                batches.push(batch.slice(0, limit - rows));
-                rows = limit;
-                truncated = true;
-                break;
-            }
-            rows += batch.num_rows();
-            batches.push(batch);
-        }
-        Ok(QueryOutput {
+        Ok(QueryStream {
+            query_id,
             schema,
             batches,
-            row_count: rows,
             truncated,
-            elapsed: Duration::ZERO,
         })
     }
 
-    /// A session with the tenant's tables and nothing else.
-    async fn session(&self, tenant: &TenantId) -> Result<SessionContext, QueryError> {
+    /// The schema `sql` answers with in `scope`, without running it (Flight
+    /// SQL's GetFlightInfo and prepared statements, PostgreSQL's Describe).
+    pub async fn schema_of(&self, scope: &Scope, sql: &str) -> Result<SchemaRef, QueryError> {
+        if sql.len() > self.config.max_sql_bytes {
+            return Err(QueryError::TooLarge {
+                size: sql.len(),
+                limit: self.config.max_sql_bytes,
+            });
+        }
+        let (ctx, _) = self.session(scope).await?;
+        let df = ctx
+            .sql_with_options(sql, read_only())
+            .await
+            .map_err(from_datafusion)?;
+        Ok(Arc::new(df.schema().as_arrow().clone()))
+    }
+
+    /// One query slot of each of the scope's tenants, or which tenant is full.
+    fn take_slots(&self, scope: &Scope) -> Result<Vec<OwnedSemaphorePermit>, QueryError> {
+        let limit = self.config.max_concurrent_per_tenant;
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| QueryError::Execution("query slots poisoned".into()))?;
+        scope
+            .tenants()
+            .iter()
+            .map(|tenant| {
+                slots
+                    .entry(tenant.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| QueryError::TooManyQueries {
+                        tenant: tenant.to_string(),
+                        limit,
+                    })
+            })
+            .collect()
+    }
+
+    /// Plans `sql` in a session of the scope's tables and starts it.
+    async fn plan(
+        &self,
+        scope: &Scope,
+        sql: &str,
+    ) -> Result<(SchemaRef, Arc<AtomicU64>, SendableRecordBatchStream), QueryError> {
+        let (ctx, read) = self.session(scope).await?;
+        let df = ctx
+            .sql_with_options(sql, read_only())
+            .await
+            .map_err(from_datafusion)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let task = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await.map_err(from_datafusion)?;
+        let stream =
+            datafusion::physical_plan::execute_stream(plan, task).map_err(from_datafusion)?;
+        Ok((schema, read, stream))
+    }
+
+    /// A session with the scope's tables and nothing else: each table is
+    /// the union of its tenants' files with a `tenant` column.
+    /// Also returns the count of bytes the session reads from the lake.
+    async fn session(&self, scope: &Scope) -> Result<(SessionContext, Arc<AtomicU64>), QueryError> {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .with_default_catalog_and_schema("spoor", tenant.as_str());
+            .with_default_catalog_and_schema("spoor", schema_name(scope));
         let opts = config.options_mut();
         opts.execution.parquet.pushdown_filters = true;
         opts.execution.parquet.reorder_filters = true;
@@ -309,33 +527,23 @@ impl QueryEngine {
             .with_memory_limit(self.config.max_memory_bytes, 1.0)
             .build_arc()
             .map_err(from_datafusion)?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        crate::functions::register(&ctx);
-        ctx.register_object_store(&lake_url(), self.store.clone());
+        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        crate::functions::register(&mut ctx).map_err(from_datafusion)?;
+        let (store, read) = CountingStore::new(self.store.clone());
+        ctx.register_object_store(&lake_url(), Arc::new(store));
         for (table, schema) in [
             (Table::Events, event_schema()),
             (Table::DeadLetter, dead_letter_schema()),
         ] {
-            let files = self
-                .catalog
-                .list_files(FileQuery::all(tenant.clone(), table))
-                .await?;
-            let provider: Arc<dyn datafusion::catalog::TableProvider> = if files.is_empty() {
-                Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).map_err(from_datafusion)?)
-            } else {
-                let urls = files
-                    .iter()
-                    .map(|f| ListingTableUrl::parse(format!("{LAKE_URL}{}", f.file.object_key)))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(from_datafusion)?;
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet");
-                let config = ListingTableConfig::new_with_multi_paths(urls)
-                    .with_listing_options(options)
-                    .with_schema(schema);
-                Arc::new(ListingTable::try_new(config).map_err(from_datafusion)?)
-            };
-            ctx.register_table(table.name(), provider)
+            let mut parts = Vec::with_capacity(scope.tenants().len());
+            for tenant in scope.tenants() {
+                let files = self
+                    .catalog
+                    .list_files(FileQuery::all(tenant.clone(), table))
+                    .await?;
+                parts.push((tenant.clone(), self.tenant_files(&schema, &files)?));
+            }
+            ctx.register_table(table.name(), Arc::new(TenantTable::new(&schema, parts)))
                 .map_err(from_datafusion)?;
         }
         for (view, classes) in CLASS_VIEWS {
@@ -348,7 +556,33 @@ impl QueryEngine {
             .await
             .map_err(from_datafusion)?;
         }
-        Ok(ctx)
+        Ok((ctx, read))
+    }
+
+    /// One tenant's table: its files, or nothing.
+    fn tenant_files(
+        &self,
+        schema: &SchemaRef,
+        files: &[CatalogFile],
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
+        if files.is_empty() {
+            return Ok(Arc::new(
+                MemTable::try_new(schema.clone(), vec![vec![]]).map_err(from_datafusion)?,
+            ));
+        }
+        let urls = files
+            .iter()
+            .map(|f| ListingTableUrl::parse(format!("{LAKE_URL}{}", f.file.object_key)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(from_datafusion)?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema.clone());
+        Ok(Arc::new(
+            ListingTable::try_new(config).map_err(from_datafusion)?,
+        ))
     }
 }
 

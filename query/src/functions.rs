@@ -9,8 +9,14 @@
 //!   character, `\` escapes the next one (`\*` a literal star), the whole
 //!   value must match.
 //!
-//! Both take text arguments (other types are cast to text first) and return
-//! NULL when an argument is NULL.
+//! - `first_seen(ts)` / `last_seen(ts)`: the earliest and latest value of a
+//!   timestamp in a group (aliases of `min`/`max`, named as hunters say it).
+//! - JSON access into `unmapped` and `raw`: `json_get_str(unmapped,
+//!   'key', …)`, `json_get_int`, `json_contains`, `unmapped->>'key'` and
+//!   the rest of datafusion-functions-json.
+//!
+//! `cidr_match` and `wildcard_match` take text arguments (other types are
+//! cast to text first) and return NULL when an argument is NULL.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -25,9 +31,22 @@ use datafusion::logical_expr::{
 };
 
 /// Registers the hunting functions on a session.
-pub fn register(ctx: &SessionContext) {
+pub fn register(ctx: &mut SessionContext) -> Result<()> {
     ctx.register_udf(ScalarUDF::from(CidrMatch::new()));
     ctx.register_udf(ScalarUDF::from(WildcardMatch::new()));
+    for (alias, udaf) in [
+        (
+            "first_seen",
+            datafusion::functions_aggregate::min_max::min_udaf(),
+        ),
+        (
+            "last_seen",
+            datafusion::functions_aggregate::min_max::max_udaf(),
+        ),
+    ] {
+        ctx.register_udaf(udaf.as_ref().clone().with_aliases([alias]));
+    }
+    datafusion_functions_json::register_all(ctx)
 }
 
 /// A CIDR block: a network address and a prefix length.

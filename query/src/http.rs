@@ -1,25 +1,36 @@
-//! The query HTTP API: `POST /v1/query` with `{"sql": "..."}`, answered with
-//! JSON rows.
+//! The query HTTP API:
+//!
+//! - `POST /v1/query` with `{"sql": "...", "format": "json"|"ndjson"|"arrow"}`:
+//!   JSON rows (buffered, capped), or NDJSON / Arrow IPC streamed batch by
+//!   batch. Every answer carries the query's id in `x-query-id`.
+//! - `GET /v1/queries?limit=N`: running and recent queries the caller may
+//!   see (its tenants'; an admin sees all): the query audit.
+//! - `DELETE /v1/queries/{id}`: cancels a running query the caller may see.
+//!
+//! With `query.auth = "token"` every route needs `Authorization: Bearer
+//! <analyst or admin token>`.
 
 use std::sync::Arc;
 
 use arrow::json::writer::{JsonArray, WriterBuilder};
 use axum::Router;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spoor_common::tenant::TenantId;
+use spoor_common::auth::{AuthError, bearer};
 
+use crate::access::{Access, AccessError};
+use crate::audit::Scope;
 use crate::engine::{QueryEngine, QueryError, QueryOutput, QueryStream};
 
 #[derive(Clone)]
 struct QueryApi {
     engine: QueryEngine,
-    tenant: Arc<TenantId>,
+    access: Arc<Access>,
 }
 
 /// A query request.
@@ -47,13 +58,15 @@ pub enum ResultFormat {
     Arrow,
 }
 
-/// The query routes, serving `tenant` (until tokens name the tenant).
-pub fn router(engine: QueryEngine, tenant: TenantId) -> Router {
+/// The query routes.
+pub fn router(engine: QueryEngine, access: Access) -> Router {
     Router::new()
         .route("/v1/query", post(query))
+        .route("/v1/queries", get(list_queries))
+        .route("/v1/queries/{id}", delete(cancel_query))
         .with_state(QueryApi {
             engine,
-            tenant: Arc::new(tenant),
+            access: Arc::new(access),
         })
 }
 
@@ -65,10 +78,41 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
+/// The HTTP answer to a caller without a scope.
+pub(crate) fn access_error(e: &AccessError) -> Response {
+    let (status, code) = match e {
+        AccessError::Auth(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        AccessError::Auth(AuthError::Unavailable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable")
+        }
+        AccessError::Auth(_) | AccessError::NoTenants => (StatusCode::FORBIDDEN, "forbidden"),
+    };
+    error(status, code, e.to_string())
+}
+
+async fn scope(api: &QueryApi, headers: &HeaderMap) -> Result<Scope, Response> {
+    api.access
+        .scope(bearer(headers))
+        .await
+        .map_err(|e| access_error(&e))
+}
+
+fn with_query_id(mut response: Response, id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert("x-query-id", value);
+    }
+    response
+}
+
 async fn query(
     State(api): State<QueryApi>,
+    headers: HeaderMap,
     body: Result<axum::Json<QueryRequest>, JsonRejection>,
 ) -> Response {
+    let scope = match scope(&api, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let request = match body {
         Ok(axum::Json(r)) => r,
         Err(e) => {
@@ -80,17 +124,66 @@ async fn query(
         }
     };
     if request.format != ResultFormat::Json {
-        return match api.engine.execute_stream(&api.tenant, &request.sql).await {
-            Ok(rows) => streamed(request.format, rows),
+        return match api
+            .engine
+            .execute_stream(&scope, "http", &request.sql)
+            .await
+        {
+            Ok(rows) => {
+                let id = rows.query_id.clone();
+                with_query_id(streamed(request.format, rows), &id)
+            }
             Err(e) => query_error(e),
         };
     }
-    match api.engine.execute(&api.tenant, &request.sql).await {
+    match api.engine.execute(&scope, "http", &request.sql).await {
         Ok(out) => match to_json(&out) {
-            Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+            Ok(v) => with_query_id(
+                (StatusCode::OK, axum::Json(v)).into_response(),
+                &out.query_id,
+            ),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "encode_failed", e),
         },
         Err(e) => query_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    limit: Option<usize>,
+}
+
+async fn list_queries(
+    State(api): State<QueryApi>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Response {
+    let scope = match scope(&api, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let limit = params.limit.unwrap_or(100).min(10_000);
+    let queries = api.engine.log().visible(&scope, limit);
+    axum::Json(json!({ "queries": queries })).into_response()
+}
+
+async fn cancel_query(
+    State(api): State<QueryApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let scope = match scope(&api, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if api.engine.log().cancel(&scope, &id) {
+        axum::Json(json!({ "query_id": id, "cancelled": true })).into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "no_such_query",
+            format!("no running query {id} of yours"),
+        )
     }
 }
 
@@ -99,7 +192,9 @@ async fn query(
 /// client sees a broken chunked response, never a silently short one).
 fn streamed(format: ResultFormat, rows: QueryStream) -> Response {
     use futures::StreamExt;
-    let QueryStream { schema, batches } = rows;
+    let QueryStream {
+        schema, batches, ..
+    } = rows;
     let (content_type, body) = match format {
         ResultFormat::Arrow => {
             let writer = match arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema) {
@@ -178,6 +273,8 @@ fn query_error(e: QueryError) -> Response {
             StatusCode::BAD_REQUEST
         }
         QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        QueryError::TooManyQueries { .. } => StatusCode::TOO_MANY_REQUESTS,
+        QueryError::Cancelled => StatusCode::CONFLICT,
         QueryError::Catalog(c) if c.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -213,6 +310,7 @@ pub fn to_json(out: &QueryOutput) -> Result<Value, String> {
         .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
         .collect();
     Ok(json!({
+        "query_id": out.query_id,
         "columns": columns,
         "rows": rows,
         "row_count": out.row_count,
@@ -228,6 +326,7 @@ mod tests {
     use axum::http::Request;
     use spoor_common::catalog::MemoryCatalog;
     use spoor_common::config::QueryConfig;
+    use spoor_common::tenant::TenantId;
     use tower::ServiceExt;
 
     fn app() -> Router {
@@ -239,9 +338,21 @@ mod tests {
                 timeout_ms: 10_000,
                 max_sql_bytes: 10_000,
                 max_memory_bytes: 64 << 20,
+                auth: spoor_common::config::HttpAuth::None,
+                max_concurrent_per_tenant: 4,
+                history_size: 100,
+                flight_addr: String::new(),
             },
         );
-        router(engine, TenantId::new("default").expect("t"))
+        router(
+            engine,
+            Access::new(
+                spoor_common::config::HttpAuth::None,
+                TenantId::new("default").expect("t"),
+                Arc::new(spoor_common::auth::StaticTokens::default()),
+                Arc::new(crate::access::FixedTenants::default()),
+            ),
+        )
     }
 
     async fn post(body: &str) -> (StatusCode, Value) {

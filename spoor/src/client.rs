@@ -22,6 +22,9 @@ pub(crate) struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// An analyst or admin token (needed when the node has `query.auth = "token"`).
+    #[arg(long, env = "SPOOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Options of `spoor status`.
@@ -71,9 +74,12 @@ pub(crate) fn sql(args: SqlArgs) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let url = format!("{}/v1/query", args.endpoint.trim_end_matches('/'));
-            let req = reqwest::Client::new()
+            let mut req = reqwest::Client::new()
                 .post(url)
                 .json(&serde_json::json!({ "sql": args.sql }));
+            if let Some(token) = &args.token {
+                req = req.bearer_auth(token);
+            }
             send(req, &args.endpoint).await
         })
     });

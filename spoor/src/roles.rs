@@ -165,6 +165,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         control.clone(),
         role,
     ));
+    let mut flight_addr = None;
     if role.runs_ingest() || role.runs_query() {
         let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
         if role.runs_ingest() {
@@ -196,8 +197,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
             )
             .map_err(anyhow::Error::msg)
             .context("ingest.sources")?;
-            let tokens =
-                std::sync::Arc::new(spoor_ingest::auth::CoordinatorTokens::new(control.clone()));
+            let tokens = Arc::new(spoor_common::auth::CoordinatorTokens::new(control.clone()));
             app = app.merge(spoor_ingest::http::router(
                 spoor_ingest::http::HttpIngest::new(
                     flusher.clone(),
@@ -238,7 +238,36 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         }
         if role.runs_query() {
             let engine = QueryEngine::new(catalog.clone(), store.clone(), config.query.clone());
-            app = app.merge(spoor_query::http::router(engine, config.ingest_tenant()));
+            let access = spoor_query::access::Access::new(
+                config.query.auth,
+                config.ingest_tenant(),
+                Arc::new(spoor_common::auth::CoordinatorTokens::new(control.clone())),
+                Arc::new(control.clone()),
+            );
+            if !config.query.flight_addr.is_empty() {
+                let addr: SocketAddr = config
+                    .query
+                    .flight_addr
+                    .parse()
+                    .context("query.flight_addr")?;
+                let listener = bind(addr, "query.flight_addr").await?;
+                flight_addr = Some(
+                    listener
+                        .local_addr()
+                        .context("reading the Flight SQL address")?,
+                );
+                let service =
+                    spoor_query::flight::SpoorFlightSql::new(engine.clone(), access.clone())
+                        .map_err(anyhow::Error::msg)
+                        .context("building the Flight SQL service")?;
+                let stop = shutdown.clone();
+                tasks.spawn(async move {
+                    spoor_query::flight::serve(service, listener, stop.cancelled_owned())
+                        .await
+                        .context("Flight SQL server")
+                });
+            }
+            app = app.merge(spoor_query::http::router(engine, access));
         }
     }
 
@@ -274,7 +303,10 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
 
     // One line on stdout for scripts and tests: where to reach this node.
     let grpc = grpc_addr.map(|a| format!(" grpc={a}")).unwrap_or_default();
-    println!("spoor {} ready http={http_addr}{grpc}", role.name());
+    let flight = flight_addr
+        .map(|a| format!(" flight={a}"))
+        .unwrap_or_default();
+    println!("spoor {} ready http={http_addr}{grpc}{flight}", role.name());
     let _ = std::io::stdout().flush();
     tracing::info!(role = role.name(), %http_addr, grpc = ?grpc_addr, "ready");
 

@@ -239,6 +239,8 @@ pub struct Spoor {
     pub http: String,
     /// Base URL of its gRPC listener (coordinator, standalone).
     pub grpc: Option<String>,
+    /// Address (`host:port`) of its Flight SQL listener (query, standalone).
+    pub flight: Option<String>,
     /// Captured stderr, kept for diagnostics.
     pub log_path: PathBuf,
 }
@@ -276,6 +278,7 @@ impl Spoor {
         cmd.arg(role)
             .args(["--data-dir", &data_dir.display().to_string()])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(["--set", "query.flight_addr=127.0.0.1:0"])
             .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
             .env("SPOOR_LOG__FILTER", "info,openraft=warn")
             .stdout(Stdio::piped())
@@ -309,10 +312,15 @@ impl Spoor {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("grpc="))
             .map(|g| format!("http://{g}"));
+        let flight = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("flight="))
+            .map(str::to_string);
         Ok(Spoor {
             child: Some(child),
             http: format!("http://{http}"),
             grpc,
+            flight,
             log_path,
         })
     }

@@ -10,6 +10,10 @@ fn config() -> QueryConfig {
         timeout_ms: 30_000,
         max_sql_bytes: 1000,
         max_memory_bytes: 64 << 20,
+        auth: spoor_common::config::HttpAuth::None,
+        max_concurrent_per_tenant: 4,
+        history_size: 100,
+        flight_addr: String::new(),
     }
 }
 
@@ -106,7 +110,11 @@ async fn counts_only_the_tenants_files() {
     assert_eq!(
         count(
             &engine
-                .execute(&acme, "SELECT count(*) FROM events")
+                .execute(
+                    &Scope::single(acme.clone()),
+                    "test",
+                    "SELECT count(*) FROM events"
+                )
                 .await
                 .expect("acme")
         ),
@@ -115,7 +123,11 @@ async fn counts_only_the_tenants_files() {
     assert_eq!(
         count(
             &engine
-                .execute(&globex, "SELECT count(*) FROM events")
+                .execute(
+                    &Scope::single(globex.clone()),
+                    "test",
+                    "SELECT count(*) FROM events"
+                )
                 .await
                 .expect("globex")
         ),
@@ -125,7 +137,11 @@ async fn counts_only_the_tenants_files() {
     assert_eq!(
         count(
             &engine
-                .execute(&other, "SELECT count(*) FROM events")
+                .execute(
+                    &Scope::single(other.clone()),
+                    "test",
+                    "SELECT count(*) FROM events"
+                )
                 .await
                 .expect("empty")
         ),
@@ -134,7 +150,11 @@ async fn counts_only_the_tenants_files() {
     assert_eq!(
         count(
             &engine
-                .execute(&other, "SELECT count(*) FROM dead_letter")
+                .execute(
+                    &Scope::single(other.clone()),
+                    "test",
+                    "SELECT count(*) FROM dead_letter"
+                )
                 .await
                 .expect("empty")
         ),
@@ -147,7 +167,8 @@ async fn filters_and_caps_rows() {
     let (engine, acme, _) = engine().await;
     let out = engine
         .execute(
-            &acme,
+            &Scope::single(acme.clone()),
+            "test",
             "SELECT src_ip FROM events WHERE src_ip LIKE '10.0.0.%' ORDER BY time",
         )
         .await
@@ -155,7 +176,11 @@ async fn filters_and_caps_rows() {
     assert_eq!(out.row_count, 3);
     assert!(out.truncated);
     let out = engine
-        .execute(&acme, "SELECT src_ip FROM events WHERE src_ip = '10.0.0.4'")
+        .execute(
+            &Scope::single(acme.clone()),
+            "test",
+            "SELECT src_ip FROM events WHERE src_ip = '10.0.0.4'",
+        )
         .await
         .expect("q");
     assert_eq!(out.row_count, 1);
@@ -179,13 +204,20 @@ async fn refuses_writes_ddl_paths_and_bad_sql_with_reasons() {
         ("COPY events TO '/tmp/x.parquet'", "DML"),
         ("SELECT * FROM globex.events", "globex"),
     ] {
-        let err = engine.execute(&acme, sql).await.expect_err(sql);
+        let err = engine
+            .execute(&Scope::single(acme.clone()), "test", sql)
+            .await
+            .expect_err(sql);
         assert!(matches!(err, QueryError::InvalidSql(_)), "{sql}: {err:?}");
         assert!(err.to_string().contains(needle), "{sql}: {err}");
     }
     let long = format!("SELECT 1 -- {}", "x".repeat(2000));
     assert_eq!(
-        engine.execute(&acme, &long).await.expect_err("long").code(),
+        engine
+            .execute(&Scope::single(acme.clone()), "test", &long)
+            .await
+            .expect_err("long")
+            .code(),
         "sql_too_large"
     );
 }
@@ -194,7 +226,7 @@ async fn refuses_writes_ddl_paths_and_bad_sql_with_reasons() {
 async fn information_schema_lists_only_the_tenant() {
     let (engine, acme, _) = engine().await;
     let out = engine
-        .execute(&acme, "SELECT count(DISTINCT table_schema) FROM information_schema.tables WHERE table_schema <> 'information_schema'")
+        .execute(&Scope::single(acme.clone()), "test", "SELECT count(DISTINCT table_schema) FROM information_schema.tables WHERE table_schema <> 'information_schema'")
         .await
         .expect("q");
     assert_eq!(count(&out), 1);
@@ -217,15 +249,158 @@ async fn a_query_past_its_memory_limit_fails_alone_with_a_reason() {
     let sql = "SELECT count(DISTINCT v) FROM \
         (SELECT concat('value-', CAST(value AS VARCHAR)) AS v FROM generate_series(1, 500000))";
     let err = engine
-        .execute(&tenant, sql)
+        .execute(&Scope::single(tenant.clone()), "test", sql)
         .await
         .expect_err("over the limit");
     assert_eq!(err.code(), "memory_limit", "{err}");
     assert!(err.to_string().contains("query.max_memory_bytes"), "{err}");
     // The engine serves the next query as usual.
     let out = engine
-        .execute(&tenant, "SELECT 1")
+        .execute(&Scope::single(tenant.clone()), "test", "SELECT 1")
         .await
         .expect("next query");
     assert_eq!(out.row_count, 1);
+}
+
+fn both(acme: &TenantId, globex: &TenantId) -> Scope {
+    Scope::for_token([acme.clone(), globex.clone()], "op".into(), true).expect("scope")
+}
+
+#[tokio::test]
+async fn an_operator_sees_several_tenants_with_a_tenant_column() {
+    let (engine, acme, globex) = engine().await;
+    let scope = both(&acme, &globex);
+    let out = engine
+        .execute(
+            &scope,
+            "test",
+            "SELECT tenant, count(*) AS n FROM events GROUP BY tenant ORDER BY tenant",
+        )
+        .await
+        .expect("q");
+    let json = crate::http::to_json(&out).expect("json");
+    assert_eq!(
+        json["rows"],
+        serde_json::json!([{"tenant": "acme", "n": 7}, {"tenant": "globex", "n": 4}])
+    );
+    // A tenant filter reads only that tenant's files: nothing of globex is scanned.
+    let out = engine
+        .execute(
+            &scope,
+            "test",
+            "SELECT count(raw) FROM events WHERE tenant = 'globex'",
+        )
+        .await
+        .expect("q");
+    assert_eq!(count(&out), 4);
+    engine
+        .execute(
+            &scope,
+            "test",
+            "SELECT count(raw) FROM events WHERE tenant IN ('acme')",
+        )
+        .await
+        .expect("q");
+    let only_acme = engine.log().visible(&scope, 1)[0].bytes_scanned;
+    engine
+        .execute(&scope, "test", "SELECT count(raw) FROM events")
+        .await
+        .expect("q");
+    let everything = engine.log().visible(&scope, 1)[0].bytes_scanned;
+    assert!(everything > only_acme, "{everything} vs {only_acme}");
+    // A tenant outside the scope is not there even by name.
+    let out = engine
+        .execute(
+            &scope,
+            "test",
+            "SELECT count(*) FROM events WHERE tenant = 'initech'",
+        )
+        .await
+        .expect("q");
+    assert_eq!(count(&out), 0);
+    // A single-tenant scope has the column too, always its own tenant.
+    let out = engine
+        .execute(
+            &Scope::single(acme.clone()),
+            "test",
+            "SELECT count(*) FROM events WHERE tenant <> 'acme'",
+        )
+        .await
+        .expect("q");
+    assert_eq!(count(&out), 0);
+}
+
+#[tokio::test]
+async fn every_query_is_audited_with_rows_and_bytes() {
+    let (engine, acme, globex) = engine().await;
+    let acme_scope = Scope::single(acme.clone());
+    engine
+        .execute(&acme_scope, "test", "SELECT raw FROM events")
+        .await
+        .expect("q");
+    engine
+        .execute(&acme_scope, "test", "SELECT nope FROM events")
+        .await
+        .expect_err("bad");
+    let seen = engine.log().visible(&acme_scope, 10);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].outcome, "invalid_sql");
+    assert!(seen[0].error.as_deref().unwrap_or("").contains("nope"));
+    assert_eq!(seen[1].outcome, "ok");
+    assert_eq!(seen[1].rows, 3, "capped at max_result_rows");
+    assert!(seen[1].bytes_scanned > 0);
+    assert_eq!(seen[1].tenants, ["acme"]);
+    // Another tenant sees none of it.
+    assert!(engine.log().visible(&Scope::single(globex), 10).is_empty());
+}
+
+#[tokio::test]
+async fn queries_past_the_tenant_limit_are_refused_and_cancel_works() {
+    let (engine, acme, globex) = engine().await;
+    let scope = Scope::single(acme.clone());
+    // Four streams held open take the tenant's four slots (config()).
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(
+            engine
+                .execute_stream(&scope, "test", "SELECT raw FROM events")
+                .await
+                .expect("slot"),
+        );
+    }
+    let err = engine
+        .execute(&scope, "test", "SELECT 1")
+        .await
+        .expect_err("full");
+    assert_eq!(err.code(), "too_many_queries", "{err}");
+    // Other tenants are not affected.
+    engine
+        .execute(&Scope::single(globex), "test", "SELECT 1")
+        .await
+        .expect("globex");
+    // Cancelling one ends its stream with an error and frees its slot.
+    let mut first = held.remove(0);
+    assert!(engine.log().cancel(&scope, &first.query_id));
+    let next = first.batches.next().await.expect("an item");
+    assert_eq!(next.expect_err("cancelled").code(), "query_cancelled");
+    drop(first);
+    engine
+        .execute(&scope, "test", "SELECT 1")
+        .await
+        .expect("a slot is free");
+    drop(held);
+    let outcomes: Vec<String> = engine
+        .log()
+        .visible(&scope, 10)
+        .into_iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert!(
+        outcomes.contains(&"query_cancelled".to_string()),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&"too_many_queries".to_string()),
+        "{outcomes:?}"
+    );
 }

@@ -1,0 +1,205 @@
+//! From a caller's token to the [`Scope`] its queries run in, the same for
+//! HTTP, Flight SQL and PostgreSQL.
+//!
+//! With `query.auth = "token"` an analyst token reads its tenants; an admin
+//! token reads the tenants it names, or every registered tenant when it
+//! names none (an MSSP operator). Ingest tokens are refused. With
+//! `query.auth = "none"` every caller reads the default tenant
+//! (`ingest.tenant`), for loopback-only single-tenant use.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use spoor_common::auth::{AuthError, RUN_QUERIES, TokenVerifier, authorize};
+use spoor_common::config::HttpAuth;
+use spoor_common::control::{ControlClient, TokenRole};
+use spoor_common::tenant::TenantId;
+
+use crate::audit::Scope;
+
+/// Where the list of every tenant comes from (for admin tokens).
+#[async_trait]
+pub trait TenantDirectory: Send + Sync + std::fmt::Debug {
+    /// Every registered tenant.
+    async fn all_tenants(&self) -> Result<Vec<TenantId>, String>;
+}
+
+#[async_trait]
+impl TenantDirectory for ControlClient {
+    async fn all_tenants(&self) -> Result<Vec<TenantId>, String> {
+        self.cluster_status()
+            .await
+            .map(|s| s.tenants.into_iter().map(|t| t.id).collect())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A fixed list of tenants (tests, tools).
+#[derive(Debug, Clone, Default)]
+pub struct FixedTenants(pub Vec<TenantId>);
+
+#[async_trait]
+impl TenantDirectory for FixedTenants {
+    async fn all_tenants(&self) -> Result<Vec<TenantId>, String> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Why a caller gets no scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// The token is missing, invalid, of the wrong role, or cannot be checked.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The token names no tenant and none is registered.
+    #[error("the token reaches no tenant")]
+    NoTenants,
+}
+
+/// Turns tokens into scopes.
+#[derive(Debug, Clone)]
+pub struct Access {
+    mode: HttpAuth,
+    default_tenant: TenantId,
+    tokens: Arc<dyn TokenVerifier>,
+    directory: Arc<dyn TenantDirectory>,
+}
+
+impl Access {
+    /// Access as `query.auth` says: `mode`, the default tenant for `none`,
+    /// the token verifier and the tenant list for `token`.
+    pub fn new(
+        mode: HttpAuth,
+        default_tenant: TenantId,
+        tokens: Arc<dyn TokenVerifier>,
+        directory: Arc<dyn TenantDirectory>,
+    ) -> Self {
+        Access {
+            mode,
+            default_tenant,
+            tokens,
+            directory,
+        }
+    }
+
+    /// Whether callers must bring a token.
+    pub fn requires_token(&self) -> bool {
+        self.mode == HttpAuth::Token
+    }
+
+    /// The scope of a caller presenting `token` (or none).
+    pub async fn scope(&self, token: Option<&str>) -> Result<Scope, AccessError> {
+        if self.mode == HttpAuth::None {
+            return Ok(Scope::single(self.default_tenant.clone()));
+        }
+        let token = token.ok_or(AuthError::Missing)?;
+        let record = authorize(self.tokens.as_ref(), token, RUN_QUERIES).await?;
+        let admin = record.role == TokenRole::Admin;
+        let tenants = if admin && record.tenants.is_empty() {
+            self.directory
+                .all_tenants()
+                .await
+                .map_err(AuthError::Unavailable)?
+        } else {
+            record.tenants
+        };
+        Scope::for_token(tenants, record.token_id, admin).ok_or(AccessError::NoTenants)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use spoor_common::auth::StaticTokens;
+    use spoor_common::control::TokenRecord;
+
+    pub(crate) fn tenant(name: &str) -> TenantId {
+        TenantId::new(name).expect("tenant")
+    }
+
+    fn record(id: &str, role: TokenRole, tenants: &[&str]) -> TokenRecord {
+        TokenRecord {
+            token_id: id.into(),
+            tenants: tenants.iter().map(|t| tenant(t)).collect(),
+            role,
+            secret_sha256: String::new(),
+            description: String::new(),
+            revoked: false,
+        }
+    }
+
+    /// Tokens `acme-analyst`, `globex-analyst`, `acme-ingest`, `operator`
+    /// (admin of every tenant), `acme-globex` (admin of both).
+    pub(crate) fn token_access() -> Access {
+        let tokens = StaticTokens::new([
+            (
+                "acme-analyst".to_string(),
+                record("a1", TokenRole::Analyst, &["acme"]),
+            ),
+            (
+                "globex-analyst".to_string(),
+                record("g1", TokenRole::Analyst, &["globex"]),
+            ),
+            (
+                "acme-ingest".to_string(),
+                record("i1", TokenRole::Ingest, &["acme"]),
+            ),
+            ("operator".to_string(), record("op", TokenRole::Admin, &[])),
+            (
+                "acme-globex".to_string(),
+                record("ag", TokenRole::Admin, &["acme", "globex"]),
+            ),
+        ]);
+        Access::new(
+            HttpAuth::Token,
+            tenant("default"),
+            Arc::new(tokens),
+            Arc::new(FixedTenants(vec![
+                tenant("acme"),
+                tenant("globex"),
+                tenant("initech"),
+            ])),
+        )
+    }
+
+    #[tokio::test]
+    async fn tokens_decide_the_tenants() {
+        let access = token_access();
+        let acme = access.scope(Some("acme-analyst")).await.expect("analyst");
+        assert_eq!(acme.tenants(), [tenant("acme")]);
+        assert!(!acme.is_admin());
+        let op = access.scope(Some("operator")).await.expect("operator");
+        assert_eq!(op.tenants().len(), 3);
+        assert!(op.is_admin());
+        assert_eq!(
+            access
+                .scope(Some("acme-globex"))
+                .await
+                .expect("named")
+                .tenants(),
+            [tenant("acme"), tenant("globex")]
+        );
+        assert_eq!(
+            access.scope(None).await,
+            Err(AccessError::Auth(AuthError::Missing))
+        );
+        assert!(matches!(
+            access.scope(Some("acme-ingest")).await,
+            Err(AccessError::Auth(AuthError::WrongRole { .. }))
+        ));
+        assert!(matches!(
+            access.scope(Some("nope")).await,
+            Err(AccessError::Auth(AuthError::Invalid(_)))
+        ));
+        let open = Access::new(
+            HttpAuth::None,
+            tenant("default"),
+            Arc::new(StaticTokens::default()),
+            Arc::new(FixedTenants::default()),
+        );
+        assert_eq!(
+            open.scope(Some("anything")).await.expect("open").tenants(),
+            [tenant("default")]
+        );
+    }
+}

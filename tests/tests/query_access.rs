@@ -1,0 +1,322 @@
+//! Tenant isolation and the query interfaces against the real binary:
+//! tokens decide the tenants on HTTP and Flight SQL; a tenant's token
+//! reaches no other tenant's data by table names, `information_schema`,
+//! file paths, functions, the query history, Flight tickets or prepared
+//! statements; an operator token sees every tenant with a `tenant` column.
+//! The Flight SQL side runs real clients nobody here wrote: the ADBC Flight
+//! SQL driver and pyarrow.flight (tests/python/flight_sql_client.py, in the
+//! Python that `scripts/test-all.sh` prepares and names in `PYCLIENT_PYTHON`).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use spoor_tests::{Spoor, SpoorOptions, spoor_binary};
+
+fn cli(args: &[&str]) -> anyhow::Result<Value> {
+    let out = Command::new(spoor_binary()?).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "spoor {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+fn token(grpc: &str, role: &str, tenant: Option<&str>) -> anyhow::Result<String> {
+    let mut args = vec!["token", "create", "--role", role, "--coordinator", grpc];
+    if let Some(t) = tenant {
+        args.extend(["--tenant", t]);
+    }
+    cli(&args)?["token"]
+        .as_str()
+        .map(str::to_string)
+        .context("token printed")
+}
+
+/// POST /v1/query with `token`: the status and the JSON body.
+async fn sql(node: &Spoor, token: Option<&str>, sql: &str) -> anyhow::Result<(u16, Value)> {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/query", node.http))
+        .json(&json!({ "sql": sql }));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await?;
+    Ok((resp.status().as_u16(), resp.json().await?))
+}
+
+async fn rows(node: &Spoor, token: &str, query: &str) -> anyhow::Result<Value> {
+    let (status, body) = sql(node, Some(token), query).await?;
+    if status != 200 {
+        bail!("{query}: {status} {body}");
+    }
+    Ok(body["rows"].clone())
+}
+
+async fn refused(node: &Spoor, token: &str, query: &str) -> anyhow::Result<String> {
+    let (status, body) = sql(node, Some(token), query).await?;
+    if status == 200 {
+        bail!("{query} was answered for a tenant token: {body}");
+    }
+    Ok(body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn python() -> anyhow::Result<PathBuf> {
+    std::env::var_os("PYCLIENT_PYTHON")
+        .map(PathBuf::from)
+        .context(
+            "PYCLIENT_PYTHON is not set: run scripts/test-all.sh, which installs pyarrow and the \
+         ADBC Flight SQL driver and names that Python",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_keep_tenants_apart_on_http_and_flight_sql() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = Spoor::role(
+        "standalone",
+        &dir.path().join("data"),
+        &[
+            "query.auth=token".to_string(),
+            "ingest.http_auth=token".to_string(),
+        ],
+        &SpoorOptions::default(),
+    )?;
+    let grpc = node.grpc.clone().context("standalone serves gRPC")?;
+    for tenant in ["acme", "globex"] {
+        cli(&["tenant", "add", tenant, "--coordinator", &grpc])?;
+    }
+    let acme_ingest = token(&grpc, "ingest", Some("acme"))?;
+    let globex_ingest = token(&grpc, "ingest", Some("globex"))?;
+    let acme = token(&grpc, "analyst", Some("acme"))?;
+    let globex = token(&grpc, "analyst", Some("globex"))?;
+    let operator = token(&grpc, "admin", None)?;
+
+    for (t, body) in [
+        (
+            &acme_ingest,
+            "{\"src_ip\":\"10.1.1.1\"}\n{\"src_ip\":\"10.1.1.2\"}\n{\"src_ip\":\"10.1.1.3\"}\n",
+        ),
+        (
+            &globex_ingest,
+            "{\"src_ip\":\"10.2.2.1\",\"secret\":\"globex-only\"}\n{\"src_ip\":\"10.2.2.2\"}\n",
+        ),
+    ] {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/ingest/fw", node.http))
+            .bearer_auth(t)
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await?);
+    }
+    // The operator sees both tenants, told apart by the tenant column.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let by_tenant = loop {
+        let got = rows(
+            &node,
+            &operator,
+            "SELECT tenant, count(*) AS n FROM events GROUP BY tenant ORDER BY tenant",
+        )
+        .await?;
+        if got == json!([{"tenant": "acme", "n": 3}, {"tenant": "globex", "n": 2}]) {
+            break got;
+        }
+        if Instant::now() > deadline {
+            bail!("events not queryable after 30 s: {got}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(by_tenant[1]["n"], 2);
+
+    // HTTP: the token decides the tenant.
+    assert_eq!(
+        rows(&node, &acme, "SELECT count(*) AS n FROM events").await?,
+        json!([{"n": 3}])
+    );
+    assert_eq!(
+        rows(&node, &globex, "SELECT count(*) AS n FROM events").await?,
+        json!([{"n": 2}])
+    );
+    assert_eq!(
+        sql(&node, None, "SELECT 1").await?.0,
+        401,
+        "no token, no query"
+    );
+    assert_eq!(sql(&node, Some(&acme_ingest), "SELECT 1").await?.0, 403);
+    assert_eq!(sql(&node, Some("spoor_nope"), "SELECT 1").await?.0, 403);
+
+    // Every route toward globex's data, with acme's token.
+    for (query, want) in [
+        ("SELECT count(*) FROM spoor.globex.events", "globex"),
+        ("SELECT count(*) FROM globex.events", "globex"),
+        (
+            "SELECT * FROM 'tenants/globex/events/x.parquet'",
+            "tenants/globex",
+        ),
+        (
+            "SELECT * FROM read_parquet('tenants/globex/events')",
+            "read_parquet",
+        ),
+        (
+            "CREATE EXTERNAL TABLE g STORED AS PARQUET LOCATION 'file:///'",
+            "",
+        ),
+        ("SET datafusion.catalog.default_schema = 'globex'", ""),
+        ("COPY (SELECT 1) TO '/tmp/x.csv'", ""),
+    ] {
+        let message = refused(&node, &acme, query).await?;
+        assert!(message.contains(want), "{query}: {message}");
+    }
+    assert_eq!(
+        rows(
+            &node,
+            &acme,
+            "SELECT count(*) AS n FROM events WHERE tenant = 'globex' OR unmapped LIKE '%globex-only%'"
+        )
+        .await?,
+        json!([{"n": 0}])
+    );
+    assert_eq!(
+        rows(
+            &node,
+            &acme,
+            "SELECT DISTINCT table_schema FROM information_schema.tables \
+             WHERE table_schema <> 'information_schema' ORDER BY 1"
+        )
+        .await?,
+        json!([{"table_schema": "acme"}])
+    );
+    // The query history: acme sees its own queries only; globex's ids are
+    // not acme's to cancel.
+    let globex_query = sql(&node, Some(&globex), "SELECT src_ip FROM events")
+        .await?
+        .1;
+    let globex_id = globex_query["query_id"]
+        .as_str()
+        .context("query id")?
+        .to_string();
+    let history: Value = reqwest::Client::new()
+        .get(format!("{}/v1/queries?limit=1000", node.http))
+        .bearer_auth(&acme)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let queries = history["queries"].as_array().context("queries")?;
+    assert!(!queries.is_empty());
+    assert!(
+        queries.iter().all(|q| q["tenants"] == json!(["acme"])),
+        "{history}"
+    );
+    let cancel = reqwest::Client::new()
+        .delete(format!("{}/v1/queries/{globex_id}", node.http))
+        .bearer_auth(&acme)
+        .send()
+        .await?;
+    assert_eq!(cancel.status(), 404);
+    let audit: Value = reqwest::Client::new()
+        .get(format!("{}/v1/queries?limit=1000", node.http))
+        .bearer_auth(&operator)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let logged = audit["queries"]
+        .as_array()
+        .context("queries")?
+        .iter()
+        .find(|q| q["query_id"] == globex_id.as_str())
+        .context("the operator sees globex's query")?;
+    assert_eq!(logged["rows"], 2);
+    assert_eq!(logged["outcome"], "ok");
+    assert!(
+        logged["bytes_scanned"].as_u64().unwrap_or(0) > 0,
+        "{logged}"
+    );
+    assert!(logged["token_id"].is_string());
+
+    // Flight SQL with the ADBC driver and pyarrow.flight.
+    let flight = node
+        .flight
+        .clone()
+        .context("standalone serves Flight SQL")?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/flight_sql_client.py");
+    let args = json!({
+        "uri": format!("grpc://{flight}"),
+        "acme": acme,
+        "globex": globex,
+        "ingest": acme_ingest,
+    });
+    let out = Command::new(python()?)
+        .arg(&script)
+        .arg(args.to_string())
+        .output()
+        .context("running the Flight SQL client")?;
+    if !out.status.success() {
+        bail!(
+            "Flight SQL client failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            spoor_tests::tail(&node.log_path)
+        );
+    }
+    let seen: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("client output {}", String::from_utf8_lossy(&out.stdout)))?;
+    assert_eq!(seen["acme_count"], 3, "{seen}");
+    assert_eq!(seen["acme_tenants"], 1);
+    assert_eq!(seen["acme_sees_globex_rows"], 0);
+    assert_eq!(
+        seen["acme_rows"],
+        json!([
+            {"src_ip": "10.1.1.1", "tenant": "acme"},
+            {"src_ip": "10.1.1.2", "tenant": "acme"},
+            {"src_ip": "10.1.1.3", "tenant": "acme"}
+        ])
+    );
+    assert_eq!(
+        seen["globex_count"], 2,
+        "basic credentials with the token as password"
+    );
+    assert_eq!(seen["catalogs"], json!(["spoor"]));
+    assert_eq!(seen["schemas"], json!(["acme"]));
+    let tables = seen["tables"].as_array().context("tables")?;
+    for t in ["events", "dead_letter", "authentication", "dns_activity"] {
+        assert!(tables.iter().any(|x| x == t), "{t} listed: {seen}");
+    }
+    assert!(
+        seen["events_columns"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x == "tenant") && c.iter().any(|x| x == "src_ip"))
+    );
+    assert_eq!(seen["prepared_schema"], json!(["n"]));
+    assert_eq!(seen["prepared_count"], 0);
+    for key in [
+        "other_schema_error",
+        "file_path_error",
+        "ddl_error",
+        "syntax_error",
+        "ingest_token_error",
+        "bad_token_error",
+        "ticket_without_token_error",
+    ] {
+        assert!(seen[key].is_string(), "{key} should have failed: {seen}");
+    }
+    assert!(
+        seen["syntax_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("SELEC")),
+        "{seen}"
+    );
+    // A ticket is not a capability: globex's ticket redeemed by acme runs as acme.
+    assert_eq!(seen["globex_ticket_as_globex"], 2);
+    assert_eq!(seen["globex_ticket_as_acme"], 3);
+    Ok(())
+}
