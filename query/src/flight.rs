@@ -99,24 +99,31 @@ impl SpoorFlightSql {
             .map_err(|e| access_status(&e))
     }
 
-    async fn flight_info(
+    /// The FlightInfo of a statement: its schema, planned in the caller's scope.
+    async fn statement_info(
         &self,
-        scope: &Scope,
         sql: &str,
-        descriptor: FlightDescriptor,
+        request: Request<FlightDescriptor>,
         ticket: Vec<u8>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let scope = self.scope(request.metadata()).await?;
         let schema = self
             .engine
-            .schema_of(scope, sql)
+            .schema_of(&scope, sql)
             .await
             .map_err(query_status)?;
-        let info = FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(|e| Status::internal(format!("encoding the schema: {e}")))?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-            .with_descriptor(descriptor);
-        Ok(Response::new(info))
+        flight_info(request.into_inner(), &schema, ticket)
+    }
+
+    /// The FlightInfo of a metadata call, for a caller with a scope.
+    async fn metadata_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        command: Vec<u8>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.scope(request.metadata()).await?;
+        flight_info(request.into_inner(), schema, command)
     }
 
     async fn rows(
@@ -190,7 +197,8 @@ fn sql_text(bytes: &[u8], what: &str) -> Result<String, Status> {
         .map_err(|_| Status::invalid_argument(format!("{what} is not UTF-8 SQL text")))
 }
 
-fn metadata_info(
+/// A FlightInfo whose one endpoint's ticket is `ticket`.
+fn flight_info(
     descriptor: FlightDescriptor,
     schema: &Schema,
     ticket: Vec<u8>,
@@ -265,17 +273,11 @@ impl FlightSqlService for SpoorFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let scope = self.scope(request.metadata()).await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.clone().into_bytes().into(),
         };
-        self.flight_info(
-            &scope,
-            &query.query,
-            request.into_inner(),
-            ticket.as_any().encode_to_vec(),
-        )
-        .await
+        self.statement_info(&query.query, request, ticket.as_any().encode_to_vec())
+            .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -283,13 +285,11 @@ impl FlightSqlService for SpoorFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let scope = self.scope(request.metadata()).await?;
         let sql = sql_text(
             &query.prepared_statement_handle,
             "the prepared statement handle",
         )?;
-        let ticket = query.as_any().encode_to_vec();
-        self.flight_info(&scope, &sql, request.into_inner(), ticket)
+        self.statement_info(&sql, request, query.as_any().encode_to_vec())
             .await
     }
 
@@ -351,13 +351,9 @@ impl FlightSqlService for SpoorFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.scope(request.metadata()).await?;
         let schema = query.into_builder().schema();
-        metadata_info(
-            request.into_inner(),
-            &schema,
-            query.as_any().encode_to_vec(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_catalogs(
@@ -376,13 +372,9 @@ impl FlightSqlService for SpoorFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.scope(request.metadata()).await?;
         let schema = query.clone().into_builder().schema();
-        metadata_info(
-            request.into_inner(),
-            &schema,
-            query.as_any().encode_to_vec(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_schemas(
@@ -401,13 +393,9 @@ impl FlightSqlService for SpoorFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.scope(request.metadata()).await?;
         let schema = query.clone().into_builder().schema();
-        metadata_info(
-            request.into_inner(),
-            &schema,
-            query.as_any().encode_to_vec(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_tables(
@@ -430,13 +418,9 @@ impl FlightSqlService for SpoorFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.scope(request.metadata()).await?;
         let schema = table_types()?.schema();
-        metadata_info(
-            request.into_inner(),
-            &schema,
-            query.as_any().encode_to_vec(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_table_types(
@@ -453,13 +437,9 @@ impl FlightSqlService for SpoorFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.scope(request.metadata()).await?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        metadata_info(
-            request.into_inner(),
-            &schema,
-            query.as_any().encode_to_vec(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_sql_info(
