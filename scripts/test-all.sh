@@ -6,8 +6,8 @@
 # Caches (kept between runs on the same machine, so repeat runs are warm):
 #   CARGO_TARGET_DIR   default ~/.cache/spoor/target
 #   TANSU_ROOT   default ~/.cache/spoor/tansu  (tansu 0.6.0 binary)
-#   PYCLIENTS    default ~/.cache/spoor/pyclients (a Python venv with pyarrow
-#                and the ADBC Flight SQL driver, for the Flight SQL tests)
+#   PYCLIENTS    default ~/.cache/spoor/pyclients (a Python venv with pyarrow,
+#                the ADBC Flight SQL driver and psycopg, for the query tests)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,11 +37,16 @@ fi
 
 pyclients="${PYCLIENTS:-$cache/pyclients}"
 export PYCLIENT_PYTHON="$pyclients/bin/python"
-if ! "$PYCLIENT_PYTHON" -c 'import pyarrow.flight, adbc_driver_flightsql.dbapi' >/dev/null 2>&1; then
-  step "installing the Flight SQL test clients (pyarrow, adbc-driver-flightsql) into $pyclients"
+if ! "$PYCLIENT_PYTHON" -c 'import pyarrow.flight, adbc_driver_flightsql.dbapi, psycopg' >/dev/null 2>&1; then
+  step "installing the query test clients (pyarrow, adbc-driver-flightsql, psycopg) into $pyclients"
   python3 -m venv "$pyclients"
   "$pyclients/bin/pip" install --quiet --disable-pip-version-check \
-    'pyarrow>=16' 'adbc-driver-flightsql>=1.0' 'adbc-driver-manager>=1.0'
+    'pyarrow>=16' 'adbc-driver-flightsql>=1.0' 'adbc-driver-manager>=1.0' 'psycopg[binary]>=3.1'
+fi
+if ! command -v psql >/dev/null 2>&1; then
+  step "installing psql (postgresql-client) for the PostgreSQL protocol tests"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql-client;
+  else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql-client; fi
 fi
 
 step "formatting"

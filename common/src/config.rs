@@ -465,6 +465,8 @@ pub struct QueryConfig {
     pub history_size: usize,
     /// Arrow Flight SQL listener (gRPC); empty turns it off.
     pub flight_addr: String,
+    /// PostgreSQL wire protocol listener; empty turns it off.
+    pub postgres_addr: String,
 }
 
 /// Why the configuration could not be loaded.
@@ -667,14 +669,18 @@ impl Config {
         if self.query.history_size == 0 {
             return bad("query.history_size", "must be at least 1");
         }
-        let flight = &self.query.flight_addr;
-        if !flight.is_empty() && flight.parse::<SocketAddr>().is_err() {
-            return Err(ConfigError::Value {
-                key: "query.flight_addr".into(),
-                reason: format!(
-                    "{flight:?} is not an address like 127.0.0.1:7090 (empty turns it off)"
-                ),
-            });
+        for (key, addr) in [
+            ("query.flight_addr", &self.query.flight_addr),
+            ("query.postgres_addr", &self.query.postgres_addr),
+        ] {
+            if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
+                return Err(ConfigError::Value {
+                    key: key.into(),
+                    reason: format!(
+                        "{addr:?} is not an address like 127.0.0.1:7090 (empty turns it off)"
+                    ),
+                });
+            }
         }
         if !self.storage.url.is_empty()
             && let Err(e) = url::Url::parse(&self.storage.url)

@@ -342,6 +342,7 @@ mod tests {
                 max_concurrent_per_tenant: 4,
                 history_size: 100,
                 flight_addr: String::new(),
+                postgres_addr: String::new(),
             },
         );
         router(

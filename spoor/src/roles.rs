@@ -166,6 +166,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         role,
     ));
     let mut flight_addr = None;
+    let mut postgres_addr = None;
     if role.runs_ingest() || role.runs_query() {
         let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
         if role.runs_ingest() {
@@ -267,6 +268,25 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                         .context("Flight SQL server")
                 });
             }
+            if !config.query.postgres_addr.is_empty() {
+                let addr: SocketAddr = config
+                    .query
+                    .postgres_addr
+                    .parse()
+                    .context("query.postgres_addr")?;
+                let listener = bind(addr, "query.postgres_addr").await?;
+                postgres_addr = Some(
+                    listener
+                        .local_addr()
+                        .context("reading the PostgreSQL address")?,
+                );
+                let (engine, access, stop) = (engine.clone(), access.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    spoor_query::postgres::serve(engine, access, listener, stop.cancelled_owned())
+                        .await
+                        .context("PostgreSQL server")
+                });
+            }
             app = app.merge(spoor_query::http::router(engine, access));
         }
     }
@@ -306,7 +326,13 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     let flight = flight_addr
         .map(|a| format!(" flight={a}"))
         .unwrap_or_default();
-    println!("spoor {} ready http={http_addr}{grpc}{flight}", role.name());
+    let postgres = postgres_addr
+        .map(|a| format!(" postgres={a}"))
+        .unwrap_or_default();
+    println!(
+        "spoor {} ready http={http_addr}{grpc}{flight}{postgres}",
+        role.name()
+    );
     let _ = std::io::stdout().flush();
     tracing::info!(role = role.name(), %http_addr, grpc = ?grpc_addr, "ready");
 

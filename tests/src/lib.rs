@@ -241,6 +241,8 @@ pub struct Spoor {
     pub grpc: Option<String>,
     /// Address (`host:port`) of its Flight SQL listener (query, standalone).
     pub flight: Option<String>,
+    /// Address (`host:port`) of its PostgreSQL listener (query, standalone).
+    pub postgres: Option<String>,
     /// Captured stderr, kept for diagnostics.
     pub log_path: PathBuf,
 }
@@ -279,6 +281,7 @@ impl Spoor {
             .args(["--data-dir", &data_dir.display().to_string()])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .args(["--set", "query.flight_addr=127.0.0.1:0"])
+            .args(["--set", "query.postgres_addr=127.0.0.1:0"])
             .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
             .env("SPOOR_LOG__FILTER", "info,openraft=warn")
             .stdout(Stdio::piped())
@@ -316,11 +319,16 @@ impl Spoor {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("flight="))
             .map(str::to_string);
+        let postgres = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("postgres="))
+            .map(str::to_string);
         Ok(Spoor {
             child: Some(child),
             http: format!("http://{http}"),
             grpc,
             flight,
+            postgres,
             log_path,
         })
     }

@@ -3,9 +3,11 @@
 //! reaches no other tenant's data by table names, `information_schema`,
 //! file paths, functions, the query history, Flight tickets or prepared
 //! statements; an operator token sees every tenant with a `tenant` column.
-//! The Flight SQL side runs real clients nobody here wrote: the ADBC Flight
-//! SQL driver and pyarrow.flight (tests/python/flight_sql_client.py, in the
-//! Python that `scripts/test-all.sh` prepares and names in `PYCLIENT_PYTHON`).
+//! The Flight SQL and PostgreSQL sides run real clients nobody here wrote:
+//! the ADBC Flight SQL driver and pyarrow.flight
+//! (tests/python/flight_sql_client.py), `psql` from the system packages, and
+//! psycopg (tests/python/postgres_client.py), in the Python that
+//! `scripts/test-all.sh` prepares and names in `PYCLIENT_PYTHON`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -79,7 +81,7 @@ fn python() -> anyhow::Result<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_keep_tenants_apart_on_http_and_flight_sql() -> anyhow::Result<()> {
+async fn tokens_keep_tenants_apart_on_http_flight_sql_and_postgres() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let node = Spoor::role(
         "standalone",
@@ -318,5 +320,84 @@ async fn tokens_keep_tenants_apart_on_http_and_flight_sql() -> anyhow::Result<()
     // A ticket is not a capability: globex's ticket redeemed by acme runs as acme.
     assert_eq!(seen["globex_ticket_as_globex"], 2);
     assert_eq!(seen["globex_ticket_as_acme"], 3);
+
+    // PostgreSQL protocol: psql (simple protocol) from the system packages ...
+    let postgres = node
+        .postgres
+        .clone()
+        .context("standalone serves PostgreSQL")?;
+    let (host, port) = postgres.rsplit_once(':').context("host:port")?;
+    let psql = |token: &str, sql: &str| {
+        Command::new("psql")
+            .args([
+                "-h", host, "-p", port, "-U", "hunter", "-d", "spoor", "-At", "-c", sql,
+            ])
+            .env("PGPASSWORD", token)
+            .env("PGSSLMODE", "disable")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .context("running psql (the postgresql-client package)")
+    };
+    let out = psql(&acme, "SELECT count(*) FROM events")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    let out = psql(&acme, "SELECT src_ip, tenant FROM events ORDER BY src_ip")?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "10.1.1.1|acme\n10.1.1.2|acme\n10.1.1.3|acme"
+    );
+    for (token, sql, want) in [
+        (&acme, "SELECT count(*) FROM spoor.globex.events", "globex"),
+        (
+            &acme,
+            "SET datafusion.catalog.default_schema = 'globex'",
+            "SetVariable",
+        ),
+        (
+            &acme,
+            "SELECT * FROM 'tenants/globex/events/x.parquet'",
+            "tenants/globex",
+        ),
+        (&acme_ingest, "SELECT 1", "may not run queries"),
+        (&"spoor_nope".to_string(), "SELECT 1", "invalid token"),
+    ] {
+        let out = psql(token, sql)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{sql} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.contains(want), "{sql}: {stderr}");
+    }
+    // ... and psycopg (extended protocol, binary results, prepared statements).
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/postgres_client.py");
+    let args = json!({"host": host, "port": port, "acme": acme, "globex": globex});
+    let out = Command::new(python()?)
+        .arg(&script)
+        .arg(args.to_string())
+        .output()
+        .context("running the PostgreSQL client")?;
+    if !out.status.success() {
+        bail!(
+            "PostgreSQL client failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            spoor_tests::tail(&node.log_path)
+        );
+    }
+    let seen: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(seen["acme_count"], 3, "{seen}");
+    assert_eq!(seen["columns"], json!(["n"]));
+    assert_eq!(seen["first"][0], "10.1.1.1");
+    assert_eq!(seen["first"][2], "acme");
+    assert_eq!(seen["globex_count"], 2);
+    assert_eq!(seen["after_errors"], 1);
+    for key in ["globex_by_name_error", "parameter_error", "bad_token_error"] {
+        assert!(seen[key].is_string(), "{key} should have failed: {seen}");
+    }
     Ok(())
 }

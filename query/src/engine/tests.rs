@@ -14,6 +14,7 @@ fn config() -> QueryConfig {
         max_concurrent_per_tenant: 4,
         history_size: 100,
         flight_addr: String::new(),
+        postgres_addr: String::new(),
     }
 }
 
