@@ -22,6 +22,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::ScalarUDF;
 use futures::StreamExt;
 use object_store::ObjectStore;
 use spoor_common::catalog::{Catalog, CatalogError, CatalogFile, FileQuery};
@@ -33,6 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{Finished, QueryId, QueryLog, Scope};
 use crate::counting_store::CountingStore;
+use crate::intel::{IndicatorList, IntelError, IocMatch};
 use crate::tenant_table::TenantTable;
 
 /// The per-class views of `events` every session has: the OCSF class name
@@ -466,6 +468,31 @@ impl QueryEngine {
         Ok(Arc::new(df.schema().as_arrow().clone()))
     }
 
+    /// Replaces (or creates) `tenant`'s indicator list `name` from an upload
+    /// (see [`crate::intel::parse_upload`]).
+    pub async fn put_intel(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        body: &[u8],
+    ) -> Result<IndicatorList, IntelError> {
+        let indicators = crate::intel::parse_upload(body)?;
+        crate::intel::put(self.store.as_ref(), tenant, name, indicators).await
+    }
+
+    /// Deletes `tenant`'s indicator list `name`.
+    pub async fn delete_intel(&self, tenant: &TenantId, name: &str) -> Result<(), IntelError> {
+        crate::intel::delete(self.store.as_ref(), tenant, name).await
+    }
+
+    /// The indicator lists of the scope's tenants.
+    pub async fn intel_lists(
+        &self,
+        scope: &Scope,
+    ) -> Result<Vec<(TenantId, IndicatorList)>, IntelError> {
+        crate::intel::load(self.store.as_ref(), scope.tenants()).await
+    }
+
     /// One query slot of each of the scope's tenants, or which tenant is full.
     fn take_slots(&self, scope: &Scope) -> Result<Vec<OwnedSemaphorePermit>, QueryError> {
         let limit = self.config.max_concurrent_per_tenant;
@@ -529,6 +556,20 @@ impl QueryEngine {
             .map_err(from_datafusion)?;
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         crate::functions::register(&mut ctx).map_err(from_datafusion)?;
+        let lists = crate::intel::load(self.store.as_ref(), scope.tenants())
+            .await
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
+        ctx.register_udf(ScalarUDF::from(IocMatch::new(&lists)));
+        let intel = crate::intel::intel_batch(&lists)
+            .map_err(|e| QueryError::Execution(format!("indicator lists: {e}")))?;
+        ctx.register_table(
+            "intel",
+            Arc::new(
+                MemTable::try_new(crate::intel::intel_schema(), vec![vec![intel]])
+                    .map_err(from_datafusion)?,
+            ),
+        )
+        .map_err(from_datafusion)?;
         let (store, read) = CountingStore::new(self.store.clone());
         ctx.register_object_store(&lake_url(), Arc::new(store));
         for (table, schema) in [

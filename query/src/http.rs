@@ -1,11 +1,15 @@
 //! The query HTTP API:
 //!
-//! - `POST /v1/query` with `{"sql": "...", "format": "json"|"ndjson"|"arrow"}`:
-//!   JSON rows (buffered, capped), or NDJSON / Arrow IPC streamed batch by
-//!   batch. Every answer carries the query's id in `x-query-id`.
+//! - `POST /v1/query` with `{"sql": "...", "format": "json"|"ndjson"|"csv"|"arrow"}`:
+//!   JSON rows (buffered, capped), or NDJSON / CSV / Arrow IPC streamed batch
+//!   by batch. Every answer carries the query's id in `x-query-id`.
 //! - `GET /v1/queries?limit=N`: running and recent queries the caller may
 //!   see (its tenants'; an admin sees all): the query audit.
 //! - `DELETE /v1/queries/{id}`: cancels a running query the caller may see.
+//! - `PUT /v1/intel/{name}` (text, one indicator per line, or a JSON array),
+//!   `GET /v1/intel`, `DELETE /v1/intel/{name}`: the tenant's threat-intel
+//!   lists for `ioc_match` and the `intel` table; `?tenant=` picks the
+//!   tenant when the token reaches several.
 //!
 //! With `query.auth = "token"` every route needs `Authorization: Bearer
 //! <analyst or admin token>`.
@@ -18,7 +22,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spoor_common::auth::{AuthError, bearer};
@@ -26,6 +30,11 @@ use spoor_common::auth::{AuthError, bearer};
 use crate::access::{Access, AccessError};
 use crate::audit::Scope;
 use crate::engine::{QueryEngine, QueryError, QueryOutput, QueryStream};
+use crate::intel::IntelError;
+use spoor_common::tenant::TenantId;
+
+/// Largest indicator list upload, bytes.
+const INTEL_MAX_BODY_BYTES: usize = 64 << 20;
 
 #[derive(Clone)]
 struct QueryApi {
@@ -56,6 +65,18 @@ pub enum ResultFormat {
     Ndjson,
     /// An Arrow IPC stream, streamed (pyarrow, polars, DuckDB read it).
     Arrow,
+    /// CSV with a header line (RFC 4180 quoting), streamed, for
+    /// spreadsheets and BI tools.
+    Csv,
+}
+
+/// A CSV header cell, quoted when it needs to be.
+fn csv_field(name: &str) -> String {
+    if name.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    } else {
+        name.to_string()
+    }
 }
 
 /// The query routes.
@@ -64,6 +85,13 @@ pub fn router(engine: QueryEngine, access: Access) -> Router {
         .route("/v1/query", post(query))
         .route("/v1/queries", get(list_queries))
         .route("/v1/queries/{id}", delete(cancel_query))
+        .route("/v1/intel", get(list_intel))
+        .route(
+            "/v1/intel/{name}",
+            put(put_intel)
+                .delete(delete_intel)
+                .layer(axum::extract::DefaultBodyLimit::max(INTEL_MAX_BODY_BYTES)),
+        )
         .with_state(QueryApi {
             engine,
             access: Arc::new(access),
@@ -187,6 +215,123 @@ async fn cancel_query(
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct TenantParam {
+    tenant: Option<String>,
+}
+
+/// The tenant a write is for: `?tenant=` (one of the caller's), or the
+/// caller's only tenant.
+fn target_tenant(scope: &Scope, param: Option<&str>) -> Result<TenantId, Box<Response>> {
+    match (param, scope.tenants()) {
+        (Some(name), tenants) => tenants
+            .iter()
+            .find(|t| t.as_str() == name)
+            .cloned()
+            .ok_or_else(|| {
+                Box::new(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("tenant {name:?} is not one of this token's tenants"),
+                ))
+            }),
+        (None, [only]) => Ok(only.clone()),
+        (None, _) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "tenant_required",
+            "this token reaches several tenants: name one with ?tenant=".into(),
+        ))),
+    }
+}
+
+fn intel_error(e: &IntelError) -> Response {
+    match e {
+        IntelError::Invalid(_) => error(StatusCode::BAD_REQUEST, "invalid_list", e.to_string()),
+        IntelError::NotFound(_) => error(StatusCode::NOT_FOUND, "no_such_list", e.to_string()),
+        IntelError::Store(_) | IntelError::Damaged { .. } => {
+            tracing::error!(error = %e, "indicator lists");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "intel_store",
+                e.to_string(),
+            )
+        }
+    }
+}
+
+async fn put_intel(
+    State(api): State<QueryApi>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(param): Query<TenantParam>,
+    body: axum::body::Bytes,
+) -> Response {
+    let scope = match scope(&api, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tenant = match target_tenant(&scope, param.tenant.as_deref()) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    match api.engine.put_intel(&tenant, &name, &body).await {
+        Ok(list) => axum::Json(json!({
+            "list": list.name,
+            "tenant": tenant,
+            "indicators": list.indicators.len(),
+            "updated_at": list.updated_at,
+        }))
+        .into_response(),
+        Err(e) => intel_error(&e),
+    }
+}
+
+async fn delete_intel(
+    State(api): State<QueryApi>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(param): Query<TenantParam>,
+) -> Response {
+    let scope = match scope(&api, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tenant = match target_tenant(&scope, param.tenant.as_deref()) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    match api.engine.delete_intel(&tenant, &name).await {
+        Ok(()) => {
+            axum::Json(json!({"list": name, "tenant": tenant, "deleted": true})).into_response()
+        }
+        Err(e) => intel_error(&e),
+    }
+}
+
+async fn list_intel(State(api): State<QueryApi>, headers: HeaderMap) -> Response {
+    let scope = match scope(&api, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match api.engine.intel_lists(&scope).await {
+        Ok(lists) => {
+            let lists: Vec<Value> = lists
+                .iter()
+                .map(|(tenant, l)| {
+                    json!({
+                        "tenant": tenant,
+                        "list": l.name,
+                        "indicators": l.indicators.len(),
+                        "updated_at": l.updated_at,
+                    })
+                })
+                .collect();
+            axum::Json(json!({ "lists": lists })).into_response()
+        }
+        Err(e) => intel_error(&e),
+    }
+}
+
 /// A streamed response: the body is encoded batch by batch as DataFusion
 /// produces them. An error after the first bytes ends the body early (the
 /// client sees a broken chunked response, never a silently short one).
@@ -228,7 +373,31 @@ fn streamed(format: ResultFormat, rows: QueryStream) -> Response {
             .boxed();
             ("application/vnd.apache.arrow.stream", body)
         }
-        _ => {
+        ResultFormat::Csv => {
+            // The header goes with the first chunk, or alone for no rows.
+            let header = schema
+                .fields()
+                .iter()
+                .map(|f| csv_field(f.name()))
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n";
+            let rows = batches.map(|batch| {
+                let batch = batch?;
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(Vec::new());
+                writer
+                    .write(&batch)
+                    .map_err(|e| QueryError::Execution(format!("encoding rows: {e}")))?;
+                Ok(writer.into_inner())
+            });
+            let body = futures::stream::once(async move { Ok(header.into_bytes()) })
+                .chain(rows)
+                .boxed();
+            ("text/csv; charset=utf-8", body)
+        }
+        ResultFormat::Ndjson | ResultFormat::Json => {
             let body = batches
                 .map(|batch| {
                     let batch = batch?;
@@ -326,7 +495,6 @@ mod tests {
     use axum::http::Request;
     use spoor_common::catalog::MemoryCatalog;
     use spoor_common::config::QueryConfig;
-    use spoor_common::tenant::TenantId;
     use tower::ServiceExt;
 
     fn app() -> Router {
@@ -419,6 +587,15 @@ mod tests {
         let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
         assert_eq!(rows, 100);
 
+        let (status, content_type, body) =
+            post_raw(r#"{"sql":"SELECT value AS v, 'a,b' AS \"odd,name\" FROM generate_series(1, 2)","format":"csv"}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "text/csv; charset=utf-8");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "v,\"odd,name\"\n1,\"a,b\"\n2,\"a,b\"\n"
+        );
+
         // Errors before the first row are answered like any other.
         let (status, _, body) =
             post_raw(r#"{"sql":"SELECT nope FROM events","format":"ndjson"}"#).await;
@@ -447,5 +624,125 @@ mod tests {
                 .contains("query"),
             "{body}"
         );
+    }
+}
+
+#[cfg(test)]
+mod intel_tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let resp = app.clone().oneshot(req).await.expect("response");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("json"))
+    }
+
+    #[tokio::test]
+    async fn indicator_lists_feed_ioc_match_and_the_intel_table() {
+        let engine = QueryEngine::new(
+            Arc::new(spoor_common::catalog::MemoryCatalog::new()),
+            Arc::new(object_store::memory::InMemory::new()),
+            spoor_common::config::QueryConfig {
+                max_result_rows: 100,
+                timeout_ms: 10_000,
+                max_sql_bytes: 100_000,
+                max_memory_bytes: 64 << 20,
+                auth: spoor_common::config::HttpAuth::None,
+                max_concurrent_per_tenant: 4,
+                history_size: 100,
+                flight_addr: String::new(),
+                postgres_addr: String::new(),
+            },
+        );
+        let app = router(
+            engine,
+            Access::new(
+                spoor_common::config::HttpAuth::None,
+                TenantId::new("default").expect("t"),
+                Arc::new(spoor_common::auth::StaticTokens::default()),
+                Arc::new(crate::access::FixedTenants::default()),
+            ),
+        );
+        let (status, body) = call(
+            &app,
+            "PUT",
+            "/v1/intel/bad-ips",
+            "# from the feed\n203.0.113.7\n198.51.100.0/24\nEvil.Example\n",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["indicators"], 3);
+        let (status, body) = call(&app, "PUT", "/v1/intel/Bad%20Name", "x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, body) = call(&app, "PUT", "/v1/intel/broken", "10.0.0.0/99\n").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("indicator 1")
+        );
+
+        let sql = |q: &str| format!(r#"{{"sql": "{q}"}}"#);
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/v1/query",
+            &sql("SELECT v, ioc_match(v, 'bad-ips') AS hit FROM (VALUES ('203.0.113.7'), ('198.51.100.9'), ('EVIL.EXAMPLE'), ('10.0.0.1'), (NULL)) AS t(v) ORDER BY v"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["rows"],
+            json!([
+                {"v": "10.0.0.1", "hit": false},
+                {"v": "198.51.100.9", "hit": true},
+                {"v": "203.0.113.7", "hit": true},
+                {"v": "EVIL.EXAMPLE", "hit": true},
+                {"v": null, "hit": null}
+            ])
+        );
+        let (_, body) = call(
+            &app,
+            "POST",
+            "/v1/query",
+            &sql("SELECT list, count(*) AS n FROM intel GROUP BY list"),
+        )
+        .await;
+        assert_eq!(body["rows"], json!([{"list": "bad-ips", "n": 3}]));
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/v1/query",
+            &sql("SELECT ioc_match('x', 'nope')"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(r#"no indicator list "nope" (lists: bad-ips)"#),
+            "{body}"
+        );
+        let (_, body) = call(&app, "GET", "/v1/intel", "").await;
+        assert_eq!(body["lists"][0]["list"], "bad-ips");
+        assert_eq!(body["lists"][0]["tenant"], "default");
+        let (status, _) = call(&app, "DELETE", "/v1/intel/bad-ips", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(&app, "DELETE", "/v1/intel/bad-ips", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod flight;
 pub mod functions;
 pub mod http;
+pub mod intel;
 pub mod postgres;
 pub mod tenant_table;
 

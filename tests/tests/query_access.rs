@@ -1,8 +1,8 @@
 //! Tenant isolation and the query interfaces against the real binary:
 //! tokens decide the tenants on HTTP and Flight SQL; a tenant's token
 //! reaches no other tenant's data by table names, `information_schema`,
-//! file paths, functions, the query history, Flight tickets or prepared
-//! statements; an operator token sees every tenant with a `tenant` column.
+//! file paths, functions, indicator lists, the query history, Flight
+//! tickets or prepared statements; an operator token sees every tenant with a `tenant` column.
 //! The Flight SQL and PostgreSQL sides run real clients nobody here wrote:
 //! the ADBC Flight SQL driver and pyarrow.flight
 //! (tests/python/flight_sql_client.py), `psql` from the system packages, and
@@ -245,6 +245,63 @@ async fn tokens_keep_tenants_apart_on_http_flight_sql_and_postgres() -> anyhow::
         "{logged}"
     );
     assert!(logged["token_id"].is_string());
+
+    // Indicator lists are per tenant: neither ioc_match nor the intel table
+    // reach another tenant's lists, and writes stay in the caller's tenants.
+    let put_list = |token: &str, path: &str, body: &str| {
+        reqwest::Client::new()
+            .put(format!("{}{path}", node.http))
+            .bearer_auth(token)
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(
+        put_list(&acme, "/v1/intel/watch", "10.2.2.1\n10.1.1.2\n")
+            .await?
+            .status(),
+        200
+    );
+    assert_eq!(
+        put_list(&globex, "/v1/intel/globex-secret", "secret.example\n")
+            .await?
+            .status(),
+        200
+    );
+    assert_eq!(
+        put_list(&acme, "/v1/intel/x?tenant=globex", "a\n")
+            .await?
+            .status(),
+        403
+    );
+    assert_eq!(
+        put_list(&operator, "/v1/intel/x", "a\n").await?.status(),
+        400
+    );
+    assert_eq!(
+        rows(
+            &node,
+            &acme,
+            "SELECT src_ip FROM events WHERE ioc_match(src_ip, 'watch')"
+        )
+        .await?,
+        json!([{"src_ip": "10.1.1.2"}])
+    );
+    let message = refused(
+        &node,
+        &acme,
+        "SELECT count(*) FROM events WHERE ioc_match(src_ip, 'globex-secret')",
+    )
+    .await?;
+    assert!(message.contains("no indicator list"), "{message}");
+    assert_eq!(
+        rows(
+            &node,
+            &acme,
+            "SELECT tenant, list, count(*) AS n FROM intel GROUP BY 1, 2"
+        )
+        .await?,
+        json!([{"tenant": "acme", "list": "watch", "n": 2}])
+    );
 
     // Flight SQL with the ADBC driver and pyarrow.flight.
     let flight = node

@@ -1,0 +1,468 @@
+//! Threat-intel indicator lists, per tenant: IP addresses and CIDR blocks,
+//! domains, URLs, hashes, any value a hunt compares against.
+//!
+//! A list is one JSON object in the lake at
+//! `tenants/{tenant}/intel/{name}.json` (so every query node sees it at
+//! once), written by `PUT /v1/intel/{name}`. Sessions see the lists of
+//! their tenants two ways: the `intel` table (`list`, `indicator`,
+//! `tenant`) for joins, and `ioc_match(value, 'list')`, true when the value
+//! equals an indicator of that list (case-insensitive, surrounding spaces
+//! ignored) or, for an address, lies in one of its CIDR blocks.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use spoor_common::tenant::TenantId;
+
+use crate::functions::Cidr;
+
+/// Most indicators one list may hold.
+pub const MAX_INDICATORS: usize = 1_000_000;
+/// Longest indicator accepted, bytes.
+pub const MAX_INDICATOR_BYTES: usize = 2048;
+
+/// Why a list could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum IntelError {
+    /// The name or the content is not acceptable; the message says where.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such list.
+    #[error("no indicator list {0:?}")]
+    NotFound(String),
+    /// The lake could not be read or written.
+    #[error("indicator lists in the lake: {0}")]
+    Store(#[from] object_store::Error),
+    /// A stored list does not parse.
+    #[error("indicator list {key} is damaged: {reason}")]
+    Damaged {
+        /// Its object key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A stored list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndicatorList {
+    /// Its name.
+    pub name: String,
+    /// When it was last replaced, RFC 3339.
+    pub updated_at: String,
+    /// The indicators, normalized (trimmed, lower case), without duplicates.
+    pub indicators: Vec<String>,
+}
+
+/// Whether `name` may name a list: 1 to 64 of `a-z 0-9 _ -`.
+pub fn check_name(name: &str) -> Result<(), IntelError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(IntelError::Invalid(format!(
+            "list name {name:?}: use 1 to 64 characters of a-z, 0-9, _ and -"
+        )))
+    }
+}
+
+fn prefix(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/intel/")
+}
+
+fn key(tenant: &TenantId, name: &str) -> String {
+    format!("{}{name}.json", prefix(tenant))
+}
+
+/// The indicators of an upload: a JSON array of strings, or text with one
+/// indicator per line (`#` starts a comment; blank lines are skipped).
+/// Errors name the line (or array position).
+pub fn parse_upload(body: &[u8]) -> Result<Vec<String>, IntelError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| IntelError::Invalid(format!("the list is not UTF-8 text: {e}")))?;
+    let raw: Vec<(usize, String)> = if text.trim_start().starts_with('[') {
+        let values: Vec<String> = serde_json::from_str(text).map_err(|e| {
+            IntelError::Invalid(format!("a JSON list must be an array of strings: {e}"))
+        })?;
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, v))
+            .collect()
+    } else {
+        text.lines()
+            .enumerate()
+            .map(|(i, line)| {
+                (
+                    i + 1,
+                    line.split('#').next().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (at, value) in raw {
+        let value = value.trim().to_lowercase();
+        if value.is_empty() {
+            continue;
+        }
+        if value.len() > MAX_INDICATOR_BYTES || value.chars().any(char::is_control) {
+            return Err(IntelError::Invalid(format!(
+                "indicator {at}: longer than {MAX_INDICATOR_BYTES} bytes or has control characters"
+            )));
+        }
+        if value.contains('/') && value.parse::<IpAddr>().is_err() && looks_like_block(&value) {
+            Cidr::parse(&value).ok_or_else(|| {
+                IntelError::Invalid(format!("indicator {at}: {value:?} is not a CIDR block"))
+            })?;
+        }
+        if seen.insert(value.clone()) {
+            out.push(value);
+        }
+    }
+    if out.len() > MAX_INDICATORS {
+        return Err(IntelError::Invalid(format!(
+            "{} indicators; a list holds at most {MAX_INDICATORS}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// `a.b.c.d/n` or `x:y::/n`: an address before the slash.
+fn looks_like_block(value: &str) -> bool {
+    value
+        .split_once('/')
+        .is_some_and(|(addr, _)| addr.parse::<IpAddr>().is_ok())
+}
+
+/// Replaces (or creates) a tenant's list.
+pub async fn put(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+    name: &str,
+    indicators: Vec<String>,
+) -> Result<IndicatorList, IntelError> {
+    check_name(name)?;
+    let list = IndicatorList {
+        name: name.to_string(),
+        updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        indicators,
+    };
+    let bytes = serde_json::to_vec(&list).map_err(|e| IntelError::Invalid(e.to_string()))?;
+    store
+        .put(&Path::from(key(tenant, name)), PutPayload::from(bytes))
+        .await?;
+    Ok(list)
+}
+
+/// Deletes a tenant's list.
+pub async fn delete(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<(), IntelError> {
+    check_name(name)?;
+    let path = Path::from(key(tenant, name));
+    match store.head(&path).await {
+        Ok(_) => Ok(store.delete(&path).await?),
+        Err(object_store::Error::NotFound { .. }) => Err(IntelError::NotFound(name.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every list of each of `tenants`.
+pub async fn load(
+    store: &dyn ObjectStore,
+    tenants: &[TenantId],
+) -> Result<Vec<(TenantId, IndicatorList)>, IntelError> {
+    let mut out = Vec::new();
+    for tenant in tenants {
+        let objects: Vec<_> = store
+            .list(Some(&Path::from(prefix(tenant))))
+            .try_collect()
+            .await?;
+        for object in objects {
+            let key = object.location.to_string();
+            if !key.ends_with(".json") {
+                continue;
+            }
+            let bytes = store.get(&object.location).await?.bytes().await?;
+            let list: IndicatorList =
+                serde_json::from_slice(&bytes).map_err(|e| IntelError::Damaged {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+            out.push((tenant.clone(), list));
+        }
+    }
+    out.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
+    Ok(out)
+}
+
+/// The `intel` table's schema.
+pub fn intel_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("list", DataType::Utf8, false),
+        Field::new("indicator", DataType::Utf8, false),
+        Field::new("tenant", DataType::Utf8, false),
+    ]))
+}
+
+/// The `intel` table's rows.
+pub fn intel_batch(
+    lists: &[(TenantId, IndicatorList)],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let rows = lists.iter().map(|(_, l)| l.indicators.len()).sum();
+    let (mut names, mut values, mut tenants) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    for (tenant, list) in lists {
+        for indicator in &list.indicators {
+            names.push(list.name.as_str());
+            values.push(indicator.as_str());
+            tenants.push(tenant.as_str());
+        }
+    }
+    RecordBatch::try_new(
+        intel_schema(),
+        vec![
+            Arc::new(StringArray::from(names)) as ArrayRef,
+            Arc::new(StringArray::from(values)),
+            Arc::new(StringArray::from(tenants)),
+        ],
+    )
+}
+
+/// One list, ready to match against.
+#[derive(Debug, Default)]
+struct IndicatorSet {
+    exact: HashSet<String>,
+    blocks: Vec<Cidr>,
+}
+
+impl IndicatorSet {
+    fn add(&mut self, indicator: &str) {
+        if looks_like_block(indicator)
+            && let Some(block) = Cidr::parse(indicator)
+        {
+            self.blocks.push(block);
+            return;
+        }
+        self.exact.insert(indicator.to_string());
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        let value = value.trim();
+        let hit = if value.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.exact.contains(&value.to_lowercase())
+        } else {
+            self.exact.contains(value)
+        };
+        hit || (!self.blocks.is_empty()
+            && value
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| self.blocks.iter().any(|b| b.contains(ip))))
+    }
+}
+
+/// `ioc_match(value, 'list')` over the lists of a session's tenants (a
+/// list name several tenants use matches any of them).
+#[derive(Debug)]
+pub struct IocMatch {
+    signature: Signature,
+    lists: Arc<HashMap<String, IndicatorSet>>,
+}
+
+impl PartialEq for IocMatch {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.lists, &other.lists)
+    }
+}
+
+impl Eq for IocMatch {}
+
+impl std::hash::Hash for IocMatch {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+impl IocMatch {
+    /// The function over `lists`.
+    pub fn new(lists: &[(TenantId, IndicatorList)]) -> Self {
+        let mut sets: HashMap<String, IndicatorSet> = HashMap::new();
+        for (_, list) in lists {
+            let set = sets.entry(list.name.clone()).or_default();
+            list.indicators.iter().for_each(|i| set.add(i));
+        }
+        IocMatch {
+            signature: Signature::uniform(2, vec![DataType::Utf8], Volatility::Stable),
+            lists: Arc::new(sets),
+        }
+    }
+
+    fn set(&self, name: &str) -> DfResult<&IndicatorSet> {
+        self.lists.get(name).ok_or_else(|| {
+            let mut known: Vec<&str> = self.lists.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            DataFusionError::Plan(format!(
+                "ioc_match: no indicator list {name:?} (lists: {}); upload one with PUT /v1/intel/{name}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })
+    }
+}
+
+impl ScalarUDFImpl for IocMatch {
+    fn name(&self) -> &str {
+        "ioc_match"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    /// A literal list name that does not exist is refused while planning.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        if let Some(Some(
+            ScalarValue::Utf8(Some(name))
+            | ScalarValue::LargeUtf8(Some(name))
+            | ScalarValue::Utf8View(Some(name)),
+        )) = args.scalar_arguments.get(1)
+        {
+            self.set(name)?;
+        }
+        Ok(Arc::new(Field::new(self.name(), DataType::Boolean, true)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays: Vec<StringArray> = args
+            .args
+            .into_iter()
+            .map(|a| -> DfResult<StringArray> {
+                let text = arrow::compute::cast(&a.to_array(rows)?, &DataType::Utf8)?;
+                text.as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .ok_or_else(|| {
+                        DataFusionError::Internal("ioc_match: argument is not text".into())
+                    })
+            })
+            .collect::<DfResult<_>>()?;
+        let [values, names] = <[StringArray; 2]>::try_from(arrays)
+            .map_err(|_| DataFusionError::Plan("ioc_match takes 2 arguments".into()))?;
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..values.len() {
+            if values.is_null(i) || names.is_null(i) {
+                out.push(None);
+            } else {
+                out.push(Some(self.set(names.value(i))?.matches(values.value(i))));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(out))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_are_normalized_and_errors_name_the_line() {
+        let text =
+            b"# tor exits\n10.0.0.1\n  EVIL.example  \n\n192.0.2.0/24 # block\nevil.example\n";
+        assert_eq!(
+            parse_upload(text).expect("text"),
+            ["10.0.0.1", "evil.example", "192.0.2.0/24"]
+        );
+        assert_eq!(
+            parse_upload(br#"["A", "b", "a"]"#).expect("json"),
+            ["a", "b"]
+        );
+        let err = parse_upload(b"ok\n10.0.0.0/40\n").expect_err("bad block");
+        assert!(err.to_string().contains("indicator 2"), "{err}");
+        assert!(parse_upload(b"[1, 2]").is_err());
+        assert!(check_name("tor-exits_2").is_ok());
+        assert!(check_name("../x").is_err());
+        assert!(check_name("").is_err());
+    }
+
+    #[test]
+    fn matches_exact_case_insensitive_and_blocks() {
+        let tenant = TenantId::new("acme").expect("t");
+        let list = IndicatorList {
+            name: "bad".into(),
+            updated_at: String::new(),
+            indicators: vec![
+                "evil.example".into(),
+                "192.0.2.0/24".into(),
+                "abc123".into(),
+            ],
+        };
+        let f = IocMatch::new(&[(tenant, list)]);
+        let set = f.set("bad").expect("list");
+        assert!(set.matches("EVIL.example"));
+        assert!(set.matches(" 192.0.2.200 "));
+        assert!(!set.matches("192.0.3.1"));
+        assert!(set.matches("ABC123"));
+        assert!(!set.matches("sub.evil.example"));
+        assert!(f.set("other").is_err());
+    }
+
+    #[tokio::test]
+    async fn lists_are_stored_per_tenant() {
+        let store = object_store::memory::InMemory::new();
+        let (acme, globex) = (
+            TenantId::new("acme").expect("t"),
+            TenantId::new("globex").expect("t"),
+        );
+        put(&store, &acme, "bad", vec!["x".into()])
+            .await
+            .expect("put");
+        put(&store, &globex, "bad", vec!["y".into()])
+            .await
+            .expect("put");
+        let acme_lists = load(&store, std::slice::from_ref(&acme))
+            .await
+            .expect("load");
+        assert_eq!(acme_lists.len(), 1);
+        assert_eq!(acme_lists[0].1.indicators, ["x"]);
+        assert_eq!(
+            load(&store, &[acme.clone(), globex])
+                .await
+                .expect("both")
+                .len(),
+            2
+        );
+        delete(&store, &acme, "bad").await.expect("delete");
+        assert!(matches!(
+            delete(&store, &acme, "bad").await,
+            Err(IntelError::NotFound(_))
+        ));
+        assert!(load(&store, &[acme]).await.expect("load").is_empty());
+    }
+}
