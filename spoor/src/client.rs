@@ -14,8 +14,10 @@ const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7080";
 /// Options of `spoor sql`.
 #[derive(Debug, Args)]
 pub(crate) struct SqlArgs {
-    /// The statement, for example "SELECT count(*) FROM events".
-    sql: String,
+    /// The statement, for example "SELECT count(*) FROM events"; without
+    /// one, an interactive prompt (statements end with `;`, `\q` quits,
+    /// `\help` lists the commands, history in ~/.spoor_sql_history).
+    sql: Option<String>,
     /// HTTP endpoint of a query or standalone node.
     #[arg(long, env = "SPOOR_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     endpoint: String,
@@ -35,7 +37,7 @@ pub(crate) struct StatusArgs {
     endpoint: String,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     /// Aligned columns.
     Table,
@@ -70,54 +72,175 @@ async fn send(req: reqwest::RequestBuilder, endpoint: &str) -> Result<Value, Str
     Ok(body)
 }
 
+/// Runs one statement and prints its rows in `format`.
+async fn run_sql(
+    client: &reqwest::Client,
+    args: &SqlArgs,
+    sql: &str,
+    format: Format,
+) -> Result<(), String> {
+    let url = format!("{}/v1/query", args.endpoint.trim_end_matches('/'));
+    let mut req = client.post(url).json(&serde_json::json!({ "sql": sql }));
+    if let Some(token) = &args.token {
+        req = req.bearer_auth(token);
+    }
+    let body = send(req, &args.endpoint).await?;
+    let rows = body["rows"].as_array().cloned().unwrap_or_default();
+    match format {
+        Format::Json => println!("{}", Value::Array(rows)),
+        Format::Ndjson => rows.iter().for_each(|r| println!("{r}")),
+        Format::Table => {
+            let columns: Vec<String> = body["columns"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            print!("{}", render_table(&columns, &rows));
+            let truncated = if body["truncated"].as_bool() == Some(true) {
+                " (truncated)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "{} row(s){truncated} in {:.1} ms",
+                rows.len(),
+                body["elapsed_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn sql(args: SqlArgs) -> ExitCode {
     let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let url = format!("{}/v1/query", args.endpoint.trim_end_matches('/'));
-            let mut req = reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({ "sql": args.sql }));
-            if let Some(token) = &args.token {
-                req = req.bearer_auth(token);
-            }
-            send(req, &args.endpoint).await
-        })
+        let client = reqwest::Client::new();
+        match &args.sql {
+            Some(sql) => rt.block_on(run_sql(&client, &args, sql, args.format)),
+            None => repl(&rt, &client, &args),
+        }
     });
     match result {
-        Ok(body) => {
-            let rows = body["rows"].as_array().cloned().unwrap_or_default();
-            match args.format {
-                Format::Json => println!("{}", Value::Array(rows)),
-                Format::Ndjson => rows.iter().for_each(|r| println!("{r}")),
-                Format::Table => {
-                    let columns: Vec<String> = body["columns"]
-                        .as_array()
-                        .map(|cs| {
-                            cs.iter()
-                                .filter_map(|c| c["name"].as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    print!("{}", render_table(&columns, &rows));
-                    let truncated = if body["truncated"].as_bool() == Some(true) {
-                        " (truncated)"
-                    } else {
-                        ""
-                    };
-                    eprintln!(
-                        "{} row(s){truncated} in {:.1} ms",
-                        rows.len(),
-                        body["elapsed_ms"].as_f64().unwrap_or(0.0)
-                    );
-                }
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spoor sql: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+const REPL_HELP: &str = "\
+statements end with ; and may span lines
+\\q                quit (also Ctrl-D)
+\\format FORMAT    table, json or ndjson
+\\tables           the tables and views
+\\d TABLE          a table's columns
+\\help             this text";
+
+/// The interactive prompt: statements end with `;`, errors are printed and
+/// the prompt goes on, history is kept between sessions.
+fn repl(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    args: &SqlArgs,
+) -> Result<(), String> {
+    use rustyline::error::ReadlineError;
+    let mut editor =
+        rustyline::DefaultEditor::new().map_err(|e| format!("starting the prompt: {e}"))?;
+    let history = std::env::var_os("HOME")
+        .map(|home| std::path::PathBuf::from(home).join(".spoor_sql_history"));
+    if let Some(path) = &history {
+        // A first session has no history yet.
+        let _ = editor.load_history(path);
+    }
+    eprintln!(
+        "spoor sql: connected to {}; statements end with ;  \\help for help, \\q to quit",
+        args.endpoint
+    );
+    let mut format = args.format;
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() {
+            "spoor> "
+        } else {
+            "  ...> "
+        };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                buffer.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(format!("reading input: {e}")),
+        };
+        let trimmed = line.trim();
+        if buffer.is_empty() && trimmed.starts_with('\\') {
+            let _ = editor.add_history_entry(trimmed);
+            let mut words = trimmed.split_whitespace();
+            let command = words.next().unwrap_or_default();
+            let argument = words.next();
+            let statement = match (command, argument) {
+                ("\\q" | "\\quit", _) => break,
+                ("\\help" | "\\?", _) => {
+                    eprintln!("{REPL_HELP}");
+                    None
+                }
+                ("\\format", Some(f)) => {
+                    match Format::from_str(f, true) {
+                        Ok(f) => format = f,
+                        Err(_) => eprintln!("unknown format {f:?}: table, json or ndjson"),
+                    }
+                    None
+                }
+                ("\\tables", _) => Some(
+                    "SELECT table_name, table_type FROM information_schema.tables \
+                     WHERE table_schema <> 'information_schema' ORDER BY table_type, table_name"
+                        .to_string(),
+                ),
+                ("\\d", Some(table))
+                    if table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    Some(format!(
+                        "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+                         WHERE table_name = '{table}' ORDER BY ordinal_position"
+                    ))
+                }
+                _ => {
+                    eprintln!("unknown command {trimmed:?}; \\help lists the commands");
+                    None
+                }
+            };
+            if let Some(sql) = statement
+                && let Err(e) = rt.block_on(run_sql(client, args, &sql, Format::Table))
+            {
+                eprintln!("{e}");
+            }
+            continue;
+        }
+        if trimmed.is_empty() && buffer.is_empty() {
+            continue;
+        }
+        buffer.push_str(&line);
+        buffer.push('\n');
+        if !trimmed.ends_with(';') {
+            continue;
+        }
+        let statement = std::mem::take(&mut buffer);
+        let _ = editor.add_history_entry(statement.trim());
+        let sql = statement.trim().trim_end_matches(';');
+        if let Err(e) = rt.block_on(run_sql(client, args, sql, format)) {
+            eprintln!("{e}");
+        }
+    }
+    if let Some(path) = &history
+        && let Err(e) = editor.save_history(path)
+    {
+        eprintln!("could not save the history to {}: {e}", path.display());
+    }
+    Ok(())
 }
 
 pub(crate) fn status(args: StatusArgs) -> ExitCode {

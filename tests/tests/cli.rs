@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use anyhow::Context;
 use spoor_tests::{Spoor, SpoorOptions, spoor_binary};
 
 fn spoor(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(i32, String, String)> {
@@ -174,6 +175,42 @@ async fn http_ingest_sql_and_status_survive_restart() -> anyhow::Result<()> {
     let (code, _, err) = spoor(&["sql", &endpoint, "DELETE FROM events"], &[])?;
     assert_eq!(code, 1);
     assert!(err.contains("invalid_sql"), "{err}");
+
+    // The interactive prompt, fed from a pipe: multi-line statements, an
+    // error that does not end the session, commands, history kept.
+    let home = tempfile::tempdir()?;
+    let mut child = Command::new(spoor_binary()?)
+        .args(["sql", &endpoint])
+        .env("HOME", home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(
+            b"SELECT count(*)\n  AS n FROM events;\nSELEC 1;\n\\tables\n\\format ndjson\nSELECT 7 AS seven;\n\\q\n",
+        )?;
+    }
+    let out = child.wait_with_output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("n\n-\n3\n"), "{stdout}");
+    assert!(
+        stderr.contains("invalid_sql") && stderr.contains("SELEC"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("authentication") && stdout.contains("VIEW"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("{\"seven\":7}"), "{stdout}");
+    let history = std::fs::read_to_string(home.path().join(".spoor_sql_history"))?;
+    assert!(history.contains("SELECT 7 AS seven"), "{history}");
 
     let (code, out, err) = spoor(&["status", &endpoint], &[])?;
     assert_eq!(code, 0, "{err}");
