@@ -14,10 +14,6 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
@@ -25,10 +21,10 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use futures::StreamExt;
 use object_store::ObjectStore;
-use spoor_common::catalog::{Catalog, CatalogError, CatalogFile, FileQuery};
+use spoor_common::catalog::{Catalog, CatalogError, FileQuery};
 use spoor_common::config::QueryConfig;
 use spoor_common::schema::{Table, dead_letter_schema, event_schema};
-use spoor_common::storage::{LAKE_URL, lake_url};
+use spoor_common::storage::lake_url;
 use spoor_common::tenant::TenantId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -582,7 +578,7 @@ impl QueryEngine {
                     .catalog
                     .list_files(FileQuery::all(tenant.clone(), table))
                     .await?;
-                parts.push((tenant.clone(), self.tenant_files(&schema, &files)?));
+                parts.push((tenant.clone(), files));
             }
             ctx.register_table(table.name(), Arc::new(TenantTable::new(&schema, parts)))
                 .map_err(from_datafusion)?;
@@ -598,32 +594,6 @@ impl QueryEngine {
             .map_err(from_datafusion)?;
         }
         Ok((ctx, read))
-    }
-
-    /// One tenant's table: its files, or nothing.
-    fn tenant_files(
-        &self,
-        schema: &SchemaRef,
-        files: &[CatalogFile],
-    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
-        if files.is_empty() {
-            return Ok(Arc::new(
-                MemTable::try_new(schema.clone(), vec![vec![]]).map_err(from_datafusion)?,
-            ));
-        }
-        let urls = files
-            .iter()
-            .map(|f| ListingTableUrl::parse(format!("{LAKE_URL}{}", f.file.object_key)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(from_datafusion)?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema.clone());
-        Ok(Arc::new(
-            ListingTable::try_new(config).map_err(from_datafusion)?,
-        ))
     }
 }
 

@@ -3,10 +3,11 @@
 //! Files of different tenants live under different prefixes and carry no
 //! tenant column of their own (DESIGN.md, storage layout), so a session's
 //! `events` is the union of one scan per tenant in its scope, each adding its
-//! tenant as a constant. A filter on `tenant` (`=` or `IN` of literals)
-//! drops whole tenants before any of their files is opened; every other
-//! filter goes down to each tenant's Parquet scan for row-group, page and
-//! bloom-filter pruning.
+//! tenant as a constant. Before any file is opened, a filter on `tenant`
+//! (`=` or `IN` of literals) drops whole tenants and bounds on `time`
+//! (`<`, `<=`, `>`, `>=`, `=`, `BETWEEN` with literals) drop the files whose
+//! catalog time range lies outside; every other filter goes down to each
+//! tenant's Parquet scan for row-group, page and bloom-filter pruning.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,6 +17,10 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{Column, Literal};
@@ -23,26 +28,31 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+use spoor_common::catalog::CatalogFile;
+use spoor_common::storage::LAKE_URL;
 use spoor_common::tenant::TenantId;
 
 /// The name of the column every table gets.
 pub const TENANT_COLUMN: &str = "tenant";
 
-/// A table made of one provider per tenant, all with the same schema.
+/// A table made of each tenant's files, all with the same schema.
 #[derive(Debug)]
 pub struct TenantTable {
-    /// The parts' schema plus `tenant` last.
+    /// The files' schema.
+    base: SchemaRef,
+    /// The files' schema plus `tenant` last.
     schema: SchemaRef,
-    /// Per tenant, its own table (without a tenant column).
-    parts: Vec<(TenantId, Arc<dyn TableProvider>)>,
+    /// Per tenant, its files as the catalog lists them.
+    parts: Vec<(TenantId, Vec<CatalogFile>)>,
 }
 
 impl TenantTable {
-    /// The union of `parts`, whose schema is `base`.
-    pub fn new(base: &Schema, parts: Vec<(TenantId, Arc<dyn TableProvider>)>) -> Self {
+    /// The union of `parts`, whose files have the schema `base`.
+    pub fn new(base: &SchemaRef, parts: Vec<(TenantId, Vec<CatalogFile>)>) -> Self {
         let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(TENANT_COLUMN, DataType::Utf8, false));
         TenantTable {
+            base: base.clone(),
             schema: Arc::new(Schema::new_with_metadata(fields, base.metadata().clone())),
             parts,
         }
@@ -50,6 +60,93 @@ impl TenantTable {
 
     fn tenant_index(&self) -> usize {
         self.schema.fields().len() - 1
+    }
+}
+
+/// A Parquet listing of exactly `files`.
+fn listing(base: &SchemaRef, files: &[&CatalogFile]) -> Result<Arc<dyn TableProvider>> {
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(format!("{LAKE_URL}{}", f.file.object_key)))
+        .collect::<Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(base.clone());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The time range (inclusive, microseconds) filters on `time` allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimeRange {
+    from: i64,
+    to: i64,
+}
+
+impl TimeRange {
+    const ALL: TimeRange = TimeRange {
+        from: i64::MIN,
+        to: i64::MAX,
+    };
+
+    fn overlaps(&self, file: &CatalogFile) -> bool {
+        file.file.max_time_micros >= self.from && file.file.min_time_micros <= self.to
+    }
+
+    /// Narrows by one filter when it bounds `time` by a literal.
+    fn narrow(&mut self, expr: &Expr) {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (op, value) = match (time_column(left), time_column(right)) {
+                    (true, false) => (*op, micros(right)),
+                    (false, true) => (op.swap().unwrap_or(*op), micros(left)),
+                    _ => return,
+                };
+                let Some(v) = value else { return };
+                match op {
+                    Operator::Eq => {
+                        self.from = self.from.max(v);
+                        self.to = self.to.min(v);
+                    }
+                    Operator::Gt | Operator::GtEq => self.from = self.from.max(v),
+                    Operator::Lt | Operator::LtEq => self.to = self.to.min(v),
+                    _ => {}
+                }
+            }
+            Expr::Between(between) if !between.negated && time_column(&between.expr) => {
+                if let (Some(lo), Some(hi)) = (micros(&between.low), micros(&between.high)) {
+                    self.from = self.from.max(lo);
+                    self.to = self.to.min(hi);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn time_column(expr: &Expr) -> bool {
+    match expr {
+        Expr::Column(c) => c.name == "time",
+        // Comparisons against a differently typed literal cast the column.
+        Expr::Cast(cast) => time_column(&cast.expr),
+        Expr::TryCast(cast) => time_column(&cast.expr),
+        _ => false,
+    }
+}
+
+/// A timestamp literal in microseconds (rounded outward is not needed: a
+/// file is kept when any of its microseconds may match).
+fn micros(expr: &Expr) -> Option<i64> {
+    let Expr::Literal(value, _) = expr else {
+        return None;
+    };
+    match value {
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Some(*v),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000),
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000)),
+        _ => None,
     }
 }
 
@@ -147,15 +244,21 @@ impl TableProvider for TenantTable {
             .copied()
             .filter(|&i| i != tenant_index)
             .collect();
+        let mut range = TimeRange::ALL;
+        filters.iter().for_each(|f| range.narrow(f));
         let mut plans = Vec::new();
-        for (tenant, part) in &self.parts {
+        for (tenant, files) in &self.parts {
             if allowed
                 .as_ref()
                 .is_some_and(|a| !a.contains(tenant.as_str()))
             {
                 continue;
             }
-            let scan = part
+            let files: Vec<&CatalogFile> = files.iter().filter(|f| range.overlaps(f)).collect();
+            if files.is_empty() {
+                continue;
+            }
+            let scan = listing(&self.base, &files)?
                 .scan(state, Some(&part_projection), &part_filters, limit)
                 .await?;
             let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());

@@ -405,3 +405,34 @@ async fn queries_past_the_tenant_limit_are_refused_and_cancel_works() {
         "{outcomes:?}"
     );
 }
+
+#[tokio::test]
+async fn time_bounds_skip_files_before_opening_them() {
+    let (engine, acme, _) = engine().await;
+    let scope = Scope::single(acme);
+    // seed() writes rows from 2023-11-14T22:13:20Z on; nothing is that late.
+    let out = engine
+        .execute(
+            &scope,
+            "test",
+            "SELECT count(raw) FROM events WHERE time >= TIMESTAMP '2030-01-01T00:00:00Z'",
+        )
+        .await
+        .expect("q");
+    assert_eq!(count(&out), 0);
+    assert_eq!(
+        engine.log().visible(&scope, 1)[0].bytes_scanned,
+        0,
+        "no file opened"
+    );
+    let out = engine
+        .execute(
+            &scope,
+            "test",
+            "SELECT count(raw) FROM events WHERE time BETWEEN TIMESTAMP '2023-11-14T00:00:00Z' AND TIMESTAMP '2023-11-15T00:00:00Z'",
+        )
+        .await
+        .expect("q");
+    assert_eq!(count(&out), 7);
+    assert!(engine.log().visible(&scope, 1)[0].bytes_scanned > 0);
+}
