@@ -290,6 +290,9 @@ fn encode_cell(encoder: &mut DataRowEncoder, column: &dyn Array, row: usize) -> 
                 .ok_or_else(|| error("ERROR", "22008", format!("date {days} is out of range")))?;
             encoder.encode_field(&date)
         }
+        DataType::Utf8 => encoder.encode_field(&column.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => encoder.encode_field(&column.as_string::<i64>().value(row)),
+        DataType::Utf8View => encoder.encode_field(&column.as_string_view().value(row)),
         DataType::Binary => {
             let a = column.as_any().downcast_ref::<BinaryArray>();
             encoder.encode_field(&a.map(|a| a.value(row)).unwrap_or_default())

@@ -35,7 +35,8 @@ use spoor_common::tenant::TenantId;
 /// The name of the column every table gets.
 pub const TENANT_COLUMN: &str = "tenant";
 
-/// A table made of each tenant's files, all with the same schema.
+/// A table made of each tenant's files, all with the same schema (text
+/// columns as `Utf8View`, see [`view_types`]).
 #[derive(Debug)]
 pub struct TenantTable {
     /// The files' schema.
@@ -49,6 +50,7 @@ pub struct TenantTable {
 impl TenantTable {
     /// The union of `parts`, whose files have the schema `base`.
     pub fn new(base: &SchemaRef, parts: Vec<(TenantId, Vec<CatalogFile>)>) -> Self {
+        let base = &view_types(base);
         let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(TENANT_COLUMN, DataType::Utf8, false));
         TenantTable {
@@ -61,6 +63,25 @@ impl TenantTable {
     fn tenant_index(&self) -> usize {
         self.schema.fields().len() - 1
     }
+}
+
+/// `base` with its text columns read as `Utf8View`: Parquet strings decode
+/// into views without copying, and DataFusion's filters, group-bys and joins
+/// on views are faster (about twice, on the hunting benchmark's top-N
+/// group-by and indicator join).
+fn view_types(base: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = base
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.data_type() == &DataType::Utf8 {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, base.metadata().clone()))
 }
 
 /// A Parquet listing of exactly `files`.
