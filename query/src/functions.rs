@@ -233,7 +233,10 @@ pub fn wildcard_regex(pattern: &str) -> String {
 }
 
 /// The arguments as text arrays of the batch's length.
-fn text_args<const N: usize>(name: &str, args: ScalarFunctionArgs) -> Result<[StringArray; N]> {
+pub(crate) fn text_args<const N: usize>(
+    name: &str,
+    args: ScalarFunctionArgs,
+) -> Result<[StringArray; N]> {
     let rows = args.number_rows;
     let arrays: Vec<StringArray> = args
         .args

@@ -497,7 +497,7 @@ mod tests {
     use spoor_common::config::QueryConfig;
     use tower::ServiceExt;
 
-    fn app() -> Router {
+    pub(super) fn app() -> Router {
         let engine = QueryEngine::new(
             Arc::new(MemoryCatalog::new()),
             Arc::new(object_store::memory::InMemory::new()),
@@ -651,30 +651,8 @@ mod intel_tests {
 
     #[tokio::test]
     async fn indicator_lists_feed_ioc_match_and_the_intel_table() {
-        let engine = QueryEngine::new(
-            Arc::new(spoor_common::catalog::MemoryCatalog::new()),
-            Arc::new(object_store::memory::InMemory::new()),
-            spoor_common::config::QueryConfig {
-                max_result_rows: 100,
-                timeout_ms: 10_000,
-                max_sql_bytes: 100_000,
-                max_memory_bytes: 64 << 20,
-                auth: spoor_common::config::HttpAuth::None,
-                max_concurrent_per_tenant: 4,
-                history_size: 100,
-                flight_addr: String::new(),
-                postgres_addr: String::new(),
-            },
-        );
-        let app = router(
-            engine,
-            Access::new(
-                spoor_common::config::HttpAuth::None,
-                TenantId::new("default").expect("t"),
-                Arc::new(spoor_common::auth::StaticTokens::default()),
-                Arc::new(crate::access::FixedTenants::default()),
-            ),
-        );
+        // One app (one engine and store) for every call.
+        let app = super::tests::app();
         let (status, body) = call(
             &app,
             "PUT",

@@ -359,22 +359,8 @@ impl ScalarUDFImpl for IocMatch {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        let arrays: Vec<StringArray> = args
-            .args
-            .into_iter()
-            .map(|a| -> DfResult<StringArray> {
-                let text = arrow::compute::cast(&a.to_array(rows)?, &DataType::Utf8)?;
-                text.as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned()
-                    .ok_or_else(|| {
-                        DataFusionError::Internal("ioc_match: argument is not text".into())
-                    })
-            })
-            .collect::<DfResult<_>>()?;
-        let [values, names] = <[StringArray; 2]>::try_from(arrays)
-            .map_err(|_| DataFusionError::Plan("ioc_match takes 2 arguments".into()))?;
+        let [values, names] = crate::functions::text_args::<2>("ioc_match", args)?;
+        let rows = values.len();
         let mut out = Vec::with_capacity(rows);
         for i in 0..values.len() {
             if values.is_null(i) || names.is_null(i) {
