@@ -19,8 +19,9 @@ use std::sync::Arc;
 use arrow::json::writer::{JsonArray, WriterBuilder};
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
@@ -118,11 +119,20 @@ pub(crate) fn access_error(e: &AccessError) -> Response {
     error(status, code, e.to_string())
 }
 
-async fn scope(api: &QueryApi, headers: &HeaderMap) -> Result<Scope, Response> {
-    api.access
-        .scope(bearer(headers))
-        .await
-        .map_err(|e| access_error(&e))
+/// The caller's scope, from its token: every route takes one, and a request
+/// without a valid token is answered before its body is read.
+struct Caller(Scope);
+
+impl FromRequestParts<QueryApi> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &QueryApi) -> Result<Self, Response> {
+        api.access
+            .scope(bearer(&parts.headers))
+            .await
+            .map(Caller)
+            .map_err(|e| access_error(&e))
+    }
 }
 
 fn with_query_id(mut response: Response, id: &str) -> Response {
@@ -134,13 +144,9 @@ fn with_query_id(mut response: Response, id: &str) -> Response {
 
 async fn query(
     State(api): State<QueryApi>,
-    headers: HeaderMap,
+    Caller(scope): Caller,
     body: Result<axum::Json<QueryRequest>, JsonRejection>,
 ) -> Response {
-    let scope = match scope(&api, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let request = match body {
         Ok(axum::Json(r)) => r,
         Err(e) => {
@@ -183,13 +189,9 @@ struct ListParams {
 
 async fn list_queries(
     State(api): State<QueryApi>,
-    headers: HeaderMap,
+    Caller(scope): Caller,
     Query(params): Query<ListParams>,
 ) -> Response {
-    let scope = match scope(&api, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let limit = params.limit.unwrap_or(100).min(10_000);
     let queries = api.engine.log().visible(&scope, limit);
     axum::Json(json!({ "queries": queries })).into_response()
@@ -197,13 +199,9 @@ async fn list_queries(
 
 async fn cancel_query(
     State(api): State<QueryApi>,
-    headers: HeaderMap,
+    Caller(scope): Caller,
     Path(id): Path<String>,
 ) -> Response {
-    let scope = match scope(&api, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if api.engine.log().cancel(&scope, &id) {
         axum::Json(json!({ "query_id": id, "cancelled": true })).into_response()
     } else {
@@ -261,15 +259,11 @@ fn intel_error(e: &IntelError) -> Response {
 
 async fn put_intel(
     State(api): State<QueryApi>,
-    headers: HeaderMap,
+    Caller(scope): Caller,
     Path(name): Path<String>,
     Query(param): Query<TenantParam>,
     body: axum::body::Bytes,
 ) -> Response {
-    let scope = match scope(&api, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let tenant = match target_tenant(&scope, param.tenant.as_deref()) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -288,14 +282,10 @@ async fn put_intel(
 
 async fn delete_intel(
     State(api): State<QueryApi>,
-    headers: HeaderMap,
+    Caller(scope): Caller,
     Path(name): Path<String>,
     Query(param): Query<TenantParam>,
 ) -> Response {
-    let scope = match scope(&api, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let tenant = match target_tenant(&scope, param.tenant.as_deref()) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -308,11 +298,7 @@ async fn delete_intel(
     }
 }
 
-async fn list_intel(State(api): State<QueryApi>, headers: HeaderMap) -> Response {
-    let scope = match scope(&api, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn list_intel(State(api): State<QueryApi>, Caller(scope): Caller) -> Response {
     match api.engine.intel_lists(&scope).await {
         Ok(lists) => {
             let lists: Vec<Value> = lists
