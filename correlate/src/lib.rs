@@ -2,6 +2,8 @@
 //! Correlation): Sigma and Sigma correlation rules compiled to vectorized
 //! predicates over Arrow batches, keyed window state, alerts.
 //!
-//! Not in this release: the crate is part of the workspace layout so the
-//! dependency rule (`scripts/check-crate-deps.py`) covers it from the start,
-//! and `spoor worker` refuses to start, saying so.
+//! Built so far: [`sigma`], Sigma rules read and validated into a model
+//! (`spoor rules check`). Not yet: evaluation, correlation, the worker
+//! runtime; `spoor worker` refuses to start, saying so.
+
+pub mod sigma;

@@ -52,6 +52,9 @@ enum Command {
     /// Load files (JSON lines, Zeek, syslog, auditd, … or Windows .evtx) into
     /// the lake exactly once, through a running cluster's catalog.
     Import(tools::ImportArgs),
+    /// Detection rules: `check` (parse and validate Sigma rule files).
+    #[command(subcommand)]
+    Rules(tools::RulesCommand),
 }
 
 /// Options shared by every role.
@@ -113,9 +116,15 @@ impl RoleArgs {
 }
 
 /// `SPOOR_*` variables that are not configuration keys: the config file's
-/// path, the client commands' endpoint, and the test-only fault hook. Every
+/// path, the client commands' endpoint and token, and the test-only fault
+/// hook. Every
 /// other `SPOOR_*` variable must name a key, so a typo stops start-up.
-pub(crate) const NOT_CONFIG_KEYS: &[&str] = &["SPOOR_CONFIG", "SPOOR_ENDPOINT", "SPOOR_TEST_FAULT"];
+pub(crate) const NOT_CONFIG_KEYS: &[&str] = &[
+    "SPOOR_CONFIG",
+    "SPOOR_ENDPOINT",
+    "SPOOR_TOKEN",
+    "SPOOR_TEST_FAULT",
+];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -126,6 +135,7 @@ fn main() -> ExitCode {
         Command::Tenant(command) => return client::tenant(command),
         Command::Token(command) => return client::token(command),
         Command::Import(args) => return tools::import(args),
+        Command::Rules(command) => return tools::rules(command),
         Command::Standalone(a) => (roles::Role::Standalone, a),
         Command::Coordinator(a) => (roles::Role::Coordinator, a),
         Command::Ingest(IngestArgs {

@@ -85,14 +85,45 @@ fn print_config_shows_the_effective_layers() -> anyhow::Result<()> {
         ],
         &[
             ("SPOOR_QUERY__MAX_RESULT_ROWS", "42"),
-            // Not a key, but a known client variable: accepted.
+            // Not keys, but known client variables: accepted.
             ("SPOOR_ENDPOINT", "http://127.0.0.1:1"),
+            ("SPOOR_TOKEN", "spoor_not_a_key"),
         ],
     )?;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("flush_interval_ms = 750"), "{out}");
     assert!(out.contains("max_result_rows = 42"), "{out}");
     assert!(out.contains("http_addr = \"127.0.0.1:7080\""), "{out}");
+    Ok(())
+}
+
+#[test]
+fn rules_check_reads_sigma_rules_and_names_the_refused() -> anyhow::Result<()> {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/sigma/rules-compliance");
+    let (code, out, err) = spoor(&["rules", "check", &corpus.display().to_string()], &[])?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("3 rule(s) read, 0 refused"), "{err}");
+
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "title: ok\ndetection:\n  sel: {a: 1}\n  condition: sel\n---\ntitle: bad\ndetection:\n  sel:\n    Image|startwith: x\n  condition: sel\n",
+    )?;
+    let (code, out, err) = spoor(&["rules", "check", &dir.path().display().to_string()], &[])?;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!(
+            "{}:9:5: unknown value modifier `startwith` in `Image|startwith`",
+            bad.display()
+        )
+    );
+    assert!(
+        err.contains("1 rule(s) read, 1 refused, in 1 file(s)"),
+        "{err}"
+    );
     Ok(())
 }
 
