@@ -99,7 +99,14 @@ async fn a_minority_cannot_commit_and_says_so() {
         .expect_err("no quorum");
     assert!(matches!(err, CatalogError::Unavailable { .. }), "{err:?}");
     assert!(err.is_retryable());
-    assert!(err.to_string().contains("quorum"), "{err}");
+    // Which of the two it says depends on timing on a loaded machine: the
+    // write times out waiting for a quorum, or the leader has already lost
+    // its leadership (its lease ran out without followers).
+    let message = err.to_string();
+    assert!(
+        message.contains("quorum") || message.contains("no leader is known"),
+        "{err}"
+    );
     // Bounded by coordinator.write_timeout_ms (3 s here), not a hang.
     assert!(
         started.elapsed() < Duration::from_secs(10),
