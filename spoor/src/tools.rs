@@ -378,6 +378,17 @@ pub(crate) enum RulesCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// MITRE ATT&CK techniques and tactics the rules cover, from their tags:
+    /// one line per technique with its number of rules (`--json`: the rule
+    /// titles too). Refused rules are counted, not covered.
+    Coverage {
+        /// Rule files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Every `.yml`/`.yaml` file under `paths`, sorted.
@@ -406,43 +417,102 @@ fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// Every document of every rule file under `paths`: the file and the rule
+/// or why not.
+type LoadedRules = Vec<(PathBuf, Result<spoor_correlate::sigma::Rule, String>)>;
+
+fn load_rules(paths: &[PathBuf]) -> Result<(usize, LoadedRules), String> {
+    let files = rule_files(paths)?;
+    let mut out = Vec::new();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(source) => {
+                for document in spoor_correlate::sigma::parse_documents(&source) {
+                    out.push((file.clone(), document.map_err(|e| e.to_string())));
+                }
+            }
+            Err(e) => out.push((file.clone(), Err(format!("cannot read: {e}")))),
+        }
+    }
+    Ok((files.len(), out))
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an
+/// error worth a panic.
+fn print_all(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("writing the output: {e}");
+    }
+}
+
 pub(crate) fn rules(command: RulesCommand) -> ExitCode {
-    let RulesCommand::Check { paths } = command;
-    let files = match rule_files(&paths) {
-        Ok(f) => f,
+    let (paths, coverage_json) = match &command {
+        RulesCommand::Check { paths } => (paths, None),
+        RulesCommand::Coverage { paths, json } => (paths, Some(*json)),
+    };
+    let (files, loaded) = match load_rules(paths) {
+        Ok(l) => l,
         Err(e) => {
-            eprintln!("spoor rules check: {e}");
+            eprintln!("spoor rules: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let (mut read, mut refused) = (0usize, 0usize);
-    for file in &files {
-        let source = match std::fs::read_to_string(file) {
-            Ok(s) => s,
-            Err(e) => {
-                println!("{}: cannot read: {e}", file.display());
-                refused += 1;
-                continue;
-            }
-        };
-        for document in spoor_correlate::sigma::parse_documents(&source) {
-            match document {
-                Ok(_) => read += 1,
-                Err(e) => {
-                    println!("{}:{e}", file.display());
-                    refused += 1;
-                }
+    let refused = loaded.iter().filter(|(_, r)| r.is_err()).count();
+    let Some(json) = coverage_json else {
+        let mut out = String::new();
+        for (file, result) in &loaded {
+            if let Err(e) = result {
+                out.push_str(&format!("{}:{e}\n", file.display()));
             }
         }
-    }
-    eprintln!(
-        "{} rule(s) read, {refused} refused, in {} file(s)",
-        read,
-        files.len()
-    );
-    if refused == 0 {
-        ExitCode::SUCCESS
+        print_all(&out);
+        eprintln!(
+            "{} rule(s) read, {refused} refused, in {files} file(s)",
+            loaded.len() - refused
+        );
+        return if refused == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    };
+    let rules: Vec<&spoor_correlate::sigma::Rule> =
+        loaded.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+    let c = spoor_correlate::sigma::coverage::coverage(rules);
+    let mut out = String::new();
+    if json {
+        out = serde_json::json!({
+            "rules": c.rules,
+            "refused": refused,
+            "untagged": c.untagged,
+            "techniques": c.techniques,
+            "tactics": c.tactics,
+        })
+        .to_string()
+            + "\n";
     } else {
-        ExitCode::FAILURE
+        out.push_str("technique  rules\n");
+        for (technique, titles) in &c.techniques {
+            out.push_str(&format!("{technique:<10} {}\n", titles.len()));
+        }
+        out.push_str("\ntactic  rules\n");
+        for (tactic, n) in &c.tactics {
+            out.push_str(&format!("{tactic} {n}\n"));
+        }
     }
+    print_all(&out);
+    eprintln!(
+        "{} technique(s) and {} tactic(s) covered by {} rule(s); {} without ATT&CK tags; {refused} refused (see `spoor rules check`)",
+        c.techniques.len(),
+        c.tactics.len(),
+        c.rules,
+        c.untagged
+    );
+    ExitCode::SUCCESS
 }

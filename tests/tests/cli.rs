@@ -124,6 +124,31 @@ fn rules_check_reads_sigma_rules_and_names_the_refused() -> anyhow::Result<()> {
         err.contains("1 rule(s) read, 1 refused, in 1 file(s)"),
         "{err}"
     );
+
+    // ATT&CK coverage from the tags of the rules that read.
+    std::fs::write(
+        dir.path().join("tagged.yml"),
+        "title: enc\ntags: [attack.execution, attack.t1059.001]\ndetection:\n  sel: {a: 1}\n  condition: sel\n",
+    )?;
+    let (code, out, err) = spoor(
+        &[
+            "rules",
+            "coverage",
+            "--json",
+            &dir.path().display().to_string(),
+        ],
+        &[],
+    )?;
+    assert_eq!(code, 0, "{err}");
+    let coverage: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(coverage["rules"], 2);
+    assert_eq!(coverage["refused"], 1);
+    assert_eq!(coverage["untagged"], 1);
+    assert_eq!(
+        coverage["techniques"]["T1059.001"],
+        serde_json::json!(["enc"])
+    );
+    assert_eq!(coverage["tactics"]["execution"], 1);
     Ok(())
 }
 

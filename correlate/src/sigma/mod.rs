@@ -9,6 +9,7 @@
 //! with that reason until the engine runs them.
 
 pub mod condition;
+pub mod coverage;
 
 use std::fmt;
 
