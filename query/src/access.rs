@@ -7,10 +7,11 @@
 //! `query.auth = "none"` every caller reads the default tenant
 //! (`ingest.tenant`), for loopback-only single-tenant use.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use spoor_common::auth::{AuthError, RUN_QUERIES, TokenVerifier, authorize};
+use spoor_common::auth::{AuthError, RUN_QUERIES, TOKEN_CACHE_TTL, TokenVerifier, authorize};
 use spoor_common::config::HttpAuth;
 use spoor_common::control::{ControlClient, TokenRole};
 use spoor_common::tenant::TenantId;
@@ -63,7 +64,14 @@ pub struct Access {
     default_tenant: TenantId,
     tokens: Arc<dyn TokenVerifier>,
     directory: Arc<dyn TenantDirectory>,
+    /// The last answer of `directory`, and when: an operator's every query
+    /// would otherwise cost a coordinator round trip. A new tenant shows up
+    /// within [`TOKEN_CACHE_TTL`], like a revocation.
+    all_tenants: Arc<Mutex<Option<CachedTenants>>>,
 }
+
+/// When the tenant list was fetched, and what it was.
+type CachedTenants = (Instant, Vec<TenantId>);
 
 impl Access {
     /// Access as `query.auth` says: `mode`, the default tenant for `none`,
@@ -79,7 +87,26 @@ impl Access {
             default_tenant,
             tokens,
             directory,
+            all_tenants: Arc::default(),
         }
+    }
+
+    async fn every_tenant(&self) -> Result<Vec<TenantId>, AuthError> {
+        if let Ok(cached) = self.all_tenants.lock()
+            && let Some((at, tenants)) = cached.as_ref()
+            && at.elapsed() < TOKEN_CACHE_TTL
+        {
+            return Ok(tenants.clone());
+        }
+        let tenants = self
+            .directory
+            .all_tenants()
+            .await
+            .map_err(AuthError::Unavailable)?;
+        if let Ok(mut cached) = self.all_tenants.lock() {
+            *cached = Some((Instant::now(), tenants.clone()));
+        }
+        Ok(tenants)
     }
 
     /// Whether callers must bring a token.
@@ -96,10 +123,7 @@ impl Access {
         let record = authorize(self.tokens.as_ref(), token, RUN_QUERIES).await?;
         let admin = record.role == TokenRole::Admin;
         let tenants = if admin && record.tenants.is_empty() {
-            self.directory
-                .all_tenants()
-                .await
-                .map_err(AuthError::Unavailable)?
+            self.every_tenant().await?
         } else {
             record.tenants
         };
@@ -160,6 +184,36 @@ pub(crate) mod tests {
                 tenant("initech"),
             ])),
         )
+    }
+
+    /// Counts how often the tenant list is asked for.
+    #[derive(Debug, Default)]
+    struct CountingTenants(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl TenantDirectory for CountingTenants {
+        async fn all_tenants(&self) -> Result<Vec<TenantId>, String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(vec![tenant("acme")])
+        }
+    }
+
+    #[tokio::test]
+    async fn an_operators_queries_do_not_each_ask_for_the_tenant_list() {
+        let directory = Arc::new(CountingTenants::default());
+        let tokens =
+            StaticTokens::new([("operator".to_string(), record("op", TokenRole::Admin, &[]))]);
+        let access = Access::new(
+            HttpAuth::Token,
+            tenant("default"),
+            Arc::new(tokens),
+            directory.clone(),
+        );
+        for _ in 0..3 {
+            let scope = access.scope(Some("operator")).await.expect("operator");
+            assert_eq!(scope.tenants(), [tenant("acme")]);
+        }
+        assert_eq!(directory.0.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

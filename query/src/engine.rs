@@ -33,7 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{Finished, QueryId, QueryLog, Scope};
 use crate::counting_store::CountingStore;
-use crate::intel::{IndicatorList, IntelError, IocMatch};
+use crate::intel::{IndicatorList, IntelCache, IntelError, IocMatch, LoadedList};
 use crate::tenant_table::TenantTable;
 
 /// The per-class views of `events` every session has: the OCSF class name
@@ -216,6 +216,8 @@ pub struct QueryEngine {
     /// rewrite), so what was read for one query holds for the next. No
     /// cache of file listings: the catalog says which files a query reads.
     caches: CacheManagerConfig,
+    /// Indicator lists parsed once per stored version.
+    intel: Arc<IntelCache>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -303,6 +305,7 @@ impl QueryEngine {
             log,
             slots: Arc::default(),
             caches,
+            intel: Arc::default(),
         }
     }
 
@@ -501,11 +504,8 @@ impl QueryEngine {
     }
 
     /// The indicator lists of the scope's tenants.
-    pub async fn intel_lists(
-        &self,
-        scope: &Scope,
-    ) -> Result<Vec<(TenantId, IndicatorList)>, IntelError> {
-        crate::intel::load(self.store.as_ref(), scope.tenants()).await
+    pub async fn intel_lists(&self, scope: &Scope) -> Result<Vec<Arc<LoadedList>>, IntelError> {
+        self.intel.load(self.store.as_ref(), scope.tenants()).await
     }
 
     /// One query slot of each of the scope's tenants, or which tenant is full.
@@ -577,16 +577,16 @@ impl QueryEngine {
             .map_err(from_datafusion)?;
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         crate::functions::register(&mut ctx).map_err(from_datafusion)?;
-        let lists = crate::intel::load(self.store.as_ref(), scope.tenants())
+        let lists = self
+            .intel_lists(scope)
             .await
             .map_err(|e| QueryError::Execution(e.to_string()))?;
         ctx.register_udf(ScalarUDF::from(IocMatch::new(&lists)));
-        let intel = crate::intel::intel_batch(&lists)
-            .map_err(|e| QueryError::Execution(format!("indicator lists: {e}")))?;
+        let rows: Vec<RecordBatch> = lists.iter().map(|l| l.rows().clone()).collect();
         ctx.register_table(
             "intel",
             Arc::new(
-                MemTable::try_new(crate::intel::intel_schema(), vec![vec![intel]])
+                MemTable::try_new(crate::intel::intel_schema(), vec![rows])
                     .map_err(from_datafusion)?,
             ),
         )
@@ -640,4 +640,4 @@ impl QueryEngine {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

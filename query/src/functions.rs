@@ -77,15 +77,11 @@ fn is_utc(tz: &str) -> bool {
 
 /// `granularity` is one of the units a zone-less truncation handles as UTC.
 fn fixed_length_unit(granularity: &ColumnarValue) -> bool {
-    let text = match granularity {
-        ColumnarValue::Scalar(
-            ScalarValue::Utf8(Some(v))
-            | ScalarValue::Utf8View(Some(v))
-            | ScalarValue::LargeUtf8(Some(v)),
-        ) => v,
-        _ => return false,
-    };
-    matches!(text.to_ascii_lowercase().as_str(), "hour" | "day")
+    match granularity {
+        ColumnarValue::Scalar(value) => scalar_text(value)
+            .is_some_and(|t| t.eq_ignore_ascii_case("hour") || t.eq_ignore_ascii_case("day")),
+        ColumnarValue::Array(_) => false,
+    }
 }
 
 impl ScalarUDFImpl for UtcDateTrunc {
@@ -255,19 +251,24 @@ pub(crate) fn text_args<const N: usize>(
     })
 }
 
-/// The text of argument `i` when the query gives it as a literal.
-fn literal_text(args: &ReturnFieldArgs, i: usize) -> Option<String> {
-    match args.scalar_arguments.get(i).copied().flatten()? {
+/// The text of a string scalar, whatever its string type.
+pub(crate) fn scalar_text(value: &ScalarValue) -> Option<&str> {
+    match value {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        | ScalarValue::Utf8View(Some(s)) => Some(s),
         _ => None,
     }
 }
 
+/// The text of argument `i` when the query gives it as a literal.
+pub(crate) fn literal_text(args: &ReturnFieldArgs, i: usize) -> Option<String> {
+    scalar_text(args.scalar_arguments.get(i).copied().flatten()?).map(str::to_string)
+}
+
 /// The boolean result field: nullable (NULL arguments, and addresses that
 /// do not parse, give NULL).
-fn boolean_field(name: &str) -> FieldRef {
+pub(crate) fn boolean_field(name: &str) -> FieldRef {
     Arc::new(Field::new(name, DataType::Boolean, true))
 }
 

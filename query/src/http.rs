@@ -303,12 +303,12 @@ async fn list_intel(State(api): State<QueryApi>, Caller(scope): Caller) -> Respo
         Ok(lists) => {
             let lists: Vec<Value> = lists
                 .iter()
-                .map(|(tenant, l)| {
+                .map(|l| {
                     json!({
-                        "tenant": tenant,
-                        "list": l.name,
-                        "indicators": l.indicators.len(),
-                        "updated_at": l.updated_at,
+                        "tenant": l.tenant,
+                        "list": l.list.name,
+                        "indicators": l.list.indicators.len(),
+                        "updated_at": l.list.updated_at,
                     })
                 })
                 .collect();
@@ -489,14 +489,8 @@ mod tests {
             Arc::new(object_store::memory::InMemory::new()),
             QueryConfig {
                 max_result_rows: 100,
-                timeout_ms: 10_000,
                 max_sql_bytes: 10_000,
-                max_memory_bytes: 64 << 20,
-                auth: spoor_common::config::HttpAuth::None,
-                max_concurrent_per_tenant: 4,
-                history_size: 100,
-                flight_addr: String::new(),
-                postgres_addr: String::new(),
+                ..crate::engine::tests::config()
             },
         );
         router(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
+use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
@@ -187,33 +187,116 @@ pub async fn delete(
     }
 }
 
-/// Every list of each of `tenants`.
-pub async fn load(
-    store: &dyn ObjectStore,
-    tenants: &[TenantId],
-) -> Result<Vec<(TenantId, IndicatorList)>, IntelError> {
-    let mut out = Vec::new();
-    for tenant in tenants {
-        let objects: Vec<_> = store
-            .list(Some(&Path::from(prefix(tenant))))
-            .try_collect()
-            .await?;
-        for object in objects {
-            let key = object.location.to_string();
-            if !key.ends_with(".json") {
-                continue;
-            }
-            let bytes = store.get(&object.location).await?.bytes().await?;
-            let list: IndicatorList =
-                serde_json::from_slice(&bytes).map_err(|e| IntelError::Damaged {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?;
-            out.push((tenant.clone(), list));
-        }
+/// A list read from the lake, parsed once and kept ready for queries: its
+/// matching sets and its rows of the `intel` table.
+#[derive(Debug)]
+pub struct LoadedList {
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// The list as stored.
+    pub list: IndicatorList,
+    set: IndicatorSet,
+    rows: RecordBatch,
+}
+
+impl LoadedList {
+    /// Prepares `list` of `tenant` for matching and for the `intel` table.
+    pub fn new(tenant: TenantId, list: IndicatorList) -> Result<Self, IntelError> {
+        let mut set = IndicatorSet::default();
+        list.indicators.iter().for_each(|i| set.add(i));
+        let n = list.indicators.len();
+        let rows = RecordBatch::try_new(
+            intel_schema(),
+            vec![
+                Arc::new(StringArray::from(vec![list.name.as_str(); n])) as ArrayRef,
+                Arc::new(StringArray::from_iter_values(&list.indicators)),
+                Arc::new(StringArray::from(vec![tenant.as_str(); n])),
+            ],
+        )
+        .map_err(|e| IntelError::Invalid(format!("list {}: {e}", list.name)))?;
+        Ok(LoadedList {
+            tenant,
+            list,
+            set,
+            rows,
+        })
     }
-    out.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
-    Ok(out)
+
+    /// The list's rows of the `intel` table.
+    pub fn rows(&self) -> &RecordBatch {
+        &self.rows
+    }
+}
+
+/// What identifies one stored version of a list object.
+type ObjectVersion = (chrono::DateTime<chrono::Utc>, u64, Option<String>);
+
+/// The lists read so far, by object key and version. Every query lists the
+/// tenants' list objects (so a change made on any node is seen at once) but
+/// reads and parses a list only when its object changed: a million-indicator
+/// list is not parsed per query.
+#[derive(Debug, Default)]
+pub struct IntelCache {
+    lists: std::sync::Mutex<HashMap<String, (ObjectVersion, Arc<LoadedList>)>>,
+}
+
+impl IntelCache {
+    /// Every list of each of `tenants`, sorted by tenant and name.
+    pub async fn load(
+        &self,
+        store: &dyn ObjectStore,
+        tenants: &[TenantId],
+    ) -> Result<Vec<Arc<LoadedList>>, IntelError> {
+        let mut out = Vec::new();
+        for tenant in tenants {
+            let tenant_prefix = prefix(tenant);
+            let objects: Vec<_> = store
+                .list(Some(&Path::from(tenant_prefix.as_str())))
+                .try_collect()
+                .await?;
+            let mut seen = HashSet::new();
+            for object in objects {
+                let key = object.location.to_string();
+                if !key.ends_with(".json") {
+                    continue;
+                }
+                let version = (object.last_modified, object.size, object.e_tag.clone());
+                let cached = self.cached(&key, &version);
+                let loaded = match cached {
+                    Some(loaded) => loaded,
+                    None => {
+                        let bytes = store.get(&object.location).await?.bytes().await?;
+                        let list: IndicatorList =
+                            serde_json::from_slice(&bytes).map_err(|e| IntelError::Damaged {
+                                key: key.clone(),
+                                reason: e.to_string(),
+                            })?;
+                        let loaded = Arc::new(LoadedList::new(tenant.clone(), list)?);
+                        if let Ok(mut lists) = self.lists.lock() {
+                            lists.insert(key.clone(), (version, loaded.clone()));
+                        }
+                        loaded
+                    }
+                };
+                seen.insert(key);
+                out.push(loaded);
+            }
+            // Deleted lists leave the cache.
+            if let Ok(mut lists) = self.lists.lock() {
+                lists.retain(|key, _| !key.starts_with(&tenant_prefix) || seen.contains(key));
+            }
+        }
+        out.sort_by(|a, b| (&a.tenant, &a.list.name).cmp(&(&b.tenant, &b.list.name)));
+        Ok(out)
+    }
+
+    fn cached(&self, key: &str, version: &ObjectVersion) -> Option<Arc<LoadedList>> {
+        let lists = self.lists.lock().ok()?;
+        lists
+            .get(key)
+            .filter(|(v, _)| v == version)
+            .map(|(_, loaded)| loaded.clone())
+    }
 }
 
 /// The `intel` table's schema.
@@ -223,33 +306,6 @@ pub fn intel_schema() -> SchemaRef {
         Field::new("indicator", DataType::Utf8, false),
         Field::new("tenant", DataType::Utf8, false),
     ]))
-}
-
-/// The `intel` table's rows.
-pub fn intel_batch(
-    lists: &[(TenantId, IndicatorList)],
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let rows = lists.iter().map(|(_, l)| l.indicators.len()).sum();
-    let (mut names, mut values, mut tenants) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    for (tenant, list) in lists {
-        for indicator in &list.indicators {
-            names.push(list.name.as_str());
-            values.push(indicator.as_str());
-            tenants.push(tenant.as_str());
-        }
-    }
-    RecordBatch::try_new(
-        intel_schema(),
-        vec![
-            Arc::new(StringArray::from(names)) as ArrayRef,
-            Arc::new(StringArray::from(values)),
-            Arc::new(StringArray::from(tenants)),
-        ],
-    )
 }
 
 /// One list, ready to match against.
@@ -289,7 +345,8 @@ impl IndicatorSet {
 #[derive(Debug)]
 pub struct IocMatch {
     signature: Signature,
-    lists: Arc<HashMap<String, IndicatorSet>>,
+    /// By list name, that name's lists of the session's tenants.
+    lists: Arc<HashMap<String, Vec<Arc<LoadedList>>>>,
 }
 
 impl PartialEq for IocMatch {
@@ -308,19 +365,26 @@ impl std::hash::Hash for IocMatch {
 
 impl IocMatch {
     /// The function over `lists`.
-    pub fn new(lists: &[(TenantId, IndicatorList)]) -> Self {
-        let mut sets: HashMap<String, IndicatorSet> = HashMap::new();
-        for (_, list) in lists {
-            let set = sets.entry(list.name.clone()).or_default();
-            list.indicators.iter().for_each(|i| set.add(i));
+    pub fn new(lists: &[Arc<LoadedList>]) -> Self {
+        let mut by_name: HashMap<String, Vec<Arc<LoadedList>>> = HashMap::new();
+        for loaded in lists {
+            by_name
+                .entry(loaded.list.name.clone())
+                .or_default()
+                .push(loaded.clone());
         }
         IocMatch {
             signature: Signature::uniform(2, vec![DataType::Utf8], Volatility::Stable),
-            lists: Arc::new(sets),
+            lists: Arc::new(by_name),
         }
     }
 
-    fn set(&self, name: &str) -> DfResult<&IndicatorSet> {
+    /// Whether `value` is in the lists named `name`.
+    fn matches(&self, name: &str, value: &str) -> DfResult<bool> {
+        Ok(self.named(name)?.iter().any(|l| l.set.matches(value)))
+    }
+
+    fn named(&self, name: &str) -> DfResult<&[Arc<LoadedList>]> {
         self.lists.get(name).ok_or_else(|| {
             let mut known: Vec<&str> = self.lists.keys().map(String::as_str).collect();
             known.sort_unstable();
@@ -328,7 +392,7 @@ impl IocMatch {
                 "ioc_match: no indicator list {name:?} (lists: {}); upload one with PUT /v1/intel/{name}",
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
-        })
+        }).map(Vec::as_slice)
     }
 }
 
@@ -347,15 +411,10 @@ impl ScalarUDFImpl for IocMatch {
 
     /// A literal list name that does not exist is refused while planning.
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
-        if let Some(Some(
-            ScalarValue::Utf8(Some(name))
-            | ScalarValue::LargeUtf8(Some(name))
-            | ScalarValue::Utf8View(Some(name)),
-        )) = args.scalar_arguments.get(1)
-        {
-            self.set(name)?;
+        if let Some(name) = crate::functions::literal_text(&args, 1) {
+            self.named(&name)?;
         }
-        Ok(Arc::new(Field::new(self.name(), DataType::Boolean, true)))
+        Ok(crate::functions::boolean_field(self.name()))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
@@ -366,7 +425,7 @@ impl ScalarUDFImpl for IocMatch {
             if values.is_null(i) || names.is_null(i) {
                 out.push(None);
             } else {
-                out.push(Some(self.set(names.value(i))?.matches(values.value(i))));
+                out.push(Some(self.matches(names.value(i), values.value(i))?));
             }
         }
         Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(out))))
@@ -409,14 +468,14 @@ mod tests {
                 "abc123".into(),
             ],
         };
-        let f = IocMatch::new(&[(tenant, list)]);
-        let set = f.set("bad").expect("list");
-        assert!(set.matches("EVIL.example"));
-        assert!(set.matches(" 192.0.2.200 "));
-        assert!(!set.matches("192.0.3.1"));
-        assert!(set.matches("ABC123"));
-        assert!(!set.matches("sub.evil.example"));
-        assert!(f.set("other").is_err());
+        let f = IocMatch::new(&[Arc::new(LoadedList::new(tenant, list).expect("list"))]);
+        let hit = |v: &str| f.matches("bad", v).expect("list");
+        assert!(hit("EVIL.example"));
+        assert!(hit(" 192.0.2.200 "));
+        assert!(!hit("192.0.3.1"));
+        assert!(hit("ABC123"));
+        assert!(!hit("sub.evil.example"));
+        assert!(f.matches("other", "x").is_err());
     }
 
     #[tokio::test]
@@ -432,13 +491,31 @@ mod tests {
         put(&store, &globex, "bad", vec!["y".into()])
             .await
             .expect("put");
-        let acme_lists = load(&store, std::slice::from_ref(&acme))
+        let cache = IntelCache::default();
+        let acme_lists = cache
+            .load(&store, std::slice::from_ref(&acme))
             .await
             .expect("load");
         assert_eq!(acme_lists.len(), 1);
-        assert_eq!(acme_lists[0].1.indicators, ["x"]);
+        assert_eq!(acme_lists[0].list.indicators, ["x"]);
+        // Unchanged: the parsed list is reused, not read again.
+        let again = cache
+            .load(&store, std::slice::from_ref(&acme))
+            .await
+            .expect("load");
+        assert!(Arc::ptr_eq(&acme_lists[0], &again[0]));
+        // Replaced: read again.
+        put(&store, &acme, "bad", vec!["z".into()])
+            .await
+            .expect("put");
+        let replaced = cache
+            .load(&store, std::slice::from_ref(&acme))
+            .await
+            .expect("load");
+        assert_eq!(replaced[0].list.indicators, ["z"]);
         assert_eq!(
-            load(&store, &[acme.clone(), globex])
+            cache
+                .load(&store, &[acme.clone(), globex])
                 .await
                 .expect("both")
                 .len(),
@@ -449,6 +526,6 @@ mod tests {
             delete(&store, &acme, "bad").await,
             Err(IntelError::NotFound(_))
         ));
-        assert!(load(&store, &[acme]).await.expect("load").is_empty());
+        assert!(cache.load(&store, &[acme]).await.expect("load").is_empty());
     }
 }

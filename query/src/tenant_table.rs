@@ -178,9 +178,7 @@ fn reads_tenant(expr: &Expr) -> bool {
 
 fn tenant_literal(expr: &Expr) -> Option<String> {
     match expr {
-        Expr::Literal(ScalarValue::Utf8(Some(s)), _)
-        | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _)
-        | Expr::Literal(ScalarValue::Utf8View(Some(s)), _) => Some(s.clone()),
+        Expr::Literal(value, _) => crate::functions::scalar_text(value).map(str::to_string),
         _ => None,
     }
 }

@@ -391,38 +391,12 @@ pub(crate) enum RulesCommand {
     },
 }
 
-/// Every `.yml`/`.yaml` file under `paths`, sorted.
-fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut files = Vec::new();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(path) = stack.pop() {
-        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if meta.is_dir() {
-            let entries =
-                std::fs::read_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            for entry in entries {
-                stack.push(
-                    entry
-                        .map_err(|e| format!("{}: {e}", path.display()))?
-                        .path(),
-                );
-            }
-        } else if paths.contains(&path)
-            || path.extension().is_some_and(|e| e == "yml" || e == "yaml")
-        {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// Every document of every rule file under `paths`: the file and the rule
 /// or why not.
 type LoadedRules = Vec<(PathBuf, Result<spoor_correlate::sigma::Rule, String>)>;
 
 fn load_rules(paths: &[PathBuf]) -> Result<(usize, LoadedRules), String> {
-    let files = rule_files(paths)?;
+    let files = spoor_correlate::sigma::rule_files(paths)?;
     let mut out = Vec::new();
     for file in &files {
         match std::fs::read_to_string(file) {

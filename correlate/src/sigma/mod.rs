@@ -437,6 +437,28 @@ fn rule(doc: &MarkedYaml<'_>) -> Result<Rule, RuleError> {
     })
 }
 
+/// The rule files named by `paths`: files as given, and every `.yml` /
+/// `.yaml` file under folders (recursively), sorted. An unreadable path is an
+/// error naming it.
+pub fn rule_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut files = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        let named = |e: std::io::Error| format!("{}: {e}", path.display());
+        if std::fs::metadata(&path).map_err(named)?.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(named)? {
+                stack.push(entry.map_err(named)?.path());
+            }
+        } else if paths.contains(&path)
+            || path.extension().is_some_and(|e| e == "yml" || e == "yaml")
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Every document of a YAML text: a rule, or why not. A text that is not
 /// YAML at all is one error.
 pub fn parse_documents(source: &str) -> Vec<Result<Rule, RuleError>> {

@@ -104,8 +104,7 @@ detection:
 #[test]
 fn the_sigmahq_corpus_parses() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sigma");
-    let mut files = Vec::new();
-    let mut stack: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+    let folders: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
         .expect("the shared corpus at ../shared/corpus/sigma")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -113,16 +112,7 @@ fn the_sigmahq_corpus_parses() {
                 .is_some_and(|n| n.to_string_lossy().starts_with("rules"))
         })
         .collect();
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-                files.push(path);
-            }
-        }
-    }
+    let files = rule_files(&folders).expect("rule files");
     assert!(files.len() >= 3700, "{} rule files", files.len());
     let (mut ok, mut refused) = (0, Vec::new());
     for file in &files {

@@ -4,7 +4,8 @@ use spoor_common::catalog::{CommitBatch, MemoryCatalog, NewFile};
 use spoor_common::layout;
 use spoor_common::schema::EVENT_SCHEMA_VERSION;
 
-fn config() -> QueryConfig {
+/// Limits small enough for tests to reach: 3 rows, 4 queries per tenant.
+pub(crate) fn config() -> QueryConfig {
     QueryConfig {
         max_result_rows: 3,
         timeout_ms: 30_000,
