@@ -8,6 +8,7 @@ pub mod catalog_client;
 pub mod config;
 pub mod control;
 pub mod layout;
+pub mod matching;
 pub mod schema;
 pub mod storage;
 pub mod telemetry;

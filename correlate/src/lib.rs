@@ -2,8 +2,21 @@
 //! Correlation): Sigma and Sigma correlation rules compiled to vectorized
 //! predicates over Arrow batches, keyed window state, alerts.
 //!
-//! Built so far: [`sigma`], Sigma rules read and validated into a model
-//! (`spoor rules check`). Not yet: evaluation, correlation, the worker
-//! runtime; `spoor worker` refuses to start, saying so.
+//! - [`sigma`]: rule documents read and validated (`spoor rules check`).
+//! - [`mapping`]: log sources and field mappings (data files).
+//! - [`compile`]: rules to shared tests and boolean expressions.
+//! - [`evaluate`]: tests answered per batch with shared work.
+//! - [`engine`]: a compiled rule set.
+//! - [`window`]: correlation rules over detection matches, in event time.
+//! - [`sql`]: scheduled SQL rules.
+//!
+//! The worker runtime on the cluster (leases, checkpoints) is not built
+//! yet; `spoor worker` refuses to start, saying so.
 
+pub mod compile;
+pub mod engine;
+pub mod evaluate;
+pub mod mapping;
 pub mod sigma;
+pub mod sql;
+pub mod window;

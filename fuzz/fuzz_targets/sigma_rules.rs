@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spoor_correlate::sigma::{condition, parse_documents};
+use spoor_correlate::sigma::{Document, condition, parse_documents};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -11,7 +11,14 @@ fuzz_target!(|data: &[u8]| {
     };
     for document in parse_documents(text) {
         match document {
-            Ok(rule) => assert!(!rule.conditions.is_empty(), "a rule has a condition"),
+            Ok(Document::Detection(rule)) => {
+                assert!(!rule.conditions.is_empty(), "a rule has a condition")
+            }
+            Ok(Document::Filter(filter)) => {
+                assert!(!filter.conditions.is_empty(), "a filter has a condition")
+            }
+            Ok(Document::Correlation(c)) => assert!(c.timespan_secs > 0 && !c.rules.is_empty()),
+            Ok(Document::Sql(s)) => assert!(s.every_secs > 0 && !s.query.is_empty()),
             Err(e) => assert!(!e.message.is_empty() && e.line >= 1, "an error says where and why"),
         }
     }

@@ -19,6 +19,8 @@
 //! cast to text first) and return NULL when an argument is NULL.
 
 use std::net::IpAddr;
+
+pub use spoor_common::matching::{Cidr, wildcard_regex};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
@@ -164,68 +166,6 @@ impl ScalarUDFImpl for UtcDateTrunc {
             )),
         }
     }
-}
-
-/// A CIDR block: a network address and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `a.b.c.d/n`, `x::y/n`, or a bare address (a single host).
-    pub fn parse(text: &str) -> Option<Cidr> {
-        let text = text.trim();
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().ok()?)),
-            None => (text, None),
-        };
-        let network: IpAddr = addr.parse().ok()?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { network, prefix })
-    }
-
-    /// Whether `ip` lies in the block (IPv4-mapped IPv6 addresses count as
-    /// their IPv4 address).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network.to_canonical(), ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Translates a Sigma wildcard pattern to an anchored regular expression.
-pub fn wildcard_regex(pattern: &str) -> String {
-    let mut re = String::with_capacity(pattern.len() + 8);
-    re.push_str("^(?s:");
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
-            '\\' => match chars.next() {
-                Some(next) => re.push_str(&regex::escape(&next.to_string())),
-                None => re.push_str(r"\\"),
-            },
-            other => re.push_str(&regex::escape(&other.to_string())),
-        }
-    }
-    re.push_str(")$");
-    re
 }
 
 /// The arguments as text arrays of the batch's length.

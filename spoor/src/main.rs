@@ -7,6 +7,7 @@
 
 mod client;
 mod roles;
+mod rules_cli;
 mod tools;
 
 use std::path::PathBuf;
@@ -54,7 +55,7 @@ enum Command {
     Import(tools::ImportArgs),
     /// Detection rules: `check` (parse and validate Sigma rule files).
     #[command(subcommand)]
-    Rules(tools::RulesCommand),
+    Rules(rules_cli::RulesCommand),
 }
 
 /// Options shared by every role.
@@ -135,7 +136,7 @@ fn main() -> ExitCode {
         Command::Tenant(command) => return client::tenant(command),
         Command::Token(command) => return client::token(command),
         Command::Import(args) => return tools::import(args),
-        Command::Rules(command) => return tools::rules(command),
+        Command::Rules(command) => return rules_cli::rules(command),
         Command::Standalone(a) => (roles::Role::Standalone, a),
         Command::Coordinator(a) => (roles::Role::Coordinator, a),
         Command::Ingest(IngestArgs {

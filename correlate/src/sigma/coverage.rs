@@ -80,8 +80,11 @@ mod tests {
 ---\ntitle: c\ntags: [tlp.white]\ndetection: {s: {x: 1}, condition: s}\n";
         let rules: Vec<Rule> = parse_documents(text)
             .into_iter()
-            .collect::<Result<_, _>>()
-            .expect("rules");
+            .map(|d| match d {
+                Ok(crate::sigma::Document::Detection(r)) => r,
+                other => panic!("a detection rule: {other:?}"),
+            })
+            .collect();
         let c = coverage(&rules);
         assert_eq!(c.rules, 3);
         assert_eq!(c.untagged, 1);

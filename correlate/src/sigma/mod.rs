@@ -10,12 +10,14 @@
 
 pub mod condition;
 pub mod coverage;
+pub mod meta;
 
 use std::fmt;
 
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
 pub use condition::Condition;
+pub use meta::{CmpOp, Correlation, CorrelationKind, Filter, SqlRule};
 
 /// A value to match.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +179,8 @@ pub struct Rule {
     pub title: String,
     /// `id`.
     pub id: Option<String>,
+    /// `name`: how correlation rules and filters may refer to it.
+    pub name: Option<String>,
     /// `level`.
     pub level: Option<String>,
     /// `status`.
@@ -210,7 +214,7 @@ impl fmt::Display for RuleError {
     }
 }
 
-fn error_at(node: &MarkedYaml<'_>, message: impl Into<String>) -> RuleError {
+pub(crate) fn error_at(node: &MarkedYaml<'_>, message: impl Into<String>) -> RuleError {
     RuleError {
         line: node.span.start.line(),
         column: node.span.start.col() + 1,
@@ -218,11 +222,11 @@ fn error_at(node: &MarkedYaml<'_>, message: impl Into<String>) -> RuleError {
     }
 }
 
-fn text<'a>(node: &'a MarkedYaml<'_>) -> Option<&'a str> {
+pub(crate) fn text<'a>(node: &'a MarkedYaml<'_>) -> Option<&'a str> {
     node.data.as_str()
 }
 
-fn scalar(node: &MarkedYaml<'_>) -> Result<Value, RuleError> {
+pub(crate) fn scalar(node: &MarkedYaml<'_>) -> Result<Value, RuleError> {
     match &node.data {
         YamlData::Value(Scalar::String(s)) => Ok(Value::Str(s.to_string())),
         YamlData::Value(Scalar::Integer(i)) => Ok(Value::Int(*i)),
@@ -331,30 +335,15 @@ fn names(condition: &Condition, out: &mut Vec<(bool, Option<String>)>) {
     }
 }
 
-fn rule(doc: &MarkedYaml<'_>) -> Result<Rule, RuleError> {
-    let get = |key: &str| doc.data.as_mapping_get(key);
-    if !matches!(doc.data, YamlData::Mapping(_)) {
-        return Err(error_at(doc, "a rule document must be a map"));
-    }
-    if let Some(c) = get("correlation") {
-        return Err(error_at(
-            c,
-            "correlation rules are not run by this version yet",
-        ));
-    }
-    if let Some(f) = get("filter") {
-        return Err(error_at(
-            f,
-            "Sigma filters are not applied by this version yet",
-        ));
-    }
-    let title = get("title")
-        .and_then(text)
-        .ok_or_else(|| error_at(doc, "a rule needs a `title`"))?
-        .to_string();
-    let detection = get("detection").ok_or_else(|| error_at(doc, "a rule needs a `detection`"))?;
+/// A `detection` map (or a filter's): its searches and conditions, checked
+/// against each other. Keys in `skip` belong to the enclosing document.
+pub(crate) fn detection_body(
+    detection: &MarkedYaml<'_>,
+    what: &str,
+    skip: &[&str],
+) -> Result<(Vec<(String, Search)>, Vec<Condition>), RuleError> {
     let YamlData::Mapping(entries) = &detection.data else {
-        return Err(error_at(detection, "`detection` must be a map"));
+        return Err(error_at(detection, format!("`{what}` must be a map")));
     };
     let mut searches = Vec::new();
     let mut condition_node = None;
@@ -368,11 +357,12 @@ fn rule(doc: &MarkedYaml<'_>) -> Result<Rule, RuleError> {
                     "`timeframe` belongs to deprecated aggregations; write a correlation rule",
                 ));
             }
+            _ if skip.contains(&name) => {}
             _ => searches.push((name.to_string(), search(value)?)),
         }
     }
-    let condition_node =
-        condition_node.ok_or_else(|| error_at(detection, "`detection` needs a `condition`"))?;
+    let condition_node = condition_node
+        .ok_or_else(|| error_at(detection, format!("`{what}` needs a `condition`")))?;
     let texts: Vec<&MarkedYaml<'_>> = match &condition_node.data {
         YamlData::Sequence(items) => items.iter().collect(),
         _ => vec![condition_node],
@@ -408,16 +398,52 @@ fn rule(doc: &MarkedYaml<'_>) -> Result<Rule, RuleError> {
         }
         conditions.push(parsed);
     }
-    let logsource = get("logsource");
+    Ok((searches, conditions))
+}
+
+pub(crate) fn logsource_of(doc: &MarkedYaml<'_>) -> LogSource {
+    let logsource = doc.data.as_mapping_get("logsource");
     let field = |k: &str| {
         logsource
             .and_then(|l| l.data.as_mapping_get(k))
             .and_then(text)
             .map(str::to_string)
     };
+    LogSource {
+        product: field("product"),
+        category: field("category"),
+        service: field("service"),
+    }
+}
+
+fn document(doc: &MarkedYaml<'_>) -> Result<Document, RuleError> {
+    if !matches!(doc.data, YamlData::Mapping(_)) {
+        return Err(error_at(doc, "a rule document must be a map"));
+    }
+    if doc.data.as_mapping_get("correlation").is_some() {
+        return meta::correlation(doc).map(Document::Correlation);
+    }
+    if doc.data.as_mapping_get("filter").is_some() {
+        return meta::filter(doc).map(Document::Filter);
+    }
+    if doc.data.as_mapping_get("sql").is_some() {
+        return meta::sql_rule(doc).map(Document::Sql);
+    }
+    rule(doc).map(Document::Detection)
+}
+
+fn rule(doc: &MarkedYaml<'_>) -> Result<Rule, RuleError> {
+    let get = |key: &str| doc.data.as_mapping_get(key);
+    let title = get("title")
+        .and_then(text)
+        .ok_or_else(|| error_at(doc, "a rule needs a `title`"))?
+        .to_string();
+    let detection = get("detection").ok_or_else(|| error_at(doc, "a rule needs a `detection`"))?;
+    let (searches, conditions) = detection_body(detection, "detection", &[])?;
     Ok(Rule {
         title,
         id: get("id").and_then(text).map(str::to_string),
+        name: get("name").and_then(text).map(str::to_string),
         level: get("level").and_then(text).map(str::to_string),
         status: get("status").and_then(text).map(str::to_string),
         tags: match get("tags").map(|t| &t.data) {
@@ -426,11 +452,7 @@ fn rule(doc: &MarkedYaml<'_>) -> Result<Rule, RuleError> {
             }
             _ => Vec::new(),
         },
-        logsource: LogSource {
-            product: field("product"),
-            category: field("category"),
-            service: field("service"),
-        },
+        logsource: logsource_of(doc),
         searches,
         conditions,
         line: doc.span.start.line(),
@@ -459,11 +481,54 @@ pub fn rule_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf
     Ok(files)
 }
 
+/// One document of a rule file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Document {
+    /// A detection rule.
+    Detection(Rule),
+    /// A correlation (meta) rule over detection rules.
+    Correlation(Correlation),
+    /// A global filter: exclusions added to named rules.
+    Filter(Filter),
+    /// A scheduled SQL rule (Spoor's own kind).
+    Sql(SqlRule),
+}
+
+impl Document {
+    /// The document's title.
+    pub fn title(&self) -> &str {
+        match self {
+            Document::Detection(r) => &r.title,
+            Document::Correlation(c) => &c.title,
+            Document::Filter(f) => &f.title,
+            Document::Sql(s) => &s.title,
+        }
+    }
+
+    /// The document's `id`, if any.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Document::Detection(r) => r.id.as_deref(),
+            Document::Correlation(c) => c.id.as_deref(),
+            Document::Filter(f) => f.id.as_deref(),
+            Document::Sql(s) => s.id.as_deref(),
+        }
+    }
+
+    /// The detection rule, if this is one.
+    pub fn as_detection(&self) -> Option<&Rule> {
+        match self {
+            Document::Detection(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// Every document of a YAML text: a rule, or why not. A text that is not
 /// YAML at all is one error.
-pub fn parse_documents(source: &str) -> Vec<Result<Rule, RuleError>> {
+pub fn parse_documents(source: &str) -> Vec<Result<Document, RuleError>> {
     match MarkedYaml::load_from_str(source) {
-        Ok(docs) => docs.iter().map(rule).collect(),
+        Ok(docs) => docs.iter().map(document).collect(),
         Err(e) => vec![Err(RuleError {
             line: e.marker().line(),
             column: e.marker().col() + 1,

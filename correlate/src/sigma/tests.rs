@@ -29,7 +29,11 @@ detection:
 #[test]
 fn a_rule_reads_into_the_model() {
     let docs = parse_documents(RULE);
-    let rule = docs[0].as_ref().expect("rule");
+    let rule = docs[0]
+        .as_ref()
+        .ok()
+        .and_then(Document::as_detection)
+        .expect("rule");
     assert_eq!(rule.title, "Encoded PowerShell");
     assert_eq!(rule.logsource.category.as_deref(), Some("process_creation"));
     assert_eq!(rule.tags.len(), 2);

@@ -1,0 +1,624 @@
+//! A rule set compiled once and evaluated on batches: detection rules with
+//! their global filters, correlation rules over them, scheduled SQL rules.
+//!
+//! A document that cannot be compiled is reported (file, line, reason) and
+//! left out; it never affects the others.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::RecordBatch;
+
+use crate::compile::{Expr, Limits, Registry, describe_test};
+use crate::evaluate::{self, Bits, FieldValues, Plan};
+use crate::mapping::{EventFilter, Mappings};
+use crate::sigma::{Correlation, Document, Filter, LogSource, Rule, SqlRule};
+
+/// A parsed document and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedDocument {
+    /// The file.
+    pub file: String,
+    /// The document.
+    pub document: Document,
+}
+
+/// A problem with one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// The file.
+    pub file: String,
+    /// The document's first line.
+    pub line: usize,
+    /// The rule's title.
+    pub rule: String,
+    /// What is wrong.
+    pub message: String,
+    /// A warning (the rule still runs) rather than a refusal.
+    pub warning: bool,
+}
+
+/// How to compile.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Log sources and field mappings.
+    pub mappings: Mappings,
+    /// `%name%` values for `|expand`.
+    pub placeholders: BTreeMap<String, Vec<String>>,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+/// What identifies a rule in output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// `title`.
+    pub title: String,
+    /// `id`.
+    pub id: Option<String>,
+    /// `name`.
+    pub name: Option<String>,
+    /// `level`.
+    pub level: Option<String>,
+    /// `tags`.
+    pub tags: Vec<String>,
+    /// The file.
+    pub file: String,
+    /// The document's first line.
+    pub line: usize,
+}
+
+impl RuleInfo {
+    /// The rule's id, or its title when it has none.
+    pub fn key(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.title)
+    }
+}
+
+/// A compiled detection rule.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    /// Who it is.
+    pub info: RuleInfo,
+    /// Its log source as written.
+    pub logsource: LogSource,
+    expr: Expr,
+    filter: usize,
+    /// Whether its matches are alerts of their own (false when only
+    /// correlation rules with `generate: false` use it).
+    pub alerts: bool,
+    /// Titles of the global filters applied to it.
+    pub filters_applied: Vec<String>,
+}
+
+/// Where a correlation's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputSource {
+    /// A detection rule (index into [`Engine::detections`]).
+    Detection(usize),
+    /// Another correlation rule (index into [`Engine::correlations`]).
+    Correlation(usize),
+}
+
+/// One rule a correlation reads.
+#[derive(Debug, Clone)]
+pub struct CorrelationInput {
+    /// The rule.
+    pub source: InputSource,
+    /// The group-by fields, as that rule's events name them (aliases
+    /// resolved): field ids for a detection input.
+    pub group_fields: Vec<usize>,
+    /// For a correlation input: the position of each group-by value in the
+    /// input correlation's own group key.
+    pub group_positions: Vec<Option<usize>>,
+    /// The aggregated field (value_count, value_sum, …).
+    pub value_field: Option<usize>,
+}
+
+/// A compiled correlation rule.
+#[derive(Debug, Clone)]
+pub struct CompiledCorrelation {
+    /// Who it is.
+    pub info: RuleInfo,
+    /// The rule as written.
+    pub rule: Correlation,
+    /// Its inputs, in the order of `correlation.rules`.
+    pub inputs: Vec<CorrelationInput>,
+}
+
+/// The compiled rule set.
+#[derive(Debug)]
+pub struct Engine {
+    registry: Registry,
+    plan: Plan,
+    /// Detection rules.
+    pub detections: Vec<Detection>,
+    filters: Vec<Vec<Vec<EventFilter>>>,
+    /// Correlation rules, each after the correlations it reads.
+    pub correlations: Vec<CompiledCorrelation>,
+    /// Scheduled SQL rules.
+    pub sql_rules: Vec<(RuleInfo, SqlRule)>,
+}
+
+/// A detection rule matching one row of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// Index into [`Engine::detections`].
+    pub rule: usize,
+    /// The row.
+    pub row: usize,
+}
+
+/// The result of one batch.
+#[derive(Debug)]
+pub struct BatchResult {
+    /// Matches, by rule then row.
+    pub hits: Vec<Hit>,
+    /// The fields the rules read, per row (for correlation keys and
+    /// values).
+    pub values: FieldValues,
+}
+
+fn info(
+    file: &str,
+    title: &str,
+    id: &Option<String>,
+    name: &Option<String>,
+    level: &Option<String>,
+    tags: &[String],
+    line: usize,
+) -> RuleInfo {
+    RuleInfo {
+        title: title.to_string(),
+        id: id.clone(),
+        name: name.clone(),
+        level: level.clone(),
+        tags: tags.to_vec(),
+        file: file.to_string(),
+        line,
+    }
+}
+
+fn refers_to(reference: &str, info: &RuleInfo) -> bool {
+    info.id.as_deref() == Some(reference) || info.name.as_deref() == Some(reference)
+}
+
+/// Whether a filter's log source covers a rule's: every key the filter
+/// names must be the rule's.
+fn covers(filter: &LogSource, rule: &LogSource) -> bool {
+    let same = |a: &Option<String>, b: &Option<String>| {
+        a.as_ref()
+            .is_none_or(|a| b.as_ref().is_some_and(|b| a.eq_ignore_ascii_case(b)))
+    };
+    same(&filter.product, &rule.product)
+        && same(&filter.category, &rule.category)
+        && same(&filter.service, &rule.service)
+}
+
+impl Engine {
+    /// Compiles documents; returns the engine and every refusal and warning.
+    pub fn compile(documents: &[LoadedDocument], options: &Options) -> (Engine, Vec<Issue>) {
+        let mut issues = Vec::new();
+        let mut registry = Registry::new(options.limits);
+        let mut detections = Vec::new();
+        let mut filters: Vec<Vec<Vec<EventFilter>>> = Vec::new();
+        let mut global_filters: Vec<(&str, &Filter)> = Vec::new();
+        let mut correlations: Vec<(&str, &Correlation)> = Vec::new();
+        let mut sql_rules = Vec::new();
+        for doc in documents {
+            match &doc.document {
+                Document::Filter(f) => global_filters.push((&doc.file, f)),
+                Document::Correlation(c) => correlations.push((&doc.file, c)),
+                Document::Sql(s) => sql_rules.push((
+                    info(&doc.file, &s.title, &s.id, &None, &s.level, &[], s.line),
+                    s.clone(),
+                )),
+                Document::Detection(_) => {}
+            }
+        }
+        let mut used_filters = vec![false; global_filters.len()];
+        for doc in documents {
+            let Document::Detection(rule) = &doc.document else {
+                continue;
+            };
+            let rule_info = info(
+                &doc.file,
+                &rule.title,
+                &rule.id,
+                &rule.name,
+                &rule.level,
+                &rule.tags,
+                rule.line,
+            );
+            match compile_detection(
+                &mut registry,
+                options,
+                rule,
+                &rule_info,
+                &global_filters,
+                &mut used_filters,
+            ) {
+                Ok((expr, resolved_filter, applied, warning)) => {
+                    if let Some(w) = warning {
+                        issues.push(Issue {
+                            file: doc.file.clone(),
+                            line: rule.line,
+                            rule: rule.title.clone(),
+                            message: w,
+                            warning: true,
+                        });
+                    }
+                    let filter = match filters.iter().position(|f| *f == resolved_filter) {
+                        Some(i) => i,
+                        None => {
+                            filters.push(resolved_filter);
+                            filters.len() - 1
+                        }
+                    };
+                    detections.push(Detection {
+                        info: rule_info,
+                        logsource: rule.logsource.clone(),
+                        expr,
+                        filter,
+                        alerts: true,
+                        filters_applied: applied,
+                    });
+                }
+                Err(message) => issues.push(Issue {
+                    file: doc.file.clone(),
+                    line: rule.line,
+                    rule: rule.title.clone(),
+                    message,
+                    warning: false,
+                }),
+            }
+        }
+        for (i, (file, f)) in global_filters.iter().enumerate() {
+            if !used_filters[i] {
+                issues.push(Issue {
+                    file: file.to_string(),
+                    line: f.line,
+                    rule: f.title.clone(),
+                    message: format!(
+                        "the filter applies to no loaded rule (rules: {})",
+                        f.rules.join(", ")
+                    ),
+                    warning: true,
+                });
+            }
+        }
+        let compiled = compile_correlations(
+            &mut registry,
+            options,
+            &correlations,
+            &mut detections,
+            &mut issues,
+        );
+        let (plan, refused) = match Plan::new(&registry) {
+            Ok(plan) => (plan, None),
+            Err(e) => (Plan::empty(), Some(e)),
+        };
+        if let Some(e) = refused {
+            issues.push(Issue {
+                file: String::new(),
+                line: 0,
+                rule: "(rule set)".into(),
+                message: format!("the rule set is refused: {e}"),
+                warning: false,
+            });
+            detections.clear();
+        }
+        (
+            Engine {
+                registry,
+                plan,
+                detections,
+                filters,
+                correlations: compiled,
+                sql_rules,
+            },
+            issues,
+        )
+    }
+
+    /// Evaluates every detection rule on a batch of the events schema.
+    pub fn evaluate(&self, batch: &RecordBatch) -> Result<BatchResult, String> {
+        let rows = batch.num_rows();
+        let mut filter_bits = Vec::with_capacity(self.filters.len());
+        let mut active = Bits::none(rows);
+        for filter in &self.filters {
+            let bits = evaluate::filter_rows(batch, filter)?;
+            active.or_with(&bits);
+            filter_bits.push(bits);
+        }
+        let values = evaluate::extract(&self.registry, batch, &active)?;
+        let tests = evaluate::answer(&self.registry, &self.plan, &values, &active);
+        let mut hits = Vec::new();
+        for (index, rule) in self.detections.iter().enumerate() {
+            let applicable = &filter_bits[rule.filter];
+            if applicable.is_empty() {
+                continue;
+            }
+            let mut matched = evaluate::eval(&rule.expr, &tests, rows);
+            matched.and_with(applicable);
+            hits.extend(matched.rows().map(|row| Hit { rule: index, row }));
+        }
+        Ok(BatchResult { hits, values })
+    }
+
+    /// The number of distinct tests and fields (shared across rules).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.registry.tests.len(), self.registry.fields.len())
+    }
+
+    /// The compiled form of the rules whose id, name or title is `key`.
+    pub fn explain(&self, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for rule in &self.detections {
+            if rule.info.id.as_deref() == Some(key)
+                || rule.info.name.as_deref() == Some(key)
+                || rule.info.title == key
+            {
+                let mut text = format!(
+                    "detection rule {} ({}:{})\nlog source: {:?}\n",
+                    rule.info.title, rule.info.file, rule.info.line, rule.logsource
+                );
+                text.push_str("applies to events where: ");
+                let filter = &self.filters[rule.filter];
+                if filter.is_empty() {
+                    text.push_str("(every event)\n");
+                } else {
+                    let lists: Vec<String> = filter
+                        .iter()
+                        .map(|any| {
+                            let entries: Vec<String> = any
+                                .iter()
+                                .map(|entry| {
+                                    entry
+                                        .iter()
+                                        .map(|(c, v)| format!("{c} in {v:?}"))
+                                        .collect::<Vec<_>>()
+                                        .join(" and ")
+                                })
+                                .collect();
+                            format!("({})", entries.join(" or "))
+                        })
+                        .collect();
+                    text.push_str(&lists.join(" and "));
+                    text.push('\n');
+                }
+                if !rule.filters_applied.is_empty() {
+                    text.push_str(&format!(
+                        "global filters: {}\n",
+                        rule.filters_applied.join(", ")
+                    ));
+                }
+                text.push_str("condition:\n");
+                rule.expr.describe(&self.registry, &mut text, 1);
+                out.push(text);
+            }
+        }
+        for c in &self.correlations {
+            if refers_to(key, &c.info) || c.info.title == key {
+                let mut text = format!(
+                    "correlation rule {} ({}:{})\ntype: {}, timespan: {}s, group-by: {:?}, condition: {}\n",
+                    c.info.title,
+                    c.info.file,
+                    c.info.line,
+                    c.rule.kind.name(),
+                    c.rule.timespan_secs,
+                    c.rule.group_by,
+                    if c.rule.condition.is_empty() {
+                        "every rule".to_string()
+                    } else {
+                        c.rule
+                            .condition
+                            .iter()
+                            .map(|(op, v)| format!("{} {v}", op.name()))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    }
+                );
+                for input in &c.inputs {
+                    let (what, name) = match input.source {
+                        InputSource::Detection(i) => ("detection", &self.detections[i].info),
+                        InputSource::Correlation(i) => ("correlation", &self.correlations[i].info),
+                    };
+                    let fields: Vec<String> = input
+                        .group_fields
+                        .iter()
+                        .map(|f| self.registry.fields[*f].to_string())
+                        .collect();
+                    text.push_str(&format!(
+                        "  input {what} {} keyed by {fields:?}",
+                        name.title
+                    ));
+                    if let Some(v) = input.value_field {
+                        text.push_str(&format!(", value {}", self.registry.fields[v]));
+                    }
+                    text.push('\n');
+                }
+                out.push(text);
+            }
+        }
+        out
+    }
+
+    /// The text of one test, for explain output.
+    pub fn test_text(&self, id: usize) -> String {
+        describe_test(&self.registry, id)
+    }
+}
+
+type CompiledDetection = (Expr, Vec<Vec<EventFilter>>, Vec<String>, Option<String>);
+
+fn compile_detection(
+    registry: &mut Registry,
+    options: &Options,
+    rule: &Rule,
+    rule_info: &RuleInfo,
+    global_filters: &[(&str, &Filter)],
+    used: &mut [bool],
+) -> Result<CompiledDetection, String> {
+    let resolved = options.mappings.resolve(&rule.logsource);
+    let mut expr = registry.detection(
+        &rule.searches,
+        &rule.conditions,
+        &resolved.fields,
+        &options.placeholders,
+    )?;
+    let mut applied = Vec::new();
+    let mut exclusions = Vec::new();
+    for (i, (_, filter)) in global_filters.iter().enumerate() {
+        if filter.rules.iter().any(|r| refers_to(r, rule_info))
+            && covers(&filter.logsource, &rule.logsource)
+        {
+            let e = registry
+                .detection(
+                    &filter.searches,
+                    &filter.conditions,
+                    &resolved.fields,
+                    &options.placeholders,
+                )
+                .map_err(|e| format!("global filter `{}`: {e}", filter.title))?;
+            exclusions.push(e);
+            applied.push(filter.title.clone());
+            used[i] = true;
+        }
+    }
+    if !exclusions.is_empty() {
+        expr = Expr::And(vec![expr, Expr::Not(Box::new(Expr::Or(exclusions)))]);
+    }
+    Ok((expr, resolved.filters, applied, resolved.warning))
+}
+
+fn compile_correlations(
+    registry: &mut Registry,
+    options: &Options,
+    correlations: &[(&str, &Correlation)],
+    detections: &mut [Detection],
+    issues: &mut Vec<Issue>,
+) -> Vec<CompiledCorrelation> {
+    let mut compiled: Vec<CompiledCorrelation> = Vec::new();
+    let mut pending: Vec<usize> = (0..correlations.len()).collect();
+    let mut generate: HashMap<usize, bool> = HashMap::new();
+    // Correlations may read correlations: compile in rounds, each taking
+    // those whose inputs are all known; what is left is a cycle or a
+    // reference to a rule that is not loaded.
+    loop {
+        let mut progressed = false;
+        let mut still = Vec::new();
+        for &i in &pending {
+            let (file, c) = correlations[i];
+            let c_info = info(file, &c.title, &c.id, &c.name, &c.level, &[], c.line);
+            let mut inputs = Vec::new();
+            let mut missing = None;
+            for reference in &c.rules {
+                let rule_name = reference.as_str();
+                let field_for = |g: &str| -> String {
+                    c.aliases
+                        .iter()
+                        .find(|(alias, _)| alias == g)
+                        .and_then(|(_, per_rule)| {
+                            per_rule
+                                .iter()
+                                .find(|(r, _)| r == rule_name)
+                                .map(|(_, f)| f.clone())
+                        })
+                        .unwrap_or_else(|| g.to_string())
+                };
+                if let Some(d) = detections
+                    .iter()
+                    .position(|d| refers_to(reference, &d.info))
+                {
+                    let resolved = options.mappings.resolve(&detections[d].logsource);
+                    let group_fields = c
+                        .group_by
+                        .iter()
+                        .map(|g| registry.named(&field_for(g), &resolved.fields))
+                        .collect();
+                    let value_field = c
+                        .field
+                        .as_ref()
+                        .map(|f| registry.named(&field_for(f), &resolved.fields));
+                    inputs.push(CorrelationInput {
+                        source: InputSource::Detection(d),
+                        group_fields,
+                        group_positions: Vec::new(),
+                        value_field,
+                    });
+                } else if let Some(k) = compiled.iter().position(|k| refers_to(reference, &k.info))
+                {
+                    let parent = &compiled[k].rule;
+                    let group_positions = c
+                        .group_by
+                        .iter()
+                        .map(|g| {
+                            let name = field_for(g);
+                            parent.group_by.iter().position(|p| *p == name)
+                        })
+                        .collect();
+                    inputs.push(CorrelationInput {
+                        source: InputSource::Correlation(k),
+                        group_fields: Vec::new(),
+                        group_positions,
+                        value_field: None,
+                    });
+                } else {
+                    missing = Some(reference.clone());
+                    break;
+                }
+            }
+            match missing {
+                None => {
+                    for input in &inputs {
+                        if let InputSource::Detection(d) = input.source {
+                            let g = generate.entry(d).or_insert(false);
+                            *g |= c.generate;
+                        }
+                    }
+                    compiled.push(CompiledCorrelation {
+                        info: c_info,
+                        rule: c.clone(),
+                        inputs,
+                    });
+                    progressed = true;
+                }
+                Some(_) => still.push(i),
+            }
+        }
+        pending = still;
+        if !progressed || pending.is_empty() {
+            break;
+        }
+    }
+    for i in pending {
+        let (file, c) = correlations[i];
+        let unknown: Vec<&str> = c
+            .rules
+            .iter()
+            .filter(|r| {
+                !detections.iter().any(|d| refers_to(r, &d.info))
+                    && !compiled.iter().any(|k| refers_to(r, &k.info))
+            })
+            .map(String::as_str)
+            .collect();
+        issues.push(Issue {
+            file: file.to_string(),
+            line: c.line,
+            rule: c.title.clone(),
+            message: if unknown.is_empty() {
+                "the correlation reads itself through other correlations (a cycle)".into()
+            } else {
+                format!(
+                    "the correlation names rules that are not loaded: {}",
+                    unknown.join(", ")
+                )
+            },
+            warning: false,
+        });
+    }
+    for (d, generates) in generate {
+        detections[d].alerts = generates;
+    }
+    compiled
+}

@@ -1,0 +1,623 @@
+//! Evaluation of compiled rules on Arrow record batches of the events
+//! schema.
+//!
+//! Per batch, work is done once and shared by every rule:
+//! - each log source filter is computed once, as a bitmap;
+//! - each field a rule reads is extracted once (one parse of `unmapped` per
+//!   row, whatever the number of fields), and lowercased once;
+//! - every literal on a field, from every rule, is searched in one pass of
+//!   an Aho-Corasick automaton over the field's text (equals, contains,
+//!   starts-with and ends-with are all answered by where the literal was
+//!   found), wildcard patterns in one pass of a regex set, `|re`
+//!   expressions in another;
+//! - each distinct test's answer is a bitmap over the batch's rows, and a
+//!   rule is its condition evaluated with word-wide bit operations.
+//!
+//! Nothing is interpreted event by event per rule.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use chrono::{Datelike, Timelike};
+use regex::RegexSet;
+use serde_json::Value as Json;
+use spoor_common::schema::event_col;
+
+use crate::compile::{DatePart, Expr, FieldSource, Registry, Test, TextKind};
+use crate::mapping::EventFilter;
+
+/// A bitmap over a batch's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    /// All rows false.
+    pub fn none(len: usize) -> Bits {
+        Bits {
+            words: vec![0; len.div_ceil(64)],
+            len,
+        }
+    }
+
+    /// All rows true.
+    pub fn all(len: usize) -> Bits {
+        let mut b = Bits {
+            words: vec![u64::MAX; len.div_ceil(64)],
+            len,
+        };
+        b.trim();
+        b
+    }
+
+    fn trim(&mut self) {
+        let extra = self.words.len() * 64 - self.len;
+        if extra > 0
+            && let Some(last) = self.words.last_mut()
+        {
+            *last &= u64::MAX >> extra;
+        }
+    }
+
+    /// Sets a row.
+    pub fn set(&mut self, row: usize) {
+        self.words[row / 64] |= 1 << (row % 64);
+    }
+
+    /// Whether a row is set.
+    pub fn get(&self, row: usize) -> bool {
+        self.words[row / 64] & (1 << (row % 64)) != 0
+    }
+
+    /// `self &= other`.
+    pub fn and_with(&mut self, other: &Bits) {
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a &= b;
+        }
+    }
+
+    /// `self |= other`.
+    pub fn or_with(&mut self, other: &Bits) {
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a |= b;
+        }
+    }
+
+    /// `!self`.
+    pub fn negate(&mut self) {
+        for w in &mut self.words {
+            *w = !*w;
+        }
+        self.trim();
+    }
+
+    /// Whether no row is set.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| *w == 0)
+    }
+
+    /// The set rows, in order.
+    pub fn rows(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let bit = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    i * 64 + bit
+                })
+            })
+        })
+    }
+}
+
+/// Every literal, pattern and expression on one field and one case form.
+#[derive(Debug, Default)]
+struct TextMatcher {
+    literals: Vec<String>,
+    literal_index: HashMap<String, usize>,
+    /// Per literal: (where it must be, test).
+    uses: Vec<Vec<(TextKind, usize)>>,
+    ac: Option<AhoCorasick>,
+    /// Tests `equals ""`.
+    empty: Vec<usize>,
+    globs: Vec<String>,
+    glob_tests: Vec<usize>,
+    glob_set: Option<RegexSet>,
+}
+
+impl TextMatcher {
+    fn add_literal(&mut self, kind: TextKind, text: &str, test: usize) {
+        if text.is_empty() {
+            match kind {
+                TextKind::Equals => self.empty.push(test),
+                // "" is in every text: compile() never produces this (it
+                // becomes AnyValue), but be right anyway.
+                _ => self.add_glob("^(?s:.*)$".into(), test),
+            }
+            return;
+        }
+        let index = *self
+            .literal_index
+            .entry(text.to_string())
+            .or_insert_with(|| {
+                self.literals.push(text.to_string());
+                self.uses.push(Vec::new());
+                self.literals.len() - 1
+            });
+        self.uses[index].push((kind, test));
+    }
+
+    fn add_glob(&mut self, regex: String, test: usize) {
+        self.globs.push(regex);
+        self.glob_tests.push(test);
+    }
+
+    fn build(&mut self, size_limit: usize) -> Result<(), String> {
+        if !self.literals.is_empty() {
+            self.ac = Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(&self.literals)
+                    .map_err(|e| format!("literal automaton: {e}"))?,
+            );
+        }
+        if !self.globs.is_empty() {
+            self.glob_set = Some(
+                regex::RegexSetBuilder::new(&self.globs)
+                    .size_limit(size_limit.saturating_mul(self.globs.len().max(1)))
+                    .build()
+                    .map_err(|e| format!("wildcard patterns: {e}"))?,
+            );
+        }
+        Ok(())
+    }
+
+    fn run(&self, text: &str, row: usize, bits: &mut [Bits]) {
+        if text.is_empty() {
+            for t in &self.empty {
+                bits[*t].set(row);
+            }
+        }
+        if let Some(ac) = &self.ac {
+            for m in ac.find_overlapping_iter(text) {
+                for (kind, test) in &self.uses[m.pattern().as_usize()] {
+                    let hit = match kind {
+                        TextKind::Contains => true,
+                        TextKind::StartsWith => m.start() == 0,
+                        TextKind::EndsWith => m.end() == text.len(),
+                        TextKind::Equals => m.start() == 0 && m.end() == text.len(),
+                    };
+                    if hit {
+                        bits[*test].set(row);
+                    }
+                }
+            }
+        }
+        if let Some(set) = &self.glob_set {
+            for i in set.matches(text).iter() {
+                bits[self.glob_tests[i]].set(row);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FieldPlan {
+    lowercase: TextMatcher,
+    cased: TextMatcher,
+    regexes: Vec<String>,
+    regex_tests: Vec<usize>,
+    regex_set: Option<RegexSet>,
+    /// Tests answered row by row (null, exists, cidr, numbers, …).
+    row_tests: Vec<usize>,
+}
+
+/// The per-batch plan: what to compute for each field.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    fields: Vec<FieldPlan>,
+}
+
+impl Plan {
+    pub(crate) fn new(registry: &Registry) -> Result<Plan, String> {
+        let mut fields: Vec<FieldPlan> = (0..registry.fields.len())
+            .map(|_| FieldPlan::default())
+            .collect();
+        for (id, test) in registry.tests.iter().enumerate() {
+            let plan = &mut fields[test.field()];
+            match test {
+                Test::Text {
+                    cased, kind, text, ..
+                } => {
+                    let m = if *cased {
+                        &mut plan.cased
+                    } else {
+                        &mut plan.lowercase
+                    };
+                    m.add_literal(*kind, text, id);
+                }
+                Test::Glob { cased, regex, .. } => {
+                    let m = if *cased {
+                        &mut plan.cased
+                    } else {
+                        &mut plan.lowercase
+                    };
+                    m.add_glob(regex.clone(), id);
+                }
+                Test::Regex { regex, .. } => {
+                    plan.regexes.push(regex.clone());
+                    plan.regex_tests.push(id);
+                }
+                _ => plan.row_tests.push(id),
+            }
+        }
+        let limit = registry.limits.max_regex_bytes;
+        for (id, plan) in fields.iter_mut().enumerate() {
+            let named = |e: String| format!("field {}: {e}", registry.fields[id]);
+            plan.lowercase.build(limit).map_err(named)?;
+            plan.cased.build(limit).map_err(named)?;
+            if !plan.regexes.is_empty() {
+                plan.regex_set = Some(
+                    regex::RegexSetBuilder::new(&plan.regexes)
+                        .size_limit(limit.saturating_mul(plan.regexes.len()))
+                        .build()
+                        .map_err(|e| named(format!("regular expressions: {e}")))?,
+                );
+            }
+        }
+        Ok(Plan { fields })
+    }
+}
+
+/// A batch's events as the rules see them: each field's text per row.
+#[derive(Debug)]
+pub struct FieldValues {
+    /// `[field][row]`.
+    pub values: Vec<Vec<Option<String>>>,
+    /// Event time per row (microseconds since the epoch).
+    pub times: Vec<i64>,
+}
+
+/// The column as text per row (casting numbers and timestamps).
+fn text_column(batch: &RecordBatch, name: &str) -> Result<Option<StringArray>, String> {
+    let Some(column) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let as_text: ArrayRef = if column.data_type() == &DataType::Utf8 {
+        Arc::clone(column)
+    } else {
+        cast(column, &DataType::Utf8).map_err(|e| format!("column {name}: {e}"))?
+    };
+    Ok(as_text.as_any().downcast_ref::<StringArray>().cloned())
+}
+
+fn json_text(value: &Json) -> Option<String> {
+    match value {
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
+        Json::Bool(b) => Some(b.to_string()),
+        Json::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn lookup<'a>(
+    map: &'a serde_json::Map<String, Json>,
+    spaced: &HashMap<String, &'a Json>,
+    name: &str,
+) -> Option<&'a Json> {
+    if let Some(v) = map.get(name) {
+        return Some(v);
+    }
+    // Some logs name fields with spaces (Windows Defender's `Threat Name`)
+    // where Sigma rules write them without (`ThreatName`).
+    if let Some(v) = spaced.get(name) {
+        return Some(v);
+    }
+    // Dotted Sigma names (`userIdentity.type`) reach into nested objects.
+    let mut parts = name.split('.');
+    let mut current = map.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// Columns left out of keyword searches: the event's copies of itself and
+/// provenance.
+const NOT_SEARCHED: &[&str] = &[
+    event_col::RAW,
+    event_col::UNMAPPED,
+    event_col::SOURCE_TOPIC,
+    event_col::TIME,
+    event_col::INGEST_TIME,
+];
+
+/// Extracts every registered field for the rows in `active`.
+pub(crate) fn extract(
+    registry: &Registry,
+    batch: &RecordBatch,
+    active: &Bits,
+) -> Result<FieldValues, String> {
+    let rows = batch.num_rows();
+    let unmapped = text_column(batch, event_col::UNMAPPED)?;
+    let mut columns: HashMap<&str, StringArray> = HashMap::new();
+    let mut keyword_columns = Vec::new();
+    for source in &registry.fields {
+        match source {
+            FieldSource::Named {
+                column: Some(c), ..
+            } => {
+                if !columns.contains_key(c.as_str())
+                    && let Some(array) = text_column(batch, c)?
+                {
+                    columns.insert(c.as_str(), array);
+                }
+            }
+            FieldSource::Keywords if keyword_columns.is_empty() => {
+                for field in batch.schema().fields() {
+                    if field.data_type() == &DataType::Utf8
+                        && !NOT_SEARCHED.contains(&field.name().as_str())
+                    {
+                        if let Some(a) = text_column(batch, field.name())? {
+                            keyword_columns.push(a);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut values: Vec<Vec<Option<String>>> = vec![vec![None; rows]; registry.fields.len()];
+    for row in active.rows() {
+        let parsed: Option<serde_json::Map<String, Json>> = unmapped
+            .as_ref()
+            .filter(|u| u.is_valid(row))
+            .and_then(|u| serde_json::from_str(u.value(row)).ok());
+        let spaced: HashMap<String, &Json> = parsed
+            .iter()
+            .flat_map(|m| m.iter())
+            .filter(|(k, _)| k.contains(' '))
+            .map(|(k, v)| (k.replace(' ', ""), v))
+            .collect();
+        for (id, source) in registry.fields.iter().enumerate() {
+            values[id][row] = match source {
+                FieldSource::Named { name, column } => parsed
+                    .as_ref()
+                    .and_then(|m| lookup(m, &spaced, name))
+                    .and_then(json_text)
+                    .or_else(|| {
+                        let c = columns.get(column.as_deref()?)?;
+                        c.is_valid(row).then(|| c.value(row).to_string())
+                    }),
+                FieldSource::Keywords => {
+                    let mut text = String::new();
+                    if let Some(m) = &parsed {
+                        for v in m.values() {
+                            if let Some(t) = json_text(v) {
+                                text.push_str(&t);
+                                text.push('\n');
+                            }
+                        }
+                    }
+                    for c in &keyword_columns {
+                        if c.is_valid(row) {
+                            text.push_str(c.value(row));
+                            text.push('\n');
+                        }
+                    }
+                    Some(text)
+                }
+            };
+        }
+    }
+    let times = match batch
+        .column_by_name(event_col::TIME)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+    {
+        Some(t) => (0..rows)
+            .map(|r| if t.is_valid(r) { t.value(r) } else { 0 })
+            .collect(),
+        None => vec![0; rows],
+    };
+    Ok(FieldValues { values, times })
+}
+
+fn date_part(text: &str, part: DatePart) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.naive_utc())
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+        .ok()?;
+    Some(match part {
+        DatePart::Minute => i64::from(t.minute()),
+        DatePart::Hour => i64::from(t.hour()),
+        DatePart::Day => i64::from(t.day()),
+        DatePart::Week => i64::from(t.iso_week().week()),
+        DatePart::Month => i64::from(t.month()),
+        DatePart::Year => i64::from(t.year()),
+    })
+}
+
+fn number(text: &str) -> Option<f64> {
+    let t = text.trim();
+    t.parse::<f64>().ok().or_else(|| {
+        let hex = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X"))?;
+        u64::from_str_radix(hex, 16).ok().map(|v| v as f64)
+    })
+}
+
+fn text_relation(value: &str, other: &str, kind: TextKind) -> bool {
+    match kind {
+        TextKind::Equals => value == other,
+        TextKind::Contains => value.contains(other),
+        TextKind::StartsWith => value.starts_with(other),
+        TextKind::EndsWith => value.ends_with(other),
+    }
+}
+
+/// Answers every test for the active rows.
+pub(crate) fn answer(
+    registry: &Registry,
+    plan: &Plan,
+    values: &FieldValues,
+    active: &Bits,
+) -> Vec<Bits> {
+    let rows = active.len;
+    let mut bits: Vec<Bits> = (0..registry.tests.len())
+        .map(|_| Bits::none(rows))
+        .collect();
+    let mut lower = String::new();
+    for (field, fp) in plan.fields.iter().enumerate() {
+        let column = &values.values[field];
+        let wants_lower = fp.lowercase.ac.is_some()
+            || fp.lowercase.glob_set.is_some()
+            || !fp.lowercase.empty.is_empty();
+        let wants_cased =
+            fp.cased.ac.is_some() || fp.cased.glob_set.is_some() || !fp.cased.empty.is_empty();
+        if wants_lower || wants_cased || fp.regex_set.is_some() {
+            for row in active.rows() {
+                let Some(text) = &column[row] else { continue };
+                if wants_lower {
+                    lower.clear();
+                    if text.is_ascii() {
+                        lower.push_str(text);
+                        lower.make_ascii_lowercase();
+                    } else {
+                        lower.push_str(&text.to_lowercase());
+                    }
+                    fp.lowercase.run(&lower, row, &mut bits);
+                }
+                if wants_cased {
+                    fp.cased.run(text, row, &mut bits);
+                }
+                if let Some(set) = &fp.regex_set {
+                    for i in set.matches(text).iter() {
+                        bits[fp.regex_tests[i]].set(row);
+                    }
+                }
+            }
+        }
+        for &test in &fp.row_tests {
+            let mut out = Bits::none(rows);
+            for row in active.rows() {
+                let value = column[row].as_deref();
+                let hit = match &registry.tests[test] {
+                    Test::AnyValue { .. } => value.is_some(),
+                    Test::Null { .. } => value.is_none_or(str::is_empty),
+                    Test::Exists { present, .. } => value.is_some() == *present,
+                    Test::Cidr { block, .. } => value
+                        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+                        .is_some_and(|ip| block.contains(ip)),
+                    Test::Number { op, limit, .. } => value
+                        .and_then(number)
+                        .is_some_and(|v| op.holds(v, f64::from_bits(*limit))),
+                    Test::FieldRef {
+                        other, kind, cased, ..
+                    } => match (value, values.values[*other][row].as_deref()) {
+                        (Some(a), Some(b)) if *cased => text_relation(a, b, *kind),
+                        (Some(a), Some(b)) => {
+                            text_relation(&a.to_lowercase(), &b.to_lowercase(), *kind)
+                        }
+                        _ => false,
+                    },
+                    Test::DatePart {
+                        part, value: want, ..
+                    } => value.and_then(|v| date_part(v, *part)) == Some(*want),
+                    Test::Text { .. } | Test::Glob { .. } | Test::Regex { .. } => false,
+                };
+                if hit {
+                    out.set(row);
+                }
+            }
+            bits[test] = out;
+        }
+    }
+    bits
+}
+
+/// Evaluates an expression from the tests' bitmaps.
+pub(crate) fn eval(expr: &Expr, tests: &[Bits], rows: usize) -> Bits {
+    match expr {
+        Expr::Test(id) => tests[*id].clone(),
+        Expr::And(items) => {
+            let mut out = Bits::all(rows);
+            for item in items {
+                if out.is_empty() {
+                    break;
+                }
+                out.and_with(&eval(item, tests, rows));
+            }
+            out
+        }
+        Expr::Or(items) => {
+            let mut out = Bits::none(rows);
+            for item in items {
+                out.or_with(&eval(item, tests, rows));
+            }
+            out
+        }
+        Expr::Not(inner) => {
+            let mut out = eval(inner, tests, rows);
+            out.negate();
+            out
+        }
+    }
+}
+
+/// The rows passing a log source filter (every list: any entry; an entry:
+/// every column equal to one of its values, ignoring case).
+pub(crate) fn filter_rows(
+    batch: &RecordBatch,
+    filter: &[Vec<EventFilter>],
+) -> Result<Bits, String> {
+    let rows = batch.num_rows();
+    let mut out = Bits::all(rows);
+    for any_of in filter {
+        let mut passing = Bits::none(rows);
+        for entry in any_of {
+            let mut all = Bits::all(rows);
+            for (column, wanted) in entry {
+                let mut hits = Bits::none(rows);
+                if let Some(text) = text_column(batch, column)? {
+                    for row in 0..rows {
+                        if text.is_valid(row) {
+                            let v = text.value(row);
+                            if wanted
+                                .iter()
+                                .any(|w| w.eq_ignore_ascii_case(v) || *w == v.to_lowercase())
+                            {
+                                hits.set(row);
+                            }
+                        }
+                    }
+                }
+                all.and_with(&hits);
+            }
+            passing.or_with(&all);
+        }
+        out.and_with(&passing);
+    }
+    Ok(out)
+}
+
+impl Bits {
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Plan {
+    /// A plan with nothing to compute.
+    pub(crate) fn empty() -> Plan {
+        Plan { fields: Vec::new() }
+    }
+}

@@ -1,0 +1,694 @@
+//! `spoor rules …`: detection as code, offline. Rules are read, compiled
+//! and run here exactly as a worker runs them; events go through ingest's
+//! own parsers first, so a rule that fires here fires on the cluster.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::{Value as Json, json};
+use spoor_common::config::SourceType;
+use spoor_correlate::engine::{Engine, Issue, LoadedDocument, Options};
+use spoor_correlate::mapping::Mappings;
+use spoor_correlate::sigma;
+use spoor_correlate::window::{Correlator, Output, WindowOptions};
+use spoor_ingest::parse::{Decoded, Decoder, EventRow, Provenance};
+
+/// `spoor rules ...`: detection rules, offline.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum RulesCommand {
+    /// Parse, validate and compile Sigma rule files and folders (`.yml`,
+    /// `.yaml`, searched recursively): every refused rule is printed as
+    /// `file:line:column: reason`, every warning (a log source without a
+    /// mapping, a filter that applies to nothing) as
+    /// `file:line: warning: …`; the exit code is 1 when any rule is refused.
+    Check {
+        /// Rule files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
+    /// MITRE ATT&CK techniques and tactics the rules cover, from their tags:
+    /// one line per technique with its number of rules (`--json`: the rule
+    /// titles too). Refused rules are counted, not covered.
+    Coverage {
+        /// Rule files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run rules on event files, offline: every event goes through ingest's
+    /// parser, then every rule; each match, correlation alert and SQL rule
+    /// result is printed as one JSON line. Refusals and dead letters go to
+    /// standard error; the exit code is 1 when a rule was refused or an
+    /// event could not be parsed.
+    Test {
+        /// A rule file or folder.
+        rules: PathBuf,
+        /// Event files: JSON (one object, JSON Lines, concatenated objects or
+        /// an array) or any line format ingest parses.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        /// The events' format (a source type: windows, json, syslog,
+        /// auditd, cef, leef, zeek, cloudtrail, entra); guessed per file
+        /// when absent.
+        #[arg(long)]
+        format: Option<String>,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
+    /// Print rules in their compiled form: which events they apply to,
+    /// which column or `unmapped` key each field is read from, and every
+    /// test after modifiers, wildcards and escapes were applied.
+    Explain {
+        /// A rule file or folder.
+        rules: PathBuf,
+        /// Only the rule with this id, name or title.
+        #[arg(long)]
+        rule: Option<String>,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
+}
+
+/// How rules are compiled.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompileArgs {
+    /// A TOML file of `%placeholder%` values for `|expand`
+    /// (`Admins = ["root", "admin"]`).
+    #[arg(long)]
+    placeholders: Option<PathBuf>,
+    /// Extra field mapping files (the format of `correlate/mappings/`),
+    /// read after the built-in ones.
+    #[arg(long = "mapping")]
+    mappings: Vec<PathBuf>,
+}
+
+impl CompileArgs {
+    fn options(&self) -> Result<Options, String> {
+        let mut files: Vec<(String, String)> = spoor_correlate::mapping::BUILTIN
+            .iter()
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .collect();
+        for path in &self.mappings {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            files.push((path.display().to_string(), text));
+        }
+        let mappings = Mappings::from_files(files).map_err(|e| e.to_string())?;
+        let placeholders = match &self.placeholders {
+            None => BTreeMap::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                toml::from_str::<BTreeMap<String, Vec<String>>>(&text).map_err(|e| {
+                    format!(
+                        "{}: placeholders must be `name = [\"value\", …]`: {e}",
+                        path.display()
+                    )
+                })?
+            }
+        };
+        Ok(Options {
+            mappings,
+            placeholders,
+            limits: Default::default(),
+        })
+    }
+}
+
+/// A document that did not parse: file and error.
+struct Refused {
+    file: PathBuf,
+    error: String,
+}
+
+fn load(paths: &[PathBuf]) -> Result<(usize, Vec<LoadedDocument>, Vec<Refused>), String> {
+    let files = sigma::rule_files(paths)?;
+    let mut loaded = Vec::new();
+    let mut refused = Vec::new();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(source) => {
+                for document in sigma::parse_documents(&source) {
+                    match document {
+                        Ok(document) => loaded.push(LoadedDocument {
+                            file: file.display().to_string(),
+                            document,
+                        }),
+                        Err(e) => refused.push(Refused {
+                            file: file.clone(),
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+            }
+            Err(e) => refused.push(Refused {
+                file: file.clone(),
+                error: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    Ok((files.len(), loaded, refused))
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an
+/// error worth a panic.
+fn print_all(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("writing the output: {e}");
+    }
+}
+
+fn issue_line(issue: &Issue) -> String {
+    if issue.warning {
+        format!(
+            "{}:{}: warning: {}: {}",
+            issue.file, issue.line, issue.rule, issue.message
+        )
+    } else {
+        format!(
+            "{}:{}: {}: {}",
+            issue.file, issue.line, issue.rule, issue.message
+        )
+    }
+}
+
+pub(crate) fn rules(command: RulesCommand) -> ExitCode {
+    let result = match command {
+        RulesCommand::Check { paths, compile } => check(&paths, &compile),
+        RulesCommand::Coverage { paths, json } => coverage(&paths, json),
+        RulesCommand::Test {
+            rules,
+            events,
+            format,
+            compile,
+        } => test(&rules, &events, format.as_deref(), &compile),
+        RulesCommand::Explain {
+            rules,
+            rule,
+            compile,
+        } => explain(&rules, rule.as_deref(), &compile),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("spoor rules: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn compile(
+    paths: &[PathBuf],
+    args: &CompileArgs,
+) -> Result<(usize, usize, Engine, Vec<String>, usize), String> {
+    let options = args.options()?;
+    let (files, loaded, refused) = load(paths)?;
+    let documents = loaded.len() + refused.len();
+    let (engine, issues) = Engine::compile(&loaded, &options);
+    let mut lines: Vec<String> = refused
+        .iter()
+        .map(|r| format!("{}:{}", r.file.display(), r.error))
+        .collect();
+    lines.extend(issues.iter().map(issue_line));
+    let refusals = refused.len() + issues.iter().filter(|i| !i.warning).count();
+    Ok((files, documents, engine, lines, refusals))
+}
+
+fn check(paths: &[PathBuf], args: &CompileArgs) -> Result<ExitCode, String> {
+    let (files, documents, engine, mut lines, mut refusals) = compile(paths, args)?;
+    if !engine.sql_rules.is_empty() {
+        let rt = runtime()?;
+        for (info, rule) in &engine.sql_rules {
+            if let Err(e) = rt.block_on(spoor_correlate::sql::check(rule)) {
+                refusals += 1;
+                lines.push(format!("{}:{}: {}: {e}", info.file, info.line, info.title));
+            }
+        }
+    }
+    let mut out = lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    print_all(&out);
+    let warnings = lines.len() - refusals;
+    let (tests, fields) = engine.sizes();
+    eprintln!(
+        "{} rule(s) read, {refusals} refused, {warnings} warning(s), in {files} file(s); \
+         {} detection, {} correlation and {} SQL rule(s) compiled to {tests} shared tests on {fields} fields",
+        documents - refusals,
+        engine.detections.len(),
+        engine.correlations.len(),
+        engine.sql_rules.len(),
+    );
+    Ok(if refusals == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn coverage(paths: &[PathBuf], json: bool) -> Result<ExitCode, String> {
+    let (_, loaded, refused) = load(paths)?;
+    let rules: Vec<&sigma::Rule> = loaded
+        .iter()
+        .filter_map(|d| d.document.as_detection())
+        .collect();
+    let c = sigma::coverage::coverage(rules);
+    let refused = refused.len();
+    let mut out = String::new();
+    if json {
+        out = json!({
+            "rules": c.rules,
+            "refused": refused,
+            "untagged": c.untagged,
+            "techniques": c.techniques,
+            "tactics": c.tactics,
+        })
+        .to_string()
+            + "\n";
+    } else {
+        out.push_str("technique  rules\n");
+        for (technique, titles) in &c.techniques {
+            out.push_str(&format!("{technique:<10} {}\n", titles.len()));
+        }
+        out.push_str("\ntactic  rules\n");
+        for (tactic, n) in &c.tactics {
+            out.push_str(&format!("{tactic} {n}\n"));
+        }
+    }
+    print_all(&out);
+    eprintln!(
+        "{} technique(s) and {} tactic(s) covered by {} rule(s); {} without ATT&CK tags; {refused} refused (see `spoor rules check`)",
+        c.techniques.len(),
+        c.tactics.len(),
+        c.rules,
+        c.untagged
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(path: &Path, rule: Option<&str>, args: &CompileArgs) -> Result<ExitCode, String> {
+    let (_, _, engine, lines, refusals) = compile(&[path.to_path_buf()], args)?;
+    for line in &lines {
+        eprintln!("{line}");
+    }
+    let mut keys: Vec<String> = match rule {
+        Some(r) => vec![r.to_string()],
+        None => engine
+            .detections
+            .iter()
+            .map(|d| d.info.key().to_string())
+            .chain(engine.correlations.iter().map(|c| c.info.key().to_string()))
+            .collect(),
+    };
+    keys.dedup();
+    let mut out = String::new();
+    for key in &keys {
+        for text in engine.explain(key) {
+            out.push_str(&text);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        return Err(match rule {
+            Some(r) => format!("no compiled rule has the id, name or title {r:?}"),
+            None => "no rule compiled".into(),
+        });
+    }
+    print_all(&out);
+    Ok(if refusals == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One event's origin: the file and its position in it (0-based, in file
+/// order).
+#[derive(Debug, Clone)]
+pub(crate) struct EventOrigin {
+    file: String,
+    index: usize,
+}
+
+/// Guesses a file's format from its first bytes.
+fn guess_format(path: &Path, head: &str) -> SourceType {
+    let trimmed = head.trim_start();
+    if path.extension().is_some_and(|e| e == "evtx") {
+        return SourceType::Windows;
+    }
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let windows_keys = [
+            "\"Event\"",
+            "\"winlog\"",
+            "\"EventID\"",
+            "\"Channel\"",
+            "\"EventId\"",
+        ];
+        if windows_keys.iter().any(|k| head.contains(k)) {
+            return SourceType::Windows;
+        }
+        if head.contains("\"Records\"")
+            || (head.contains("\"eventSource\"") && head.contains("\"eventVersion\""))
+        {
+            return SourceType::Cloudtrail;
+        }
+        if head.contains("\"operationName\"") && head.contains("\"properties\"") {
+            return SourceType::Entra;
+        }
+        return SourceType::Json;
+    }
+    if trimmed.starts_with("#separator") || trimmed.starts_with("#fields") {
+        return SourceType::Zeek;
+    }
+    if trimmed.starts_with("type=") || trimmed.contains(" type=") && trimmed.contains("msg=audit(")
+    {
+        return SourceType::Auditd;
+    }
+    if trimmed.contains("CEF:") {
+        return SourceType::Cef;
+    }
+    if trimmed.contains("LEEF:") {
+        return SourceType::Leef;
+    }
+    SourceType::Syslog
+}
+
+/// A file's inputs for the parser: top-level JSON values for JSON formats
+/// (so one pretty-printed object, JSON Lines and concatenated objects all
+/// work), lines otherwise.
+fn inputs(text: &str, format: SourceType) -> Vec<String> {
+    let json_like = matches!(
+        format,
+        SourceType::Json | SourceType::Windows | SourceType::Cloudtrail | SourceType::Entra
+    );
+    if json_like {
+        let mut out = Vec::new();
+        let mut stream =
+            serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>();
+        loop {
+            let start = stream.byte_offset();
+            match stream.next() {
+                Some(Ok(value)) => out.push(value.get().to_string()),
+                Some(Err(_)) => {
+                    // Not a JSON stream after all: the rest goes line by line,
+                    // and the parser names what is wrong with each.
+                    out.extend(
+                        text[start..]
+                            .lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(str::to_string),
+                    );
+                    break;
+                }
+                None => break,
+            }
+        }
+        out
+    } else {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Events of the files, parsed by ingest, with their origins; dead letters
+/// are printed to standard error.
+pub(crate) fn read_events(
+    paths: &[PathBuf],
+    format: Option<&str>,
+) -> Result<(Vec<EventRow>, Vec<EventOrigin>, usize), String> {
+    let forced = match format {
+        Some(f) => Some(
+            f.parse::<SourceType>()
+                .map_err(|e| format!("--format {f}: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut rows = Vec::new();
+    let mut origins = Vec::new();
+    let mut dead = 0;
+    for path in paths {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: {e}"))?;
+        let head: String = text.chars().take(4096).collect();
+        let format = forced.unwrap_or_else(|| guess_format(path, &head));
+        let mut decoder = Decoder::for_type(format);
+        let mut index = 0;
+        let mut out = Vec::new();
+        for (n, input) in inputs(&text, format).iter().enumerate() {
+            let prov = Provenance {
+                topic: format!("file:{file}"),
+                partition: None,
+                offset: Some(n as i64 + 1),
+                ingest_time_micros: chrono_now_micros(),
+            };
+            decoder.decode(input.as_bytes(), &prov, &mut out);
+        }
+        let prov = Provenance {
+            topic: format!("file:{file}"),
+            partition: None,
+            offset: None,
+            ingest_time_micros: chrono_now_micros(),
+        };
+        decoder.flush(&prov, &mut out);
+        for decoded in out {
+            match decoded {
+                Decoded::Event(row) => {
+                    rows.push(row);
+                    origins.push(EventOrigin {
+                        file: file.clone(),
+                        index,
+                    });
+                }
+                Decoded::Dead(d) => {
+                    dead += 1;
+                    eprintln!(
+                        "{}",
+                        json!({"type": "dead_letter", "file": file, "event": index, "error": d.error})
+                    );
+                }
+            }
+            index += 1;
+        }
+    }
+    Ok((rows, origins, dead))
+}
+
+fn chrono_now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+fn format_time(micros: i64) -> String {
+    spoor_ingest::parse::draft::format_micros(micros)
+}
+
+/// Rows per batch handed to the engine.
+const BATCH_ROWS: usize = 8_192;
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the SQL runtime: {e}"))
+}
+
+fn origin_json(origins: &[EventOrigin], label: &str) -> Json {
+    match label.parse::<usize>().ok().and_then(|i| origins.get(i)) {
+        Some(o) => json!({"file": o.file, "event": o.index}),
+        None => json!({"alert": label.trim_start_matches("alert:")}),
+    }
+}
+
+fn test(
+    rules: &Path,
+    events: &[PathBuf],
+    format: Option<&str>,
+    args: &CompileArgs,
+) -> Result<ExitCode, String> {
+    let (_, _, engine, mut lines, mut refusals) = compile(&[rules.to_path_buf()], args)?;
+    let rt = runtime()?;
+    let mut sql_rules = Vec::new();
+    for (info, rule) in &engine.sql_rules {
+        match rt.block_on(spoor_correlate::sql::check(rule)) {
+            Ok(()) => sql_rules.push((info, rule)),
+            Err(e) => {
+                refusals += 1;
+                lines.push(format!("{}:{}: {}: {e}", info.file, info.line, info.title));
+            }
+        }
+    }
+    for line in &lines {
+        eprintln!("{line}");
+    }
+    let (mut rows, mut origins, dead) = read_events(events, format)?;
+    // Offline, all events are at hand: evaluate them in event time order,
+    // as a retro-hunt does, so no correlation input is ever late.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].time());
+    rows = order.iter().map(|&i| rows[i].clone()).collect();
+    origins = order.iter().map(|&i| origins[i].clone()).collect();
+    let mut correlator = Correlator::new(&engine, WindowOptions::default());
+    let mut out = String::new();
+    let mut counts = [0usize; 3];
+    let mut batches = Vec::new();
+    let mut correlation_outputs = Vec::new();
+    for (chunk_index, chunk) in rows.chunks(BATCH_ROWS).enumerate() {
+        let refs: Vec<&EventRow> = chunk.iter().collect();
+        let batch = spoor_ingest::lake_writer::event_batch(&refs).map_err(|e| e.to_string())?;
+        let result = engine.evaluate(&batch)?;
+        let base = chunk_index * BATCH_ROWS;
+        for hit in &result.hits {
+            let rule = &engine.detections[hit.rule];
+            if !rule.alerts {
+                continue;
+            }
+            let origin = &origins[base + hit.row];
+            counts[0] += 1;
+            let line: Json = json!({
+                "type": "match",
+                "rule_id": rule.info.id,
+                "rule_title": rule.info.title,
+                "level": rule.info.level,
+                "file": origin.file,
+                "event": origin.index,
+                "time": format_time(result.values.times[hit.row]),
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        correlation_outputs.extend(correlator.push(&result, &|row| (base + row).to_string()));
+        if !sql_rules.is_empty() {
+            batches.push(batch);
+        }
+    }
+    correlation_outputs.extend(correlator.finish());
+    for output in correlation_outputs {
+        let line = match output {
+            Output::Alert(alert) => {
+                counts[1] += 1;
+                let rule = &engine.correlations[alert.correlation];
+                json!({
+                    "type": "correlation",
+                    "rule_id": rule.info.id,
+                    "rule_title": rule.info.title,
+                    "level": rule.info.level,
+                    "correlation_type": rule.rule.kind.name(),
+                    "alert_id": alert.id,
+                    "group": alert.group.iter().map(|(k, v)| (k.clone(), Json::from(v.as_str()))).collect::<serde_json::Map<String, Json>>(),
+                    "first": format_time(alert.first),
+                    "last": format_time(alert.last),
+                    "value": alert.value,
+                    "events": alert.events.iter().map(|e| origin_json(&origins, e)).collect::<Vec<_>>(),
+                })
+            }
+            Output::Late {
+                correlation,
+                time,
+                event,
+            } => json!({
+                "type": "late",
+                "rule_id": engine.correlations[correlation].info.id,
+                "time": format_time(time),
+                "event": origin_json(&origins, &event),
+            }),
+            Output::Evicted { entries } => json!({"type": "state_evicted", "entries": entries}),
+        };
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    for (info, rule) in sql_rules {
+        let alerts = rt
+            .block_on(spoor_correlate::sql::run_over(rule, &batches))
+            .map_err(|e| format!("{}:{}: {}: {e}", info.file, info.line, info.title))?;
+        for alert in alerts {
+            counts[2] += 1;
+            let line = json!({
+                "type": "sql",
+                "rule_id": info.id,
+                "rule_title": info.title,
+                "level": info.level,
+                "alert_id": alert.id,
+                "range_start": format_time(alert.range_start),
+                "range_end": format_time(alert.range_end),
+                "row": alert.row,
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+    }
+    print_all(&out);
+    eprintln!(
+        "{} detection, {} correlation and {} SQL rule(s), {refusals} refused; {} event(s), {dead} dead letter(s); \
+         {} match(es), {} correlation alert(s), {} SQL alert(s)",
+        engine.detections.len(),
+        engine.correlations.len(),
+        engine.sql_rules.len(),
+        rows.len(),
+        counts[0],
+        counts[1],
+        counts[2],
+    );
+    Ok(if refusals == 0 && dead == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_files_split_into_values_whatever_their_layout() {
+        let pretty = "{\n  \"a\": 1\n}\n{\n  \"a\": 2\n}\n";
+        assert_eq!(inputs(pretty, SourceType::Windows).len(), 2);
+        assert_eq!(
+            inputs("{\"a\":1}\n{\"a\":2}\n\n{\"a\":3}", SourceType::Json).len(),
+            3
+        );
+        let broken = "{\"a\":1}\nnot json\n{\"b\":2}";
+        assert_eq!(
+            inputs(broken, SourceType::Json),
+            ["{\"a\":1}", "not json", "{\"b\":2}"]
+        );
+        assert_eq!(inputs("l1\n\nl2\n", SourceType::Syslog), ["l1", "l2"]);
+    }
+
+    #[test]
+    fn formats_are_guessed_from_content() {
+        let p = Path::new("x.json");
+        assert_eq!(
+            guess_format(p, "{\"Event\": {\"System\": {}}}"),
+            SourceType::Windows
+        );
+        assert_eq!(guess_format(p, "{\"Records\": []}"), SourceType::Cloudtrail);
+        assert_eq!(guess_format(p, "{\"user\": \"x\"}"), SourceType::Json);
+        assert_eq!(guess_format(p, "#separator \\x09"), SourceType::Zeek);
+        assert_eq!(
+            guess_format(p, "type=SYSCALL msg=audit(1.0:1): x"),
+            SourceType::Auditd
+        );
+        assert_eq!(
+            guess_format(p, "<13>Jan  1 host CEF:0|a|b"),
+            SourceType::Cef
+        );
+        assert_eq!(
+            guess_format(p, "<13>Jan  1 host sshd: hi"),
+            SourceType::Syslog
+        );
+    }
+}
