@@ -5,7 +5,7 @@
 # records exactly these pins, nothing is installed. The last line printed on
 # stdout is the venv's python.
 #
-#   SPOOR_PYSIGMA_VENV   default ~/.cache/spoor/pysigma-venv
+#   PYSIGMA_VENV   default ~/.cache/spoor/pysigma-venv
 #
 # Pins. pysigma-backend-sqlite 2.1.1 requires pySigma >=2.0.1,<3. The two
 # pipelines (pysigma-pipeline-windows 2.0.1, pysigma-pipeline-sysmon 2.0.0, the
@@ -16,7 +16,7 @@
 # Their dependency tree is exactly pySigma's, which the first step installs.
 set -euo pipefail
 
-venv="${SPOOR_PYSIGMA_VENV:-$HOME/.cache/spoor/pysigma-venv}"
+venv="${PYSIGMA_VENV:-$HOME/.cache/spoor/pysigma-venv}"
 python="${PYTHON:-python3}"
 
 main_pins=(

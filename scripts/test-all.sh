@@ -8,6 +8,9 @@
 #   TANSU_ROOT   default ~/.cache/spoor/tansu  (tansu 0.6.0 binary)
 #   PYCLIENTS    default ~/.cache/spoor/pyclients (a Python venv with pyarrow,
 #                the ADBC Flight SQL driver and psycopg, for the query tests)
+#   PYSIGMA_VENV  default ~/.cache/spoor/pysigma-venv (pySigma 2.0.1 and
+#                its SQLite backend: the independent Sigma implementation the
+#                detection conformance tests compare with)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,6 +51,11 @@ if ! command -v psql >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql-client;
   else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql-client; fi
 fi
+
+step "pySigma (the detection engine's reference implementation)"
+PYSIGMA_PYTHON="$(bash scripts/pysigma-venv.sh | tail -1)"
+export PYSIGMA_PYTHON
+"$PYSIGMA_PYTHON" --version
 
 step "formatting"
 cargo fmt --all -- --check

@@ -944,8 +944,12 @@ mod tests {
             .expect("compile");
         assert_eq!(same, Expr::Test(0), "the same question is one test");
         assert!(
-            r.field_match(&m("X", vec![Modifier::Base64], "a*b"), &none, &no_placeholders)
-                .is_err()
+            r.field_match(
+                &m("X", vec![Modifier::Base64], "a*b"),
+                &none,
+                &no_placeholders
+            )
+            .is_err()
         );
     }
 }

@@ -20,3 +20,6 @@ pub mod mapping;
 pub mod sigma;
 pub mod sql;
 pub mod window;
+
+#[cfg(test)]
+mod testing;

@@ -525,3 +525,319 @@ fn close_windows(
     state.groups.retain(|_, g| !g.entries.is_empty());
     produced
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{batch, engine};
+
+    const RULES: &str = r#"
+title: failed logon
+name: failed
+logsource: {product: windows, service: security}
+detection:
+    sel: {EventID: 4625}
+    condition: sel
+---
+title: successful logon
+name: success
+logsource: {product: windows, service: security}
+detection:
+    sel: {EventID: 4624}
+    condition: sel
+"#;
+
+    fn run(
+        correlation: &str,
+        batches: &[Vec<(i64, serde_json::Value)>],
+        options: WindowOptions,
+    ) -> Vec<Output> {
+        let engine = engine(&format!("{RULES}---\n{correlation}"));
+        let mut correlator = Correlator::new(&engine, options);
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for rows in batches {
+            let b = batch(rows);
+            let result = engine.evaluate(&b).expect("evaluate");
+            let base = offset;
+            out.extend(correlator.push(&result, &|row| (base + row).to_string()));
+            offset += rows.len();
+        }
+        out.extend(correlator.finish());
+        out
+    }
+
+    fn alerts(out: &[Output]) -> Vec<&Alert> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn fail(t: i64, user: &str) -> (i64, serde_json::Value) {
+        (
+            t,
+            json!({"EventID": 4625, "TargetUserName": user, "IpAddress": format!("10.0.0.{}", t % 7)}),
+        )
+    }
+
+    fn ok(t: i64, user: &str) -> (i64, serde_json::Value) {
+        (t, json!({"EventID": 4624, "TargetUserName": user}))
+    }
+
+    const COUNT: &str = "title: brute force\ncorrelation:\n  type: event_count\n  rules: [failed]\n  group-by: [TargetUserName]\n  timespan: 60s\n  condition: {gte: 3}\n";
+
+    #[test]
+    fn event_count_across_batch_boundaries_fires_once_per_window() {
+        let out = run(
+            COUNT,
+            &[
+                vec![fail(0, "bob"), fail(10, "alice")],
+                vec![fail(20, "bob")],
+                vec![fail(30, "bob"), fail(40, "bob")],
+            ],
+            WindowOptions::default(),
+        );
+        let a = alerts(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert_eq!(
+            a[0].group,
+            [("TargetUserName".to_string(), "bob".to_string())]
+        );
+        assert_eq!((a[0].first, a[0].last, a[0].value), (0, 30_000_000, 3.0));
+        assert_eq!(a[0].events, ["0", "2", "3"]);
+    }
+
+    #[test]
+    fn windows_are_timespan_long_and_groups_ignore_case() {
+        let out = run(
+            COUNT,
+            &[vec![
+                fail(0, "bob"),
+                fail(50, "BOB"),
+                fail(60, "Bob"),
+                fail(200, "bob"),
+            ]],
+            WindowOptions::default(),
+        );
+        assert_eq!(
+            alerts(&out).len(),
+            1,
+            "0, 50 and 60 fit one 60 s window: {out:?}"
+        );
+        let out = run(
+            COUNT,
+            &[vec![fail(0, "bob"), fail(50, "bob"), fail(61, "bob")]],
+            WindowOptions::default(),
+        );
+        assert!(alerts(&out).is_empty(), "0, 50 and 61 do not: {out:?}");
+        let out = run(
+            COUNT,
+            &[vec![fail(0, "bob"), fail(70, "bob"), fail(100, "bob")]],
+            WindowOptions::default(),
+        );
+        assert!(alerts(&out).is_empty(), "no 60 s span holds three: {out:?}");
+    }
+
+    #[test]
+    fn out_of_order_matches_within_lateness_complete_windows() {
+        // Arrives newest first, across batches.
+        let out = run(
+            COUNT,
+            &[
+                vec![fail(100, "bob")],
+                vec![fail(80, "bob")],
+                vec![fail(60, "bob")],
+            ],
+            WindowOptions::default(),
+        );
+        let a = alerts(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert_eq!((a[0].first, a[0].last), (60_000_000, 100_000_000));
+    }
+
+    #[test]
+    fn matches_later_than_the_allowed_lateness_are_reported_not_applied() {
+        let options = WindowOptions {
+            allowed_lateness_micros: 30 * 1_000_000,
+            ..WindowOptions::default()
+        };
+        let out = run(
+            COUNT,
+            &[
+                vec![fail(1000, "bob")],
+                vec![fail(900, "bob"), fail(990, "bob")],
+                vec![fail(995, "bob")],
+            ],
+            options,
+        );
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Late {
+                    time: 900_000_000,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        let a = alerts(&out);
+        assert_eq!(a.len(), 1, "990 is within lateness and counts: {out:?}");
+        assert_eq!(a[0].events, ["2", "3", "0"]);
+    }
+
+    #[test]
+    fn value_count_counts_distinct_values() {
+        let rule = "title: spray\ncorrelation:\n  type: value_count\n  rules: [failed]\n  group-by: [IpAddress]\n  timespan: 5m\n  condition: {field: TargetUserName, gte: 3}\n";
+        let row = |t: i64, user: &str| {
+            (
+                t,
+                json!({"EventID": 4625, "TargetUserName": user, "IpAddress": "10.1.1.1"}),
+            )
+        };
+        let out = run(
+            rule,
+            &[
+                vec![row(0, "a"), row(1, "a"), row(2, "A")],
+                vec![row(3, "b"), row(4, "c")],
+            ],
+            WindowOptions::default(),
+        );
+        let a = alerts(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert_eq!(a[0].value, 3.0);
+        assert_eq!(
+            a[0].last, 4_000_000,
+            "fires when the third distinct user arrives"
+        );
+    }
+
+    #[test]
+    fn temporal_needs_every_rule_in_any_order_and_ordered_needs_the_order() {
+        let temporal = "title: t\ncorrelation:\n  type: temporal\n  rules: [failed, success]\n  group-by: [TargetUserName]\n  timespan: 60s\n";
+        let out = run(
+            temporal,
+            &[vec![ok(10, "bob")], vec![fail(20, "bob")]],
+            WindowOptions::default(),
+        );
+        assert_eq!(alerts(&out).len(), 1, "{out:?}");
+        let ordered = temporal.replace("type: temporal", "type: temporal_ordered");
+        let out = run(
+            &ordered,
+            &[vec![ok(10, "bob")], vec![fail(20, "bob")]],
+            WindowOptions::default(),
+        );
+        assert!(alerts(&out).is_empty(), "success before failure: {out:?}");
+        // Out of order arrival, but in order by event time.
+        let out = run(
+            &ordered,
+            &[vec![ok(30, "bob")], vec![fail(20, "bob")]],
+            WindowOptions::default(),
+        );
+        assert_eq!(alerts(&out).len(), 1, "{out:?}");
+        let out = run(
+            &ordered,
+            &[vec![fail(0, "bob")], vec![ok(90, "bob")]],
+            WindowOptions::default(),
+        );
+        assert!(alerts(&out).is_empty(), "too far apart: {out:?}");
+    }
+
+    #[test]
+    fn sum_average_and_percentile() {
+        let row = |t: i64, bytes: i64| {
+            (
+                t,
+                json!({"EventID": 4625, "TargetUserName": "u", "Bytes": bytes}),
+            )
+        };
+        let sum = "title: s\ncorrelation:\n  type: value_sum\n  rules: [failed]\n  group-by: [TargetUserName]\n  timespan: 1h\n  condition: {field: Bytes, gt: 1000}\n";
+        let out = run(
+            sum,
+            &[vec![row(0, 400), row(10, 400)], vec![row(20, 300)]],
+            WindowOptions::default(),
+        );
+        let a = alerts(&out);
+        assert_eq!(
+            (a.len(), a.first().map(|a| a.value)),
+            (1, Some(1100.0)),
+            "{out:?}"
+        );
+        let avg = sum
+            .replace("value_sum", "value_avg")
+            .replace("gt: 1000", "lt: 100");
+        let out = run(
+            &avg,
+            &[
+                vec![row(0, 50), row(10, 100), row(20, 120)],
+                vec![row(5000, 500)],
+            ],
+            WindowOptions::default(),
+        );
+        let a = alerts(&out);
+        assert_eq!(
+            a.len(),
+            1,
+            "the first hour averages 90; decided when it closes: {out:?}"
+        );
+        assert_eq!(a[0].value, 90.0);
+        let pct = sum
+            .replace("value_sum", "value_percentile")
+            .replace("gt: 1000", "percentile: 50, gte: 100");
+        let out = run(
+            &pct,
+            &[vec![row(0, 10), row(1, 100), row(2, 1000)]],
+            WindowOptions::default(),
+        );
+        assert_eq!(
+            alerts(&out).first().map(|a| a.value),
+            Some(100.0),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn chained_correlations_read_alerts() {
+        let chained = format!(
+            "{COUNT}name: brute\n---\ntitle: brute then success\ncorrelation:\n  type: temporal_ordered\n  rules: [brute, success]\n  group-by: [TargetUserName]\n  timespan: 10m\n"
+        );
+        let out = run(
+            &chained,
+            &[vec![
+                fail(0, "bob"),
+                fail(1, "bob"),
+                fail(2, "bob"),
+                ok(100, "bob"),
+                ok(100, "eve"),
+            ]],
+            WindowOptions::default(),
+        );
+        let a = alerts(&out);
+        assert_eq!(a.len(), 2, "{out:?}");
+        assert_eq!(a[1].events.len(), 2);
+        assert!(a[1].events[0].starts_with("alert:"));
+    }
+
+    #[test]
+    fn state_is_bounded_and_eviction_is_reported() {
+        let rule = "title: many\ncorrelation:\n  type: event_count\n  rules: [failed]\n  group-by: [TargetUserName]\n  timespan: 1d\n  condition: {gte: 1000000}\n";
+        let rows: Vec<_> = (0..500).map(|i| fail(i, &format!("u{i}"))).collect();
+        let options = WindowOptions {
+            max_entries: 100,
+            ..WindowOptions::default()
+        };
+        let out = run(rule, &[rows], options);
+        let evicted: usize = out
+            .iter()
+            .map(|o| match o {
+                Output::Evicted { entries } => *entries,
+                _ => 0,
+            })
+            .sum();
+        assert!(evicted >= 400, "{evicted}");
+    }
+}
