@@ -483,6 +483,25 @@ impl Registry {
             for modifier in &m.modifiers {
                 match modifier {
                     Modifier::Windash => {
+                        let mut total: usize = 0;
+                        for p in &current {
+                            let n = 5usize
+                                .checked_pow(windash_positions(p) as u32)
+                                .filter(|n| *n <= self.limits.max_variants)
+                                .ok_or_else(|| {
+                                    format!(
+                                        "{v:?}: `windash` expands to more than {} variants",
+                                        self.limits.max_variants
+                                    )
+                                })?;
+                            total = total.saturating_add(n);
+                        }
+                        if total > self.limits.max_variants {
+                            return Err(format!(
+                                "{v:?}: `windash` expands to more than {} variants",
+                                self.limits.max_variants
+                            ));
+                        }
                         current = current.iter().flat_map(|p| windash(p)).collect();
                     }
                     Modifier::Utf16le | Modifier::Wide | Modifier::Utf16be | Modifier::Utf16 => {
@@ -637,6 +656,28 @@ fn condition(c: &Condition, searches: &[(&str, Expr)]) -> Result<Expr, CompileEr
         Condition::OneOf(p) => or(matching(p)),
         Condition::AllOf(p) => and(matching(p)),
     })
+}
+
+/// How many characters `windash` varies in these pieces.
+fn windash_positions(pieces: &[Piece]) -> usize {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Text(text) => {
+                let chars: Vec<char> = text.chars().collect();
+                (0..chars.len())
+                    .filter(|&i| {
+                        let before = if i == 0 { None } else { Some(chars[i - 1]) };
+                        (chars[i] == '-' || chars[i] == '/')
+                            && !word(before)
+                            && word(chars.get(i + 1).copied())
+                    })
+                    .count()
+            }
+            _ => 0,
+        })
+        .sum()
 }
 
 /// `windash`, as pySigma does it: a `-` or `/` that starts a word (no word
@@ -881,6 +922,21 @@ mod tests {
         assert!(v.contains(&vec![Piece::Text(" /enc x-y -c".into())]));
         assert!(v.contains(&vec![Piece::Text(" \u{2014}enc x-y \u{2013}c".into())]));
         assert!(!v.iter().any(|p| literal(p).contains("x/y")));
+    }
+
+    #[test]
+    fn windash_that_would_explode_is_refused_before_expanding() {
+        let mut r = Registry::new(Limits::default());
+        let m = FieldMatch {
+            field: Some("CommandLine".into()),
+            modifiers: vec![Modifier::Windash, Modifier::Contains],
+            values: vec![Value::Str(" -a".repeat(40))],
+        };
+        let none = BTreeMap::new();
+        let e = r
+            .field_match(&m, &none, &BTreeMap::new())
+            .expect_err("too many");
+        assert!(e.contains("more than 4096 variants"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,9 @@ pub struct Engine {
     pub correlations: Vec<CompiledCorrelation>,
     /// Scheduled SQL rules.
     pub sql_rules: Vec<(RuleInfo, SqlRule)>,
+    /// Per field: the log source filters of the rules that read it, so a
+    /// field is extracted only on rows where one of them applies.
+    field_filters: Vec<Vec<usize>>,
 }
 
 /// A detection rule matching one row of a batch.
@@ -307,6 +310,7 @@ impl Engine {
             });
             detections.clear();
         }
+        let field_filters = field_filters(&registry, &detections, &compiled);
         (
             Engine {
                 registry,
@@ -315,6 +319,7 @@ impl Engine {
                 filters,
                 correlations: compiled,
                 sql_rules,
+                field_filters,
             },
             issues,
         )
@@ -330,8 +335,29 @@ impl Engine {
             active.or_with(&bits);
             filter_bits.push(bits);
         }
-        let values = evaluate::extract(&self.registry, batch, &active)?;
-        let tests = evaluate::answer(&self.registry, &self.plan, &values, &active);
+        if active.is_empty() {
+            return Ok(BatchResult {
+                hits: Vec::new(),
+                values: evaluate::extract(
+                    &self.registry,
+                    batch,
+                    &vec![Bits::none(rows); self.field_filters.len()],
+                )?,
+            });
+        }
+        let masks: Vec<Bits> = self
+            .field_filters
+            .iter()
+            .map(|filters| {
+                let mut mask = Bits::none(rows);
+                for f in filters {
+                    mask.or_with(&filter_bits[*f]);
+                }
+                mask
+            })
+            .collect();
+        let values = evaluate::extract(&self.registry, batch, &masks)?;
+        let tests = evaluate::answer(&self.registry, &self.plan, &values, &masks);
         let mut hits = Vec::new();
         for (index, rule) in self.detections.iter().enumerate() {
             let applicable = &filter_bits[rule.filter];
@@ -447,6 +473,56 @@ impl Engine {
     pub fn test_text(&self, id: usize) -> String {
         describe_test(&self.registry, id)
     }
+}
+
+fn expr_fields(expr: &Expr, registry: &Registry, out: &mut Vec<usize>) {
+    match expr {
+        Expr::Test(id) => {
+            let test = &registry.tests[*id];
+            out.push(test.field());
+            if let crate::compile::Test::FieldRef { other, .. } = test {
+                out.push(*other);
+            }
+        }
+        Expr::And(items) | Expr::Or(items) => {
+            for item in items {
+                expr_fields(item, registry, out);
+            }
+        }
+        Expr::Not(inner) => expr_fields(inner, registry, out),
+    }
+}
+
+/// Per field, the filters of the rules reading it (by their conditions or
+/// as a correlation's group or value field).
+fn field_filters(
+    registry: &Registry,
+    detections: &[Detection],
+    correlations: &[CompiledCorrelation],
+) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); registry.fields.len()];
+    let mut fields = Vec::new();
+    for rule in detections {
+        fields.clear();
+        expr_fields(&rule.expr, registry, &mut fields);
+        for f in &fields {
+            out[*f].push(rule.filter);
+        }
+    }
+    for c in correlations {
+        for input in &c.inputs {
+            if let InputSource::Detection(d) = input.source {
+                for f in input.group_fields.iter().chain(input.value_field.iter()) {
+                    out[*f].push(detections[d].filter);
+                }
+            }
+        }
+    }
+    for filters in &mut out {
+        filters.sort_unstable();
+        filters.dedup();
+    }
+    out
 }
 
 type CompiledDetection = (Expr, Vec<Vec<EventFilter>>, Vec<String>, Option<String>);

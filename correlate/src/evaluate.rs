@@ -15,6 +15,7 @@
 //!
 //! Nothing is interpreted event by event per rule.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use chrono::{Datelike, Timelike};
 use regex::RegexSet;
-use serde_json::Value as Json;
+use serde_json::value::RawValue;
 use spoor_common::schema::event_col;
 
 use crate::compile::{DatePart, Expr, FieldSource, Registry, Test, TextKind};
@@ -277,13 +278,48 @@ impl Plan {
     }
 }
 
-/// A batch's events as the rules see them: each field's text per row.
+/// One field's text for every row of a batch, in one buffer.
+#[derive(Debug, Default)]
+pub struct FieldColumn {
+    text: String,
+    /// Per row: the value's byte range in `text`, or none.
+    spans: Vec<Option<(u32, u32)>>,
+}
+
+impl FieldColumn {
+    fn new(rows: usize) -> FieldColumn {
+        FieldColumn {
+            text: String::new(),
+            spans: vec![None; rows],
+        }
+    }
+
+    fn set(&mut self, row: usize, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(value);
+        self.spans[row] = Some((start as u32, self.text.len() as u32));
+    }
+
+    /// A row's value.
+    pub fn get(&self, row: usize) -> Option<&str> {
+        self.spans[row].map(|(a, b)| &self.text[a as usize..b as usize])
+    }
+}
+
+/// A batch's events as the rules see them: each field's text per row (for
+/// the rows whose rules read that field).
 #[derive(Debug)]
 pub struct FieldValues {
-    /// `[field][row]`.
-    pub values: Vec<Vec<Option<String>>>,
+    columns: Vec<FieldColumn>,
     /// Event time per row (microseconds since the epoch).
     pub times: Vec<i64>,
+}
+
+impl FieldValues {
+    /// A field's value on a row.
+    pub fn get(&self, field: usize, row: usize) -> Option<&str> {
+        self.columns[field].get(row)
+    }
 }
 
 /// The column as text per row (casting numbers and timestamps).
@@ -299,36 +335,67 @@ fn text_column(batch: &RecordBatch, name: &str) -> Result<Option<StringArray>, S
     Ok(as_text.as_any().downcast_ref::<StringArray>().cloned())
 }
 
-fn json_text(value: &Json) -> Option<String> {
-    match value {
-        Json::Null => None,
-        Json::String(s) => Some(s.clone()),
-        Json::Bool(b) => Some(b.to_string()),
-        Json::Number(n) => Some(n.to_string()),
-        other => Some(other.to_string()),
+/// The text of a JSON value as a field value (strings unescaped, numbers
+/// and booleans as written, objects and arrays as JSON); `null` is none.
+fn raw_text<'a>(raw: &'a RawValue, scratch: &'a mut String) -> Option<&'a str> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => Some(&text[1..text.len() - 1]),
+        Some(b'"') => {
+            *scratch = serde_json::from_str::<String>(text).ok()?;
+            Some(scratch.as_str())
+        }
+        Some(b'n') if text == "null" => None,
+        _ => Some(text),
     }
 }
 
-fn lookup<'a>(
-    map: &'a serde_json::Map<String, Json>,
-    spaced: &HashMap<String, &'a Json>,
-    name: &str,
-) -> Option<&'a Json> {
-    if let Some(v) = map.get(name) {
-        return Some(v);
+/// An event's `unmapped` object, borrowed from its text.
+#[derive(Debug, Default)]
+struct Unmapped<'a> {
+    fields: HashMap<Cow<'a, str>, &'a RawValue>,
+    /// Names with spaces, by their spaceless form.
+    spaceless: HashMap<String, &'a RawValue>,
+}
+
+impl<'a> Unmapped<'a> {
+    fn parse(text: &'a str) -> Unmapped<'a> {
+        let fields: HashMap<Cow<'a, str>, &'a RawValue> =
+            serde_json::from_str::<HashMap<&'a str, &'a RawValue>>(text)
+                .map(|m| m.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)).collect())
+                .or_else(|_| {
+                    // Keys with escapes cannot be borrowed.
+                    serde_json::from_str::<HashMap<String, &'a RawValue>>(text)
+                        .map(|m| m.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect())
+                })
+                .unwrap_or_default();
+        // Some logs name fields with spaces (Windows Defender's `Threat
+        // Name`) where Sigma rules write them without (`ThreatName`).
+        let spaceless = fields
+            .iter()
+            .filter(|(k, _)| k.contains(' '))
+            .map(|(k, v)| (k.replace(' ', ""), *v))
+            .collect();
+        Unmapped { fields, spaceless }
     }
-    // Some logs name fields with spaces (Windows Defender's `Threat Name`)
-    // where Sigma rules write them without (`ThreatName`).
-    if let Some(v) = spaced.get(name) {
-        return Some(v);
+
+    fn lookup(&self, name: &str) -> Option<&'a RawValue> {
+        if let Some(v) = self.fields.get(name) {
+            return Some(v);
+        }
+        if let Some(v) = self.spaceless.get(name) {
+            return Some(v);
+        }
+        // Dotted Sigma names (`userIdentity.type`) reach into nested objects.
+        let (first, rest) = name.split_once('.')?;
+        let mut current: &'a RawValue = self.fields.get(first)?;
+        for part in rest.split('.') {
+            let object: HashMap<&'a str, &'a RawValue> =
+                serde_json::from_str(current.get()).ok()?;
+            current = object.get(part)?;
+        }
+        Some(current)
     }
-    // Dotted Sigma names (`userIdentity.type`) reach into nested objects.
-    let mut parts = name.split('.');
-    let mut current = map.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-    }
-    Some(current)
 }
 
 /// Columns left out of keyword searches: the event's copies of itself and
@@ -341,17 +408,21 @@ const NOT_SEARCHED: &[&str] = &[
     event_col::INGEST_TIME,
 ];
 
-/// Extracts every registered field for the rows in `active`.
+/// Extracts each registered field for the rows in its mask (the rows
+/// whose rules read it).
 pub(crate) fn extract(
     registry: &Registry,
     batch: &RecordBatch,
-    active: &Bits,
+    masks: &[Bits],
 ) -> Result<FieldValues, String> {
     let rows = batch.num_rows();
     let unmapped = text_column(batch, event_col::UNMAPPED)?;
     let mut columns: HashMap<&str, StringArray> = HashMap::new();
     let mut keyword_columns = Vec::new();
-    for source in &registry.fields {
+    for (id, source) in registry.fields.iter().enumerate() {
+        if masks[id].is_empty() {
+            continue;
+        }
         match source {
             FieldSource::Named {
                 column: Some(c), ..
@@ -366,57 +437,71 @@ pub(crate) fn extract(
                 for field in batch.schema().fields() {
                     if field.data_type() == &DataType::Utf8
                         && !NOT_SEARCHED.contains(&field.name().as_str())
+                        && let Some(a) = text_column(batch, field.name())?
                     {
-                        if let Some(a) = text_column(batch, field.name())? {
-                            keyword_columns.push(a);
-                        }
+                        keyword_columns.push(a);
                     }
                 }
             }
             _ => {}
         }
     }
-    let mut values: Vec<Vec<Option<String>>> = vec![vec![None; rows]; registry.fields.len()];
-    for row in active.rows() {
-        let parsed: Option<serde_json::Map<String, Json>> = unmapped
-            .as_ref()
-            .filter(|u| u.is_valid(row))
-            .and_then(|u| serde_json::from_str(u.value(row)).ok());
-        let spaced: HashMap<String, &Json> = parsed
-            .iter()
-            .flat_map(|m| m.iter())
-            .filter(|(k, _)| k.contains(' '))
-            .map(|(k, v)| (k.replace(' ', ""), v))
-            .collect();
-        for (id, source) in registry.fields.iter().enumerate() {
-            values[id][row] = match source {
-                FieldSource::Named { name, column } => parsed
-                    .as_ref()
-                    .and_then(|m| lookup(m, &spaced, name))
-                    .and_then(json_text)
-                    .or_else(|| {
-                        let c = columns.get(column.as_deref()?)?;
-                        c.is_valid(row).then(|| c.value(row).to_string())
-                    }),
+    let wanted: Vec<usize> = (0..registry.fields.len())
+        .filter(|f| !masks[*f].is_empty())
+        .collect();
+    let mut any = Bits::none(rows);
+    for f in &wanted {
+        any.or_with(&masks[*f]);
+    }
+    let mut out: Vec<FieldColumn> = (0..registry.fields.len())
+        .map(|f| {
+            if masks[f].is_empty() {
+                FieldColumn::default()
+            } else {
+                FieldColumn::new(rows)
+            }
+        })
+        .collect();
+    let mut scratch = String::new();
+    let mut haystack = String::new();
+    for row in any.rows() {
+        let parsed = match &unmapped {
+            Some(u) if u.is_valid(row) => Unmapped::parse(u.value(row)),
+            _ => Unmapped::default(),
+        };
+        for &id in &wanted {
+            if !masks[id].get(row) {
+                continue;
+            }
+            match &registry.fields[id] {
+                FieldSource::Named { name, column } => {
+                    if let Some(raw) = parsed.lookup(name) {
+                        if let Some(text) = raw_text(raw, &mut scratch) {
+                            out[id].set(row, text);
+                        }
+                    } else if let Some(c) = column.as_deref().and_then(|c| columns.get(c))
+                        && c.is_valid(row)
+                    {
+                        out[id].set(row, c.value(row));
+                    }
+                }
                 FieldSource::Keywords => {
-                    let mut text = String::new();
-                    if let Some(m) = &parsed {
-                        for v in m.values() {
-                            if let Some(t) = json_text(v) {
-                                text.push_str(&t);
-                                text.push('\n');
-                            }
+                    haystack.clear();
+                    for raw in parsed.fields.values() {
+                        if let Some(t) = raw_text(raw, &mut scratch) {
+                            haystack.push_str(t);
+                            haystack.push('\n');
                         }
                     }
                     for c in &keyword_columns {
                         if c.is_valid(row) {
-                            text.push_str(c.value(row));
-                            text.push('\n');
+                            haystack.push_str(c.value(row));
+                            haystack.push('\n');
                         }
                     }
-                    Some(text)
+                    out[id].set(row, &haystack);
                 }
-            };
+            }
         }
     }
     let times = match batch
@@ -428,7 +513,10 @@ pub(crate) fn extract(
             .collect(),
         None => vec![0; rows],
     };
-    Ok(FieldValues { values, times })
+    Ok(FieldValues {
+        columns: out,
+        times,
+    })
 }
 
 fn date_part(text: &str, part: DatePart) -> Option<i64> {
@@ -468,15 +556,19 @@ pub(crate) fn answer(
     registry: &Registry,
     plan: &Plan,
     values: &FieldValues,
-    active: &Bits,
+    masks: &[Bits],
 ) -> Vec<Bits> {
-    let rows = active.len;
+    let rows = values.times.len();
     let mut bits: Vec<Bits> = (0..registry.tests.len())
         .map(|_| Bits::none(rows))
         .collect();
     let mut lower = String::new();
     for (field, fp) in plan.fields.iter().enumerate() {
-        let column = &values.values[field];
+        let active = &masks[field];
+        if active.is_empty() {
+            continue;
+        }
+        let column = &values.columns[field];
         let wants_lower = fp.lowercase.ac.is_some()
             || fp.lowercase.glob_set.is_some()
             || !fp.lowercase.empty.is_empty();
@@ -484,7 +576,9 @@ pub(crate) fn answer(
             fp.cased.ac.is_some() || fp.cased.glob_set.is_some() || !fp.cased.empty.is_empty();
         if wants_lower || wants_cased || fp.regex_set.is_some() {
             for row in active.rows() {
-                let Some(text) = &column[row] else { continue };
+                let Some(text) = column.get(row) else {
+                    continue;
+                };
                 if wants_lower {
                     lower.clear();
                     if text.is_ascii() {
@@ -508,7 +602,7 @@ pub(crate) fn answer(
         for &test in &fp.row_tests {
             let mut out = Bits::none(rows);
             for row in active.rows() {
-                let value = column[row].as_deref();
+                let value = column.get(row);
                 let hit = match &registry.tests[test] {
                     Test::AnyValue { .. } => value.is_some(),
                     Test::Null { .. } => value.is_none_or(str::is_empty),
@@ -521,7 +615,7 @@ pub(crate) fn answer(
                         .is_some_and(|v| op.holds(v, f64::from_bits(*limit))),
                     Test::FieldRef {
                         other, kind, cased, ..
-                    } => match (value, values.values[*other][row].as_deref()) {
+                    } => match (value, values.get(*other, row)) {
                         (Some(a), Some(b)) if *cased => text_relation(a, b, *kind),
                         (Some(a), Some(b)) => {
                             text_relation(&a.to_lowercase(), &b.to_lowercase(), *kind)
@@ -619,5 +713,170 @@ impl Plan {
     /// A plan with nothing to compute.
     pub(crate) fn empty() -> Plan {
         Plan { fields: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{batch, engine};
+
+    fn hits(yaml: &str, rows: &[serde_json::Value]) -> Vec<usize> {
+        let e = engine(yaml);
+        let rows: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64, v.clone()))
+            .collect();
+        let result = e.evaluate(&batch(&rows)).expect("evaluate");
+        result.hits.iter().map(|h| h.row).collect()
+    }
+
+    fn rule(detection: &str) -> String {
+        format!("title: t\nlogsource: {{product: windows}}\ndetection:\n{detection}\n")
+    }
+
+    #[test]
+    fn bits_operations() {
+        let mut a = Bits::none(130);
+        a.set(0);
+        a.set(129);
+        assert_eq!(a.rows().collect::<Vec<_>>(), [0, 129]);
+        let mut n = a.clone();
+        n.negate();
+        assert_eq!(n.rows().count(), 128, "negation stays within the rows");
+        n.and_with(&a);
+        assert!(n.is_empty());
+        assert_eq!(Bits::all(65).rows().count(), 65);
+    }
+
+    #[test]
+    fn one_automaton_answers_equals_contains_and_ends() {
+        let yaml = rule(
+            "  a: {X: 'abc'}\n  b: {X|contains: 'b'}\n  c: {X|startswith: 'ab'}\n  d: {X|endswith: 'bc'}\n  condition: a and b and c and d",
+        );
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"X": "ABC"}),
+                    json!({"X": "abcd"}),
+                    json!({"Y": "abc"})
+                ]
+            ),
+            [0]
+        );
+    }
+
+    #[test]
+    fn keywords_search_every_value_and_fieldref_compares_fields() {
+        let yaml = rule("  k: ['evil.exe']\n  condition: k");
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"A": "x"}),
+                    json!({"B": "run EVIL.EXE now"}),
+                    json!({"C": 5})
+                ]
+            ),
+            [1]
+        );
+        let yaml = rule("  s: {A|fieldref: B}\n  condition: s");
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"A": "x", "B": "X"}),
+                    json!({"A": "x", "B": "y"}),
+                    json!({"A": "x"})
+                ]
+            ),
+            [0]
+        );
+    }
+
+    #[test]
+    fn names_reach_nested_objects_and_spaced_names() {
+        let yaml = rule(
+            "  s: {userIdentity.type: Root}\n  t: {ThreatName: 'EICAR*'}\n  condition: s or t",
+        );
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"userIdentity": {"type": "Root"}}),
+                    json!({"Threat Name": "EICAR_Test"}),
+                    json!({"userIdentity": {"type": "IAMUser"}})
+                ]
+            ),
+            [0, 1]
+        );
+    }
+
+    #[test]
+    fn not_holds_for_missing_fields_and_null_matches_absent_or_empty() {
+        let yaml = rule("  s: {A: x}\n  f: {B: y}\n  condition: s and not f");
+        assert_eq!(
+            hits(&yaml, &[json!({"A": "x"}), json!({"A": "x", "B": "y"})]),
+            [0]
+        );
+        let yaml = rule("  s: {B: null}\n  condition: s");
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"A": "x"}),
+                    json!({"B": ""}),
+                    json!({"B": "v"}),
+                    json!({"B": null})
+                ]
+            ),
+            [0, 1, 3]
+        );
+    }
+
+    #[test]
+    fn numbers_cidr_and_unicode_case() {
+        let yaml = rule("  s: {N|gte: 10}\n  condition: s");
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"N": 9}),
+                    json!({"N": "10"}),
+                    json!({"N": "0x10"}),
+                    json!({"N": "x"})
+                ]
+            ),
+            [1, 2]
+        );
+        let yaml = rule("  s: {IP|cidr: '192.168.0.0/16'}\n  condition: s");
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"IP": "192.168.4.4"}),
+                    json!({"IP": "10.0.0.1"}),
+                    json!({"IP": "junk"})
+                ]
+            ),
+            [0]
+        );
+        let yaml =
+            rule("  s: {U|contains: 'STRASSE'}\n  t: {U|contains: 'ÄRGER'}\n  condition: s or t");
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"U": "Hauptstrasse"}),
+                    json!({"U": "viel ärger"}),
+                    json!({"U": "none"})
+                ]
+            ),
+            [0, 1]
+        );
     }
 }

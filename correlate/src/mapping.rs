@@ -268,6 +268,15 @@ impl Mappings {
                     )
                 }),
             },
+            _ if logsource.product.is_none() && !wanted => Resolved {
+                filters: Vec::new(),
+                fields: BTreeMap::new(),
+                warning: Some(
+                    "the rule has no `logsource`: it applies to every event and reads fields from \
+                     `unmapped` only"
+                        .into(),
+                ),
+            },
             _ => Resolved {
                 filters: Vec::new(),
                 fields: BTreeMap::new(),

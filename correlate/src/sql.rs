@@ -150,3 +150,66 @@ pub async fn run_over(rule: &SqlRule, batches: &[RecordBatch]) -> Result<Vec<Sql
     }
     Ok(alerts)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::batch;
+
+    fn rule(query: &str) -> SqlRule {
+        SqlRule {
+            title: "t".into(),
+            id: Some("sql-1".into()),
+            level: None,
+            query: query.into(),
+            every_secs: 60,
+            range_secs: 120,
+            line: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_sql_and_statements_are_refused_with_a_reason() {
+        assert!(check(&rule("SELECT time FROM events")).await.is_ok());
+        let e = check(&rule("SELECT nope FROM events"))
+            .await
+            .expect_err("unknown column");
+        assert!(e.contains("nope"), "{e}");
+        assert!(check(&rule("DROP TABLE events")).await.is_err());
+        assert!(check(&rule("CREATE TABLE x AS SELECT 1")).await.is_err());
+        assert!(check(&rule("SELEC 1")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn runs_over_sliding_ranges_and_reports_each_row_once() {
+        // Events at 0..300 s, one every 10 s; the query counts the events
+        // of its 120 s range and reports ranges with at least 12.
+        let rows: Vec<_> = (0..30).map(|i| (i * 10, json!({}))).collect();
+        let b = batch(&rows);
+        let alerts = run_over(
+            &rule("SELECT count(*) AS n, min(time) AS first FROM events HAVING count(*) >= 12"),
+            &[b],
+        )
+        .await
+        .expect("run");
+        // Ticks every 60 s; full 120 s windows hold 12 events.
+        assert!(!alerts.is_empty());
+        for a in &alerts {
+            assert_eq!(a.range_end - a.range_start, 120_000_000);
+            assert_eq!(a.row["n"], json!(12));
+        }
+        let mut ids: Vec<_> = alerts.iter().map(|a| a.id.clone()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), alerts.len(), "each row once");
+        // A row the same in two overlapping runs is one alert.
+        let constant = run_over(
+            &rule("SELECT 'x' AS v FROM events LIMIT 1"),
+            &[batch(&rows)],
+        )
+        .await
+        .expect("run");
+        assert_eq!(constant.len(), 1);
+    }
+}

@@ -274,9 +274,9 @@ impl Correlator {
                             let mut key = Vec::with_capacity(input.group_fields.len());
                             let mut display = Vec::with_capacity(input.group_fields.len());
                             for f in &input.group_fields {
-                                if let Some(v) = &result.values.values[*f][hit.row] {
+                                if let Some(v) = result.values.get(*f, hit.row) {
                                     key.push(v.to_lowercase());
-                                    display.push(v.clone());
+                                    display.push(v.to_string());
                                 }
                             }
                             if key.len() < input.group_fields.len() {
@@ -288,9 +288,9 @@ impl Correlator {
                                 entry: Entry {
                                     time: result.values.times[hit.row],
                                     input: input_index,
-                                    value: input
-                                        .value_field
-                                        .and_then(|f| result.values.values[f][hit.row].clone()),
+                                    value: input.value_field.and_then(|f| {
+                                        result.values.get(f, hit.row).map(str::to_string)
+                                    }),
                                     event: event(hit.row),
                                 },
                             });
