@@ -16,8 +16,16 @@ use thiserror::Error;
 
 use crate::sigma::LogSource;
 
-/// The built-in mapping files: (file name, text).
-pub const BUILTIN: &[(&str, &str)] = &[("windows.toml", include_str!("../mappings/windows.toml"))];
+/// The built-in mapping files: (file name, text). A rule without a product
+/// takes the first family that knows its category, so the order matters
+/// (zeek's http log serves `proxy` and `webserver`, its conn log `firewall`).
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("windows.toml", include_str!("../mappings/windows.toml")),
+    ("linux.toml", include_str!("../mappings/linux.toml")),
+    ("aws.toml", include_str!("../mappings/aws.toml")),
+    ("azure.toml", include_str!("../mappings/azure.toml")),
+    ("zeek.toml", include_str!("../mappings/zeek.toml")),
+];
 
 /// A mapping file that cannot be used.
 #[derive(Debug, Error)]

@@ -708,6 +708,22 @@ enum EvtxItem {
 /// opening the file is returned, errors of records and chunks are sent.
 #[cfg(feature = "evtx")]
 fn read_evtx(path: &Path, tx: &tokio::sync::mpsc::Sender<EvtxItem>) -> Result<(), String> {
+    // A closed channel means the importer stopped (a failed commit):
+    // nothing more to read.
+    for_each_evtx_record(path, |item| {
+        tx.blocking_send(item.map_or_else(EvtxItem::Failed, EvtxItem::Record))
+            .is_ok()
+    })
+}
+
+/// Reads an evtx file one record at a time, each as evtx-dump JSON (the
+/// shape the Windows parser reads) or the reader's error for it, until `f`
+/// returns false. An error opening the file is returned.
+#[cfg(feature = "evtx")]
+pub fn for_each_evtx_record(
+    path: &Path,
+    mut f: impl FnMut(Result<Vec<u8>, String>) -> bool,
+) -> Result<(), String> {
     let settings = evtx::ParserSettings::new()
         .num_threads(1)
         .indent(false)
@@ -716,13 +732,8 @@ fn read_evtx(path: &Path, tx: &tokio::sync::mpsc::Sender<EvtxItem>) -> Result<()
         .map_err(|e| error_chain(&e))?
         .with_configuration(settings);
     for record in parser.records_json_bytes() {
-        let item = match record {
-            Ok(r) => EvtxItem::Record(r.data),
-            Err(e) => EvtxItem::Failed(error_chain(&e)),
-        };
-        if tx.blocking_send(item).is_err() {
-            // The importer stopped (a failed commit): nothing more to read.
-            return Ok(());
+        if !f(record.map(|r| r.data).map_err(|e| error_chain(&e))) {
+            break;
         }
     }
     Ok(())

@@ -49,7 +49,7 @@ pub(crate) enum RulesCommand {
         /// A rule file or folder.
         rules: PathBuf,
         /// Event files: JSON (one object, JSON Lines, concatenated objects or
-        /// an array) or any line format ingest parses.
+        /// an array), Windows `.evtx`, or any line format ingest parses.
         #[arg(required = true)]
         events: Vec<PathBuf>,
         /// The events' format (a source type: windows, json, syslog,
@@ -439,28 +439,56 @@ pub(crate) fn read_events(
     let mut dead = 0;
     for path in paths {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: {e}"))?;
-        let head: String = text.chars().take(4096).collect();
-        let format = forced.unwrap_or_else(|| guess_format(path, &head));
+        let file_inputs = if path.extension().is_some_and(|e| e == "evtx") {
+            // Binary event logs: each record as evtx-dump JSON, as `spoor
+            // import` reads them; a record the reader fails on is a dead
+            // letter of its own.
+            let mut records: Vec<Result<String, String>> = Vec::new();
+            spoor_ingest::import::for_each_evtx_record(path, |record| {
+                records.push(record.map(|r| String::from_utf8_lossy(&r).into_owned()));
+                true
+            })
+            .map_err(|e| format!("{file}: {e}"))?;
+            (records, SourceType::Windows)
+        } else {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: {e}"))?;
+            let head: String = text.chars().take(4096).collect();
+            let format = forced.unwrap_or_else(|| guess_format(path, &head));
+            (
+                inputs(&text, format)
+                    .into_iter()
+                    .map(Ok)
+                    .collect::<Vec<_>>(),
+                format,
+            )
+        };
+        let (file_inputs, format) = file_inputs;
+        let prov = |offset: Option<i64>| Provenance {
+            topic: format!("file:{file}"),
+            partition: None,
+            offset,
+            ingest_time_micros: chrono_now_micros(),
+        };
         let mut decoder = Decoder::for_type(format);
         let mut index = 0;
         let mut out = Vec::new();
-        for (n, input) in inputs(&text, format).iter().enumerate() {
-            let prov = Provenance {
-                topic: format!("file:{file}"),
-                partition: None,
-                offset: Some(n as i64 + 1),
-                ingest_time_micros: chrono_now_micros(),
+        for (n, input) in file_inputs.iter().enumerate() {
+            let input = match input {
+                Ok(input) => input,
+                Err(reason) => {
+                    // The evtx reader could not read this record: a dead
+                    // letter with its reason (its position still counts).
+                    out.push(Decoded::Dead(spoor_ingest::parse::dead_letter(
+                        Vec::new(),
+                        &prov(Some(n as i64 + 1)),
+                        &format!("record {}: {reason}", n + 1),
+                    )));
+                    continue;
+                }
             };
-            decoder.decode(input.as_bytes(), &prov, &mut out);
+            decoder.decode(input.as_bytes(), &prov(Some(n as i64 + 1)), &mut out);
         }
-        let prov = Provenance {
-            topic: format!("file:{file}"),
-            partition: None,
-            offset: None,
-            ingest_time_micros: chrono_now_micros(),
-        };
-        decoder.flush(&prov, &mut out);
+        decoder.flush(&prov(None), &mut out);
         for decoded in out {
             match decoded {
                 Decoded::Event(row) => {
