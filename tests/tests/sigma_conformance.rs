@@ -243,7 +243,7 @@ fn compare(
     reasons
 }
 
-fn regression_events() -> Vec<PathBuf> {
+fn regression_events(extension: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![corpus().join("sigma/regression_data")];
     while let Some(p) = stack.pop() {
@@ -255,7 +255,7 @@ fn regression_events() -> Vec<PathBuf> {
                     .flatten()
                     .map(|e| e.path()),
             );
-        } else if p.extension().is_some_and(|e| e == "json") {
+        } else if p.extension().is_some_and(|e| e == extension) {
             out.push(p);
         }
     }
@@ -275,30 +275,39 @@ fn regression_rules_fire_on_their_own_events_and_agree_with_pysigma() -> anyhow:
     for (i, root) in roots.iter().enumerate() {
         std::os::unix::fs::symlink(root.canonicalize()?, rules.path().join(format!("r{i}")))?;
     }
-    let events = regression_events();
+    let events = regression_events("json");
     assert_eq!(events.len(), 202);
-    let ours_lines = spoor(rules.path(), &events)?;
-    let ours = matches(&ours_lines);
-    // Each folder's rule (its info.yml names it) on the folder's event.
+    let ours = matches(&spoor(rules.path(), &events)?);
+    // Each folder's rule (its info.yml names it) on the folder's event, from
+    // the JSON dump and from the binary .evtx file alike.
+    let evtx = regression_events("evtx");
+    let ours_evtx = matches(&spoor(rules.path(), &evtx)?);
     let mut missed = Vec::new();
-    for event in &events {
-        let folder = event.parent().context("folder")?;
-        let info = std::fs::read_to_string(folder.join("info.yml"))?;
-        let id = info
-            .split("rule_metadata:")
-            .nth(1)
-            .and_then(|s| s.lines().find_map(|l| l.trim().strip_prefix("- id:")))
-            .map(str::trim)
-            .context("rule id in info.yml")?;
-        let file = event.display().to_string();
-        if !ours.iter().any(|(r, f, _)| r == id && *f == file) {
-            missed.push(format!("{id} on {file}"));
+    for (files, found) in [(&events, &ours), (&evtx, &ours_evtx)] {
+        for event in files {
+            let folder = event.parent().context("folder")?;
+            let info = std::fs::read_to_string(folder.join("info.yml"))?;
+            let id = info
+                .split("rule_metadata:")
+                .nth(1)
+                .and_then(|s| s.lines().find_map(|l| l.trim().strip_prefix("- id:")))
+                .map(str::trim)
+                .context("rule id in info.yml")?;
+            let file = event.display().to_string();
+            if !found.iter().any(|(r, f, _)| r == id && *f == file) {
+                missed.push(format!("{id} on {file}"));
+            }
         }
     }
     assert!(
         missed.is_empty(),
         "rules not firing on their own events:\n{}",
         missed.join("\n")
+    );
+    assert_eq!(
+        ours.len(),
+        ours_evtx.len(),
+        "JSON and evtx give as many matches"
     );
     let theirs = matches(&reference(&roots, &events, Columns::Text)?);
     let reasons = compare(&ours, &theirs, &products(&roots));
