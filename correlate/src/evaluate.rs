@@ -879,4 +879,39 @@ mod tests {
             [0, 1]
         );
     }
+
+    proptest::proptest! {
+        /// Literals answered through the shared automaton agree with the
+        /// plain string functions, for every match kind at once (patterns
+        /// overlapping each other and the text repeating them included).
+        #[test]
+        fn automaton_answers_agree_with_string_functions(
+            text in "[abAB]{0,12}",
+            needles in proptest::collection::vec("[abAB]{1,3}", 1..6),
+        ) {
+            let mut yaml = String::new();
+            for (i, n) in needles.iter().enumerate() {
+                for (j, m) in ["", "|contains", "|startswith", "|endswith"].iter().enumerate() {
+                    if !yaml.is_empty() {
+                        yaml.push_str("---\n");
+                    }
+                    yaml.push_str(&format!(
+                        "title: r{i}_{j}\nlogsource: {{product: windows}}\ndetection:\n  s: {{X{m}: '{n}'}}\n  condition: s\n"
+                    ));
+                }
+            }
+            let e = engine(&yaml);
+            let result = e.evaluate(&batch(&[(0, json!({"X": text}))])).expect("evaluate");
+            let lower = text.to_lowercase();
+            for (i, n) in needles.iter().enumerate() {
+                let n = n.to_lowercase();
+                let want = [lower == n, lower.contains(&n), lower.starts_with(&n), lower.ends_with(&n)];
+                for (j, w) in want.iter().enumerate() {
+                    let title = format!("r{i}_{j}");
+                    let got = result.hits.iter().any(|h| e.detections[h.rule].info.title == title);
+                    proptest::prop_assert_eq!(got, *w, "{} on {:?}", title, text);
+                }
+            }
+        }
+    }
 }
