@@ -22,15 +22,40 @@
 //!   elements as a list or `#text`), `Event.UserData.<element>.*`.
 //!
 //! Parsing brings all three to one flat field set: the event data at the top
-//! level, the envelope where the shipper put it. Mapping then reads the
-//! channel and event id from whichever envelope is present and maps the event
-//! data by channel + event id (Sysmon, Security, System, PowerShell, Task
-//! Scheduler), so a Sysmon process creation maps the same whoever shipped it.
-//! A field that collides with one already at the top level stays where it
-//! was, so nothing is overwritten. Every JSON object becomes an event; one
-//! that is not recognizably a Windows event gets a note saying what is
-//! missing. An input may also be a JSON array of events or several JSON
-//! lines; a bad element or line is a dead letter of its own.
+//! level, and the envelope of evtx-dump and Winlogbeat at the top level under
+//! Sigma's names (the evtx → Sigma convention pySigma-based tools use: an
+//! element's text under its name, an attribute `A` of element `E` as `E_A`):
+//! `Provider_Name`, `Provider_Guid`, `EventID`, `EventID_Qualifiers`,
+//! `Version`, `Level`, `Task`, `Opcode`, `Keywords`,
+//! `TimeCreated_SystemTime`, `EventRecordID`, `Correlation_ActivityID`,
+//! `Execution_ProcessID`, `Execution_ThreadID`, `Channel`, `Computer`,
+//! `Security_UserID` (Winlogbeat: `winlog.provider_name` → `Provider_Name`,
+//! `winlog.record_id` → `EventRecordID`, `winlog.process.pid` →
+//! `Execution_ProcessID`, … see [`ECS_ENVELOPE`]). Flat shapes keep their
+//! envelope names and get `Provider_Name` (a copy of the provider field) when
+//! they lack it. Mapping then reads the channel and event id from whichever
+//! envelope is present and maps the event data by channel + event id
+//! (Sysmon, Security, System, PowerShell, Task Scheduler), so a Sysmon
+//! process creation maps the same whoever shipped it.
+//!
+//! Collisions: the envelope is placed first, then `EventData`, then
+//! `UserData`; a field whose name is already taken at the top level (by a
+//! different value) stays where it was, so nothing is overwritten and the
+//! envelope wins. System 104 (log cleared) thus keeps its own channel
+//! (`System`) as the channel, and the cleared log's `Channel` stays in
+//! `unmapped` at `Event.UserData.<element>.Channel` (evtx-dump) or
+//! `winlog.user_data.Channel` (Winlogbeat). Every JSON object becomes an
+//! event; one that is not recognizably a Windows event gets a note saying
+//! what is missing. An input may also be a JSON array of events or several
+//! JSON lines; a bad element or line is a dead letter of its own.
+//!
+//! Unnamed `<Data>` elements (evtx-dump's `Data` list or `#text`, Sentinel's
+//! XML or JSON-array `EventData`) become `param1`, `param2`, … like
+//! Winlogbeat names them, and also Sigma's `Data`: their values joined with
+//! newlines (`Data|contains` rules on Windows PowerShell 400/800 and
+//! application logs read it). Winlogbeat and flat `paramN` fields are left
+//! as they are: a named `<Data Name="param1">` (Service Control Manager)
+//! cannot be told from an unnamed one there.
 //!
 //! Choices, and why:
 //! - The event time is the event log's own record time (`TimeCreated`,
@@ -54,8 +79,10 @@
 //!   process's command line (`Host Application`) in `process_cmd_line`.
 //! - Derived columns (user split from `DOMAIN\name`, direction from
 //!   `Initiated`, severity from `Level`, status from `Keywords`, command line
-//!   from a scheduled task's XML) leave their source fields in `unmapped`:
-//!   only fields copied verbatim into a column are removed.
+//!   from a scheduled task's XML, `hash_*` from Sysmon's `Hashes`) leave
+//!   their source fields in `unmapped`: only fields copied verbatim into a
+//!   column are removed. Windows Defender's names with spaces (`Threat
+//!   Name`, `Process Name`) stay as they are.
 
 use std::borrow::Cow;
 
@@ -66,7 +93,8 @@ use serde_json::{Map, Value};
 use spoor_common::schema::event_col as col;
 
 use super::draft::{
-    Draft, NormalizeError, Provenance, as_text, json_kind, parse_int, parse_object,
+    Draft, NormalizeError, Provenance, as_text, json_kind, lookup, parse_int, parse_object,
+    remove_path,
 };
 use super::{ParseOutput, Parsed, Parser, PartFailure, lines};
 
@@ -94,8 +122,10 @@ const EVENT_ID_PATHS: &[&str] = &[
     "event_id",
 ];
 
-/// Where each shape keeps the provider (event source).
+/// Where each shape keeps the provider (event source); `Provider_Name` is
+/// evtx-dump's and Winlogbeat's, moved there by parsing.
 const PROVIDER_PATHS: &[&str] = &[
+    "Provider_Name",
     "SourceName",
     "ProviderName",
     "winlog.provider_name",
@@ -122,6 +152,7 @@ const COMPUTER_PATHS: &[&str] = &[
 const TIME_PATHS: &[&str] = &[
     "TimeCreated",
     "TimeCreated.SystemTime",
+    "TimeCreated_SystemTime",
     "Event.System.TimeCreated.#attributes.SystemTime",
     "Event.System.TimeCreated_attributes.SystemTime",
     "TimeGenerated",
@@ -149,6 +180,35 @@ const MESSAGE_PATHS: &[&str] = &[
     "Event.RenderingInfo.Message",
     "Activity",
 ];
+
+/// Winlogbeat's envelope (paths in `winlog`) and Sigma's names for it, the
+/// names evtx-dump's `Event.System` gets (see the module doc).
+const ECS_ENVELOPE: &[(&str, &str)] = &[
+    ("provider_name", "Provider_Name"),
+    ("provider_guid", "Provider_Guid"),
+    ("event_id", "EventID"),
+    ("version", "Version"),
+    ("level", "Level"),
+    ("task", "Task"),
+    ("opcode", "Opcode"),
+    ("keywords", "Keywords"),
+    ("record_id", "EventRecordID"),
+    ("activity_id", "Correlation_ActivityID"),
+    ("related_activity_id", "Correlation_RelatedActivityID"),
+    ("process.pid", "Execution_ProcessID"),
+    ("process.thread.id", "Execution_ThreadID"),
+    ("channel", "Channel"),
+    ("computer_name", "Computer"),
+    ("user.identifier", "Security_UserID"),
+];
+
+/// The envelope names of evtx-dump and Winlogbeat after parsing; for those
+/// shapes they are read before any other path, so that an event-data field
+/// (`Hostname`, `SourceName`) never passes for the envelope.
+const ENVELOPE_CHANNEL: &[&str] = &["Channel"];
+const ENVELOPE_EVENT_ID: &[&str] = &["EventID"];
+const ENVELOPE_PROVIDER: &[&str] = &["Provider_Name"];
+const ENVELOPE_COMPUTER: &[&str] = &["Computer"];
 
 /// Keyword bits of the Security log's outcome.
 const AUDIT_SUCCESS: u64 = 0x0020_0000_0000_0000;
@@ -259,16 +319,23 @@ fn parse_lines(
 // Shapes → one flat field set
 // ---------------------------------------------------------------------------
 
-/// Brings the event data of every shape to the top level (see the module
-/// doc); the envelope stays where the shipper put it.
+/// Brings the event data of every shape to the top level, and the envelope
+/// of evtx-dump and Winlogbeat under Sigma's names (see the module doc).
 fn normalize(mut object: Map<String, Value>) -> Map<String, Value> {
     let mut notes = Vec::new();
-    if matches!(object.get("Event"), Some(Value::Object(e)) if e.contains_key("System")) {
+    let structured = if matches!(object.get("Event"), Some(Value::Object(e)) if e.contains_key("System"))
+    {
         normalize_evtx(&mut object);
+        true
     } else if matches!(object.get("winlog"), Some(Value::Object(_))) {
         normalize_ecs(&mut object);
+        true
     } else {
         normalize_flat(&mut object, &mut notes);
+        false
+    };
+    if structured {
+        object.insert(ENVELOPE_MARK.into(), Value::Bool(true));
     }
     if !notes.is_empty() {
         // Parse-time notes ride along in a field that map() turns into notes.
@@ -283,9 +350,21 @@ fn normalize(mut object: Map<String, Value>) -> Map<String, Value> {
 /// A field carrying notes from parse to map (never left in the output).
 const PARSE_NOTES: &str = "_spoor_windows_parse_notes";
 
+/// A field telling map that the envelope is under Sigma's names (evtx-dump,
+/// Winlogbeat); never left in the output.
+const ENVELOPE_MARK: &str = "_spoor_windows_envelope";
+
 fn normalize_evtx(object: &mut Map<String, Value>) {
     let Some(Value::Object(event)) = object.get_mut("Event") else {
         return;
+    };
+    let system = match event.remove("System") {
+        Some(Value::Object(system)) => Some(system),
+        Some(other) => {
+            event.insert("System".into(), other);
+            None
+        }
+        None => None,
     };
     let data = match event.remove("EventData") {
         Some(Value::Object(data)) => Some(evtx_event_data(data)),
@@ -303,6 +382,21 @@ fn normalize_evtx(object: &mut Map<String, Value>) {
         }
         None => None,
     };
+    // The envelope first, so that it wins over event data of the same name
+    // (System 104's UserData `Channel` is the cleared log, not the event's).
+    let mut leftover_system = Map::new();
+    let mut empty_elements = Vec::new();
+    if let Some(system) = system {
+        for (k, v) in evtx_system_fields(system) {
+            if matches!(&v, Value::Null) || v.as_str() == Some("") {
+                // An empty element (`<Correlation/>`) has no value: it only
+                // takes its name when no data field wants it.
+                empty_elements.push((k, v));
+            } else {
+                hoist(object, &mut leftover_system, k, v);
+            }
+        }
+    }
     let mut leftover_data = Map::new();
     let mut leftover_user = Map::new();
     if let Some((fields, rest)) = data {
@@ -333,7 +427,13 @@ fn normalize_evtx(object: &mut Map<String, Value>) {
             }
         }
     }
+    for (k, v) in empty_elements {
+        hoist(object, &mut leftover_system, k, v);
+    }
     if let Some(Value::Object(event)) = object.get_mut("Event") {
+        if !leftover_system.is_empty() {
+            event.insert("System".into(), Value::Object(leftover_system));
+        }
         if !leftover_data.is_empty() {
             event.insert("EventData".into(), Value::Object(leftover_data));
         }
@@ -343,17 +443,52 @@ fn normalize_evtx(object: &mut Map<String, Value>) {
     }
 }
 
+/// evtx `Event.System` under Sigma's names, in document order: an element's
+/// text (or scalar value) under its name, its attribute `A` as `<name>_A`
+/// (`Provider.#attributes.Name` and `Provider_attributes.Name` both →
+/// `Provider_Name`; `EventID.#text` → `EventID`). Anything else an element
+/// holds stays under its name.
+fn evtx_system_fields(system: Map<String, Value>) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (k, v) in system {
+        if let Some(base) = k.strip_suffix("_attributes")
+            && let Value::Object(attributes) = &v
+        {
+            for (a, av) in attributes {
+                out.push((format!("{base}_{a}"), av.clone()));
+            }
+            continue;
+        }
+        match v {
+            Value::Object(mut element) => {
+                if let Some(Value::Object(attributes)) = element.get("#attributes") {
+                    for (a, av) in attributes {
+                        out.push((format!("{k}_{a}"), av.clone()));
+                    }
+                    element.shift_remove("#attributes");
+                }
+                if element.len() == 1
+                    && let Some(text) = element.shift_remove("#text")
+                {
+                    out.push((k, text));
+                } else if !element.is_empty() {
+                    out.push((k, Value::Object(element)));
+                }
+            }
+            v => out.push((k, v)),
+        }
+    }
+    out
+}
+
 /// evtx `EventData`: named fields as they are; unnamed `Data` elements (a
-/// list, a `#text` string or list, or objects with a `Name` attribute) as
-/// `param1`… like Winlogbeat names them. Returns (fields, what stays).
+/// list, a `#text` string or list, or objects without a `Name` attribute)
+/// as `param1`… like Winlogbeat names them, and joined with newlines as
+/// Sigma's `Data`. Returns (fields, what stays).
 fn evtx_event_data(data: Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {
     let mut fields = Map::new();
     let mut rest = Map::new();
-    let mut unnamed = 0usize;
-    let mut push_unnamed = |fields: &mut Map<String, Value>, v: Value| {
-        unnamed += 1;
-        fields.insert(format!("param{unnamed}"), v);
-    };
+    let mut unnamed: Vec<Value> = Vec::new();
     for (k, v) in data {
         match (k.as_str(), v) {
             ("#attributes", v) => {
@@ -373,43 +508,86 @@ fn evtx_event_data(data: Map<String, Value>) -> (Map<String, Value>, Map<String,
                                 Some(name) => {
                                     fields.insert(name, text);
                                 }
-                                None => push_unnamed(&mut fields, text),
+                                None => unnamed.push(text),
                             }
                         }
-                        other => push_unnamed(&mut fields, other),
+                        other => unnamed.push(other),
                     }
                 }
             }
             ("Data", Value::Object(mut o)) => match o.remove("#text") {
-                Some(Value::Array(items)) => {
-                    for item in items {
-                        push_unnamed(&mut fields, item);
-                    }
-                }
-                Some(text) => push_unnamed(&mut fields, text),
+                Some(Value::Array(items)) => unnamed.extend(items),
+                Some(text) => unnamed.push(text),
                 None => {
                     rest.insert(k, Value::Object(o));
                 }
             },
-            ("Data", v @ (Value::String(_) | Value::Number(_))) => push_unnamed(&mut fields, v),
+            ("Data", v @ (Value::String(_) | Value::Number(_))) => unnamed.push(v),
             (_, v) => {
                 fields.insert(k, v);
             }
         }
     }
+    if !unnamed.is_empty() {
+        let joined = join_unnamed(&unnamed);
+        let mut put = |name: String, v: Value| {
+            // A named `<Data Name="param1">` or `<Data Name="Data">` keeps
+            // the name; the unnamed value stays in `Event.EventData`.
+            let target = if fields.contains_key(&name) {
+                &mut rest
+            } else {
+                &mut fields
+            };
+            target.insert(name, v);
+        };
+        for (i, v) in unnamed.into_iter().enumerate() {
+            put(format!("param{}", i + 1), v);
+        }
+        put("Data".into(), Value::String(joined));
+    }
     (fields, rest)
+}
+
+/// Sigma's `Data`: the unnamed `<Data>` values joined with newlines (an
+/// empty element as an empty line).
+fn join_unnamed<'a>(values: impl IntoIterator<Item = &'a Value>) -> String {
+    values
+        .into_iter()
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn normalize_ecs(object: &mut Map<String, Value>) {
     let Some(Value::Object(winlog)) = object.get_mut("winlog") else {
         return;
     };
+    let mut envelope = Vec::new();
+    for (path, name) in ECS_ENVELOPE {
+        if let Some(v) = lookup(winlog, path).cloned() {
+            remove_path(winlog, path);
+            envelope.push((*path, *name, v));
+        }
+    }
     let mut moved = Vec::new();
     for key in ["event_data", "user_data"] {
         if matches!(winlog.get(key), Some(Value::Object(_)))
             && let Some(Value::Object(data)) = winlog.remove(key)
         {
             moved.push((key, data));
+        }
+    }
+    // The envelope first, so that it wins over event data of the same name.
+    let mut envelope_rest = Vec::new();
+    for (path, name, v) in envelope {
+        let mut rest = Map::new();
+        hoist(object, &mut rest, name.to_string(), v);
+        if let Some(v) = rest.remove(name) {
+            envelope_rest.push((path, v));
         }
     }
     let mut leftovers = Vec::new();
@@ -425,6 +603,34 @@ fn normalize_ecs(object: &mut Map<String, Value>) {
     if let Some(Value::Object(winlog)) = object.get_mut("winlog") {
         for (key, rest) in leftovers {
             winlog.insert(key.into(), Value::Object(rest));
+        }
+        // Taken names: the value goes back where it was.
+        for (path, v) in envelope_rest {
+            insert_path(winlog, path, v);
+        }
+        if winlog.is_empty() {
+            object.remove("winlog");
+        }
+    }
+}
+
+/// Puts `v` at a dotted path, creating objects on the way (an existing
+/// non-object on the way keeps `v` under the whole dotted key).
+fn insert_path(object: &mut Map<String, Value>, path: &str, v: Value) {
+    match path.split_once('.') {
+        None => {
+            object.insert(path.to_string(), v);
+        }
+        Some((head, tail)) => {
+            let inner = object
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            match inner {
+                Value::Object(inner) => insert_path(inner, tail, v),
+                _ => {
+                    object.insert(path.to_string(), v);
+                }
+            }
         }
     }
 }
@@ -513,26 +719,40 @@ fn value_text(v: &Value) -> Option<Cow<'_, str>> {
 }
 
 /// Sentinel's `EventData` text: JSON (an object, or an array of unnamed
-/// values) or an XML fragment of `<Data>` elements.
+/// values) or an XML fragment of `<Data>` elements. Unnamed values are
+/// `param1`… and, joined with newlines, Sigma's `Data` (after the others,
+/// so a named `Data` keeps the name).
 fn expand_event_data(text: &str) -> Result<Vec<(String, Value)>, String> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('<') {
-        return xml_leaves(trimmed)
-            .map(|leaves| {
-                leaves
+        return xml_fragment(trimmed)
+            .map(|(leaves, unnamed)| {
+                let mut fields: Vec<(String, Value)> = leaves
                     .into_iter()
                     .map(|(k, v)| (k, Value::String(v)))
-                    .collect()
+                    .collect();
+                if !unnamed.is_empty() {
+                    let joined = unnamed.join("\n");
+                    fields.push(("Data".into(), Value::String(joined)));
+                }
+                fields
             })
             .map_err(|e| format!("invalid XML: {e}"));
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => Ok(o.into_iter().collect()),
-        Ok(Value::Array(items)) => Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (format!("param{}", i + 1), v))
-            .collect()),
+        Ok(Value::Array(items)) => {
+            let joined = join_unnamed(&items);
+            let mut fields: Vec<(String, Value)> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("param{}", i + 1), v))
+                .collect();
+            if !fields.is_empty() {
+                fields.push(("Data".into(), Value::String(joined)));
+            }
+            Ok(fields)
+        }
         Ok(other) => Err(format!(
             "is a JSON {}, expected an object, an array or XML",
             json_kind(&other)
@@ -547,6 +767,8 @@ struct Open {
     name: String,
     text: String,
     has_children: bool,
+    /// An unnamed `<Data>`.
+    unnamed: bool,
 }
 
 /// The leaf elements of an XML fragment as (name, text), in document order:
@@ -555,9 +777,19 @@ struct Open {
 /// seen again gets `_2`, `_3`… so nothing is lost. An empty root (an
 /// `<EventData/>` without data) has no leaves.
 fn xml_leaves(text: &str) -> Result<Vec<(String, String)>, String> {
+    xml_fragment(text).map(|(leaves, _)| leaves)
+}
+
+/// (name, text) of the leaves of an XML fragment.
+type Leaves = Vec<(String, String)>;
+
+/// [`xml_leaves`], and the texts of the unnamed `<Data>` leaves in order
+/// (for Sigma's `Data`).
+fn xml_fragment(text: &str) -> Result<(Leaves, Vec<String>), String> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Open> = Vec::new();
     let mut leaves: Vec<(String, String)> = Vec::new();
+    let mut unnamed_texts: Vec<String> = Vec::new();
     let mut unnamed = 0usize;
     let position = |reader: &Reader<&[u8]>| reader.error_position();
     loop {
@@ -569,12 +801,13 @@ fn xml_leaves(text: &str) -> Result<Vec<(String, String)>, String> {
                 if let Some(parent) = stack.last_mut() {
                     parent.has_children = true;
                 }
-                let name = leaf_name(&start, &mut unnamed)
+                let (name, is_unnamed) = leaf_name(&start, &mut unnamed)
                     .map_err(|e| format!("{e} at byte {}", reader.buffer_position()))?;
                 stack.push(Open {
                     name,
                     text: String::new(),
                     has_children: false,
+                    unnamed: is_unnamed,
                 });
             }
             Event::Empty(start) => {
@@ -582,8 +815,11 @@ fn xml_leaves(text: &str) -> Result<Vec<(String, String)>, String> {
                     continue;
                 };
                 parent.has_children = true;
-                let name = leaf_name(&start, &mut unnamed)
+                let (name, is_unnamed) = leaf_name(&start, &mut unnamed)
                     .map_err(|e| format!("{e} at byte {}", reader.buffer_position()))?;
+                if is_unnamed {
+                    unnamed_texts.push(String::new());
+                }
                 push_leaf(&mut leaves, name, String::new());
             }
             Event::Text(t) => {
@@ -630,6 +866,9 @@ fn xml_leaves(text: &str) -> Result<Vec<(String, String)>, String> {
                     && !open.has_children
                     && !stack.is_empty()
                 {
+                    if open.unnamed {
+                        unnamed_texts.push(open.text.clone());
+                    }
                     push_leaf(&mut leaves, open.name, open.text);
                 }
             }
@@ -640,24 +879,26 @@ fn xml_leaves(text: &str) -> Result<Vec<(String, String)>, String> {
     if let Some(open) = stack.last() {
         return Err(format!("element `{}` is not closed", open.name));
     }
-    Ok(leaves)
+    Ok((leaves, unnamed_texts))
 }
 
 /// The field name of an element: `Data` by its `Name` attribute or as
-/// `paramN`, anything else by its local name.
-fn leaf_name(start: &BytesStart<'_>, unnamed: &mut usize) -> Result<String, String> {
+/// `paramN` (then also `true`: unnamed), anything else by its local name.
+fn leaf_name(start: &BytesStart<'_>, unnamed: &mut usize) -> Result<(String, bool), String> {
     let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
     if local != "Data" {
-        return Ok(local);
+        return Ok((local, false));
     }
     match start.try_get_attribute("Name").map_err(|e| e.to_string())? {
-        Some(attr) => Ok(attr
-            .unescape_value()
-            .map_err(|e| e.to_string())?
-            .into_owned()),
+        Some(attr) => Ok((
+            attr.unescape_value()
+                .map_err(|e| e.to_string())?
+                .into_owned(),
+            false,
+        )),
         None => {
             *unnamed += 1;
-            Ok(format!("param{unnamed}"))
+            Ok((format!("param{unnamed}"), true))
         }
     }
 }
@@ -761,10 +1002,27 @@ fn map_event(d: &mut Draft) {
         }
     }
 
-    // Envelope.
-    let channel = first_text(d, CHANNEL_PATHS);
-    let provider = first_text(d, PROVIDER_PATHS);
-    let event_id = first_text(d, EVENT_ID_PATHS);
+    // Envelope: for evtx-dump and Winlogbeat under Sigma's names, read
+    // first (an event-data `Hostname` or `SourceName` is not the envelope).
+    let structured = d.remove(ENVELOPE_MARK).is_some();
+    let envelope = |d: &Draft, own: &[&'static str], paths: &[&'static str]| {
+        (if structured { first_text(d, own) } else { None }).or_else(|| first_text(d, paths))
+    };
+    let channel = envelope(d, ENVELOPE_CHANNEL, CHANNEL_PATHS);
+    let mut provider = envelope(d, ENVELOPE_PROVIDER, PROVIDER_PATHS);
+    let event_id = envelope(d, ENVELOPE_EVENT_ID, EVENT_ID_PATHS);
+    if !structured
+        && let Some((path, p)) = &mut provider
+        && *path != "Provider_Name"
+        && d.field("Provider_Name").is_none()
+    {
+        // Sigma's name for the provider (flat shapes: `SourceName`,
+        // `ProviderName`, …); the copy is what a column may take, so the
+        // shipper's own field stays under its name.
+        d.fields
+            .insert("Provider_Name".into(), Value::String(p.clone()));
+        *path = "Provider_Name";
+    }
     let (mut log, canonical) = match &channel {
         Some((_, c)) => Log::of_channel(c),
         None => (Log::Other, None),
@@ -813,7 +1071,9 @@ fn map_event(d: &mut Draft) {
         ),
     }
     take_time(d);
-    d.take(col::DEVICE_HOSTNAME, COMPUTER_PATHS);
+    if !(structured && d.take(col::DEVICE_HOSTNAME, ENVELOPE_COMPUTER)) {
+        d.take(col::DEVICE_HOSTNAME, COMPUTER_PATHS);
+    }
     if let Some(severity) = severity(d) {
         d.set_int(col::SEVERITY_ID, severity);
     }
@@ -999,10 +1259,9 @@ fn map_sysmon(d: &mut Draft, id: u32) {
         _ => {}
     }
     d.take(col::FILE_PATH, &["TargetFilename"]);
-    if let Some(hashes) = d.field_str("Hashes")
-        && d.take_hashes(&hashes)
-    {
-        d.remove("Hashes");
+    if let Some(hashes) = d.field_str("Hashes") {
+        // Derived: `Hashes` stays (Sigma rules match `IMPHASH=` in it).
+        d.take_hashes(&hashes);
     }
 }
 
@@ -1424,10 +1683,11 @@ fn map_common(d: &mut Draft) {
     d.take(col::REGISTRY_KEY, &["TargetObject", "registry.path"]);
     d.take(col::DNS_QUERY, &["dns.question.name"]);
     d.take(col::MESSAGE, MESSAGE_PATHS);
-    if let Some(hashes) = d.field_str("Hashes")
-        && d.take_hashes(&hashes)
-    {
-        d.remove("Hashes");
+    if let Some(hashes) = d.field_str("Hashes") {
+        // Derived: `Hashes` stays. Taking every hash here also keeps
+        // `Draft::finish` from removing it (it only removes `Hashes` when it
+        // fills a hash column itself).
+        d.take_hashes(&hashes);
     }
 }
 
@@ -1613,7 +1873,12 @@ mod tests {
             u["ParentProcessGuid"],
             "{e2c04bb9-d0f0-60c3-48da-ec0000000000}"
         );
-        assert!(u.get("Hashes").is_none() && u.get("Image").is_none());
+        // `Hashes` is derived from, so it stays verbatim; `Image` was moved.
+        assert_eq!(
+            u["Hashes"],
+            "SHA1=565505D129A019780E351E615A29722AEF479380,MD5=F3F3D2B0196B9A00E91838888E76B5F6,SHA256=E9EF80A7849F1CF02CB5FB8396FF9E270CB9006F30294A52C6490A72B373BE00,IMPHASH=8C3B"
+        );
+        assert!(u.get("Image").is_none());
     }
 
     #[test]
@@ -1642,7 +1907,7 @@ mod tests {
         );
         assert_eq!(row.time(), 1_709_623_800_123_000);
         let u = unmapped(&row);
-        assert_eq!(u["winlog"]["record_id"], 99);
+        assert_eq!(u["EventRecordID"], 99);
         assert_eq!(u["LogonProcessName"], "Kerberos");
     }
 
@@ -1669,11 +1934,8 @@ mod tests {
         assert_eq!(s(&row, col::EVENT_CODE), Some("4625"));
         assert_eq!(row.time(), 1_672_628_645_678_901);
         let u = unmapped(&row);
-        assert_eq!(u["Event"]["System"]["EventRecordID"], 1234);
-        assert_eq!(
-            u["Event"]["System"]["Execution"]["#attributes"]["ProcessID"],
-            612
-        );
+        assert_eq!(u["EventRecordID"], 1234);
+        assert_eq!(u["Execution_ProcessID"], 612);
         assert!(u["Event"].get("EventData").is_none(), "data hoisted: {u}");
     }
 
@@ -1692,10 +1954,7 @@ mod tests {
         );
         let u = unmapped(&row);
         assert_eq!(u["param1"], "Available");
-        assert_eq!(
-            u["Event"]["System"]["EventID"]["#attributes"]["Qualifiers"],
-            0
-        );
+        assert_eq!(u["EventID_Qualifiers"], 0);
     }
 
     #[test]
@@ -1773,6 +2032,231 @@ mod tests {
         assert_eq!(s(&row, col::NETWORK_DIRECTION), Some("outbound"));
         assert_eq!(row.get_int(col::PROCESS_PID), Some(4));
         assert!(notes(&row).contains("assumed Security"), "{}", notes(&row));
+    }
+
+    // --- Sigma field names ---------------------------------------------------
+
+    #[test]
+    fn hashes_stay_verbatim_beside_the_hash_columns() {
+        let hashes = "SHA1=AB,MD5=CD,SHA256=EF,IMPHASH=8C3B";
+        let row = sysmon(1, &format!(r#""CommandLine":"x","Hashes":"{hashes}""#));
+        assert_eq!(s(&row, col::HASH_MD5), Some("cd"));
+        assert_eq!(s(&row, col::HASH_SHA1), Some("ab"));
+        assert_eq!(s(&row, col::HASH_SHA256), Some("ef"));
+        assert_eq!(unmapped(&row)["Hashes"], hashes);
+        // Only an IMPHASH: no column, still there.
+        let row = sysmon(7, r#""ImageLoaded":"C:\\x.dll","Hashes":"IMPHASH=AA""#);
+        assert_eq!(s(&row, col::HASH_MD5), None);
+        assert_eq!(unmapped(&row)["Hashes"], "IMPHASH=AA");
+        // Another log (the common mapping) and the evtx shape.
+        let row = one(
+            r##"{"Event":{"System":{"Provider":{"#attributes":{"Name":"Microsoft-Windows-CodeIntegrity"}},"EventID":3033,"Channel":"Microsoft-Windows-CodeIntegrity/Operational","Computer":"h","TimeCreated":{"#attributes":{"SystemTime":"2023-01-02T03:04:05Z"}}},"EventData":{"Hashes":"SHA256=AB,IMPHASH=CD"}}}"##,
+        );
+        assert_eq!(s(&row, col::HASH_SHA256), Some("ab"));
+        assert_eq!(unmapped(&row)["Hashes"], "SHA256=AB,IMPHASH=CD");
+    }
+
+    #[test]
+    fn evtx_envelope_under_sigma_names() {
+        let row = one(
+            r##"{"Event":{"#attributes":{"xmlns":"http://schemas.microsoft.com/win/2004/08/events/event"},"System":{"Provider":{"#attributes":{"Name":"Service Control Manager","Guid":"{555908d1-a6d7-4695-8e1e-26931d2012f4}","EventSourceName":"Service Control Manager"}},"EventID":{"#attributes":{"Qualifiers":16384},"#text":7045},"Version":0,"Level":4,"Task":0,"Opcode":0,"Keywords":"0x8080000000000000","TimeCreated":{"#attributes":{"SystemTime":"2023-01-02T03:04:05.123Z"}},"EventRecordID":42,"Correlation":{"#attributes":{"ActivityID":"{6B3DFF46-F4E6-4CDA-983B-76B101728AA5}"}},"Execution":{"#attributes":{"ProcessID":700,"ThreadID":800}},"Channel":"System","Computer":"WS01","Security":{"#attributes":{"UserID":"S-1-5-18"}}},"EventData":{"ServiceName":"evil","ImagePath":"cmd.exe /c calc","Hostname":"not-the-computer","SourceName":"not-the-provider","Level":"data level"}}}"##,
+        );
+        assert_eq!(s(&row, col::METADATA_LOG_NAME), Some("System"));
+        assert_eq!(s(&row, col::METADATA_PRODUCT), Some("Windows System"));
+        assert_eq!(s(&row, col::EVENT_CODE), Some("7045"));
+        assert_eq!(s(&row, col::DEVICE_HOSTNAME), Some("WS01"), "envelope wins");
+        assert_eq!(row.get_int(col::SEVERITY_ID), Some(1), "envelope Level 4");
+        assert_eq!(row.time(), 1_672_628_645_123_000);
+        let u = unmapped(&row);
+        for (name, value) in [
+            ("Provider_Name", Value::from("Service Control Manager")),
+            (
+                "Provider_Guid",
+                "{555908d1-a6d7-4695-8e1e-26931d2012f4}".into(),
+            ),
+            ("Provider_EventSourceName", "Service Control Manager".into()),
+            ("EventID_Qualifiers", 16384.into()),
+            ("Version", 0.into()),
+            ("Level", 4.into()),
+            ("Task", 0.into()),
+            ("Opcode", 0.into()),
+            ("Keywords", "0x8080000000000000".into()),
+            ("EventRecordID", 42.into()),
+            (
+                "Correlation_ActivityID",
+                "{6B3DFF46-F4E6-4CDA-983B-76B101728AA5}".into(),
+            ),
+            ("Execution_ProcessID", 700.into()),
+            ("Execution_ThreadID", 800.into()),
+            ("Security_UserID", "S-1-5-18".into()),
+            // Event data whose name the envelope has stays where it was.
+            ("Hostname", "not-the-computer".into()),
+            ("SourceName", "not-the-provider".into()),
+        ] {
+            assert_eq!(u[name], value, "{name}: {u}");
+        }
+        assert_eq!(u["Event"]["EventData"]["Level"], "data level", "{u}");
+        assert!(u["Event"].get("System").is_none(), "{u}");
+        // Columns hold what they took verbatim.
+        for name in ["EventID", "Channel", "Computer", "TimeCreated_SystemTime"] {
+            assert!(u.get(name).is_none(), "{name}: {u}");
+        }
+
+        // `--separate-json-attributes`, an unknown log: the provider is the
+        // product (moved there), empty elements do not displace data.
+        let row = one(
+            r##"{"Event":{"System":{"Provider":null,"Provider_attributes":{"Name":"Microsoft-Windows-Bits-Client","Guid":"{ef1cc15b}"},"EventID":59,"Correlation":null,"Channel":"Microsoft-Windows-Bits-Client/Operational","Computer":"WS01","TimeCreated_attributes":{"SystemTime":"2023-01-02T03:04:05Z"}},"EventData":{"url":"http://x","Correlation":"data"}}}"##,
+        );
+        assert_eq!(
+            s(&row, col::METADATA_PRODUCT),
+            Some("Microsoft-Windows-Bits-Client")
+        );
+        assert_eq!(row.time(), 1_672_628_645_000_000);
+        let u = unmapped(&row);
+        assert!(u.get("Provider_Name").is_none(), "in the column: {u}");
+        assert_eq!(u["Provider_Guid"], "{ef1cc15b}");
+        assert_eq!(u["Correlation"], "data", "{u}");
+        assert_eq!(u["url"], "http://x");
+    }
+
+    #[test]
+    fn winlogbeat_and_flat_envelope_under_sigma_names() {
+        let row = one(
+            r#"{"@timestamp":"2024-03-05T07:30:00Z","winlog":{"channel":"System","event_id":"7036","provider_name":"Service Control Manager","provider_guid":"{555908d1}","record_id":7,"computer_name":"WS1","task":"None","opcode":"Info","version":1,"keywords":["Classic"],"activity_id":"{a}","process":{"pid":640,"thread":{"id":6}},"user":{"identifier":"S-1-5-18","name":"SYSTEM"},"api":"wineventlog","event_data":{"param1":"BITS","param2":"running","Hostname":"data"}},"host":{"name":"ws1.corp"}}"#,
+        );
+        assert_eq!(s(&row, col::METADATA_LOG_NAME), Some("System"));
+        assert_eq!(s(&row, col::EVENT_CODE), Some("7036"));
+        assert_eq!(s(&row, col::DEVICE_HOSTNAME), Some("WS1"));
+        let u = unmapped(&row);
+        for (name, value) in [
+            ("Provider_Name", Value::from("Service Control Manager")),
+            ("Provider_Guid", "{555908d1}".into()),
+            ("EventRecordID", 7.into()),
+            ("Task", "None".into()),
+            ("Opcode", "Info".into()),
+            ("Version", 1.into()),
+            ("Keywords", serde_json::json!(["Classic"])),
+            ("Correlation_ActivityID", "{a}".into()),
+            ("Execution_ProcessID", 640.into()),
+            ("Execution_ThreadID", 6.into()),
+            ("Security_UserID", "S-1-5-18".into()),
+            ("param1", "BITS".into()),
+            ("Hostname", "data".into()),
+        ] {
+            assert_eq!(u[name], value, "{name}: {u}");
+        }
+        // What Sigma has no name for stays in `winlog`.
+        assert_eq!(
+            u["winlog"],
+            serde_json::json!({"user": {"name": "SYSTEM"}, "api": "wineventlog"})
+        );
+
+        // Flat: `Provider_Name` is added; the shipper's field stays.
+        let row = one(
+            r#"{"SourceName":"Service Control Manager","Channel":"System","EventID":7036,"Hostname":"WS1","TimeCreated":"2021-06-11T09:07:41Z","param1":"BITS"}"#,
+        );
+        let u = unmapped(&row);
+        assert_eq!(u["Provider_Name"], "Service Control Manager");
+        assert_eq!(u["SourceName"], "Service Control Manager");
+        assert!(u.get("Data").is_none(), "flat paramN are not joined: {u}");
+        // An unknown log: the product column takes the provider.
+        let row = one(
+            r#"{"ProviderName":"Microsoft-Windows-Bits-Client","Channel":"Microsoft-Windows-Bits-Client/Operational","EventID":59,"Hostname":"WS1","TimeCreated":"2021-06-11T09:07:41Z"}"#,
+        );
+        assert_eq!(
+            s(&row, col::METADATA_PRODUCT),
+            Some("Microsoft-Windows-Bits-Client")
+        );
+        let u = unmapped(&row);
+        assert!(u.get("Provider_Name").is_none(), "{u}");
+        assert_eq!(u["ProviderName"], "Microsoft-Windows-Bits-Client");
+    }
+
+    #[test]
+    fn log_cleared_keeps_its_own_channel() {
+        // System 104: UserData `Channel` is the log that was cleared.
+        let row = one(
+            r##"{"Event":{"System":{"Provider":{"#attributes":{"Name":"Microsoft-Windows-Eventlog"}},"EventID":104,"Channel":"System","Computer":"WS1","TimeCreated":{"#attributes":{"SystemTime":"2023-01-02T03:04:05Z"}}},"UserData":{"LogFileCleared":{"#attributes":{"xmlns":"http://manifests.microsoft.com/win/2004/08/windows/eventlog"},"SubjectUserName":"admin","SubjectDomainName":"CORP","Channel":"Security","BackupPath":""}}}}"##,
+        );
+        assert_eq!(s(&row, col::METADATA_LOG_NAME), Some("System"));
+        assert_eq!(s(&row, col::METADATA_PRODUCT), Some("Windows System"));
+        assert_eq!(s(&row, col::ACTOR_USER_NAME), Some("admin"));
+        let u = unmapped(&row);
+        assert_eq!(
+            u["Event"]["UserData"]["LogFileCleared"]["Channel"],
+            "Security"
+        );
+        assert_eq!(u["Provider_Name"], "Microsoft-Windows-Eventlog");
+        let row = one(
+            r#"{"@timestamp":"2024-03-05T07:30:00Z","winlog":{"channel":"System","event_id":104,"provider_name":"Microsoft-Windows-Eventlog","computer_name":"WS1","user_data":{"SubjectUserName":"admin","Channel":"Security","EventID":"data"}}}"#,
+        );
+        assert_eq!(s(&row, col::METADATA_LOG_NAME), Some("System"));
+        assert_eq!(s(&row, col::EVENT_CODE), Some("104"));
+        let u = unmapped(&row);
+        assert_eq!(u["winlog"]["user_data"]["Channel"], "Security");
+        assert_eq!(u["winlog"]["user_data"]["EventID"], "data");
+    }
+
+    #[test]
+    fn unnamed_data_is_sigma_data() {
+        // evtx `#text` list (several unnamed `<Data>`).
+        let row = one(
+            r##"{"Event":{"System":{"Provider":{"#attributes":{"Name":"PowerShell"}},"EventID":400,"Channel":"Windows PowerShell","Computer":"h","TimeCreated":{"#attributes":{"SystemTime":"2023-01-02T03:04:05Z"}}},"EventData":{"Data":{"#text":["Available","None","\tHostApplication=powershell.exe -enc AA=="]}}}}"##,
+        );
+        let u = unmapped(&row);
+        assert_eq!(
+            u["Data"],
+            "Available\nNone\n\tHostApplication=powershell.exe -enc AA=="
+        );
+        assert_eq!(u["param3"], "\tHostApplication=powershell.exe -enc AA==");
+        // One unnamed `<Data>`; a list mixing named, unnamed and empty.
+        let evtx = |data: &str| {
+            one(&format!(
+                r##"{{"Event":{{"System":{{"EventID":1,"Channel":"Application","Computer":"h","TimeCreated":{{"#attributes":{{"SystemTime":"2023-01-02T03:04:05Z"}}}}}},"EventData":{data}}}}}"##
+            ))
+        };
+        let u = unmapped(&evtx(r##"{"Data":{"#text":"only"}}"##));
+        assert_eq!((&u["Data"], &u["param1"]), (&"only".into(), &"only".into()));
+        let u = unmapped(&evtx(
+            r##"{"Data":[{"#attributes":{"Name":"X"},"#text":"x"},"a",null,{"#text":"b"}]}"##,
+        ));
+        assert_eq!(u["Data"], "a\n\nb");
+        assert_eq!(u["X"], "x");
+        // A named `<Data Name="Data">` keeps the name.
+        let u = unmapped(&evtx(
+            r##"{"Data":[{"#attributes":{"Name":"Data"},"#text":"named"},"a"]}"##,
+        ));
+        assert_eq!(u["Data"], "named");
+        assert_eq!(u["Event"]["EventData"]["Data"], "a", "{u}");
+        // Sentinel XML and JSON array.
+        let row = one(
+            r#"{"Channel":"Application","EventID":33205,"Computer":"sql","TimeGenerated":"2021-08-02T13:05:32Z","EventData":"<EventData><Data>statement:sp_configure</Data><Data Name=\"N\">n</Data><Data></Data><Data>end</Data></EventData>"}"#,
+        );
+        let u = unmapped(&row);
+        assert_eq!(u["Data"], "statement:sp_configure\n\nend");
+        assert_eq!(u["N"], "n");
+        let row = one(
+            r#"{"Channel":"Application","EventID":1,"Computer":"h","TimeGenerated":"2021-08-02T13:05:32Z","EventData":"[\"a\",2]"}"#,
+        );
+        let u = unmapped(&row);
+        assert_eq!((&u["Data"], &u["param2"]), (&"a\n2".into(), &2.into()));
+    }
+
+    #[test]
+    fn defender_names_with_spaces_stay() {
+        let row = one(
+            r##"{"Event":{"System":{"Provider":{"#attributes":{"Name":"Microsoft-Windows-Windows Defender"}},"EventID":1116,"Channel":"Microsoft-Windows-Windows Defender/Operational","Computer":"h","TimeCreated":{"#attributes":{"SystemTime":"2023-01-02T03:04:05Z"}}},"EventData":{"Threat Name":"Tool:Win32/EICAR_Test_File","Source Name":"Real-Time Protection","Process Name":"C:\\x.exe","Severity ID":"5"}}}"##,
+        );
+        let u = unmapped(&row);
+        assert_eq!(u["Threat Name"], "Tool:Win32/EICAR_Test_File");
+        assert_eq!(u["Source Name"], "Real-Time Protection");
+        assert_eq!(u["Process Name"], "C:\\x.exe");
+        assert_eq!(u["Severity ID"], "5");
+        assert_eq!(
+            s(&row, col::METADATA_PRODUCT),
+            Some("Microsoft-Windows-Windows Defender"),
+            "`Source Name` is not `SourceName`"
+        );
     }
 
     // --- Sysmon kinds -------------------------------------------------------
@@ -2402,6 +2886,71 @@ mod tests {
             &[col::PROCESS_CMD_LINE],
         );
         assert!(full + 2 >= n, "4103 host application: {full}/{n}");
+    }
+
+    const SIGMA_REGRESSION: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/sigma/regression_data"
+    );
+
+    /// Every `.json` under a directory, recursively, sorted.
+    fn json_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("corpus dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                json_files(&path, out);
+            } else if path.extension().is_some_and(|x| x == "json") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// SigmaHQ's regression data (evtx-dump JSON; a file may hold several
+    /// pretty-printed objects back to back): the envelope is under Sigma's
+    /// names and nothing is left in `Event.System`.
+    #[test]
+    fn sigma_regression_data_envelope_names() {
+        let mut files = Vec::new();
+        json_files(std::path::Path::new(SIGMA_REGRESSION), &mut files);
+        files.sort();
+        assert!(files.len() >= 200, "{} files", files.len());
+        let mut events = 0;
+        for path in &files {
+            let text = std::fs::read_to_string(path).expect("file");
+            for object in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+                let object = object.expect("JSON");
+                let row = one(&object.to_string());
+                events += 1;
+                let u = unmapped(&row);
+                let name = path.display();
+                assert!(u.get(NOTES_KEY).is_none(), "{name}: {u}");
+                assert!(
+                    u.get("Event").and_then(|e| e.get("System")).is_none(),
+                    "{name}: {u}"
+                );
+                for field in ["EventRecordID", "Level", "Keywords", "Execution_ProcessID"] {
+                    assert!(u.get(field).is_some(), "{name}: {field} in {u}");
+                }
+                // In `unmapped`, or moved as it is into the product column.
+                let provider = u["Provider_Name"]
+                    .as_str()
+                    .or(s(&row, col::METADATA_PRODUCT))
+                    .expect("provider");
+                assert_eq!(
+                    Some(provider),
+                    object["Event"]["System"]["Provider"]["#attributes"]["Name"].as_str(),
+                    "{name}"
+                );
+                if let Some(hashes) = object["Event"]["EventData"]["Hashes"].as_str() {
+                    assert_eq!(u["Hashes"], hashes, "{name}");
+                }
+            }
+        }
+        eprintln!(
+            "sigma regression data: {} files, {events} events",
+            files.len()
+        );
+        assert!(events >= files.len());
     }
 
     #[test]
