@@ -162,8 +162,15 @@ fn channel_and_id(event: &Value) -> (String, String) {
     (channel.to_string(), id)
 }
 
-/// Rule id → logsource product, from the rule files' text.
-fn products(roots: &[PathBuf]) -> BTreeMap<String, String> {
+/// What the comparison needs to know of a rule, from its file's text.
+#[derive(Default)]
+struct RuleFacts {
+    product: Option<String>,
+    uses_provider_name: bool,
+}
+
+/// Rule id → facts, from the rule files' text.
+fn products(roots: &[PathBuf]) -> BTreeMap<String, RuleFacts> {
     let mut out = BTreeMap::new();
     let mut stack = roots.to_vec();
     while let Some(p) = stack.pop() {
@@ -184,9 +191,13 @@ fn products(roots: &[PathBuf]) -> BTreeMap<String, String> {
             let product = text
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("product: "))
-                .map(str::trim);
-            if let (Some(id), Some(product)) = (id, product) {
-                out.insert(id.to_string(), product.to_string());
+                .map(|p| p.trim().to_string());
+            if let Some(id) = id {
+                let facts = RuleFacts {
+                    product,
+                    uses_provider_name: text.contains("Provider_Name"),
+                };
+                out.insert(id.to_string(), facts);
             }
         }
     }
@@ -194,7 +205,11 @@ fn products(roots: &[PathBuf]) -> BTreeMap<String, String> {
 }
 
 /// Why a match is only on one side, when the reason is by design.
-fn explained(ours: bool, m: &Match, products: &BTreeMap<String, String>) -> Option<&'static str> {
+fn explained(
+    ours: bool,
+    m: &Match,
+    products: &BTreeMap<String, RuleFacts>,
+) -> Option<&'static str> {
     let events = events_of(&m.1);
     let event = events.get(m.2 as usize)?;
     let (channel, id) = channel_and_id(event);
@@ -204,7 +219,23 @@ fn explained(ours: bool, m: &Match, products: &BTreeMap<String, String>) -> Opti
         // alternative that cannot be combined with it).
         return Some("process_creation on Security 4688");
     }
-    if !ours && products.get(&m.0).is_some_and(|p| p != "windows") {
+    let facts = products.get(&m.0);
+    if ours
+        && facts.is_some_and(|f| f.uses_provider_name)
+        && event.get("Provider_Name").is_none()
+        && event["Event"].is_null()
+        && event.get("SourceName").is_some()
+    {
+        // A flat export names the provider `SourceName`; ingest gives it
+        // Sigma's name `Provider_Name` as well, pySigma's flattening keeps
+        // the export's names only.
+        return Some("Provider_Name of a flat event's SourceName");
+    }
+    if !ours
+        && facts
+            .and_then(|f| f.product.as_deref())
+            .is_some_and(|p| p != "windows")
+    {
         // A rule for another product: pySigma without that product's
         // pipeline runs it on every event; Spoor reads Windows events' fields
         // for it only from `unmapped`, never through the Windows mapping.
@@ -217,7 +248,7 @@ fn explained(ours: bool, m: &Match, products: &BTreeMap<String, String>) -> Opti
 fn compare(
     ours: &BTreeSet<Match>,
     theirs: &BTreeSet<Match>,
-    products: &BTreeMap<String, String>,
+    products: &BTreeMap<String, RuleFacts>,
 ) -> BTreeMap<&'static str, usize> {
     let mut reasons = BTreeMap::new();
     let mut unexplained = Vec::new();

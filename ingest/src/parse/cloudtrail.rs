@@ -37,6 +37,11 @@
 //! `additionalEventData` stay in the fields (`unmapped`): they are searched
 //! as JSON, and no column fits them.
 //!
+//! Only fields copied verbatim into a column leave the fields; the sources of
+//! derived columns stay there under their own names, where detections read
+//! them: `sourceIPAddress` (its column depends on its content),
+//! `errorCode` and `errorMessage` (joined into `status_detail`).
+//!
 //! Class: a `ConsoleLogin` from `signin.amazonaws.com` is Authentication
 //! (3002, Logon) with its outcome from `responseElements.ConsoleLogin`;
 //! every other record is API Activity (6003) with the activity taken from the
@@ -45,9 +50,9 @@
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
-use spoor_common::schema::event_col as col;
+use spoor_common::schema::{ColumnKind, event_col as col};
 
-use super::draft::{json_kind, keys_list, parse_object, parse_time, prefix};
+use super::draft::{coerce, json_kind, keys_list, parse_object, parse_time, prefix};
 use super::{Draft, NormalizeError, ParseOutput, Parsed, Parser, PartFailure, Provenance};
 
 /// The format name in error messages (`not CloudTrail: …`).
@@ -167,13 +172,16 @@ impl Parser for CloudTrailParser {
             set_default(d, col::CLOUD_ACCOUNT_UID, account);
         }
 
+        // Copied, not moved: which column holds it depends on its content
+        // (an address, or a service name such as `AWS Internal`), so a rule
+        // on `sourceIPAddress` reads it in the fields.
         if let Some(address) = d.field_str("sourceIPAddress") {
             let column = if address.trim().parse::<IpAddr>().is_ok() {
                 col::SRC_IP
             } else {
                 col::SRC_HOSTNAME
             };
-            d.take(column, &["sourceIPAddress"]);
+            copy_text(d, column, "sourceIPAddress");
         }
         d.take(col::HTTP_USER_AGENT, &["userAgent"]);
         map_actor(d);
@@ -343,12 +351,12 @@ fn map_outcome(d: &mut Draft, console_login: bool) {
         (None, Some(m)) => Some(m.clone()),
         (None, None) => None,
     };
+    // Both stay in the fields: the column joins them, and rules test each
+    // (`errorCode: AccessDenied`, `errorMessage: Failed authentication`).
     if let Some(detail) = detail
         && !d.is_set(col::STATUS_DETAIL)
     {
         d.set_str(col::STATUS_DETAIL, detail);
-        d.remove("errorCode");
-        d.remove("errorMessage");
     }
     let status = if console_login {
         match d.field_str("responseElements.ConsoleLogin").as_deref() {
@@ -446,6 +454,18 @@ fn starts_with_verb(name: &str, verb: &str) -> bool {
 fn set_default(d: &mut Draft, column: &str, value: &str) {
     if !d.is_set(column) {
         d.set_str(column, value);
+    }
+}
+
+/// Copies the field at `path` into a text column as it is (as
+/// [`Draft::take`] would), leaving it in the fields; does nothing when the
+/// column is set or the value does not fit.
+fn copy_text(d: &mut Draft, column: &str, path: &str) {
+    if d.is_set(column) {
+        return;
+    }
+    if let Some(cell) = d.field(path).and_then(|v| coerce(v, ColumnKind::Utf8)) {
+        d.set(column, cell);
     }
 }
 
@@ -605,7 +625,8 @@ mod tests {
         assert_eq!(text(&row, "action"), Some("denied"));
         assert_eq!(row.get_int("activity_id"), Some(1));
         let u = unmapped(&row);
-        assert!(u.get("errorCode").is_none() && u.get("errorMessage").is_none());
+        assert_eq!(u["errorCode"], "AccessDenied");
+        assert!(u["errorMessage"].is_string(), "{u}");
 
         let row = one(
             r#"{"eventName":"RunInstances","eventSource":"ec2.amazonaws.com","eventTime":"2024-03-05T07:30:00Z","userIdentity":{"type":"IAMUser","userName":"a"},"errorCode":"Client.InstanceLimitExceeded"}"#,
@@ -616,6 +637,70 @@ mod tests {
             Some("Client.InstanceLimitExceeded")
         );
         assert_eq!(text(&row, "action"), None);
+    }
+
+    #[test]
+    fn error_fields_stay_beside_status_detail() {
+        // Joined into status_detail, and each kept under its own name for
+        // rules (`errorCode: AccessDenied`, `errorMessage: ...`).
+        let row = one(
+            r#"{"eventName":"GetObject","eventSource":"s3.amazonaws.com","eventTime":"2024-03-05T07:30:00Z","userIdentity":{"type":"IAMUser","userName":"a"},"errorCode":"AccessDenied","errorMessage":"Access Denied"}"#,
+        );
+        assert_eq!(
+            text(&row, "status_detail"),
+            Some("AccessDenied: Access Denied")
+        );
+        assert_eq!(text(&row, "action"), Some("denied"));
+        let u = unmapped(&row);
+        assert_eq!(u["errorCode"], "AccessDenied");
+        assert_eq!(u["errorMessage"], "Access Denied");
+
+        // A console sign-in failure: only errorMessage.
+        let row = one(
+            r#"{"eventTime":"2024-03-05T07:30:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","userIdentity":{"type":"IAMUser","userName":"alice"},"responseElements":{"ConsoleLogin":"Failure"},"errorMessage":"Failed authentication"}"#,
+        );
+        assert_eq!(text(&row, "status_detail"), Some("Failed authentication"));
+        let u = unmapped(&row);
+        assert_eq!(u["errorMessage"], "Failed authentication");
+        assert!(u.get("errorCode").is_none(), "{u}");
+
+        // Only errorCode.
+        let row = one(
+            r#"{"eventName":"RunInstances","eventTime":"2024-03-05T07:30:00Z","errorCode":"Client.UnauthorizedOperation"}"#,
+        );
+        assert_eq!(
+            text(&row, "status_detail"),
+            Some("Client.UnauthorizedOperation")
+        );
+        assert_eq!(unmapped(&row)["errorCode"], "Client.UnauthorizedOperation");
+    }
+
+    #[test]
+    fn source_ip_address_stays_whatever_column_takes_it() {
+        // The column depends on the content, so the field is always kept.
+        for (address, column, other) in [
+            ("203.0.113.7", "src_ip", "src_hostname"),
+            ("2001:db8::1", "src_ip", "src_hostname"),
+            ("AWS Internal", "src_hostname", "src_ip"),
+            ("ec2.amazonaws.com", "src_hostname", "src_ip"),
+        ] {
+            let row = one(&format!(
+                r#"{{"eventName":"GetObject","eventSource":"s3.amazonaws.com","eventTime":"2024-03-05T07:30:00Z","sourceIPAddress":"{address}","userIdentity":{{"type":"IAMUser","userName":"a"}}}}"#
+            ));
+            assert_eq!(text(&row, column), Some(address), "{address}");
+            assert_eq!(text(&row, other), None, "{address}");
+            assert_eq!(unmapped(&row)["sourceIPAddress"], address, "{address}");
+        }
+        // A value no column takes stays as it is.
+        let row = one(
+            r#"{"eventName":"GetObject","eventTime":"2024-03-05T07:30:00Z","sourceIPAddress":{"x":1}}"#,
+        );
+        assert_eq!(text(&row, "src_ip"), None);
+        assert_eq!(text(&row, "src_hostname"), None);
+        assert_eq!(
+            unmapped(&row)["sourceIPAddress"],
+            serde_json::json!({"x": 1})
+        );
     }
 
     #[test]

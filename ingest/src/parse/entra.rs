@@ -46,11 +46,19 @@
 //! `GroupManagement` and other `RoleManagement` records are Entity Management
 //! (3004), everything else (ApplicationManagement, Policy, Directory…) API
 //! Activity (6003); the activity comes from the operation's verb.
+//!
+//! Only fields copied verbatim into a column leave the fields; the sources of
+//! derived columns stay there under their own names, where detections read
+//! them: the sign-in result code and reason (`ResultType`, `status.errorCode`,
+//! `ResultDescription`, … joined into `status_detail`), `isInteractive`
+//! (turned into `logon_type`), and the audit initiator (`initiatedBy` /
+//! `InitiatedBy` stays whole: rules test the object, and `actor_user_name`
+//! and `src_ip` are copied out of it).
 
 use serde_json::{Map, Value};
-use spoor_common::schema::event_col as col;
+use spoor_common::schema::{ColumnKind, event_col as col};
 
-use super::draft::{json_kind, keys_list, parse_int, parse_object, prefix};
+use super::draft::{coerce, json_kind, keys_list, parse_int, parse_object, prefix};
 use super::{Draft, NormalizeError, ParseOutput, Parsed, Parser, PartFailure, Provenance};
 
 /// The format name in error messages (`not Entra ID: …`).
@@ -428,7 +436,7 @@ fn map_logon_type(d: &mut Draft, log_name: Option<&str>) {
                 "non-interactive"
             },
         );
-        d.remove(path);
+        // The field stays: rules test `isInteractive` itself.
         return;
     }
     let log = log_name.unwrap_or("").to_ascii_lowercase();
@@ -445,7 +453,8 @@ fn map_logon_type(d: &mut Draft, log_name: Option<&str>) {
 }
 
 /// `status` from the sign-in's error code (0 = success) and `status_detail`
-/// as `code: reason` for failures.
+/// as `code: reason` for failures. The code and the reason stay in the
+/// fields (`ResultType: 50126` is what rules test).
 fn map_sign_in_status(d: &mut Draft) {
     const CODES: &[&str] = &[
         "status.errorCode",
@@ -461,15 +470,12 @@ fn map_sign_in_status(d: &mut Draft) {
         "resultDescription",
         "Status.failureReason",
     ];
-    let code = CODES.iter().find_map(|path| {
-        let n = match d.field(path)? {
-            Value::Number(n) => n.as_i64()?,
-            Value::String(s) => parse_int(s)?,
-            _ => return None,
-        };
-        Some((*path, n))
+    let code = CODES.iter().find_map(|path| match d.field(path)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => parse_int(s),
+        _ => None,
     });
-    let Some((code_path, code)) = code else {
+    let Some(code) = code else {
         d.note("no sign-in result code (status.errorCode, ResultType): the outcome is unknown");
         return;
     };
@@ -481,20 +487,14 @@ fn map_sign_in_status(d: &mut Draft) {
     if d.is_set(col::STATUS_DETAIL) {
         return;
     }
-    let reason = REASONS.iter().find_map(|path| {
-        d.field_str(path)
-            .filter(|r| !r.is_empty())
-            .map(|r| (*path, r))
-    });
+    let reason = REASONS
+        .iter()
+        .find_map(|path| d.field_str(path).filter(|r| !r.is_empty()));
     let detail = match &reason {
-        Some((_, r)) => format!("{code}: {r}"),
+        Some(r) => format!("{code}: {r}"),
         None => code.to_string(),
     };
     d.set_str(col::STATUS_DETAIL, detail);
-    d.remove(code_path);
-    if let Some((path, _)) = reason {
-        d.remove(path);
-    }
 }
 
 /// `severity_id` from the sign-in's risk level (none 1, low 2, medium 3,
@@ -590,7 +590,10 @@ fn map_audit(d: &mut Draft, origin: Origin) {
     }
     .unwrap_or_default();
 
-    let actor = d.take(
+    // Copied, not moved, out of the initiator: `InitiatedBy` stays whole
+    // for rules that test the object (`InitiatedBy|contains: <upn>`).
+    let actor = copy_text(
+        d,
         col::ACTOR_USER_NAME,
         &[
             "initiatedBy.user.userPrincipalName",
@@ -607,15 +610,17 @@ fn map_audit(d: &mut Draft, origin: Origin) {
     if !actor && !d.is_set(col::ACTOR_USER_NAME) {
         d.note("initiatedBy: no user principal name or app name; the actor is unknown");
     }
-    d.take(
+    if !copy_text(
+        d,
         col::SRC_IP,
         &[
             "initiatedBy.user.ipAddress",
             "properties.initiatedBy.user.ipAddress",
             "InitiatedBy.user.ipAddress",
-            "callerIpAddress",
         ],
-    );
+    ) {
+        d.take(col::SRC_IP, &["callerIpAddress"]);
+    }
     if !d.is_set(col::USER_NAME)
         && let Some(user) = first_user_target(d)
     {
@@ -820,6 +825,23 @@ fn set_default(d: &mut Draft, column: &str, value: &str) {
     }
 }
 
+/// Copies the first of `paths` whose value fits a text column into it, as
+/// it is (as [`Draft::take`] would), leaving the field in place; returns
+/// whether one did. Does nothing when the column is already set.
+fn copy_text(d: &mut Draft, column: &str, paths: &[&str]) -> bool {
+    if d.is_set(column) {
+        return false;
+    }
+    let Some(cell) = paths
+        .iter()
+        .find_map(|p| d.field(p).and_then(|v| coerce(v, ColumnKind::Utf8)))
+    else {
+        return false;
+    };
+    d.set(column, cell);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -918,7 +940,8 @@ mod tests {
         assert_eq!(row.get_int("severity_id"), Some(3));
         let u = unmapped(&row);
         assert_eq!(u["authenticationProtocol"], "none");
-        assert!(u.get("status").is_none(), "{u}");
+        assert_eq!(u["status"]["errorCode"], 50126);
+        assert_eq!(u["isInteractive"], false);
     }
 
     const DIAG_SIGN_IN: &str = r#"{"time":"2024-03-05T07:30:01.1234567Z","resourceId":"/tenants/t1/providers/Microsoft.aadiam","operationName":"Sign-in activity","operationVersion":"1.0","category":"NonInteractiveUserSignInLogs","tenantId":"t1","resultType":"0","resultSignature":"None","durationMs":0,"callerIpAddress":"198.51.100.4","correlationId":"c","identity":"Bob","Level":4,"location":"US","properties":{"id":"x","createdDateTime":"2024-03-05T07:30:00.0000000+00:00","userDisplayName":"Bob","userPrincipalName":"bob@contoso.com","userId":"u2","appId":"a","appDisplayName":"Office 365 Exchange Online","ipAddress":"198.51.100.4","status":{"errorCode":0},"clientAppUsed":"Mobile Apps and Desktop clients","userAgent":"Mozilla/5.0 (Windows NT 10.0)","deviceDetail":{"operatingSystem":"Windows10"},"authenticationProtocol":"deviceCode","riskLevelDuringSignIn":"none"}}"#;
@@ -1166,6 +1189,117 @@ mod tests {
         );
         let (events, dead) = decode(br#"{"records":[]}"#);
         assert!(events.is_empty() && dead.is_empty());
+    }
+
+    #[test]
+    fn failed_sign_in_keeps_result_code_and_reason() {
+        // Graph: the status object stays whole.
+        let row = one(
+            r#"{"createdDateTime":"2024-03-05T07:30:00Z","userPrincipalName":"a@contoso.com","status":{"errorCode":50057,"failureReason":"User account is disabled."}}"#,
+        );
+        assert_eq!(
+            text(&row, "status_detail"),
+            Some("50057: User account is disabled.")
+        );
+        let u = unmapped(&row);
+        assert_eq!(
+            u["status"],
+            serde_json::json!({"errorCode":50057,"failureReason":"User account is disabled."})
+        );
+
+        // Sentinel: ResultType and ResultDescription as written (text), and
+        // the decoded Status object.
+        let row = one(
+            r#"{"TimeGenerated":"2024-03-05T07:30:00Z","Type":"SigninLogs","UserPrincipalName":"a@contoso.com","ResultType":"53003","ResultDescription":"Access has been blocked by Conditional Access policies.","Status":"{\"errorCode\":53003}"}"#,
+        );
+        assert_eq!(text(&row, "status"), Some("failure"));
+        assert_eq!(
+            text(&row, "status_detail"),
+            Some("53003: Access has been blocked by Conditional Access policies.")
+        );
+        let u = unmapped(&row);
+        assert_eq!(u["ResultType"], "53003");
+        assert_eq!(
+            u["ResultDescription"],
+            "Access has been blocked by Conditional Access policies."
+        );
+        assert_eq!(u["Status"]["errorCode"], 53003);
+
+        // Diagnostic record: the envelope's resultType and the nested status.
+        let row = one(DIAG_SP_SIGN_IN);
+        let u = unmapped(&row);
+        assert_eq!(u["resultType"], "7000215");
+        assert_eq!(u["resultDescription"], "Invalid client secret provided.");
+        assert_eq!(u["properties"]["status"]["errorCode"], 7000215);
+        assert_eq!(
+            u["properties"]["status"]["failureReason"],
+            "Invalid client secret is provided."
+        );
+    }
+
+    #[test]
+    fn is_interactive_stays_beside_logon_type() {
+        for (input, key, logon_type) in [
+            (
+                r#"{"createdDateTime":"2024-03-05T07:30:00Z","userPrincipalName":"a@contoso.com","status":{"errorCode":0},"isInteractive":true}"#,
+                "isInteractive",
+                "interactive",
+            ),
+            (
+                r#"{"TimeGenerated":"2024-03-05T07:30:00Z","Type":"SigninLogs","UserPrincipalName":"a@contoso.com","ResultType":0,"IsInteractive":false}"#,
+                "IsInteractive",
+                "non-interactive",
+            ),
+            (
+                r#"{"TimeGenerated":"2024-03-05T07:30:00Z","Type":"SigninLogs","UserPrincipalName":"a@contoso.com","ResultType":0,"IsInteractive":"True"}"#,
+                "IsInteractive",
+                "interactive",
+            ),
+        ] {
+            let row = one(input);
+            assert_eq!(text(&row, "logon_type"), Some(logon_type), "{input}");
+            let original: Value = serde_json::from_str(input).expect("json");
+            assert_eq!(unmapped(&row)[key], original[key], "{input}");
+        }
+        let row = one(
+            r#"{"time":"2024-03-05T07:30:00Z","category":"SignInLogs","properties":{"userPrincipalName":"a@contoso.com","status":{"errorCode":0},"isInteractive":true}}"#,
+        );
+        assert_eq!(text(&row, "logon_type"), Some("interactive"));
+        assert_eq!(unmapped(&row)["properties"]["isInteractive"], true);
+    }
+
+    #[test]
+    fn audit_initiator_stays_whole() {
+        // Graph: the user's name and address are copied out of initiatedBy.
+        let row = one(GRAPH_AUDIT_ADD_USER);
+        assert_eq!(text(&row, "actor_user_name"), Some("admin@contoso.com"));
+        assert_eq!(text(&row, "src_ip"), Some("203.0.113.9"));
+        let input: Value = serde_json::from_str(GRAPH_AUDIT_ADD_USER).expect("json");
+        assert_eq!(unmapped(&row)["initiatedBy"], input["initiatedBy"]);
+
+        // Sentinel, decoded from JSON text: an app initiator.
+        let row = one(
+            r#"{"TimeGenerated":"2024-03-05T07:30:00Z","OperationName":"Add service principal","Category":"ApplicationManagement","Result":"success","InitiatedBy":"{\"app\":{\"displayName\":\"Terraform\",\"servicePrincipalName\":\"spn-1\"}}","Type":"AuditLogs"}"#,
+        );
+        assert_eq!(text(&row, "actor_user_name"), Some("Terraform"));
+        assert_eq!(
+            unmapped(&row)["InitiatedBy"],
+            serde_json::json!({"app":{"displayName":"Terraform","servicePrincipalName":"spn-1"}})
+        );
+
+        // Diagnostic record: properties.initiatedBy; without an address
+        // there, callerIpAddress is moved.
+        let row = one(
+            r#"{"time":"2024-03-05T07:30:00Z","category":"AuditLogs","callerIpAddress":"192.0.2.8","properties":{"activityDateTime":"2024-03-05T07:30:00Z","activityDisplayName":"Update user","category":"UserManagement","result":"success","initiatedBy":{"user":{"userPrincipalName":"admin@contoso.com"}}}}"#,
+        );
+        assert_eq!(text(&row, "actor_user_name"), Some("admin@contoso.com"));
+        assert_eq!(text(&row, "src_ip"), Some("192.0.2.8"));
+        let u = unmapped(&row);
+        assert_eq!(
+            u["properties"]["initiatedBy"],
+            serde_json::json!({"user":{"userPrincipalName":"admin@contoso.com"}})
+        );
+        assert!(u.get("callerIpAddress").is_none(), "{u}");
     }
 
     #[test]

@@ -783,11 +783,13 @@ fn map_sudo(d: &mut Draft, invoker: &str, rest: &str) {
             Some((key, value))
                 if !key.is_empty() && key.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') =>
             {
+                // The other keys are kept as sudo spells them (`TTY`,
+                // `PWD`, `GROUP`, `ENV`): rules name them that way.
                 if key == "USER" {
                     put(d, col::USER_NAME, value);
                 } else {
                     d.fields
-                        .insert(key.to_ascii_lowercase(), Value::String(value.to_string()));
+                        .insert(key.to_string(), Value::String(value.to_string()));
                 }
             }
             _ if !part.is_empty() => reasons.push(part),
@@ -1137,8 +1139,8 @@ mod tests {
         assert_eq!(row.get_str("process_name"), Some("sudo"));
         assert_eq!(row.get_str("status"), Some("success"));
         let u = unmapped(&row);
-        assert_eq!(u["tty"], "pts/0");
-        assert_eq!(u["pwd"], "/home/alice");
+        assert_eq!(u["TTY"], "pts/0");
+        assert_eq!(u["PWD"], "/home/alice");
 
         let row = auth_row(
             "sudo: alice : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/sh",
@@ -1199,6 +1201,23 @@ mod tests {
         );
         assert_eq!(row.get_str("user_name"), Some("root"));
         assert_eq!(row.get_str("actor_user_name"), Some("alice"));
+    }
+
+    #[test]
+    fn sudo_keys_keep_their_spelling() {
+        let row = auth_row(
+            "sudo: alice : TTY=pts/3 ; PWD=/srv ; USER=postgres ; GROUP=dba ; ENV=PGDATA=/x ; COMMAND=/usr/bin/psql",
+        );
+        assert_eq!(row.get_str("user_name"), Some("postgres"));
+        assert_eq!(row.get_str("process_cmd_line"), Some("/usr/bin/psql"));
+        let u = unmapped(&row);
+        assert_eq!(u["TTY"], "pts/3");
+        assert_eq!(u["PWD"], "/srv");
+        assert_eq!(u["GROUP"], "dba");
+        assert_eq!(u["ENV"], "PGDATA=/x");
+        for lower in ["tty", "pwd", "group", "env"] {
+            assert!(u.get(lower).is_none(), "{lower}: {u}");
+        }
     }
 
     #[test]

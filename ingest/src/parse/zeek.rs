@@ -80,11 +80,18 @@
 //! - reporter → `message`, `level` → `severity_id`; no class (Zeek's own
 //!   diagnostics). Other logs (dce_rpc, dpd, pe, stats, …) keep their fields;
 //!   those with both endpoints get 4001 from the generic inference.
+//!
+//! Only fields copied verbatim into a column leave the fields; the sources of
+//! derived columns stay there under their own names, where detections read
+//! them: http `uri` (part of `url`), smb_files `path` and `name` (joined
+//! into `file_path`), kerberos `client` (split into user and realm),
+//! `success`/`established` (turned into `status`), and files `filename` and
+//! x509 `fingerprint` (each copied into one of two or three columns).
 
 use serde_json::{Map, Number, Value};
-use spoor_common::schema::event_col as col;
+use spoor_common::schema::{ColumnKind, event_col as col};
 
-use super::draft::parse_object;
+use super::draft::{coerce, parse_object};
 use super::{Cell, Draft, NormalizeError, ParseOutput, Parsed, Parser, PartFailure, Provenance};
 
 /// The product name recorded in `metadata_product`.
@@ -542,14 +549,22 @@ fn bool_field(d: &Draft, key: &str) -> Option<bool> {
     }
 }
 
-/// Moves a boolean outcome field into `status`; a field that is not a
-/// boolean stays in the fields with a note.
-fn take_outcome(d: &mut Draft, key: &str) {
+/// Copies a field into a text column as it is (as [`Draft::take`] would),
+/// leaving it in the fields: for fields whose column depends on their value.
+fn copy_text(d: &mut Draft, column: &str, key: &str) {
+    if d.is_set(column) {
+        return;
+    }
+    if let Some(cell) = d.field(key).and_then(|v| coerce(v, ColumnKind::Utf8)) {
+        d.set(column, cell);
+    }
+}
+
+/// A boolean outcome field as `status`; the field stays (rules test
+/// `success: false`). A field that is not a boolean gets a note.
+fn outcome(d: &mut Draft, key: &str) {
     match bool_field(d, key) {
-        Some(ok) => {
-            put(d, col::STATUS, if ok { "success" } else { "failure" });
-            d.remove(key);
-        }
+        Some(ok) => put(d, col::STATUS, if ok { "success" } else { "failure" }),
         None if d.field(key).is_some() => {
             d.note(format!("{key}: not a boolean; no status set"));
         }
@@ -619,9 +634,9 @@ fn map_http(d: &mut Draft) {
             (None, Some(uri)) => Some(uri),
             (None, None) => None,
         };
+        // `uri` stays: rules test the request target, not the whole URL.
         if let Some(url) = url {
             d.set_str(col::URL, url);
-            d.remove("uri");
         }
     }
     d.take(col::DST_HOSTNAME, &["host"]);
@@ -642,7 +657,7 @@ fn map_http(d: &mut Draft) {
 fn map_ssl(d: &mut Draft) {
     set_class(d, 4001, 6);
     d.take(col::DST_HOSTNAME, &["server_name"]);
-    take_outcome(d, "established");
+    outcome(d, "established");
     d.take(col::STATUS_DETAIL, &["validation_status"]);
 }
 
@@ -655,12 +670,13 @@ fn map_x509(d: &mut Draft) {
             64 => Some(col::HASH_SHA256),
             _ => None,
         };
+        // The field stays: its column depends on its length, and the
+        // column holds it lower-cased.
         if let Some(column) = column
             && fp.chars().all(|c| c.is_ascii_hexdigit())
             && !d.is_set(column)
         {
             d.set_str(column, fp.to_ascii_lowercase());
-            d.remove("fingerprint");
         }
     }
 }
@@ -670,11 +686,16 @@ fn map_files(d: &mut Draft) {
     let has_dir = d
         .field_str("filename")
         .is_some_and(|f| f.contains(['/', '\\']));
-    if has_dir {
-        d.take(col::FILE_PATH, &["filename"]);
-    } else {
-        d.take(col::FILE_NAME, &["filename"]);
-    }
+    // Copied, not moved: which column holds it depends on its content.
+    copy_text(
+        d,
+        if has_dir {
+            col::FILE_PATH
+        } else {
+            col::FILE_NAME
+        },
+        "filename",
+    );
     d.take(col::HASH_MD5, &["md5"]);
     d.take(col::HASH_SHA1, &["sha1"]);
     d.take(col::HASH_SHA256, &["sha256"]);
@@ -694,15 +715,15 @@ fn map_kerberos(d: &mut Draft) {
     set_class(d, 3002, activity);
     if let Some(client) = d.field_str("client").filter(|c| !c.is_empty()) {
         // `user/REALM`; the user part may itself hold `/` (`host/name`).
+        // `client` stays: the columns hold its parts.
         let (user, realm) = client.rsplit_once('/').unwrap_or((client.as_str(), ""));
         if !d.is_set(col::USER_NAME) {
             d.set_str(col::USER_NAME, user);
             put(d, col::USER_DOMAIN, realm);
-            d.remove("client");
         }
     }
     put(d, col::AUTH_PROTOCOL, "Kerberos");
-    take_outcome(d, "success");
+    outcome(d, "success");
     d.take(col::STATUS_DETAIL, &["error_msg"]);
 }
 
@@ -711,7 +732,7 @@ fn map_ntlm(d: &mut Draft) {
     d.take(col::USER_NAME, &["username"]);
     d.take(col::USER_DOMAIN, &["domainname"]);
     put(d, col::AUTH_PROTOCOL, "NTLM");
-    take_outcome(d, "success");
+    outcome(d, "success");
 }
 
 fn map_smb_files(d: &mut Draft) {
@@ -735,9 +756,8 @@ fn map_smb_files(d: &mut Draft) {
         (Some(only), None) | (None, Some(only)) => only,
         (None, None) => return,
     };
+    // `path` and `name` stay: the column joins them.
     d.set_str(col::FILE_PATH, path);
-    d.remove("path");
-    d.remove("name");
 }
 
 fn map_notice(d: &mut Draft) {
@@ -871,7 +891,8 @@ mod tests {
         let u = unmapped(&row);
         assert_eq!(u["@proc"], "zeek");
         assert_eq!(u["uid"], "ChOJWf3yQbPwENbBK1");
-        assert!(u.get("uri").is_none() && u.get("@stream").is_none(), "{u}");
+        assert_eq!(u["uri"], "/webdav");
+        assert!(u.get("@stream").is_none(), "{u}");
     }
 
     #[test]
@@ -1039,6 +1060,132 @@ mod tests {
         );
         assert_eq!(class(&write), (Some(4006), Some(99)));
         assert_eq!(write.get_str(col::FILE_PATH), Some("x.txt"));
+    }
+
+    #[test]
+    fn http_uri_stays_beside_the_url() {
+        for (input, url) in [
+            (
+                r#"{"_path":"http","ts":1588206738.1,"method":"GET","host":"a.example","uri":"/x/y.php?id=1"}"#,
+                "http://a.example/x/y.php?id=1",
+            ),
+            (
+                r#"{"_path":"http","ts":1588206738.1,"method":"GET","host":"a.example","uri":"x"}"#,
+                "http://a.example/x",
+            ),
+            (
+                r#"{"_path":"http","ts":1588206738.1,"method":"GET","host":"proxy","uri":"http://b.example/z"}"#,
+                "http://b.example/z",
+            ),
+            (
+                r#"{"_path":"http","ts":1588206738.1,"method":"GET","uri":"/only"}"#,
+                "/only",
+            ),
+        ] {
+            let row = one(input);
+            assert_eq!(row.get_str(col::URL), Some(url), "{input}");
+            let source: Value = serde_json::from_str(input).expect("json");
+            assert_eq!(unmapped(&row)["uri"], source["uri"], "{input}");
+        }
+    }
+
+    #[test]
+    fn smb_files_path_and_name_stay_beside_file_path() {
+        let file = one(
+            r#"{"_path":"smb_files","ts":1588206049.3,"action":"SMB::FILE_OPEN","path":"\\\\DC\\C$","name":"\\Windows\\Temp\\x.exe"}"#,
+        );
+        assert_eq!(
+            file.get_str(col::FILE_PATH),
+            Some("\\\\DC\\C$\\Windows\\Temp\\x.exe")
+        );
+        let u = unmapped(&file);
+        assert_eq!(u["path"], "\\\\DC\\C$");
+        assert_eq!(u["name"], "\\Windows\\Temp\\x.exe");
+
+        let only = one(r#"{"_path":"smb_files","ts":1588206049.3,"name":"x.txt"}"#);
+        assert_eq!(only.get_str(col::FILE_PATH), Some("x.txt"));
+        assert_eq!(unmapped(&only)["name"], "x.txt");
+    }
+
+    #[test]
+    fn kerberos_client_stays_beside_user_and_realm() {
+        let row = one(
+            r#"{"_path":"kerberos","ts":1588206998.9,"request_type":"TGS","client":"host/ws1.example/EXAMPLE.COM","service":"cifs/dc","success":true}"#,
+        );
+        assert_eq!(row.get_str(col::USER_NAME), Some("host/ws1.example"));
+        assert_eq!(row.get_str(col::USER_DOMAIN), Some("EXAMPLE.COM"));
+        assert_eq!(unmapped(&row)["client"], "host/ws1.example/EXAMPLE.COM");
+    }
+
+    #[test]
+    fn outcome_fields_stay_beside_status() {
+        for (input, key, status) in [
+            (
+                r#"{"_path":"kerberos","ts":1588206998.9,"client":"a/B","success":false}"#,
+                "success",
+                "failure",
+            ),
+            (
+                r#"{"_path":"ntlm","ts":1588206998.9,"username":"a","success":true}"#,
+                "success",
+                "success",
+            ),
+            (
+                r#"{"_path":"ssl","ts":1588206998.9,"server_name":"x","established":false}"#,
+                "established",
+                "failure",
+            ),
+            // Untyped TSV-style text.
+            (
+                r#"{"_path":"ssl","ts":1588206998.9,"server_name":"x","established":"T"}"#,
+                "established",
+                "success",
+            ),
+        ] {
+            let row = one(input);
+            assert_eq!(row.get_str(col::STATUS), Some(status), "{input}");
+            let source: Value = serde_json::from_str(input).expect("json");
+            assert_eq!(unmapped(&row)[key], source[key], "{input}");
+        }
+        // A typed TSV row: the boolean as Zeek's JSON writer has it.
+        let tsv = "#separator \\x09\n#path\tssl\n#fields\tts\tserver_name\testablished\n#types\ttime\tstring\tbool\n1588206998.9\tx\tF\n";
+        let (events, dead) = decode_all(&[tsv.as_bytes()]);
+        assert!(dead.is_empty(), "{dead:?}");
+        assert_eq!(events[0].get_str(col::STATUS), Some("failure"));
+        assert_eq!(unmapped(&events[0])["established"], false);
+    }
+
+    #[test]
+    fn filename_and_fingerprint_stay_beside_their_columns() {
+        for (filename, path, name) in [
+            ("dir/a.exe", Some("dir/a.exe"), Some("a.exe")),
+            ("C:\\x\\b.dll", Some("C:\\x\\b.dll"), Some("b.dll")),
+            ("c.pdf", None, Some("c.pdf")),
+        ] {
+            let input = serde_json::json!({
+                "_path": "files", "ts": 1588206049.3, "fuid": "F1", "filename": filename,
+            })
+            .to_string();
+            let row = one(&input);
+            assert_eq!(row.get_str(col::FILE_PATH), path, "{filename}");
+            assert_eq!(row.get_str(col::FILE_NAME), name, "{filename}");
+            assert_eq!(unmapped(&row)["filename"], filename);
+        }
+
+        // The fingerprint as written (upper case here); the column lower-cased.
+        let sha1 = "B765518127E58D334A3596A6572A09FA727D59C8";
+        let row = one(&format!(
+            r#"{{"_path":"x509","ts":1692161674.6,"fingerprint":"{sha1}"}}"#
+        ));
+        assert_eq!(
+            row.get_str(col::HASH_SHA1),
+            Some(sha1.to_ascii_lowercase().as_str())
+        );
+        assert_eq!(row.get_str(col::HASH_SHA256), None);
+        assert_eq!(unmapped(&row)["fingerprint"], sha1);
+        // One no column takes stays too.
+        let row = one(r#"{"_path":"x509","ts":1692161674.6,"fingerprint":"not-hex"}"#);
+        assert_eq!(unmapped(&row)["fingerprint"], "not-hex");
     }
 
     #[test]
