@@ -505,10 +505,9 @@ impl Registry {
                         current = current.iter().flat_map(|p| windash(p)).collect();
                     }
                     Modifier::Utf16le | Modifier::Wide | Modifier::Utf16be | Modifier::Utf16 => {
-                        let texts = bytes_form.take().map_or_else(
-                            || current.iter().map(|p| literal(p).into_bytes()).collect(),
-                            |b| b,
-                        );
+                        let texts = bytes_form.take().unwrap_or_else(|| {
+                            current.iter().map(|p| literal(p).into_bytes()).collect()
+                        });
                         bytes_form = Some(
                             texts
                                 .iter()

@@ -399,7 +399,7 @@ fn every_modifier_agrees_with_pysigma_exactly() -> anyhow::Result<()> {
         if title == "escaped_question_is_literal" {
             assert_eq!(n, 0, "{title}");
         } else {
-            assert!(n >= 1 && n < 13, "{title}: {n} of 13 events");
+            assert!((1..13).contains(&n), "{title}: {n} of 13 events");
         }
     }
     Ok(())

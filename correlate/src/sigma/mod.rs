@@ -335,13 +335,16 @@ fn names(condition: &Condition, out: &mut Vec<(bool, Option<String>)>) {
     }
 }
 
+/// A detection's searches (in file order) and conditions.
+pub(crate) type DetectionBody = (Vec<(String, Search)>, Vec<Condition>);
+
 /// A `detection` map (or a filter's): its searches and conditions, checked
 /// against each other. Keys in `skip` belong to the enclosing document.
 pub(crate) fn detection_body(
     detection: &MarkedYaml<'_>,
     what: &str,
     skip: &[&str],
-) -> Result<(Vec<(String, Search)>, Vec<Condition>), RuleError> {
+) -> Result<DetectionBody, RuleError> {
     let YamlData::Mapping(entries) = &detection.data else {
         return Err(error_at(detection, format!("`{what}` must be a map")));
     };
