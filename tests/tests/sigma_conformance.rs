@@ -274,6 +274,16 @@ fn compare(
     reasons
 }
 
+/// Both sides agree but for explained differences, which are counted.
+fn agree(ours: &BTreeSet<Match>, theirs: &BTreeSet<Match>, rule_roots: &[PathBuf]) {
+    let reasons = compare(ours, theirs, &products(rule_roots));
+    eprintln!(
+        "{} matches, {} in common; explained differences: {reasons:?}",
+        ours.len(),
+        ours.intersection(theirs).count()
+    );
+}
+
 fn regression_events(extension: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![corpus().join("sigma/regression_data")];
@@ -341,12 +351,7 @@ fn regression_rules_fire_on_their_own_events_and_agree_with_pysigma() -> anyhow:
         "JSON and evtx give as many matches"
     );
     let theirs = matches(&reference(&roots, &events, Columns::Text)?);
-    let reasons = compare(&ours, &theirs, &products(&roots));
-    eprintln!(
-        "{} matches, {} in common; explained differences: {reasons:?}",
-        ours.len(),
-        ours.intersection(&theirs).count()
-    );
+    agree(&ours, &theirs, &roots);
     Ok(())
 }
 
@@ -366,12 +371,7 @@ fn the_otrf_windows_corpus_agrees_with_pysigma() -> anyhow::Result<()> {
         Columns::Text,
     )?);
     assert!(theirs.len() > 800, "{} reference matches", theirs.len());
-    let reasons = compare(&ours, &theirs, &products(std::slice::from_ref(&rules)));
-    eprintln!(
-        "{} matches, {} in common; explained differences: {reasons:?}",
-        ours.len(),
-        ours.intersection(&theirs).count()
-    );
+    agree(&ours, &theirs, std::slice::from_ref(&rules));
     Ok(())
 }
 
