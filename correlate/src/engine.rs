@@ -330,8 +330,9 @@ impl Engine {
         let rows = batch.num_rows();
         let mut filter_bits = Vec::with_capacity(self.filters.len());
         let mut active = Bits::none(rows);
+        let mut columns = evaluate::FilterColumns::default();
         for filter in &self.filters {
-            let bits = evaluate::filter_rows(batch, filter)?;
+            let bits = evaluate::filter_rows(batch, filter, &mut columns)?;
             active.or_with(&bits);
             filter_bits.push(bits);
         }

@@ -666,11 +666,51 @@ pub(crate) fn eval(expr: &Expr, tests: &[Bits], rows: usize) -> Bits {
     }
 }
 
+/// A batch's filter columns, each as the rows holding each (lowercase)
+/// value, built once per batch and shared by every log source filter.
+#[derive(Debug, Default)]
+pub(crate) struct FilterColumns {
+    columns: HashMap<String, HashMap<String, Bits>>,
+}
+
+impl FilterColumns {
+    fn rows_with(
+        &mut self,
+        batch: &RecordBatch,
+        column: &str,
+    ) -> Result<&HashMap<String, Bits>, String> {
+        if !self.columns.contains_key(column) {
+            let rows = batch.num_rows();
+            let mut by_value: HashMap<String, Bits> = HashMap::new();
+            if let Some(text) = text_column(batch, column)? {
+                for row in 0..rows {
+                    if text.is_valid(row) {
+                        let v = text.value(row);
+                        let key = if v.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+                            v.to_lowercase()
+                        } else {
+                            v.to_string()
+                        };
+                        by_value
+                            .entry(key)
+                            .or_insert_with(|| Bits::none(rows))
+                            .set(row);
+                    }
+                }
+            }
+            self.columns.insert(column.to_string(), by_value);
+        }
+        Ok(&self.columns[column])
+    }
+}
+
 /// The rows passing a log source filter (every list: any entry; an entry:
-/// every column equal to one of its values, ignoring case).
+/// every column equal to one of its values, ignoring case; the values are
+/// lowercase already).
 pub(crate) fn filter_rows(
     batch: &RecordBatch,
     filter: &[Vec<EventFilter>],
+    columns: &mut FilterColumns,
 ) -> Result<Bits, String> {
     let rows = batch.num_rows();
     let mut out = Bits::all(rows);
@@ -679,18 +719,11 @@ pub(crate) fn filter_rows(
         for entry in any_of {
             let mut all = Bits::all(rows);
             for (column, wanted) in entry {
+                let by_value = columns.rows_with(batch, column)?;
                 let mut hits = Bits::none(rows);
-                if let Some(text) = text_column(batch, column)? {
-                    for row in 0..rows {
-                        if text.is_valid(row) {
-                            let v = text.value(row);
-                            if wanted
-                                .iter()
-                                .any(|w| w.eq_ignore_ascii_case(v) || *w == v.to_lowercase())
-                            {
-                                hits.set(row);
-                            }
-                        }
+                for w in wanted {
+                    if let Some(b) = by_value.get(w) {
+                        hits.or_with(b);
                     }
                 }
                 all.and_with(&hits);
