@@ -16,11 +16,11 @@
 //! Nothing is interpreted event by event per rule.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, MatchKind, StartKind};
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
@@ -28,6 +28,11 @@ use chrono::{Datelike, Timelike};
 use regex::RegexSet;
 use serde_json::value::RawValue;
 use spoor_common::schema::event_col;
+
+// Keys here are field names and values of events, hashed for every row:
+// foldhash (seeded per process) instead of SipHash, which was a tenth of the
+// evaluation time.
+use foldhash::{HashMap, HashMapExt};
 
 use crate::compile::{DatePart, Expr, FieldSource, Registry, Test, TextKind};
 use crate::mapping::EventFilter;
@@ -119,14 +124,132 @@ impl Bits {
     }
 }
 
+/// A literal automaton: a DFA, or past the DFA's size limit a contiguous
+/// NFA (both walk a byte at a time).
+#[derive(Debug)]
+enum Walker {
+    Dfa(aho_corasick::dfa::DFA),
+    Nfa(aho_corasick::nfa::contiguous::NFA),
+}
+
+/// Literals of one match kind, found with one automaton.
+#[derive(Debug, Default)]
+struct LiteralSet {
+    literals: Vec<Vec<u8>>,
+    index: HashMap<Vec<u8>, usize>,
+    /// Per literal: the tests it answers.
+    tests: Vec<Vec<usize>>,
+    /// Anywhere in the text.
+    ac: Option<AhoCorasick>,
+    /// At the start of the text.
+    anchored: Option<Walker>,
+}
+
+impl LiteralSet {
+    fn add(&mut self, literal: Vec<u8>, test: usize) {
+        let next = self.literals.len();
+        let i = *self.index.entry(literal.clone()).or_insert(next);
+        if i == next {
+            self.literals.push(literal);
+            self.tests.push(Vec::new());
+        }
+        self.tests[i].push(test);
+    }
+
+    fn build(&mut self, anchored: bool) -> Result<(), String> {
+        if self.literals.is_empty() {
+            return Ok(());
+        }
+        let named = |e: aho_corasick::BuildError| format!("literal automaton: {e}");
+        if anchored {
+            let dfa = aho_corasick::dfa::DFA::builder()
+                .match_kind(MatchKind::Standard)
+                .start_kind(StartKind::Anchored)
+                .build(&self.literals);
+            self.anchored = Some(match dfa {
+                Ok(dfa) => Walker::Dfa(dfa),
+                Err(_) => Walker::Nfa(
+                    aho_corasick::nfa::contiguous::NFA::builder()
+                        .match_kind(MatchKind::Standard)
+                        .build(&self.literals)
+                        .map_err(named)?,
+                ),
+            });
+            return Ok(());
+        }
+        // A DFA is the fastest to search (one table lookup a byte); past its
+        // size limit the automatic choice (a contiguous NFA) takes over.
+        let build = |kind| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .kind(kind)
+                .build(&self.literals)
+        };
+        self.ac = Some(
+            build(Some(AhoCorasickKind::DFA))
+                .or_else(|_| build(None))
+                .map_err(named)?,
+        );
+        Ok(())
+    }
+
+    /// Sets the tests of every literal found in `haystack`.
+    fn run_anywhere(&self, haystack: &[u8], row: usize, bits: &mut [Bits]) {
+        let Some(ac) = &self.ac else { return };
+        for m in ac.find_overlapping_iter(haystack) {
+            for test in &self.tests[m.pattern().as_usize()] {
+                bits[*test].set(row);
+            }
+        }
+    }
+
+    /// Sets the tests of every literal `haystack` starts with: one walk
+    /// from the anchored start, as far as some literal still continues.
+    fn run_prefixes(&self, haystack: &[u8], row: usize, bits: &mut [Bits]) {
+        match &self.anchored {
+            Some(Walker::Dfa(a)) => self.walk(a, haystack, row, bits),
+            Some(Walker::Nfa(a)) => self.walk(a, haystack, row, bits),
+            None => {}
+        }
+    }
+
+    fn walk(&self, a: &impl Automaton, haystack: &[u8], row: usize, bits: &mut [Bits]) {
+        let Ok(mut sid) = a.start_state(Anchored::Yes) else {
+            return;
+        };
+        for (i, &byte) in haystack.iter().enumerate() {
+            sid = a.next_state(Anchored::Yes, sid, byte);
+            if a.is_dead(sid) {
+                return;
+            }
+            if a.is_match(sid) {
+                for k in 0..a.match_len(sid) {
+                    let p = a.match_pattern(sid, k).as_usize();
+                    // A match state also holds the literals that end here
+                    // but started later; only those read from the start
+                    // are prefixes.
+                    if self.literals[p].len() == i + 1 {
+                        for test in &self.tests[p] {
+                            bits[*test].set(row);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Every literal, pattern and expression on one field and one case form.
+/// Each match kind has its own structure, so a search does only the work
+/// its kind needs: whole values are looked up, prefixes and suffixes are
+/// anchored walks (suffixes over the reversed text), and only `contains`
+/// literals are searched for everywhere.
 #[derive(Debug, Default)]
 struct TextMatcher {
-    literals: Vec<String>,
-    literal_index: HashMap<String, usize>,
-    /// Per literal: (where it must be, test).
-    uses: Vec<Vec<(TextKind, usize)>>,
-    ac: Option<AhoCorasick>,
+    equals: HashMap<String, Vec<usize>>,
+    prefixes: LiteralSet,
+    suffixes: LiteralSet,
+    anywhere: LiteralSet,
     /// Tests `equals ""`.
     empty: Vec<usize>,
     globs: Vec<String>,
@@ -145,15 +268,12 @@ impl TextMatcher {
             }
             return;
         }
-        let index = *self
-            .literal_index
-            .entry(text.to_string())
-            .or_insert_with(|| {
-                self.literals.push(text.to_string());
-                self.uses.push(Vec::new());
-                self.literals.len() - 1
-            });
-        self.uses[index].push((kind, test));
+        match kind {
+            TextKind::Equals => self.equals.entry(text.to_string()).or_default().push(test),
+            TextKind::StartsWith => self.prefixes.add(text.as_bytes().to_vec(), test),
+            TextKind::EndsWith => self.suffixes.add(text.bytes().rev().collect(), test),
+            TextKind::Contains => self.anywhere.add(text.as_bytes().to_vec(), test),
+        }
     }
 
     fn add_glob(&mut self, regex: String, test: usize) {
@@ -161,19 +281,24 @@ impl TextMatcher {
         self.glob_tests.push(test);
     }
 
+    fn is_empty(&self) -> bool {
+        self.equals.is_empty()
+            && self.prefixes.literals.is_empty()
+            && self.suffixes.literals.is_empty()
+            && self.anywhere.literals.is_empty()
+            && self.empty.is_empty()
+            && self.globs.is_empty()
+    }
+
     fn build(&mut self, size_limit: usize) -> Result<(), String> {
-        if !self.literals.is_empty() {
-            self.ac = Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .build(&self.literals)
-                    .map_err(|e| format!("literal automaton: {e}"))?,
-            );
-        }
+        self.prefixes.build(true)?;
+        self.suffixes.build(true)?;
+        self.anywhere.build(false)?;
         if !self.globs.is_empty() {
             self.glob_set = Some(
                 regex::RegexSetBuilder::new(&self.globs)
                     .size_limit(size_limit.saturating_mul(self.globs.len().max(1)))
+                    .dfa_size_limit(REGEX_SET_CACHE)
                     .build()
                     .map_err(|e| format!("wildcard patterns: {e}"))?,
             );
@@ -181,27 +306,24 @@ impl TextMatcher {
         Ok(())
     }
 
-    fn run(&self, text: &str, row: usize, bits: &mut [Bits]) {
+    fn run(&self, text: &str, reversed: &mut Vec<u8>, row: usize, bits: &mut [Bits]) {
         if text.is_empty() {
             for t in &self.empty {
                 bits[*t].set(row);
             }
         }
-        if let Some(ac) = &self.ac {
-            for m in ac.find_overlapping_iter(text) {
-                for (kind, test) in &self.uses[m.pattern().as_usize()] {
-                    let hit = match kind {
-                        TextKind::Contains => true,
-                        TextKind::StartsWith => m.start() == 0,
-                        TextKind::EndsWith => m.end() == text.len(),
-                        TextKind::Equals => m.start() == 0 && m.end() == text.len(),
-                    };
-                    if hit {
-                        bits[*test].set(row);
-                    }
-                }
+        if let Some(tests) = self.equals.get(text) {
+            for t in tests {
+                bits[*t].set(row);
             }
         }
+        self.prefixes.run_prefixes(text.as_bytes(), row, bits);
+        if self.suffixes.anchored.is_some() {
+            reversed.clear();
+            reversed.extend(text.bytes().rev());
+            self.suffixes.run_prefixes(reversed, row, bits);
+        }
+        self.anywhere.run_anywhere(text.as_bytes(), row, bits);
         if let Some(set) = &self.glob_set {
             for i in set.matches(text).iter() {
                 bits[self.glob_tests[i]].set(row);
@@ -209,6 +331,10 @@ impl TextMatcher {
         }
     }
 }
+
+/// The lazy DFA cache of a regex set: large enough that thousands of
+/// wildcard patterns on one field stay in the fast engine.
+const REGEX_SET_CACHE: usize = 64 << 20;
 
 #[derive(Debug, Default)]
 struct FieldPlan {
@@ -269,6 +395,7 @@ impl Plan {
                 plan.regex_set = Some(
                     regex::RegexSetBuilder::new(&plan.regexes)
                         .size_limit(limit.saturating_mul(plan.regexes.len()))
+                        .dfa_size_limit(REGEX_SET_CACHE)
                         .build()
                         .map_err(|e| named(format!("regular expressions: {e}")))?,
                 );
@@ -563,17 +690,15 @@ pub(crate) fn answer(
         .map(|_| Bits::none(rows))
         .collect();
     let mut lower = String::new();
+    let mut reversed = Vec::new();
     for (field, fp) in plan.fields.iter().enumerate() {
         let active = &masks[field];
         if active.is_empty() {
             continue;
         }
         let column = &values.columns[field];
-        let wants_lower = fp.lowercase.ac.is_some()
-            || fp.lowercase.glob_set.is_some()
-            || !fp.lowercase.empty.is_empty();
-        let wants_cased =
-            fp.cased.ac.is_some() || fp.cased.glob_set.is_some() || !fp.cased.empty.is_empty();
+        let wants_lower = !fp.lowercase.is_empty();
+        let wants_cased = !fp.cased.is_empty();
         if wants_lower || wants_cased || fp.regex_set.is_some() {
             for row in active.rows() {
                 let Some(text) = column.get(row) else {
@@ -587,10 +712,10 @@ pub(crate) fn answer(
                     } else {
                         lower.push_str(&text.to_lowercase());
                     }
-                    fp.lowercase.run(&lower, row, &mut bits);
+                    fp.lowercase.run(&lower, &mut reversed, row, &mut bits);
                 }
                 if wants_cased {
-                    fp.cased.run(text, row, &mut bits);
+                    fp.cased.run(text, &mut reversed, row, &mut bits);
                 }
                 if let Some(set) = &fp.regex_set {
                     for i in set.matches(text).iter() {
