@@ -341,6 +341,7 @@ impl Engine {
                 hits: Vec::new(),
                 values: evaluate::extract(
                     &self.registry,
+                    &self.plan,
                     batch,
                     &vec![Bits::none(rows); self.field_filters.len()],
                 )?,
@@ -357,7 +358,7 @@ impl Engine {
                 mask
             })
             .collect();
-        let values = evaluate::extract(&self.registry, batch, &masks)?;
+        let values = evaluate::extract(&self.registry, &self.plan, batch, &masks)?;
         let tests = evaluate::answer(&self.registry, &self.plan, &values, &masks);
         let mut hits = Vec::new();
         for (index, rule) in self.detections.iter().enumerate() {

@@ -353,6 +353,15 @@ pub(crate) struct Plan {
     fields: Vec<FieldPlan>,
 }
 
+impl FieldPlan {
+    /// Whether only the field's lowercase form is ever read, so it may be
+    /// stored lowercase once (the keyword haystack: every text of an event,
+    /// copied and lowercased in one pass instead of two).
+    fn lowercase_only(&self) -> bool {
+        self.cased.is_empty() && self.regexes.is_empty() && self.row_tests.is_empty()
+    }
+}
+
 impl Plan {
     pub(crate) fn new(registry: &Registry) -> Result<Plan, String> {
         let mut fields: Vec<FieldPlan> = (0..registry.fields.len())
@@ -539,6 +548,7 @@ const NOT_SEARCHED: &[&str] = &[
 /// whose rules read it).
 pub(crate) fn extract(
     registry: &Registry,
+    plan: &Plan,
     batch: &RecordBatch,
     masks: &[Bits],
 ) -> Result<FieldValues, String> {
@@ -591,6 +601,7 @@ pub(crate) fn extract(
         .collect();
     let mut scratch = String::new();
     let mut haystack = String::new();
+    let mut lowered = String::new();
     for row in any.rows() {
         let parsed = match &unmapped {
             Some(u) if u.is_valid(row) => Unmapped::parse(u.value(row)),
@@ -626,7 +637,12 @@ pub(crate) fn extract(
                             haystack.push('\n');
                         }
                     }
-                    out[id].set(row, &haystack);
+                    if plan.fields.get(id).is_some_and(FieldPlan::lowercase_only) {
+                        lowercase_into(&haystack, &mut lowered);
+                        out[id].set(row, &lowered);
+                    } else {
+                        out[id].set(row, &haystack);
+                    }
                 }
             }
         }
@@ -644,6 +660,17 @@ pub(crate) fn extract(
         columns: out,
         times,
     })
+}
+
+/// `text` in lowercase, into `out` (ASCII without a second copy).
+fn lowercase_into(text: &str, out: &mut String) {
+    out.clear();
+    if text.is_ascii() {
+        out.push_str(text);
+        out.make_ascii_lowercase();
+    } else {
+        out.push_str(&text.to_lowercase());
+    }
 }
 
 fn date_part(text: &str, part: DatePart) -> Option<i64> {
@@ -698,20 +725,18 @@ pub(crate) fn answer(
         }
         let column = &values.columns[field];
         let wants_lower = !fp.lowercase.is_empty();
+        let keywords_lowered =
+            registry.fields[field] == FieldSource::Keywords && fp.lowercase_only();
         let wants_cased = !fp.cased.is_empty();
         if wants_lower || wants_cased || fp.regex_set.is_some() {
             for row in active.rows() {
                 let Some(text) = column.get(row) else {
                     continue;
                 };
-                if wants_lower {
-                    lower.clear();
-                    if text.is_ascii() {
-                        lower.push_str(text);
-                        lower.make_ascii_lowercase();
-                    } else {
-                        lower.push_str(&text.to_lowercase());
-                    }
+                if wants_lower && keywords_lowered {
+                    fp.lowercase.run(text, &mut reversed, row, &mut bits);
+                } else if wants_lower {
+                    lowercase_into(text, &mut lower);
                     fp.lowercase.run(&lower, &mut reversed, row, &mut bits);
                 }
                 if wants_cased {
