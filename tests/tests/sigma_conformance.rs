@@ -169,9 +169,9 @@ struct RuleFacts {
     uses_provider_name: bool,
 }
 
-/// Rule id → facts, from the rule files' text.
-fn products(roots: &[PathBuf]) -> BTreeMap<String, RuleFacts> {
-    let mut out = BTreeMap::new();
+/// The files under `roots` (recursively) with this extension, sorted.
+fn files_under(roots: &[PathBuf], extension: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     let mut stack = roots.to_vec();
     while let Some(p) = stack.pop() {
         if p.is_dir() {
@@ -182,23 +182,33 @@ fn products(roots: &[PathBuf]) -> BTreeMap<String, RuleFacts> {
                     .flatten()
                     .map(|e| e.path()),
             );
-        } else if p.extension().is_some_and(|e| e == "yml") {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let id = text
-                .lines()
-                .find_map(|l| l.strip_prefix("id: "))
-                .map(str::trim);
-            let product = text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("product: "))
-                .map(|p| p.trim().to_string());
-            if let Some(id) = id {
-                let facts = RuleFacts {
-                    product,
-                    uses_provider_name: text.contains("Provider_Name"),
-                };
-                out.insert(id.to_string(), facts);
-            }
+        } else if p.extension().is_some_and(|e| e == extension) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Rule id → facts, from the rule files' text.
+fn products(roots: &[PathBuf]) -> BTreeMap<String, RuleFacts> {
+    let mut out = BTreeMap::new();
+    for p in files_under(roots, "yml") {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .map(str::trim);
+        let product = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("product: "))
+            .map(|p| p.trim().to_string());
+        if let Some(id) = id {
+            let facts = RuleFacts {
+                product,
+                uses_provider_name: text.contains("Provider_Name"),
+            };
+            out.insert(id.to_string(), facts);
         }
     }
     out
@@ -285,23 +295,7 @@ fn agree(ours: &BTreeSet<Match>, theirs: &BTreeSet<Match>, rule_roots: &[PathBuf
 }
 
 fn regression_events(extension: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![corpus().join("sigma/regression_data")];
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            stack.extend(
-                std::fs::read_dir(&p)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        } else if p.extension().is_some_and(|e| e == extension) {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
+    files_under(&[corpus().join("sigma/regression_data")], extension)
 }
 
 #[test]
