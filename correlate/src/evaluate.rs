@@ -486,48 +486,72 @@ fn raw_text<'a>(raw: &'a RawValue, scratch: &'a mut String) -> Option<&'a str> {
     }
 }
 
-/// An event's `unmapped` object, borrowed from its text.
+/// An event's `unmapped` object as its (name, value) pairs, borrowed from
+/// its text (a name with escapes is the only copy), in the object's order.
 #[derive(Debug, Default)]
-struct Unmapped<'a> {
-    fields: HashMap<Cow<'a, str>, &'a RawValue>,
-    /// Names with spaces, by their spaceless form.
-    spaceless: HashMap<String, &'a RawValue>,
+struct Pairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
-impl<'a> Unmapped<'a> {
-    fn parse(text: &'a str) -> Unmapped<'a> {
-        let fields: HashMap<Cow<'a, str>, &'a RawValue> =
-            serde_json::from_str::<HashMap<&'a str, &'a RawValue>>(text)
-                .map(|m| m.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)).collect())
-                .or_else(|_| {
-                    // Keys with escapes cannot be borrowed.
-                    serde_json::from_str::<HashMap<String, &'a RawValue>>(text)
-                        .map(|m| m.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect())
-                })
-                .unwrap_or_default();
-        // Some logs name fields with spaces (Windows Defender's `Threat
-        // Name`) where Sigma rules write them without (`ThreatName`).
-        let spaceless = fields
-            .iter()
-            .filter(|(k, _)| k.contains(' '))
-            .map(|(k, v)| (k.replace(' ', ""), *v))
-            .collect();
-        Unmapped { fields, spaceless }
+impl<'de> serde::Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs<'de>, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    pairs.push((k, v));
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'a> Pairs<'a> {
+    fn parse(text: &'a str) -> Pairs<'a> {
+        serde_json::from_str(text).unwrap_or_default()
     }
 
-    fn lookup(&self, name: &str) -> Option<&'a RawValue> {
-        if let Some(v) = self.fields.get(name) {
-            return Some(v);
-        }
-        if let Some(v) = self.spaceless.get(name) {
-            return Some(v);
-        }
-        // Dotted Sigma names (`userIdentity.type`) reach into nested objects.
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    /// A dotted Sigma name (`userIdentity.type`) reaching into nested
+    /// objects.
+    fn nested(&self, name: &str) -> Option<&'a RawValue> {
         let (first, rest) = name.split_once('.')?;
-        let mut current: &'a RawValue = self.fields.get(first)?;
+        let mut current: &'a RawValue = self.get(first)?;
         for part in rest.split('.') {
-            let object: HashMap<&'a str, &'a RawValue> =
-                serde_json::from_str(current.get()).ok()?;
+            let object: Pairs<'a> = serde_json::from_str(current.get()).ok()?;
             current = object.get(part)?;
         }
         Some(current)
@@ -599,51 +623,114 @@ pub(crate) fn extract(
             }
         })
         .collect();
+    // Each wanted field by name: a row's `unmapped` names are looked up
+    // here once each (an event has tens of names, the rules read hundreds).
+    let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut dotted = Vec::new();
+    let mut keyword_fields = Vec::new();
+    for &id in &wanted {
+        match &registry.fields[id] {
+            FieldSource::Named { name, .. } => {
+                by_name.entry(name.as_str()).or_default().push(id);
+                if name.contains('.') {
+                    dotted.push(id);
+                }
+            }
+            FieldSource::Keywords => keyword_fields.push(id),
+        }
+    }
+    // `found[id] == row + 1`: the field was in this row's `unmapped` (even
+    // as null, which then has no value and no column fallback).
+    let mut found = vec![0usize; registry.fields.len()];
     let mut scratch = String::new();
     let mut haystack = String::new();
     let mut lowered = String::new();
     for row in any.rows() {
-        let parsed = match &unmapped {
-            Some(u) if u.is_valid(row) => Unmapped::parse(u.value(row)),
-            _ => Unmapped::default(),
+        let stamp = row + 1;
+        let pairs = match &unmapped {
+            Some(u) if u.is_valid(row) => Pairs::parse(u.value(row)),
+            _ => Pairs::default(),
         };
+        let mut spaced = false;
+        for (k, v) in &pairs.0 {
+            spaced |= k.contains(' ');
+            if let Some(ids) = by_name.get(k.as_ref()) {
+                for &id in ids {
+                    if masks[id].get(row) && found[id] != stamp {
+                        found[id] = stamp;
+                        if let Some(text) = raw_text(v, &mut scratch) {
+                            out[id].set(row, text);
+                        }
+                    }
+                }
+            }
+        }
+        if spaced {
+            // Some logs name fields with spaces (Windows Defender's `Threat
+            // Name`) where Sigma rules write them without (`ThreatName`).
+            for (k, v) in &pairs.0 {
+                if !k.contains(' ') {
+                    continue;
+                }
+                if let Some(ids) = by_name.get(k.replace(' ', "").as_str()) {
+                    for &id in ids {
+                        if masks[id].get(row) && found[id] != stamp {
+                            found[id] = stamp;
+                            if let Some(text) = raw_text(v, &mut scratch) {
+                                out[id].set(row, text);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for &id in &dotted {
+            if masks[id].get(row)
+                && found[id] != stamp
+                && let FieldSource::Named { name, .. } = &registry.fields[id]
+                && let Some(v) = pairs.nested(name)
+            {
+                found[id] = stamp;
+                if let Some(text) = raw_text(v, &mut scratch) {
+                    out[id].set(row, text);
+                }
+            }
+        }
         for &id in &wanted {
+            if found[id] == stamp || !masks[id].get(row) {
+                continue;
+            }
+            if let FieldSource::Named {
+                column: Some(c), ..
+            } = &registry.fields[id]
+                && let Some(c) = columns.get(c.as_str())
+                && c.is_valid(row)
+            {
+                out[id].set(row, c.value(row));
+            }
+        }
+        for &id in &keyword_fields {
             if !masks[id].get(row) {
                 continue;
             }
-            match &registry.fields[id] {
-                FieldSource::Named { name, column } => {
-                    if let Some(raw) = parsed.lookup(name) {
-                        if let Some(text) = raw_text(raw, &mut scratch) {
-                            out[id].set(row, text);
-                        }
-                    } else if let Some(c) = column.as_deref().and_then(|c| columns.get(c))
-                        && c.is_valid(row)
-                    {
-                        out[id].set(row, c.value(row));
-                    }
+            haystack.clear();
+            for (_, raw) in &pairs.0 {
+                if let Some(t) = raw_text(raw, &mut scratch) {
+                    haystack.push_str(t);
+                    haystack.push('\n');
                 }
-                FieldSource::Keywords => {
-                    haystack.clear();
-                    for raw in parsed.fields.values() {
-                        if let Some(t) = raw_text(raw, &mut scratch) {
-                            haystack.push_str(t);
-                            haystack.push('\n');
-                        }
-                    }
-                    for c in &keyword_columns {
-                        if c.is_valid(row) {
-                            haystack.push_str(c.value(row));
-                            haystack.push('\n');
-                        }
-                    }
-                    if plan.fields.get(id).is_some_and(FieldPlan::lowercase_only) {
-                        lowercase_into(&haystack, &mut lowered);
-                        out[id].set(row, &lowered);
-                    } else {
-                        out[id].set(row, &haystack);
-                    }
+            }
+            for c in &keyword_columns {
+                if c.is_valid(row) {
+                    haystack.push_str(c.value(row));
+                    haystack.push('\n');
                 }
+            }
+            if plan.fields.get(id).is_some_and(FieldPlan::lowercase_only) {
+                lowercase_into(&haystack, &mut lowered);
+                out[id].set(row, &lowered);
+            } else {
+                out[id].set(row, &haystack);
             }
         }
     }
