@@ -418,8 +418,10 @@ impl Plan {
 #[derive(Debug, Default)]
 pub struct FieldColumn {
     text: String,
-    /// Per row: the value's byte range in `text`, or none.
-    spans: Vec<Option<(u32, u32)>>,
+    /// Per row: the value's byte range in `text`, or none. (Ranges are
+    /// `usize`: a batch of large events can hold more than 4 GiB of one
+    /// field's text.)
+    spans: Vec<Option<(usize, usize)>>,
 }
 
 impl FieldColumn {
@@ -433,12 +435,12 @@ impl FieldColumn {
     fn set(&mut self, row: usize, value: &str) {
         let start = self.text.len();
         self.text.push_str(value);
-        self.spans[row] = Some((start as u32, self.text.len() as u32));
+        self.spans[row] = Some((start, self.text.len()));
     }
 
     /// A row's value.
     pub fn get(&self, row: usize) -> Option<&str> {
-        self.spans[row].map(|(a, b)| &self.text[a as usize..b as usize])
+        self.spans[row].map(|(a, b)| &self.text[a..b])
     }
 }
 

@@ -328,14 +328,14 @@ impl Correlator {
 
     fn apply(&mut self, c: usize, pending: Vec<Pending>, out: &mut Vec<Output>) -> Vec<Alert> {
         let rule = &self.rules[c];
-        let span = rule.rule.timespan_secs * 1_000_000;
+        let span = rule.rule.timespan_secs.saturating_mul(1_000_000);
         let fires_early = early(rule.rule.kind, &rule.rule.condition);
         let state = &mut self.states[c];
         let before = state.watermark;
         let mut produced = Vec::new();
         for p in pending {
             if let Some(w) = before
-                && p.entry.time < w - self.options.allowed_lateness_micros
+                && p.entry.time < w.saturating_sub(self.options.allowed_lateness_micros)
             {
                 metrics::counter!("spoor_correlation_late_total").increment(1);
                 out.push(Output::Late {
@@ -363,14 +363,17 @@ impl Correlator {
             }
             // Every window [s, s + span] holding the new match, s being a
             // match time in [t - span, t].
-            let lo = group.entries.partition_point(|e| e.time < t - span);
+            let lo = group
+                .entries
+                .partition_point(|e| e.time < t.saturating_sub(span));
             let mut end = lo;
             for start in lo..group.entries.len() {
                 let s = group.entries[start].time;
                 if s > t {
                     break;
                 }
-                while end < group.entries.len() && group.entries[end].time <= s + span {
+                while end < group.entries.len() && group.entries[end].time <= s.saturating_add(span)
+                {
                     end += 1;
                 }
                 let window = &group.entries[start..end];
@@ -390,7 +393,7 @@ impl Correlator {
                 rule,
                 c,
                 state,
-                w - self.options.allowed_lateness_micros,
+                w.saturating_sub(self.options.allowed_lateness_micros),
                 fires_early,
                 &mut self.entries,
                 out,
@@ -432,6 +435,10 @@ impl Correlator {
                     .flat_map(|g| g.entries.iter().map(|e| e.time))
             })
             .collect();
+        if times.is_empty() {
+            self.entries = 0;
+            return Vec::new();
+        }
         let cut = (self.entries - self.options.max_entries + self.options.max_entries / 10)
             .min(times.len() - 1);
         let (_, cutoff, _) = times.select_nth_unstable(cut);
@@ -439,7 +446,9 @@ impl Correlator {
         let mut dropped = 0;
         for state in &mut self.states {
             for group in state.groups.values_mut() {
-                let n = group.entries.partition_point(|e| e.time < cutoff);
+                // Ties at the cutoff go too, so equal times cannot keep the
+                // state over its bound.
+                let n = group.entries.partition_point(|e| e.time <= cutoff);
                 dropped += n;
                 group.entries.drain(..n);
             }
@@ -493,7 +502,7 @@ fn close_windows(
     entries: &mut usize,
     out: &mut Vec<Output>,
 ) -> Vec<Alert> {
-    let span = rule.rule.timespan_secs * 1_000_000;
+    let span = rule.rule.timespan_secs.saturating_mul(1_000_000);
     let mut produced = Vec::new();
     for (key, group) in state.groups.iter_mut() {
         if fires_early {
@@ -839,5 +848,16 @@ detection:
             })
             .sum();
         assert!(evicted >= 400, "{evicted}");
+        // Equal times (a burst in one second) still shrink the state.
+        let burst: Vec<_> = (0..500).map(|i| fail(7, &format!("u{i}"))).collect();
+        let out = run(rule, &[burst], options);
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Evicted { entries } if *entries >= 400)),
+            "{:?}",
+            out.iter()
+                .filter(|o| !matches!(o, Output::Alert(_)))
+                .collect::<Vec<_>>()
+        );
     }
 }
