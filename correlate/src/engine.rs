@@ -140,6 +140,8 @@ pub struct Engine {
     /// Per field: the log source filters of the rules that read it, so a
     /// field is extracted only on rows where one of them applies.
     field_filters: Vec<Vec<usize>>,
+    /// The tests' answers of the last batch, kept for the next one.
+    scratch: std::sync::Mutex<Vec<Bits>>,
 }
 
 /// A detection rule matching one row of a batch.
@@ -320,6 +322,7 @@ impl Engine {
                 correlations: compiled,
                 sql_rules,
                 field_filters,
+                scratch: Default::default(),
             },
             issues,
         )
@@ -359,7 +362,14 @@ impl Engine {
             })
             .collect();
         let values = evaluate::extract(&self.registry, &self.plan, batch, &masks)?;
-        let tests = evaluate::answer(&self.registry, &self.plan, &values, &masks);
+        // The answers' storage is reused across batches (an uncontended
+        // lock; a poisoned one only costs a fresh allocation).
+        let mut tests = self
+            .scratch
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        evaluate::answer(&self.registry, &self.plan, &values, &masks, &mut tests);
         let mut hits = Vec::new();
         for (index, rule) in self.detections.iter().enumerate() {
             let applicable = &filter_bits[rule.filter];
@@ -369,6 +379,9 @@ impl Engine {
             let mut matched = evaluate::eval(&rule.expr, &tests, rows);
             matched.and_with(applicable);
             hits.extend(matched.rows().map(|row| Hit { rule: index, row }));
+        }
+        if let Ok(mut scratch) = self.scratch.lock() {
+            *scratch = tests;
         }
         Ok(BatchResult { hits, values })
     }

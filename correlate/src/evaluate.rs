@@ -72,6 +72,13 @@ impl Bits {
         }
     }
 
+    /// Clears every row, for `len` rows, keeping the allocation.
+    pub fn reset(&mut self, len: usize) {
+        self.words.clear();
+        self.words.resize(len.div_ceil(64), 0);
+        self.len = len;
+    }
+
     /// Sets a row.
     pub fn set(&mut self, row: usize) {
         self.words[row / 64] |= 1 << (row % 64);
@@ -795,16 +802,23 @@ fn text_relation(value: &str, other: &str, kind: TextKind) -> bool {
 }
 
 /// Answers every test for the active rows.
+///
+/// `bits` is the answers' storage, reused from batch to batch (a fresh 1 KiB
+/// bitmap for each of tens of thousands of tests costs page faults on every
+/// batch): it is resized and cleared here.
 pub(crate) fn answer(
     registry: &Registry,
     plan: &Plan,
     values: &FieldValues,
     masks: &[Bits],
-) -> Vec<Bits> {
+    bits: &mut Vec<Bits>,
+) {
     let rows = values.times.len();
-    let mut bits: Vec<Bits> = (0..registry.tests.len())
-        .map(|_| Bits::none(rows))
-        .collect();
+    bits.truncate(registry.tests.len());
+    for b in bits.iter_mut() {
+        b.reset(rows);
+    }
+    bits.resize_with(registry.tests.len(), || Bits::none(rows));
     let mut lower = String::new();
     let mut reversed = Vec::new();
     for (field, fp) in plan.fields.iter().enumerate() {
@@ -823,13 +837,13 @@ pub(crate) fn answer(
                     continue;
                 };
                 if wants_lower && keywords_lowered {
-                    fp.lowercase.run(text, &mut reversed, row, &mut bits);
+                    fp.lowercase.run(text, &mut reversed, row, &mut bits[..]);
                 } else if wants_lower {
                     lowercase_into(text, &mut lower);
-                    fp.lowercase.run(&lower, &mut reversed, row, &mut bits);
+                    fp.lowercase.run(&lower, &mut reversed, row, &mut bits[..]);
                 }
                 if wants_cased {
-                    fp.cased.run(text, &mut reversed, row, &mut bits);
+                    fp.cased.run(text, &mut reversed, row, &mut bits[..]);
                 }
                 if let Some(set) = &fp.regex_set {
                     for i in set.matches(text).iter() {
@@ -839,7 +853,6 @@ pub(crate) fn answer(
             }
         }
         for &test in &fp.row_tests {
-            let mut out = Bits::none(rows);
             for row in active.rows() {
                 let value = column.get(row);
                 let hit = match &registry.tests[test] {
@@ -867,13 +880,11 @@ pub(crate) fn answer(
                     Test::Text { .. } | Test::Glob { .. } | Test::Regex { .. } => false,
                 };
                 if hit {
-                    out.set(row);
+                    bits[test].set(row);
                 }
             }
-            bits[test] = out;
         }
     }
-    bits
 }
 
 /// Evaluates an expression from the tests' bitmaps.
@@ -886,14 +897,21 @@ pub(crate) fn eval(expr: &Expr, tests: &[Bits], rows: usize) -> Bits {
                 if out.is_empty() {
                     break;
                 }
-                out.and_with(&eval(item, tests, rows));
+                // A test's bitmap is used where it is, not copied.
+                match item {
+                    Expr::Test(id) => out.and_with(&tests[*id]),
+                    _ => out.and_with(&eval(item, tests, rows)),
+                }
             }
             out
         }
         Expr::Or(items) => {
             let mut out = Bits::none(rows);
             for item in items {
-                out.or_with(&eval(item, tests, rows));
+                match item {
+                    Expr::Test(id) => out.or_with(&tests[*id]),
+                    _ => out.or_with(&eval(item, tests, rows)),
+                }
             }
             out
         }
