@@ -10,8 +10,8 @@
 //!
 //! - `spoor`: the rules read with `spoor_correlate::sigma` and compiled by
 //!   `Engine::compile` with the built-in mappings; the events parsed by
-//!   ingest's Windows parser exactly as `spoor rules test` does (top-level
-//!   JSON values, `Decoder::for_type(SourceType::Windows)`) into Arrow batches
+//!   ingest's Windows parser exactly as `spoor rules test` does
+//!   (`spoor_ingest::event_file::decode_file`) into Arrow batches
 //!   of the events schema, 8,192 rows each. Loading, compiling and parsing are
 //!   not timed. Timed: `Engine::evaluate` over all batches, one untimed pass
 //!   first, then `DETECTION_BENCH_RUNS` passes (default 10), half before the
@@ -40,12 +40,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use arrow::record_batch::RecordBatch;
-use serde_json::value::RawValue;
 use spoor_common::config::SourceType;
 use spoor_correlate::engine::{Engine, LoadedDocument, Options};
 use spoor_correlate::mapping::Mappings;
 use spoor_correlate::sigma;
-use spoor_ingest::parse::{Decoded, Decoder, EventRow, Provenance};
+use spoor_ingest::parse::{Decoded, EventRow};
 
 /// Rows per Arrow batch, as `spoor rules test` evaluates them.
 const BATCH_ROWS: usize = 8192;
@@ -110,23 +109,10 @@ fn batches(files: &[PathBuf]) -> Result<(Vec<RecordBatch>, usize, usize)> {
     let mut rows: Vec<EventRow> = Vec::new();
     let mut dead = 0;
     for path in files {
-        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-        let prov = |offset| Provenance {
-            topic: format!("file:{}", path.display()),
-            partition: None,
-            offset,
-            ingest_time_micros: 0,
-        };
-        let mut decoder = Decoder::for_type(SourceType::Windows);
-        let mut out = Vec::new();
-        let stream = serde_json::Deserializer::from_str(&text).into_iter::<&RawValue>();
-        for (n, value) in stream.enumerate() {
-            let value = value.with_context(|| format!("{}: value {n}", path.display()))?;
-            decoder.decode(value.get().as_bytes(), &prov(Some(n as i64 + 1)), &mut out);
-        }
-        decoder.flush(&prov(None), &mut out);
-        for decoded in out {
-            match decoded {
+        let decoded = spoor_ingest::event_file::decode_file(path, Some(SourceType::Windows))
+            .map_err(anyhow::Error::msg)?;
+        for d in decoded {
+            match d {
                 Decoded::Event(row) => rows.push(row),
                 Decoded::Dead(_) => dead += 1,
             }

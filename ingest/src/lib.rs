@@ -4,6 +4,7 @@
 
 pub mod compaction;
 pub mod error;
+pub mod event_file;
 pub mod flush;
 pub mod http;
 pub mod import;

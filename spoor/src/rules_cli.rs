@@ -12,7 +12,8 @@ use spoor_correlate::engine::{Engine, Issue, LoadedDocument, Options};
 use spoor_correlate::mapping::Mappings;
 use spoor_correlate::sigma;
 use spoor_correlate::window::{Correlator, Output, WindowOptions};
-use spoor_ingest::parse::{Decoded, Decoder, EventRow, Provenance};
+use spoor_ingest::event_file;
+use spoor_ingest::parse::{Decoded, EventRow};
 
 /// `spoor rules ...`: detection rules, offline.
 #[derive(Debug, clap::Subcommand)]
@@ -339,88 +340,6 @@ pub(crate) struct EventOrigin {
     index: usize,
 }
 
-/// Guesses a file's format from its first bytes.
-fn guess_format(path: &Path, head: &str) -> SourceType {
-    let trimmed = head.trim_start();
-    if path.extension().is_some_and(|e| e == "evtx") {
-        return SourceType::Windows;
-    }
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let windows_keys = [
-            "\"Event\"",
-            "\"winlog\"",
-            "\"EventID\"",
-            "\"Channel\"",
-            "\"EventId\"",
-        ];
-        if windows_keys.iter().any(|k| head.contains(k)) {
-            return SourceType::Windows;
-        }
-        if head.contains("\"Records\"")
-            || (head.contains("\"eventSource\"") && head.contains("\"eventVersion\""))
-        {
-            return SourceType::Cloudtrail;
-        }
-        if head.contains("\"operationName\"") && head.contains("\"properties\"") {
-            return SourceType::Entra;
-        }
-        return SourceType::Json;
-    }
-    if trimmed.starts_with("#separator") || trimmed.starts_with("#fields") {
-        return SourceType::Zeek;
-    }
-    if trimmed.starts_with("type=") || trimmed.contains(" type=") && trimmed.contains("msg=audit(")
-    {
-        return SourceType::Auditd;
-    }
-    if trimmed.contains("CEF:") {
-        return SourceType::Cef;
-    }
-    if trimmed.contains("LEEF:") {
-        return SourceType::Leef;
-    }
-    SourceType::Syslog
-}
-
-/// A file's inputs for the parser: top-level JSON values for JSON formats
-/// (so one pretty-printed object, JSON Lines and concatenated objects all
-/// work), lines otherwise.
-fn inputs(text: &str, format: SourceType) -> Vec<String> {
-    let json_like = matches!(
-        format,
-        SourceType::Json | SourceType::Windows | SourceType::Cloudtrail | SourceType::Entra
-    );
-    if json_like {
-        let mut out = Vec::new();
-        let mut stream =
-            serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>();
-        loop {
-            let start = stream.byte_offset();
-            match stream.next() {
-                Some(Ok(value)) => out.push(value.get().to_string()),
-                Some(Err(_)) => {
-                    // Not a JSON stream after all: the rest goes line by line,
-                    // and the parser names what is wrong with each.
-                    out.extend(
-                        text[start..]
-                            .lines()
-                            .filter(|l| !l.trim().is_empty())
-                            .map(str::to_string),
-                    );
-                    break;
-                }
-                None => break,
-            }
-        }
-        out
-    } else {
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 /// Events of the files, parsed by ingest, with their origins; dead letters
 /// are printed to standard error.
 pub(crate) fn read_events(
@@ -439,57 +358,8 @@ pub(crate) fn read_events(
     let mut dead = 0;
     for path in paths {
         let file = path.display().to_string();
-        let file_inputs = if path.extension().is_some_and(|e| e == "evtx") {
-            // Binary event logs: each record as evtx-dump JSON, as `spoor
-            // import` reads them; a record the reader fails on is a dead
-            // letter of its own.
-            let mut records: Vec<Result<String, String>> = Vec::new();
-            spoor_ingest::import::for_each_evtx_record(path, |record| {
-                records.push(record.map(|r| String::from_utf8_lossy(&r).into_owned()));
-                true
-            })
-            .map_err(|e| format!("{file}: {e}"))?;
-            (records, SourceType::Windows)
-        } else {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: {e}"))?;
-            let head: String = text.chars().take(4096).collect();
-            let format = forced.unwrap_or_else(|| guess_format(path, &head));
-            (
-                inputs(&text, format)
-                    .into_iter()
-                    .map(Ok)
-                    .collect::<Vec<_>>(),
-                format,
-            )
-        };
-        let (file_inputs, format) = file_inputs;
-        let prov = |offset: Option<i64>| Provenance {
-            topic: format!("file:{file}"),
-            partition: None,
-            offset,
-            ingest_time_micros: chrono_now_micros(),
-        };
-        let mut decoder = Decoder::for_type(format);
-        let mut index = 0;
-        let mut out = Vec::new();
-        for (n, input) in file_inputs.iter().enumerate() {
-            let input = match input {
-                Ok(input) => input,
-                Err(reason) => {
-                    // The evtx reader could not read this record: a dead
-                    // letter with its reason (its position still counts).
-                    out.push(Decoded::Dead(spoor_ingest::parse::dead_letter(
-                        Vec::new(),
-                        &prov(Some(n as i64 + 1)),
-                        &format!("record {}: {reason}", n + 1),
-                    )));
-                    continue;
-                }
-            };
-            decoder.decode(input.as_bytes(), &prov(Some(n as i64 + 1)), &mut out);
-        }
-        decoder.flush(&prov(None), &mut out);
-        for decoded in out {
+        let decoded = event_file::decode_file(path, forced)?;
+        for (index, decoded) in decoded.into_iter().enumerate() {
             match decoded {
                 Decoded::Event(row) => {
                     rows.push(row);
@@ -506,17 +376,9 @@ pub(crate) fn read_events(
                     );
                 }
             }
-            index += 1;
         }
     }
     Ok((rows, origins, dead))
-}
-
-fn chrono_now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
 }
 
 fn format_time(micros: i64) -> String {
@@ -674,49 +536,4 @@ fn test(
     } else {
         ExitCode::FAILURE
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_files_split_into_values_whatever_their_layout() {
-        let pretty = "{\n  \"a\": 1\n}\n{\n  \"a\": 2\n}\n";
-        assert_eq!(inputs(pretty, SourceType::Windows).len(), 2);
-        assert_eq!(
-            inputs("{\"a\":1}\n{\"a\":2}\n\n{\"a\":3}", SourceType::Json).len(),
-            3
-        );
-        let broken = "{\"a\":1}\nnot json\n{\"b\":2}";
-        assert_eq!(
-            inputs(broken, SourceType::Json),
-            ["{\"a\":1}", "not json", "{\"b\":2}"]
-        );
-        assert_eq!(inputs("l1\n\nl2\n", SourceType::Syslog), ["l1", "l2"]);
-    }
-
-    #[test]
-    fn formats_are_guessed_from_content() {
-        let p = Path::new("x.json");
-        assert_eq!(
-            guess_format(p, "{\"Event\": {\"System\": {}}}"),
-            SourceType::Windows
-        );
-        assert_eq!(guess_format(p, "{\"Records\": []}"), SourceType::Cloudtrail);
-        assert_eq!(guess_format(p, "{\"user\": \"x\"}"), SourceType::Json);
-        assert_eq!(guess_format(p, "#separator \\x09"), SourceType::Zeek);
-        assert_eq!(
-            guess_format(p, "type=SYSCALL msg=audit(1.0:1): x"),
-            SourceType::Auditd
-        );
-        assert_eq!(
-            guess_format(p, "<13>Jan  1 host CEF:0|a|b"),
-            SourceType::Cef
-        );
-        assert_eq!(
-            guess_format(p, "<13>Jan  1 host sshd: hi"),
-            SourceType::Syslog
-        );
-    }
 }
