@@ -213,27 +213,33 @@ fn compile(
     let options = args.options()?;
     let (files, loaded, refused) = load(paths)?;
     let documents = loaded.len() + refused.len();
-    let (engine, issues) = Engine::compile(&loaded, &options);
+    let (mut engine, issues) = Engine::compile(&loaded, &options);
     let mut lines: Vec<String> = refused
         .iter()
         .map(|r| format!("{}:{}", r.file.display(), r.error))
         .collect();
     lines.extend(issues.iter().map(issue_line));
-    let refusals = refused.len() + issues.iter().filter(|i| !i.warning).count();
+    let mut refusals = refused.len() + issues.iter().filter(|i| !i.warning).count();
+    // SQL rules are planned here (DataFusion plans asynchronously), so
+    // every command refuses a bad query the same way and runs only the rest.
+    if !engine.sql_rules.is_empty() {
+        let rt = runtime()?;
+        engine.sql_rules.retain(|(info, rule)| {
+            match rt.block_on(spoor_correlate::sql::check(rule)) {
+                Ok(()) => true,
+                Err(e) => {
+                    lines.push(format!("{}:{}: {}: {e}", info.file, info.line, info.title));
+                    refusals += 1;
+                    false
+                }
+            }
+        });
+    }
     Ok((files, documents, engine, lines, refusals))
 }
 
 fn check(paths: &[PathBuf], args: &CompileArgs) -> Result<ExitCode, String> {
-    let (files, documents, engine, mut lines, mut refusals) = compile(paths, args)?;
-    if !engine.sql_rules.is_empty() {
-        let rt = runtime()?;
-        for (info, rule) in &engine.sql_rules {
-            if let Err(e) = rt.block_on(spoor_correlate::sql::check(rule)) {
-                refusals += 1;
-                lines.push(format!("{}:{}: {}: {e}", info.file, info.line, info.title));
-            }
-        }
-    }
+    let (files, documents, engine, lines, refusals) = compile(paths, args)?;
     let mut out = lines.join("\n");
     if !out.is_empty() {
         out.push('\n');
@@ -408,18 +414,9 @@ fn test(
     format: Option<&str>,
     args: &CompileArgs,
 ) -> Result<ExitCode, String> {
-    let (_, _, engine, mut lines, mut refusals) = compile(&[rules.to_path_buf()], args)?;
+    let (_, _, engine, lines, refusals) = compile(&[rules.to_path_buf()], args)?;
     let rt = runtime()?;
-    let mut sql_rules = Vec::new();
-    for (info, rule) in &engine.sql_rules {
-        match rt.block_on(spoor_correlate::sql::check(rule)) {
-            Ok(()) => sql_rules.push((info, rule)),
-            Err(e) => {
-                refusals += 1;
-                lines.push(format!("{}:{}: {}: {e}", info.file, info.line, info.title));
-            }
-        }
-    }
+    let sql_rules = &engine.sql_rules;
     for line in &lines {
         eprintln!("{line}");
     }
