@@ -78,23 +78,6 @@ pub enum TextKind {
     EndsWith,
 }
 
-/// A part of a timestamp (`|minute`, `|hour`, …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DatePart {
-    /// 0–59.
-    Minute,
-    /// 0–23.
-    Hour,
-    /// 1–31.
-    Day,
-    /// ISO week 1–53.
-    Week,
-    /// 1–12.
-    Month,
-    /// The year.
-    Year,
-}
-
 /// One question about one field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Test {
@@ -173,8 +156,8 @@ pub enum Test {
     DatePart {
         /// The field.
         field: usize,
-        /// The part.
-        part: DatePart,
+        /// The part: `Modifier::Minute` … `Modifier::Year`.
+        part: Modifier,
         /// The value it must have.
         value: i64,
     },
@@ -383,23 +366,25 @@ impl Registry {
                 });
             }
         }
-        for (modifier, part) in [
-            (Modifier::Minute, DatePart::Minute),
-            (Modifier::Hour, DatePart::Hour),
-            (Modifier::Day, DatePart::Day),
-            (Modifier::Week, DatePart::Week),
-            (Modifier::Month, DatePart::Month),
-            (Modifier::Year, DatePart::Year),
-        ] {
-            if has(modifier) {
-                let value: i64 = text.trim().parse().map_err(|_| {
-                    format!(
-                        "`{}` needs a whole number, not {text:?}",
-                        modifier_name(modifier)
-                    )
-                })?;
-                return self.test(Test::DatePart { field, part, value });
-            }
+        let date_part = m.modifiers.iter().copied().find(|x| {
+            matches!(
+                x,
+                Modifier::Minute
+                    | Modifier::Hour
+                    | Modifier::Day
+                    | Modifier::Week
+                    | Modifier::Month
+                    | Modifier::Year
+            )
+        });
+        if let Some(part) = date_part {
+            let value: i64 = text.trim().parse().map_err(|_| {
+                format!(
+                    "`{}` needs a whole number, not {text:?}",
+                    modifier_name(part)
+                )
+            })?;
+            return self.test(Test::DatePart { field, part, value });
         }
         if has(Modifier::Cidr) {
             let block =

@@ -34,8 +34,9 @@ use spoor_common::schema::event_col;
 // evaluation time.
 use foldhash::{HashMap, HashMapExt};
 
-use crate::compile::{DatePart, Expr, FieldSource, Registry, Test, TextKind};
+use crate::compile::{Expr, FieldSource, Registry, Test, TextKind};
 use crate::mapping::EventFilter;
+use crate::sigma::Modifier;
 
 /// A bitmap over a batch's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -769,18 +770,19 @@ fn lowercase_into(text: &str, out: &mut String) {
     }
 }
 
-fn date_part(text: &str, part: DatePart) -> Option<i64> {
+fn date_part(text: &str, part: Modifier) -> Option<i64> {
     let t = chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.naive_utc())
         .or_else(|_| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
         .ok()?;
     Some(match part {
-        DatePart::Minute => i64::from(t.minute()),
-        DatePart::Hour => i64::from(t.hour()),
-        DatePart::Day => i64::from(t.day()),
-        DatePart::Week => i64::from(t.iso_week().week()),
-        DatePart::Month => i64::from(t.month()),
-        DatePart::Year => i64::from(t.year()),
+        Modifier::Minute => i64::from(t.minute()),
+        Modifier::Hour => i64::from(t.hour()),
+        Modifier::Day => i64::from(t.day()),
+        Modifier::Week => i64::from(t.iso_week().week()),
+        Modifier::Month => i64::from(t.month()),
+        Modifier::Year => i64::from(t.year()),
+        _ => return None,
     })
 }
 
@@ -1125,6 +1127,25 @@ mod tests {
                 ]
             ),
             [0, 1, 3]
+        );
+    }
+
+    #[test]
+    fn date_parts_of_timestamps() {
+        let yaml = rule("  s: {T|hour: 10}\n  w: {T|year: 2023}\n  condition: s or w");
+        assert_eq!(
+            hits(
+                &yaml,
+                &[
+                    json!({"T": "2024-05-01T10:20:00Z"}),
+                    json!({"T": "2024-05-01 10:05:00.000"}),
+                    json!({"T": "2024-05-01T11:00:00+01:00"}),
+                    json!({"T": "2023-01-01T00:00:00Z"}),
+                    json!({"T": "not a time"})
+                ]
+            ),
+            [0, 1, 2, 3],
+            "11:00+01:00 is 10:00 UTC"
         );
     }
 

@@ -297,3 +297,94 @@ impl Mappings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(product: Option<&str>, category: Option<&str>, service: Option<&str>) -> LogSource {
+        LogSource {
+            product: product.map(str::to_string),
+            category: category.map(str::to_string),
+            service: service.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn every_builtin_family_loads() {
+        let m = Mappings::builtin().expect("built-in mapping files");
+        assert_eq!(
+            m.families().collect::<Vec<_>>(),
+            ["windows", "linux", "aws", "azure", "zeek"]
+        );
+    }
+
+    #[test]
+    fn known_log_sources_give_their_events_and_fields() {
+        let m = Mappings::builtin().expect("mappings");
+        let r = m.resolve(&source(Some("windows"), Some("process_creation"), None));
+        assert_eq!(r.warning, None);
+        assert_eq!(
+            r.fields.get("Image").map(String::as_str),
+            Some("process_path")
+        );
+        assert_eq!(
+            r.fields.get("EventID").map(String::as_str),
+            Some("event_code")
+        );
+        assert_eq!(
+            r.filters.len(),
+            2,
+            "the family's events, then the log source's"
+        );
+        // A product-less category goes to the first family that knows it.
+        let r = m.resolve(&source(None, Some("proxy"), None));
+        assert_eq!(r.warning, None, "{r:?}");
+        assert!(!r.filters.is_empty());
+    }
+
+    #[test]
+    fn unknown_log_sources_are_warned_about() {
+        let m = Mappings::builtin().expect("mappings");
+        let r = m.resolve(&source(Some("windows"), Some("no_such_category"), None));
+        assert!(
+            r.warning
+                .as_deref()
+                .is_some_and(|w| w.contains("every windows event")),
+            "{r:?}"
+        );
+        assert_eq!(r.filters.len(), 1, "the family's events only");
+        let r = m.resolve(&source(Some("macos"), Some("process_creation"), None));
+        assert!(r.filters.is_empty() && r.fields.is_empty());
+        assert!(
+            r.warning
+                .as_deref()
+                .is_some_and(|w| w.contains("every event")),
+            "{r:?}"
+        );
+        let r = m.resolve(&LogSource::default());
+        assert!(
+            r.warning
+                .as_deref()
+                .is_some_and(|w| w.contains("no `logsource`")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn files_naming_what_is_not_a_column_are_refused() {
+        let bad = |text: &str| {
+            Mappings::from_files([("x.toml".to_string(), text.to_string())])
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = bad("family = \"f\"\n[fields]\nImage = \"no_such_column\"\n");
+        assert!(e.contains("x.toml") && e.contains("no_such_column"), "{e}");
+        let e = bad("family = \"f\"\nevents = [{ nope = \"x\" }]\n");
+        assert!(e.contains("nope"), "{e}");
+        let e = bad("family = \"f\"\n[[logsource]]\n[logsource.fields]\n");
+        assert!(e.contains("category or a service"), "{e}");
+        let e = bad("family = \"f\"\nunknown_key = 1\n");
+        assert!(e.contains("unknown_key"), "{e}");
+    }
+}
