@@ -385,16 +385,25 @@ mod tests {
         s.parse().expect("ip")
     }
 
+    /// The query's result, pretty-printed.
+    async fn shown(ctx: &SessionContext, sql: &str) -> String {
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string()
+    }
+
     #[tokio::test]
     async fn date_trunc_of_utc_hours_and_days_matches_datafusion() {
         let mut ctx = SessionContext::new();
         register(&mut ctx).expect("register");
         let plain = SessionContext::new();
-        let show = |b: &[arrow::record_batch::RecordBatch]| {
-            arrow::util::pretty::pretty_format_batches(b)
-                .expect("format")
-                .to_string()
-        };
         // Arrays (VALUES) take the fast path; times before 1970 and on
         // boundaries included; other units and another zone are delegated.
         let utc = |t: &str| format!("(arrow_cast('{t}', 'Timestamp(Microsecond, Some(\"UTC\"))'))");
@@ -410,51 +419,17 @@ mod tests {
                 "SELECT CAST(date_trunc('{unit}', t) AS VARCHAR) AS a, arrow_typeof(date_trunc('{unit}', t)) AS ty \
                  FROM (VALUES {values}) AS v(t)"
             );
-            let ours = ctx
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            let theirs = plain
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            assert_eq!(show(&ours), show(&theirs), "{unit}");
+            let ours = shown(&ctx, &sql).await;
+            let theirs = shown(&plain, &sql).await;
+            assert_eq!(ours, theirs, "{unit}");
             if unit == "hour" {
-                assert!(
-                    show(&ours).contains("2024-03-05T07:00:00Z"),
-                    "{}",
-                    show(&ours)
-                );
-                assert!(
-                    show(&ours).contains("1969-12-31T23:00:00Z"),
-                    "{}",
-                    show(&ours)
-                );
+                assert!(ours.contains("2024-03-05T07:00:00Z"), "{}", ours);
+                assert!(ours.contains("1969-12-31T23:00:00Z"), "{}", ours);
             }
         }
         let zoned = "SELECT CAST(date_trunc('day', t) AS VARCHAR) AS a FROM (VALUES \
             (arrow_cast('2024-03-05T20:00:00', 'Timestamp(Microsecond, Some(\"+05:30\"))'))) AS v(t)";
-        let ours = ctx
-            .sql(zoned)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        let theirs = plain
-            .sql(zoned)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        assert_eq!(show(&ours), show(&theirs));
+        assert_eq!(shown(&ctx, zoned).await, shown(&plain, zoned).await);
     }
 
     #[test]
