@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::RecordBatch;
 
-use crate::compile::{Expr, Limits, Registry, describe_test};
+use crate::compile::{Expr, Limits, Registry};
 use crate::evaluate::{self, Bits, FieldValues, Plan};
 use crate::mapping::{EventFilter, Mappings};
 use crate::sigma::{Correlation, Document, Filter, LogSource, Rule, SqlRule};
@@ -482,11 +482,6 @@ impl Engine {
             }
         }
         out
-    }
-
-    /// The text of one test, for explain output.
-    pub fn test_text(&self, id: usize) -> String {
-        describe_test(&self.registry, id)
     }
 }
 

@@ -112,6 +112,11 @@ impl Bits {
         self.trim();
     }
 
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Whether no row is set.
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|w| *w == 0)
@@ -992,13 +997,6 @@ pub(crate) fn filter_rows(
         out.and_with(&passing);
     }
     Ok(out)
-}
-
-impl Bits {
-    /// The number of rows.
-    pub fn len(&self) -> usize {
-        self.len
-    }
 }
 
 impl Plan {

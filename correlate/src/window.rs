@@ -255,11 +255,6 @@ impl Correlator {
         }
     }
 
-    /// Matches held in memory.
-    pub fn entries(&self) -> usize {
-        self.entries
-    }
-
     /// Feeds one batch's detection matches; `event` names a row's event
     /// (its provenance) in alerts.
     pub fn push(&mut self, result: &BatchResult, event: &dyn Fn(usize) -> String) -> Vec<Output> {
