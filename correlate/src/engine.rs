@@ -156,7 +156,7 @@ pub struct Hit {
 /// The result of one batch.
 #[derive(Debug)]
 pub struct BatchResult {
-    /// Matches, by rule then row.
+    /// Matches, ordered by rule then row (correlation relies on it).
     pub hits: Vec<Hit>,
     /// The fields the rules read, per row (for correlation keys and
     /// values).

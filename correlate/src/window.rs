@@ -260,12 +260,20 @@ impl Correlator {
     pub fn push(&mut self, result: &BatchResult, event: &dyn Fn(usize) -> String) -> Vec<Output> {
         let mut out = Vec::new();
         let mut alerts_of: Vec<Vec<Alert>> = vec![Vec::new(); self.rules.len()];
+        // The engine lists hits rule by rule: each rule's hits are one run,
+        // found by binary search rather than by scanning every hit for
+        // every correlation input.
+        let hits_of = |rule: usize| {
+            let start = result.hits.partition_point(|h| h.rule < rule);
+            let end = result.hits.partition_point(|h| h.rule <= rule);
+            &result.hits[start..end]
+        };
         for c in 0..self.rules.len() {
             let mut pending = Vec::new();
             for (input_index, input) in self.rules[c].inputs.iter().enumerate() {
                 match input.source {
                     InputSource::Detection(d) => {
-                        for hit in result.hits.iter().filter(|h| h.rule == d) {
+                        for hit in hits_of(d) {
                             let mut key = Vec::with_capacity(input.group_fields.len());
                             let mut display = Vec::with_capacity(input.group_fields.len());
                             for f in &input.group_fields {
