@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod catalog_client;
 pub mod config;
 pub mod control;
+pub mod lake_file;
 pub mod layout;
 pub mod matching;
 pub mod schema;

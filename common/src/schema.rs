@@ -21,6 +21,9 @@ pub const EVENT_SCHEMA_VERSION: u32 = 1;
 /// Version of [`dead_letter_schema`]; stored with every catalog file.
 pub const DEAD_LETTER_SCHEMA_VERSION: u32 = 1;
 
+/// Version of [`alert_schema`]; stored with every catalog file.
+pub const ALERT_SCHEMA_VERSION: u32 = 1;
+
 /// The storage type of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
@@ -34,6 +37,8 @@ pub enum ColumnKind {
     Utf8,
     /// Opaque bytes.
     Binary,
+    /// 64-bit float (aggregates).
+    Float64,
 }
 
 impl ColumnKind {
@@ -45,6 +50,7 @@ impl ColumnKind {
             ColumnKind::Int64 => DataType::Int64,
             ColumnKind::Utf8 => DataType::Utf8,
             ColumnKind::Binary => DataType::Binary,
+            ColumnKind::Float64 => DataType::Float64,
         }
     }
 }
@@ -255,6 +261,61 @@ columns! {
     RAW_TEXT = "raw_text": Utf8, required;
 }
 
+columns! {
+    /// Column names of the `alerts` table. An alert is written once, by the
+    /// worker holding its shard, and never changed: its id is derived from
+    /// (rule, rule version, group key, window, first event), so a replay
+    /// after a failover writes the same ids and the table holds each alert
+    /// once.
+    mod alert_col, const ALERT_COLUMNS;
+
+    /// When the alert was raised, in event time: the time of its last
+    /// matching event. Alerts are partitioned by it.
+    TIME = "time": Timestamp, required;
+    /// The alert's id: hex of a hash of (rule id, rule version, group key,
+    /// window start, first event); the same for the same events, live or replayed.
+    ALERT_ID = "alert_id": Utf8, required, bloom;
+    /// The rule's `id` (its title when it has none).
+    RULE_ID = "rule_id": Utf8, required, bloom;
+    /// A hash of the rule's text (with the filters and rules it reads): which
+    /// version of the rule raised the alert.
+    RULE_VERSION = "rule_version": Utf8, required;
+    /// The rule's `title`.
+    RULE_TITLE = "rule_title": Utf8, required;
+    /// The rule's `level` (informational, low, medium, high, critical).
+    RULE_LEVEL = "rule_level": Utf8;
+    /// The rule's `tags` (ATT&CK tactics and techniques), as a JSON array.
+    RULE_TAGS = "rule_tags": Utf8, required;
+    /// The rule set (rule group) the rule belongs to.
+    RULE_SET = "rule_set": Utf8, required;
+    /// The rule set's version when the alert was raised.
+    RULE_SET_VERSION = "rule_set_version": Int64, required;
+    /// `detection` (one event), `correlation` (a Sigma correlation rule) or `sql`.
+    RULE_KIND = "rule_kind": Utf8, required;
+    /// The `group-by` fields and their values, as a JSON object (`{}` for one event).
+    GROUP_KEY = "group_key": Utf8, required;
+    /// Time of the first matching event (UTC).
+    FIRST_EVENT_TIME = "first_event_time": Timestamp, required;
+    /// Time of the last matching event (UTC).
+    LAST_EVENT_TIME = "last_event_time": Timestamp, required;
+    /// Number of matching events.
+    EVENT_COUNT = "event_count": Int64, required;
+    /// The aggregate a correlation's condition was checked on (count, distinct
+    /// values, sum, average, percentile); null for one event.
+    VALUE = "value": Float64;
+    /// The matching events, as a JSON array of objects with `file` and `row`
+    /// (the `events` file as first committed) and, for Kafka events, `topic`,
+    /// `partition` and `offset`.
+    EVENT_REFS = "event_refs": Utf8, required;
+    /// `live`, or `retro_hunt:<job id>` for alerts of a retro-hunt.
+    ORIGIN = "origin": Utf8, required;
+    /// The correlation shard (`tenant/rule set/bucket`) that raised it.
+    SHARD = "shard": Utf8, required;
+    /// When the worker raised the alert (wall clock, UTC): MTTD is
+    /// `detected_at - first_event_time`. The one column a replay may change.
+    DETECTED_AT = "detected_at": Timestamp, required;
+}
+
 /// Columns of `events` that the parser fills itself and no field mapping may
 /// set: the original bytes, the leftovers, and where the event came from.
 pub const PARSER_OWNED_COLUMNS: &[&str] = &[
@@ -284,6 +345,8 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> =
     LazyLock::new(|| schema_of(EVENT_COLUMNS, EVENT_SCHEMA_VERSION));
 static DEAD_LETTER_SCHEMA: LazyLock<SchemaRef> =
     LazyLock::new(|| schema_of(DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA_VERSION));
+static ALERT_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| schema_of(ALERT_COLUMNS, ALERT_SCHEMA_VERSION));
 
 /// The Arrow schema of the `events` table.
 pub fn event_schema() -> SchemaRef {
@@ -293,6 +356,11 @@ pub fn event_schema() -> SchemaRef {
 /// The Arrow schema of the `dead_letter` table.
 pub fn dead_letter_schema() -> SchemaRef {
     DEAD_LETTER_SCHEMA.clone()
+}
+
+/// The Arrow schema of the `alerts` table.
+pub fn alert_schema() -> SchemaRef {
+    ALERT_SCHEMA.clone()
 }
 
 /// The tables of a tenant that this version of Spoor writes.
@@ -341,7 +409,7 @@ mod tests {
 
     #[test]
     fn every_column_is_documented_and_unique() {
-        for columns in [EVENT_COLUMNS, DEAD_LETTER_COLUMNS] {
+        for columns in [EVENT_COLUMNS, DEAD_LETTER_COLUMNS, ALERT_COLUMNS] {
             let mut seen = HashSet::new();
             for c in columns {
                 assert!(seen.insert(c.name), "duplicate column {}", c.name);

@@ -13,18 +13,13 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
 use spoor_common::catalog::{NewFile, SourceRange};
-use spoor_common::layout;
 use spoor_common::schema::{
     ColumnDef, ColumnKind, DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA_VERSION, EVENT_COLUMNS,
     EVENT_SCHEMA_VERSION, Table, dead_letter_schema, event_schema,
 };
 use spoor_common::tenant::TenantId;
+use spoor_common::{lake_file, layout};
 
 use crate::error::IngestError;
 use crate::parse::{Cell, EventRow};
@@ -235,71 +230,13 @@ pub(crate) fn time_range(batch: &RecordBatch) -> (i64, i64) {
     (times.value(0), times.value(times.len() - 1))
 }
 
-/// Rows per Parquet row group: large enough that a compacted hour is a few
-/// row groups (statistics prune them), small enough that a reader decodes one
-/// in bounded memory.
-pub const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
-
-/// False-positive rate of the bloom filters on lookup columns: 1% costs
-/// about 10 bits per distinct value.
-const BLOOM_FILTER_FPP: f64 = 0.01;
-
-/// Encodes a batch as zstd Parquet with page statistics, time sorting
-/// metadata and bloom filters on the lookup columns of `columns`.
+/// Encodes a batch as the lake's Parquet (see [`spoor_common::lake_file`]).
 pub fn encode_parquet(
     batch: &RecordBatch,
     columns: &[ColumnDef],
     zstd_level: i32,
 ) -> Result<Vec<u8>, IngestError> {
-    let level = ZstdLevel::try_new(zstd_level).map_err(IngestError::Parquet)?;
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: 0,
-            descending: false,
-            nulls_first: false,
-        }]))
-        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
-        .set_created_by(format!("spoor {}", env!("CARGO_PKG_VERSION")));
-    // A bloom filter starts sized for its maximum distinct values and is
-    // folded down once written; the writer's default maximum (a million,
-    // about 1 MiB per filter) makes every small flush file allocate, hash
-    // into and fold 13 MiB. A column has at most as many distinct values as
-    // the file has rows (and a row group at most MAX_ROW_GROUP_ROWS).
-    let ndv = (batch.num_rows() as u64).clamp(1, MAX_ROW_GROUP_ROWS as u64);
-    // Most files leave many of the schema's columns empty. Their chunks are
-    // a few bytes of null levels: compressing them gains nothing, while each
-    // compressed chunk costs a zstd context to create, so they are written
-    // uncompressed and without a bloom filter (their statistics already say
-    // "all null").
-    let schema = batch.schema();
-    let mut empty = std::collections::HashSet::new();
-    for (field, array) in schema.fields().iter().zip(batch.columns()) {
-        if array.null_count() == array.len() {
-            props = props.set_column_compression(
-                ColumnPath::from(field.name().as_str()),
-                Compression::UNCOMPRESSED,
-            );
-            empty.insert(field.name().as_str());
-        }
-    }
-    for c in columns
-        .iter()
-        .filter(|c| c.bloom_filter && !empty.contains(c.name))
-    {
-        let path = ColumnPath::from(c.name);
-        props = props
-            .set_column_bloom_filter_enabled(path.clone(), true)
-            .set_column_bloom_filter_max_ndv(path.clone(), ndv)
-            .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP);
-    }
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.build()))
-        .map_err(IngestError::Parquet)?;
-    writer.write(batch).map_err(IngestError::Parquet)?;
-    writer.close().map_err(IngestError::Parquet)?;
-    Ok(buf)
+    lake_file::encode_parquet(batch, columns, zstd_level).map_err(IngestError::Parquet)
 }
 
 /// Builds the `events` record batch from rows.
@@ -399,6 +336,10 @@ fn build_column<'a>(
             }
             Arc::new(b.finish())
         }
+        ColumnKind::Float64 => {
+            // No event column is a float; kept total for the schema's sake.
+            Arc::new(arrow::array::Float64Array::from(vec![None::<f64>; len]))
+        }
         ColumnKind::Binary => {
             let mut b = BinaryBuilder::with_capacity(len, len * 16);
             for c in cells {
@@ -418,6 +359,7 @@ mod tests {
     use crate::parse::{JsonNormalizer, Provenance};
     use object_store::memory::InMemory;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::Compression;
 
     fn rows() -> Vec<EventRow> {
         let n = JsonNormalizer::new();

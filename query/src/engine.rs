@@ -26,7 +26,7 @@ use futures::StreamExt;
 use object_store::ObjectStore;
 use spoor_common::catalog::{Catalog, CatalogError, FileQuery};
 use spoor_common::config::QueryConfig;
-use spoor_common::schema::{Table, dead_letter_schema, event_schema};
+use spoor_common::schema::{Table, alert_schema, dead_letter_schema, event_schema};
 use spoor_common::storage::lake_url;
 use spoor_common::tenant::TenantId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -145,6 +145,11 @@ pub fn catalog_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
             "dead_letter",
             "TABLE",
             TenantTable::new(&dead_letter_schema(), Vec::new()).schema(),
+        ),
+        (
+            "alerts",
+            "TABLE",
+            TenantTable::new(&alert_schema(), Vec::new()).schema(),
         ),
     ];
     tables.extend(
@@ -596,6 +601,7 @@ impl QueryEngine {
         for (table, schema) in [
             (Table::Events, event_schema()),
             (Table::DeadLetter, dead_letter_schema()),
+            (Table::Alerts, alert_schema()),
         ] {
             let mut parts = Vec::with_capacity(scope.tenants().len());
             for tenant in scope.tenants() {

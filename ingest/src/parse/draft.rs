@@ -639,7 +639,9 @@ pub fn coerce(v: &Value, kind: ColumnKind) -> Option<Cell> {
             Some(Cell::Int(n))
         }
         ColumnKind::Timestamp => parse_time(v),
-        ColumnKind::Binary => None,
+        // No event column has these kinds: `raw` bytes are the parser's,
+        // floats exist only in `alerts`.
+        ColumnKind::Binary | ColumnKind::Float64 => None,
     }
 }
 
