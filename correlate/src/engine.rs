@@ -7,11 +7,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::RecordBatch;
+use sha2::{Digest, Sha256};
 
 use crate::compile::{Expr, Limits, Registry};
 use crate::evaluate::{self, Bits, FieldValues, Plan};
 use crate::mapping::{EventFilter, Mappings};
-use crate::sigma::{Correlation, Document, Filter, LogSource, Rule, SqlRule};
+use crate::sigma::{
+    Condition, Correlation, Document, FieldMatch, Filter, LogSource, Modifier, Rule, Search,
+    SqlRule, Value,
+};
 
 /// A parsed document and where it came from.
 #[derive(Debug, Clone)]
@@ -65,6 +69,13 @@ pub struct RuleInfo {
     pub file: String,
     /// The document's first line.
     pub line: usize,
+    /// This version of the rule: hex of the first 8 bytes of a SHA-256
+    /// over the rule's document as parsed (see [`rule_version`]), and for a
+    /// detection rule the global filters applied to it, for a correlation
+    /// rule the versions of the rules it reads (so, transitively, of every
+    /// rule under it). Checkpointed correlation state is kept only for the
+    /// same key and version, and alert ids include it.
+    pub version: String,
 }
 
 impl RuleInfo {
@@ -163,6 +174,7 @@ pub struct BatchResult {
     pub values: FieldValues,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn info(
     file: &str,
     title: &str,
@@ -171,6 +183,7 @@ fn info(
     level: &Option<String>,
     tags: &[String],
     line: usize,
+    version: String,
 ) -> RuleInfo {
     RuleInfo {
         title: title.to_string(),
@@ -180,7 +193,371 @@ fn info(
         tags: tags.to_vec(),
         file: file.to_string(),
         line,
+        version,
     }
+}
+
+/// A rule document's content fed to a hash in a fixed, self-delimiting
+/// encoding of our own (tags, length-prefixed text, integers and floats as
+/// little-endian bits), so versions are the same on every platform and Rust
+/// version (`Debug` output is not promised to be) and change only when what
+/// was parsed changes: not with comments, blank lines, quoting or the
+/// document's position in its file (searches are kept in file order, so
+/// reordering them does give a new version). Every struct is destructured
+/// in full, so a field added to the model fails to compile here until it is
+/// given a place in the encoding.
+struct Canon(Sha256);
+
+impl Canon {
+    fn new() -> Canon {
+        Canon(Sha256::new())
+    }
+
+    fn len(&mut self, n: usize) {
+        self.0.update((n as u64).to_le_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.len(s.len());
+        self.0.update(s.as_bytes());
+    }
+
+    fn opt(&mut self, s: &Option<String>) {
+        match s {
+            None => self.0.update([0]),
+            Some(s) => {
+                self.0.update([1]);
+                self.str(s);
+            }
+        }
+    }
+
+    fn strs(&mut self, items: &[String]) {
+        self.len(items.len());
+        for s in items {
+            self.str(s);
+        }
+    }
+
+    fn i64(&mut self, v: i64) {
+        self.0.update(v.to_le_bytes());
+    }
+
+    fn f64(&mut self, v: f64) {
+        self.0.update(v.to_bits().to_le_bytes());
+    }
+
+    fn bool(&mut self, v: bool) {
+        self.0.update([u8::from(v)]);
+    }
+
+    fn logsource(&mut self, l: &LogSource) {
+        let LogSource {
+            product,
+            category,
+            service,
+        } = l;
+        self.opt(product);
+        self.opt(category);
+        self.opt(service);
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Str(s) => {
+                self.0.update([0]);
+                self.str(s);
+            }
+            Value::Int(i) => {
+                self.0.update([1]);
+                self.i64(*i);
+            }
+            Value::Float(f) => {
+                self.0.update([2]);
+                self.f64(*f);
+            }
+            Value::Bool(b) => {
+                self.0.update([3]);
+                self.bool(*b);
+            }
+            Value::Null => self.0.update([4]),
+        }
+    }
+
+    fn field_match(&mut self, m: &FieldMatch) {
+        let FieldMatch {
+            field,
+            modifiers,
+            values,
+        } = m;
+        self.opt(field);
+        self.len(modifiers.len());
+        for modifier in modifiers {
+            self.str(modifier_name(*modifier));
+        }
+        self.len(values.len());
+        for v in values {
+            self.value(v);
+        }
+    }
+
+    fn searches(&mut self, searches: &[(String, Search)]) {
+        self.len(searches.len());
+        for (name, search) in searches {
+            self.str(name);
+            let Search::AnyOf(groups) = search;
+            self.len(groups.len());
+            for group in groups {
+                self.len(group.len());
+                for m in group {
+                    self.field_match(m);
+                }
+            }
+        }
+    }
+
+    fn condition(&mut self, c: &Condition) {
+        match c {
+            Condition::Search(s) => {
+                self.0.update([0]);
+                self.str(s);
+            }
+            Condition::And(a, b) => {
+                self.0.update([1]);
+                self.condition(a);
+                self.condition(b);
+            }
+            Condition::Or(a, b) => {
+                self.0.update([2]);
+                self.condition(a);
+                self.condition(b);
+            }
+            Condition::Not(a) => {
+                self.0.update([3]);
+                self.condition(a);
+            }
+            Condition::OneOf(p) => {
+                self.0.update([4]);
+                self.opt(p);
+            }
+            Condition::AllOf(p) => {
+                self.0.update([5]);
+                self.opt(p);
+            }
+        }
+    }
+
+    fn conditions(&mut self, conditions: &[Condition]) {
+        self.len(conditions.len());
+        for c in conditions {
+            self.condition(c);
+        }
+    }
+
+    fn rule(&mut self, rule: &Rule) {
+        // `line` is where the document sits, not what it says: moving a
+        // rule within its file keeps its version (and its state).
+        let Rule {
+            title,
+            id,
+            name,
+            level,
+            status,
+            tags,
+            logsource,
+            searches,
+            conditions,
+            line: _,
+        } = rule;
+        self.str("detection");
+        self.str(title);
+        self.opt(id);
+        self.opt(name);
+        self.opt(level);
+        self.opt(status);
+        self.strs(tags);
+        self.logsource(logsource);
+        self.searches(searches);
+        self.conditions(conditions);
+    }
+
+    fn filter(&mut self, filter: &Filter) {
+        let Filter {
+            title,
+            id,
+            logsource,
+            rules,
+            searches,
+            conditions,
+            line: _,
+        } = filter;
+        self.str("filter");
+        self.str(title);
+        self.opt(id);
+        self.logsource(logsource);
+        self.strs(rules);
+        self.searches(searches);
+        self.conditions(conditions);
+    }
+
+    fn correlation(&mut self, c: &Correlation) {
+        let Correlation {
+            title,
+            id,
+            name,
+            level,
+            kind,
+            rules,
+            group_by,
+            timespan_secs,
+            condition,
+            field,
+            percentile,
+            aliases,
+            generate,
+            line: _,
+        } = c;
+        self.str("correlation");
+        self.str(title);
+        self.opt(id);
+        self.opt(name);
+        self.opt(level);
+        self.str(kind.name());
+        self.strs(rules);
+        self.strs(group_by);
+        self.i64(*timespan_secs);
+        self.len(condition.len());
+        for (op, limit) in condition {
+            self.str(op.name());
+            self.f64(*limit);
+        }
+        self.opt(field);
+        self.f64(*percentile);
+        self.len(aliases.len());
+        for (alias, per_rule) in aliases {
+            self.str(alias);
+            self.len(per_rule.len());
+            for (rule, field) in per_rule {
+                self.str(rule);
+                self.str(field);
+            }
+        }
+        self.bool(*generate);
+    }
+
+    fn sql(&mut self, s: &SqlRule) {
+        let SqlRule {
+            title,
+            id,
+            level,
+            query,
+            every_secs,
+            range_secs,
+            line: _,
+        } = s;
+        self.str("sql");
+        self.str(title);
+        self.opt(id);
+        self.opt(level);
+        self.str(query);
+        self.i64(*every_secs);
+        self.i64(*range_secs);
+    }
+
+    fn document(&mut self, document: &Document) {
+        match document {
+            Document::Detection(r) => self.rule(r),
+            Document::Correlation(c) => self.correlation(c),
+            Document::Filter(f) => self.filter(f),
+            Document::Sql(s) => self.sql(s),
+        }
+    }
+
+    /// Hex of the first 8 bytes of the hash.
+    fn version(self) -> String {
+        hex::encode(&self.0.finalize()[..8])
+    }
+}
+
+/// A modifier's name as written in rules (a fixed spelling, rather than
+/// `Debug` output, for [`Canon`]).
+fn modifier_name(m: Modifier) -> &'static str {
+    match m {
+        Modifier::Contains => "contains",
+        Modifier::StartsWith => "startswith",
+        Modifier::EndsWith => "endswith",
+        Modifier::All => "all",
+        Modifier::Re => "re",
+        Modifier::ReI => "i",
+        Modifier::ReM => "m",
+        Modifier::ReS => "s",
+        Modifier::Cidr => "cidr",
+        Modifier::Base64 => "base64",
+        Modifier::Base64Offset => "base64offset",
+        Modifier::Utf16le => "utf16le",
+        Modifier::Utf16be => "utf16be",
+        Modifier::Utf16 => "utf16",
+        Modifier::Wide => "wide",
+        Modifier::Windash => "windash",
+        Modifier::Exists => "exists",
+        Modifier::FieldRef => "fieldref",
+        Modifier::Cased => "cased",
+        Modifier::Neq => "neq",
+        Modifier::Lt => "lt",
+        Modifier::Lte => "lte",
+        Modifier::Gt => "gt",
+        Modifier::Gte => "gte",
+        Modifier::Expand => "expand",
+        Modifier::Minute => "minute",
+        Modifier::Hour => "hour",
+        Modifier::Day => "day",
+        Modifier::Week => "week",
+        Modifier::Month => "month",
+        Modifier::Year => "year",
+    }
+}
+
+/// The version of one document on its own: hex of the first 8 bytes of a
+/// SHA-256 over its content as parsed, in a fixed encoding (every field but
+/// the line it starts on). This is a SQL rule's [`RuleInfo::version`]; a
+/// detection rule without global filters has it too.
+pub fn rule_version(document: &Document) -> String {
+    let mut canon = Canon::new();
+    canon.document(document);
+    canon.version()
+}
+
+/// A detection rule's version: its document, then each global filter
+/// applied to it (in the order they are loaded), so adding, removing or
+/// editing a filter gives the rule a new version. Each document's encoding
+/// delimits itself, so with no filter this is [`rule_version`].
+fn detection_version<'a>(rule: &Rule, filters: impl Iterator<Item = &'a Filter>) -> String {
+    let mut canon = Canon::new();
+    canon.rule(rule);
+    for f in filters {
+        canon.filter(f);
+    }
+    canon.version()
+}
+
+/// A correlation rule's version: its document, then the kind (detection or
+/// correlation) and version of each rule it reads, in order; those versions
+/// cover their own inputs, so the version changes with any rule under it.
+fn correlation_version<'a>(
+    correlation: &Correlation,
+    inputs: impl Iterator<Item = (bool, &'a str)>,
+) -> String {
+    let mut canon = Canon::new();
+    canon.correlation(correlation);
+    for (is_correlation, version) in inputs {
+        canon.str(if is_correlation {
+            "input correlation"
+        } else {
+            "input detection"
+        });
+        canon.str(version);
+    }
+    canon.version()
 }
 
 fn refers_to(reference: &str, info: &RuleInfo) -> bool {
@@ -214,7 +591,16 @@ impl Engine {
                 Document::Filter(f) => global_filters.push((&doc.file, f)),
                 Document::Correlation(c) => correlations.push((&doc.file, c)),
                 Document::Sql(s) => sql_rules.push((
-                    info(&doc.file, &s.title, &s.id, &None, &s.level, &[], s.line),
+                    info(
+                        &doc.file,
+                        &s.title,
+                        &s.id,
+                        &None,
+                        &s.level,
+                        &[],
+                        s.line,
+                        rule_version(&doc.document),
+                    ),
                     s.clone(),
                 )),
                 Document::Detection(_) => {}
@@ -225,7 +611,9 @@ impl Engine {
             let Document::Detection(rule) = &doc.document else {
                 continue;
             };
-            let rule_info = info(
+            // The version is known once the global filters that apply are
+            // (they are found by the rule's id or name, so after `info`).
+            let mut rule_info = info(
                 &doc.file,
                 &rule.title,
                 &rule.id,
@@ -233,6 +621,7 @@ impl Engine {
                 &rule.level,
                 &rule.tags,
                 rule.line,
+                String::new(),
             );
             match compile_detection(
                 &mut registry,
@@ -243,6 +632,12 @@ impl Engine {
                 &mut used_filters,
             ) {
                 Ok((expr, resolved_filter, applied, warning)) => {
+                    rule_info.version =
+                        detection_version(rule, applied.iter().map(|&i| global_filters[i].1));
+                    let applied = applied
+                        .iter()
+                        .map(|&i| global_filters[i].1.title.clone())
+                        .collect();
                     if let Some(w) = warning {
                         issues.push(Issue {
                             file: doc.file.clone(),
@@ -535,7 +930,9 @@ fn field_filters(
     out
 }
 
-type CompiledDetection = (Expr, Vec<Vec<EventFilter>>, Vec<String>, Option<String>);
+/// The expression, the log source filter, the global filters applied
+/// (indexes into the filters given) and a warning.
+type CompiledDetection = (Expr, Vec<Vec<EventFilter>>, Vec<usize>, Option<String>);
 
 fn compile_detection(
     registry: &mut Registry,
@@ -567,7 +964,7 @@ fn compile_detection(
                 )
                 .map_err(|e| format!("global filter `{}`: {e}", filter.title))?;
             exclusions.push(e);
-            applied.push(filter.title.clone());
+            applied.push(i);
             used[i] = true;
         }
     }
@@ -595,7 +992,17 @@ fn compile_correlations(
         let mut still = Vec::new();
         for &i in &pending {
             let (file, c) = correlations[i];
-            let c_info = info(file, &c.title, &c.id, &c.name, &c.level, &[], c.line);
+            // The version is known once the inputs are (below).
+            let mut c_info = info(
+                file,
+                &c.title,
+                &c.id,
+                &c.name,
+                &c.level,
+                &[],
+                c.line,
+                String::new(),
+            );
             let mut inputs = Vec::new();
             let mut missing = None;
             for reference in &c.rules {
@@ -662,6 +1069,17 @@ fn compile_correlations(
                             *g |= c.generate;
                         }
                     }
+                    c_info.version = correlation_version(
+                        c,
+                        inputs.iter().map(|input| match input.source {
+                            InputSource::Detection(d) => {
+                                (false, detections[d].info.version.as_str())
+                            }
+                            InputSource::Correlation(k) => {
+                                (true, compiled[k].info.version.as_str())
+                            }
+                        }),
+                    );
                     compiled.push(CompiledCorrelation {
                         info: c_info,
                         rule: c.clone(),

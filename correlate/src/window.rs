@@ -24,9 +24,32 @@
 //!   warning and reported as [`Output::Evicted`].
 //! - A match whose event lacks a `group-by` field is left out (it belongs to
 //!   no group), as in the SQL of pySigma's backends.
+//!
+//! Exactly-once alerts (DESIGN.md, Guarantees) rest on three properties:
+//!
+//! - **Determinism.** The output depends only on the rules, the options and
+//!   the input, never on hash map iteration order: groups are kept in key
+//!   order, so for identical input the same alerts come out in the same
+//!   order.
+//! - **Checkpoints.** [`Correlator::snapshot`] captures the window state
+//!   (per correlation rule, identified by its key and
+//!   [version](crate::engine::RuleInfo::version)); a correlator compiled
+//!   afresh from the same rules and given it with [`Correlator::restore`]
+//!   behaves exactly as the original would have from that point on. State
+//!   of a rule whose version changed (its text, a global filter on a rule
+//!   under it, or any rule it reads) is dropped, never reinterpreted.
+//! - **Stable ids.** An alert's id is derived from the rule's key and
+//!   version, the group, and the window's first match, so a replay from a
+//!   checkpoint gives the alerts the same ids.
+//!
+//! A shard is (tenant, rule group, key bucket): with
+//! [`Correlator::with_bucket`], a correlator keeps only the groups whose
+//! key falls in its bucket ([`key_bucket`]), so the shards of one rule group
+//! split its groups between them. Each shard keeps its own watermark.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine::{BatchResult, CompiledCorrelation, Engine, InputSource};
@@ -56,8 +79,12 @@ impl Default for WindowOptions {
 pub struct Alert {
     /// Index into [`Engine::correlations`].
     pub correlation: usize,
-    /// Derived from (rule, group, window start, first event): the same
-    /// alert for the same events, live or replayed.
+    /// Hex of the first 16 bytes of a SHA-256 over the rule's key and
+    /// [version](crate::engine::RuleInfo::version), the group key (its
+    /// values lowercased), and the window's first match: its event time
+    /// (which is the window's start) and its event. The same alert for the
+    /// same events under the same rule, live or replayed from a checkpoint;
+    /// a new version of the rule (or of a rule under it) gives new ids.
     pub id: String,
     /// `group-by` field → value (as first seen).
     pub group: Vec<(String, String)>,
@@ -93,9 +120,11 @@ pub enum Output {
     },
 }
 
-#[derive(Debug, Clone)]
+/// One match held in a group (checkpointed as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Entry {
     time: i64,
+    /// Index into the correlation's inputs.
     input: usize,
     value: Option<String>,
     event: String,
@@ -107,10 +136,25 @@ struct Group {
     entries: Vec<Entry>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
-    groups: HashMap<Vec<String>, Group>,
+    /// Ordered by key, so closing windows and checkpoints visit groups in
+    /// the same order every run (a hash map's order differs per process).
+    groups: BTreeMap<Vec<String>, Group>,
     watermark: Option<i64>,
+}
+
+/// Which key bucket a correlator holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Bucket {
+    bucket: u32,
+    buckets: u32,
+}
+
+impl Bucket {
+    fn holds(self, key: &[String]) -> bool {
+        bucket_of(key.iter().map(String::as_str), self.buckets) == self.bucket
+    }
 }
 
 /// Correlation state for every correlation rule of an engine.
@@ -119,7 +163,9 @@ pub struct Correlator {
     rules: Vec<CompiledCorrelation>,
     states: Vec<State>,
     options: WindowOptions,
+    /// Matches held across all states (kept equal to their sum).
     entries: usize,
+    bucket: Option<Bucket>,
 }
 
 /// A new match for a correlation.
@@ -127,6 +173,100 @@ struct Pending {
     key: Vec<String>,
     display: Vec<String>,
     entry: Entry,
+}
+
+/// The key bucket of a group key: the first 8 bytes of a SHA-256 over the
+/// parts, each preceded by its length in bytes (a little-endian `u64`, so
+/// `["ab", "c"]` and `["a", "bc"]` differ), read as a little-endian `u64`,
+/// modulo `buckets`; 0 when `buckets` is 0 or 1.
+///
+/// The correlator passes a group's values lowercased, in `group-by` order.
+/// The result is fixed: the same on every platform and in every version of
+/// Spoor, as shards (and their checkpoints) are assigned by it.
+pub fn key_bucket(parts: &[&str], buckets: u32) -> u32 {
+    bucket_of(parts.iter().copied(), buckets)
+}
+
+fn bucket_of<'a>(parts: impl Iterator<Item = &'a str>, buckets: u32) -> u32 {
+    if buckets <= 1 {
+        return 0;
+    }
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // The remainder is below `buckets`, a u32.
+    (u64::from_le_bytes(first) % u64::from(buckets)) as u32
+}
+
+/// The layout of [`CorrelatorSnapshot`] this version writes and reads.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// A correlator's window state, to checkpoint (with the catalog position it
+/// was taken at) and resume from with [`Correlator::restore`]. Serializable
+/// with serde (as JSON, for instance); its layout is private but versioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrelatorSnapshot {
+    /// [`SNAPSHOT_FORMAT`] when written.
+    format: u32,
+    /// The bucket the correlator held, if it was bucketed.
+    bucket: Option<Bucket>,
+    /// One per correlation rule, in the engine's order.
+    rules: Vec<RuleState>,
+}
+
+impl CorrelatorSnapshot {
+    /// The key bucket the correlator held, as (bucket, buckets), if
+    /// [`Correlator::with_bucket`] was used.
+    pub fn bucket(&self) -> Option<(u32, u32)> {
+        self.bucket.map(|b| (b.bucket, b.buckets))
+    }
+
+    /// The matches held, across every rule.
+    pub fn entries(&self) -> usize {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.groups)
+            .map(|g| g.entries.len())
+            .sum()
+    }
+}
+
+/// One correlation rule's state in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RuleState {
+    /// [`RuleInfo::key`](crate::engine::RuleInfo::key).
+    key: String,
+    /// [`RuleInfo::version`](crate::engine::RuleInfo::version).
+    version: String,
+    watermark: Option<i64>,
+    /// In key order.
+    groups: Vec<GroupState>,
+}
+
+/// One group in a snapshot (a list rather than a map: JSON object keys
+/// must be strings, and this key is a list of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct GroupState {
+    key: Vec<String>,
+    display: Vec<String>,
+    entries: Vec<Entry>,
+}
+
+/// What [`Correlator::restore`] did, by rule key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Rules whose state was restored (same key and version in the
+    /// snapshot and the correlator).
+    pub restored: Vec<String>,
+    /// Rules of the snapshot whose state was dropped: the rule changed
+    /// (another version), is no longer loaded, or its saved state was
+    /// unusable (logged).
+    pub dropped: Vec<String>,
 }
 
 fn early(kind: CorrelationKind, condition: &[(CmpOp, f64)]) -> bool {
@@ -141,7 +281,6 @@ fn early(kind: CorrelationKind, condition: &[(CmpOp, f64)]) -> bool {
         .iter()
         .all(|(op, _)| matches!(op, CmpOp::Gt | CmpOp::Gte))
 }
-
 fn number(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok().filter(|v| v.is_finite())
 }
@@ -224,15 +363,24 @@ fn holds(rule: &CompiledCorrelation, value: f64) -> bool {
         .all(|(op, limit)| op.holds(value, *limit))
 }
 
+/// See [`Alert::id`]. Every variable-length part is preceded by its length
+/// (and the group key by its number of values), so no two different inputs
+/// hash the same bytes.
 fn alert_id(rule: &CompiledCorrelation, key: &[String], first: &Entry) -> String {
     let mut h = Sha256::new();
-    h.update(rule.info.key().as_bytes());
+    let mut text = |s: &str| {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    text(rule.info.key());
+    text(&rule.info.version);
+    h.update((key.len() as u64).to_le_bytes());
     for k in key {
-        h.update([0]);
+        h.update((k.len() as u64).to_le_bytes());
         h.update(k.as_bytes());
     }
-    h.update([1]);
     h.update(first.time.to_le_bytes());
+    h.update((first.event.len() as u64).to_le_bytes());
     h.update(first.event.as_bytes());
     hex::encode(&h.finalize()[..16])
 }
@@ -245,20 +393,166 @@ impl Correlator {
             states: engine
                 .correlations
                 .iter()
-                .map(|_| State {
-                    groups: HashMap::new(),
-                    watermark: None,
-                })
+                .map(|_| State::default())
                 .collect(),
             options,
             entries: 0,
+            bucket: None,
         }
+    }
+
+    /// Makes this correlator one key bucket's shard: of `buckets`, it keeps
+    /// only the groups whose key ([`key_bucket`] of the lowercased
+    /// `group-by` values) falls in `bucket`. A match of another bucket,
+    /// a detection hit or a chained correlation's input alert alike, is
+    /// ignored: not stored, not counted, not reported late (it is the other
+    /// shard's). State already held for other buckets is dropped.
+    ///
+    /// Chained correlations see only the input alerts produced in the same
+    /// shard: a correlation reading another one gets all its input alerts
+    /// only when its group key buckets like the input's (the same
+    /// `group-by` values); with a different group key, an input alert
+    /// raised in another shard is not seen.
+    ///
+    /// With `buckets` 0 or 1 every key is in bucket 0.
+    pub fn with_bucket(mut self, bucket: u32, buckets: u32) -> Correlator {
+        let b = Bucket { bucket, buckets };
+        self.bucket = Some(b);
+        for state in &mut self.states {
+            state.groups.retain(|key, _| b.holds(key));
+        }
+        self.entries = self.count_entries();
+        self
+    }
+
+    /// The matches held (for a metric of state size).
+    pub fn state_entries(&self) -> usize {
+        self.entries
+    }
+
+    fn count_entries(&self) -> usize {
+        self.states
+            .iter()
+            .flat_map(|s| s.groups.values())
+            .map(|g| g.entries.len())
+            .sum()
+    }
+
+    /// The window state of every correlation rule, with the rule's key and
+    /// version, to checkpoint. Take it between calls to [`push`]; the
+    /// [`WindowOptions`] are not part of it (the restoring correlator
+    /// should be given the same).
+    ///
+    /// [`push`]: Correlator::push
+    pub fn snapshot(&self) -> CorrelatorSnapshot {
+        CorrelatorSnapshot {
+            format: SNAPSHOT_FORMAT,
+            bucket: self.bucket,
+            rules: self
+                .rules
+                .iter()
+                .zip(&self.states)
+                .map(|(rule, state)| RuleState {
+                    key: rule.info.key().to_string(),
+                    version: rule.info.version.clone(),
+                    watermark: state.watermark,
+                    groups: state
+                        .groups
+                        .iter()
+                        .map(|(key, group)| GroupState {
+                            key: key.clone(),
+                            display: group.display.clone(),
+                            entries: group.entries.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Replaces this correlator's state with a snapshot's: each correlation
+    /// rule present in both with the same key and version gets its saved
+    /// groups and watermark; every other rule starts empty. State of rules
+    /// that changed or are gone is dropped (a new version may read other
+    /// rules, fields or windows, so old matches would be misread).
+    ///
+    /// This correlator's bucket (from [`with_bucket`]) stays: saved groups
+    /// outside it are left out, so a checkpoint of another shard can never
+    /// make this one raise that shard's alerts (a mismatch is logged).
+    ///
+    /// The snapshot is input (read back from storage): saved state that does
+    /// not fit its rule (a group key of another width, a match of an input
+    /// the rule does not have, matches out of time order, a group twice) or
+    /// a snapshot of another format is dropped and logged, never trusted.
+    ///
+    /// [`with_bucket`]: Correlator::with_bucket
+    pub fn restore(&mut self, snapshot: CorrelatorSnapshot) -> RestoreReport {
+        for state in &mut self.states {
+            *state = State::default();
+        }
+        self.entries = 0;
+        let mut report = RestoreReport::default();
+        if snapshot.format != SNAPSHOT_FORMAT {
+            tracing::warn!(
+                format = snapshot.format,
+                expected = SNAPSHOT_FORMAT,
+                "correlation checkpoint of an unknown format: every rule starts empty"
+            );
+            report.dropped = snapshot.rules.into_iter().map(|r| r.key).collect();
+            return report;
+        }
+        if snapshot.bucket != self.bucket {
+            tracing::warn!(
+                saved = ?snapshot.bucket(),
+                held = ?self.bucket.map(|b| (b.bucket, b.buckets)),
+                "correlation checkpoint of another key bucket: only this bucket's groups are restored"
+            );
+        }
+        // Rules by (key, version), in engine order. Two rules can share
+        // both (the same document loaded from two files): the n-th saved
+        // state goes to the n-th of them, as the snapshot lists rules in
+        // engine order too.
+        let mut free: BTreeMap<&str, BTreeMap<&str, VecDeque<usize>>> = BTreeMap::new();
+        for (c, rule) in self.rules.iter().enumerate() {
+            free.entry(rule.info.key())
+                .or_default()
+                .entry(&rule.info.version)
+                .or_default()
+                .push_back(c);
+        }
+        for saved in snapshot.rules {
+            let slot = free
+                .get_mut(saved.key.as_str())
+                .and_then(|versions| versions.get_mut(saved.version.as_str()))
+                .and_then(VecDeque::pop_front);
+            let Some(c) = slot else {
+                report.dropped.push(saved.key);
+                continue;
+            };
+            match restore_state(&self.rules[c], &saved, self.bucket) {
+                Ok((state, entries)) => {
+                    self.states[c] = state;
+                    self.entries += entries;
+                    report.restored.push(saved.key);
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        rule = %saved.key,
+                        %reason,
+                        "checkpointed correlation state is unusable: the rule starts empty"
+                    );
+                    report.dropped.push(saved.key);
+                }
+            }
+        }
+        report
     }
 
     /// Feeds one batch's detection matches; `event` names a row's event
     /// (its provenance) in alerts.
     pub fn push(&mut self, result: &BatchResult, event: &dyn Fn(usize) -> String) -> Vec<Output> {
         let mut out = Vec::new();
+        let bucket = self.bucket;
         let mut alerts_of: Vec<Vec<Alert>> = vec![Vec::new(); self.rules.len()];
         // The engine lists hits rule by rule: each rule's hits are one run,
         // found by binary search rather than by scanning every hit for
@@ -282,7 +576,9 @@ impl Correlator {
                                     display.push(v.to_string());
                                 }
                             }
-                            if key.len() < input.group_fields.len() {
+                            if key.len() < input.group_fields.len()
+                                || bucket.is_some_and(|b| !b.holds(&key))
+                            {
                                 continue;
                             }
                             pending.push(Pending {
@@ -307,8 +603,13 @@ impl Correlator {
                                 .map(|p| p.and_then(|p| alert.group.get(p)).map(|(_, v)| v.clone()))
                                 .collect();
                             let Some(display) = values else { continue };
+                            let key: Vec<String> =
+                                display.iter().map(|v| v.to_lowercase()).collect();
+                            if bucket.is_some_and(|b| !b.holds(&key)) {
+                                continue;
+                            }
                             pending.push(Pending {
-                                key: display.iter().map(|v| v.to_lowercase()).collect(),
+                                key,
                                 display,
                                 entry: Entry {
                                     time: alert.last,
@@ -466,6 +767,57 @@ impl Correlator {
         );
         vec![Output::Evicted { entries: dropped }]
     }
+}
+
+/// A rule's state from its saved form, checked against the rule (the
+/// snapshot is input), with the number of matches it holds; only groups in
+/// `bucket` are kept.
+fn restore_state(
+    rule: &CompiledCorrelation,
+    saved: &RuleState,
+    bucket: Option<Bucket>,
+) -> Result<(State, usize), String> {
+    let inputs = rule.inputs.len();
+    let width = rule.rule.group_by.len();
+    let mut state = State {
+        groups: BTreeMap::new(),
+        watermark: saved.watermark,
+    };
+    let mut entries = 0;
+    for g in &saved.groups {
+        if g.key.len() != width {
+            return Err(format!(
+                "a group key has {} values; the rule groups by {width} fields",
+                g.key.len()
+            ));
+        }
+        if let Some(e) = g.entries.iter().find(|e| e.input >= inputs) {
+            return Err(format!(
+                "a match is of input {}; the rule reads {inputs} rules",
+                e.input
+            ));
+        }
+        // Windows are found by binary search over time-ordered matches.
+        if g.entries.windows(2).any(|w| w[0].time > w[1].time) {
+            return Err("a group's matches are out of time order".into());
+        }
+        if state.groups.contains_key(&g.key) {
+            return Err("a group is listed twice".into());
+        }
+        // A group never stays empty between calls (see `close_windows`).
+        if g.entries.is_empty() || bucket.is_some_and(|b| !b.holds(&g.key)) {
+            continue;
+        }
+        entries += g.entries.len();
+        state.groups.insert(
+            g.key.clone(),
+            Group {
+                display: g.display.clone(),
+                entries: g.entries.clone(),
+            },
+        );
+    }
+    Ok((state, entries))
 }
 
 fn make_alert(
@@ -862,5 +1214,455 @@ detection:
                 .filter(|o| !matches!(o, Output::Alert(_)))
                 .collect::<Vec<_>>()
         );
+    }
+
+    // --- Checkpoints, versions, buckets, determinism. ---
+
+    /// Correlations of every evaluation style: early-firing (`gte`),
+    /// close-evaluated (`lt`, `value_avg`), temporal, and a chained one.
+    const MIXED: &str = concat!(
+        "title: brute\nname: brute\ncorrelation:\n  type: event_count\n  rules: [failed]\n  group-by: [TargetUserName]\n  timespan: 60s\n  condition: {gte: 3}\n---\n",
+        "title: quiet\ncorrelation:\n  type: event_count\n  rules: [failed]\n  group-by: [TargetUserName]\n  timespan: 30s\n  condition: {lt: 2}\n---\n",
+        "title: small transfers\ncorrelation:\n  type: value_avg\n  rules: [failed, success]\n  group-by: [TargetUserName]\n  timespan: 2m\n  condition: {field: Bytes, lt: 80}\n---\n",
+        "title: fail and success\ncorrelation:\n  type: temporal\n  rules: [failed, success]\n  group-by: [TargetUserName]\n  timespan: 20s\n---\n",
+        "title: brute then success\ncorrelation:\n  type: temporal_ordered\n  rules: [brute, success]\n  group-by: [TargetUserName]\n  timespan: 10m\n",
+    );
+
+    const USERS: [&str; 8] = [
+        "bob", "Bob", "alice", "eve", "mallory", "trent", "peggy", "victor",
+    ];
+
+    /// A reproducible stream in batches of 1 to 12 rows: mostly in time
+    /// order with a little jitter; with `late`, one row in ten goes 40 to
+    /// 400 s back (some within a 120 s lateness, some past it).
+    fn stream(seed: u64, rows: usize, late: bool) -> Vec<Vec<(i64, serde_json::Value)>> {
+        let mut x = seed;
+        let mut next = move |n: u64| {
+            // A 64-bit LCG (Knuth's MMIX constants), high bits used.
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut batches = Vec::new();
+        let mut current = Vec::new();
+        let mut size = 1 + next(12) as usize;
+        let mut t = 1_000;
+        for _ in 0..rows {
+            t += next(6) as i64;
+            let mut time = t + next(3) as i64;
+            if late && next(10) == 0 {
+                time -= 40 + next(360) as i64;
+            }
+            let user = USERS[next(USERS.len() as u64) as usize];
+            let id = if next(10) < 7 { 4625 } else { 4624 };
+            current.push((
+                time,
+                json!({"EventID": id, "TargetUserName": user, "Bytes": next(200)}),
+            ));
+            if current.len() == size {
+                batches.push(std::mem::take(&mut current));
+                size = 1 + next(12) as usize;
+            }
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        batches
+    }
+
+    /// Every batch's outputs, then `finish`'s, uninterrupted; and the
+    /// matches held after each batch.
+    fn uninterrupted(
+        yaml: &str,
+        batches: &[Vec<(i64, serde_json::Value)>],
+        options: WindowOptions,
+        bucket: Option<(u32, u32)>,
+    ) -> (Vec<Vec<Output>>, Vec<usize>) {
+        let engine = engine(yaml);
+        let mut correlator = Correlator::new(&engine, options);
+        if let Some((b, n)) = bucket {
+            correlator = correlator.with_bucket(b, n);
+        }
+        let mut out = Vec::new();
+        let mut held = Vec::new();
+        let mut offset = 0;
+        for rows in batches {
+            let result = engine.evaluate(&batch(rows)).expect("evaluate");
+            let base = offset;
+            out.push(correlator.push(&result, &|row| (base + row).to_string()));
+            held.push(correlator.state_entries());
+            offset += rows.len();
+        }
+        out.push(correlator.finish());
+        (out, held)
+    }
+
+    /// The same, but every batch by a new correlator of a freshly compiled
+    /// engine, restored from the previous one's snapshot through JSON.
+    fn checkpointed(
+        yaml: &str,
+        batches: &[Vec<(i64, serde_json::Value)>],
+        options: WindowOptions,
+    ) -> (Vec<Vec<Output>>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut held = Vec::new();
+        let mut saved: Option<String> = None;
+        let mut offset = 0;
+        let resume = |saved: &Option<String>| {
+            let engine = engine(yaml);
+            let mut correlator = Correlator::new(&engine, options);
+            if let Some(json) = saved {
+                let snapshot: CorrelatorSnapshot =
+                    serde_json::from_str(json).expect("a snapshot reads back");
+                let entries = snapshot.entries();
+                let report = correlator.restore(snapshot);
+                assert!(report.dropped.is_empty(), "{report:?}");
+                assert_eq!(report.restored.len(), engine.correlations.len());
+                assert_eq!(correlator.state_entries(), entries);
+            }
+            (engine, correlator)
+        };
+        for rows in batches {
+            let (engine, mut correlator) = resume(&saved);
+            let result = engine.evaluate(&batch(rows)).expect("evaluate");
+            let base = offset;
+            out.push(correlator.push(&result, &|row| (base + row).to_string()));
+            held.push(correlator.state_entries());
+            saved = Some(serde_json::to_string(&correlator.snapshot()).expect("serializes"));
+            offset += rows.len();
+        }
+        let (_, mut correlator) = resume(&saved);
+        out.push(correlator.finish());
+        (out, held)
+    }
+
+    fn all_alerts(out: &[Vec<Output>]) -> Vec<Alert> {
+        out.iter()
+            .flat_map(|batch| alerts(batch))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_replay_from_a_checkpoint_at_every_batch_gives_the_same_outputs() {
+        let yaml = format!("{RULES}---\n{MIXED}");
+        let batches = stream(7, 400, true);
+        for max_entries in [1_000_000, 25] {
+            let options = WindowOptions {
+                allowed_lateness_micros: 120 * 1_000_000,
+                max_entries,
+            };
+            let (straight, straight_held) = uninterrupted(&yaml, &batches, options, None);
+            let (resumed, resumed_held) = checkpointed(&yaml, &batches, options);
+            assert_eq!(straight_held, resumed_held);
+            assert_eq!(straight.len(), resumed.len());
+            for (i, (a, b)) in straight.iter().zip(&resumed).enumerate() {
+                assert_eq!(a, b, "batch {i} (max_entries {max_entries})");
+            }
+            // The stream exercises what it claims to.
+            let flat: Vec<&Output> = straight.iter().flatten().collect();
+            let a = all_alerts(&straight);
+            for c in 0..5 {
+                assert!(
+                    a.iter().any(|a| a.correlation == c),
+                    "correlation {c} raised no alert"
+                );
+            }
+            assert!(flat.iter().any(|o| matches!(o, Output::Late { .. })));
+            if max_entries == 25 {
+                assert!(flat.iter().any(|o| matches!(o, Output::Evicted { .. })));
+            }
+        }
+    }
+
+    /// The state held after `rows`, as JSON, for `yaml`.
+    fn state_after(yaml: &str, rows: &[(i64, serde_json::Value)]) -> String {
+        let engine = engine(yaml);
+        let mut correlator = Correlator::new(&engine, WindowOptions::default());
+        let result = engine.evaluate(&batch(rows)).expect("evaluate");
+        correlator.push(&result, &|row| row.to_string());
+        serde_json::to_string(&correlator.snapshot()).expect("serializes")
+    }
+
+    fn restored(yaml: &str, saved: &str) -> (Engine, Correlator, RestoreReport) {
+        let engine = engine(yaml);
+        let mut correlator = Correlator::new(&engine, WindowOptions::default());
+        let report = correlator.restore(serde_json::from_str(saved).expect("reads back"));
+        (engine, correlator, report)
+    }
+
+    const BRUTE5: &str = "title: brute\ncorrelation:\n  type: event_count\n  rules: [failed]\n  group-by: [TargetUserName]\n  timespan: 60s\n  condition: {gte: 5}\n";
+    const PAIR: &str = "title: pair\ncorrelation:\n  type: temporal\n  rules: [failed, success]\n  group-by: [TargetUserName]\n  timespan: 60s\n";
+    const LOGONS: &str = "title: logons\ncorrelation:\n  type: event_count\n  rules: [success]\n  group-by: [TargetUserName]\n  timespan: 60s\n  condition: {gte: 5}\n";
+
+    #[test]
+    fn only_the_state_of_unchanged_rules_is_restored() {
+        let yaml = format!("{RULES}---\n{BRUTE5}---\n{PAIR}---\n{LOGONS}");
+        let saved = state_after(&yaml, &[fail(0, "bob"), fail(10, "bob"), ok(5, "alice")]);
+        let names = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+
+        // Nothing changed (but comments, blank lines and document order):
+        // everything is restored.
+        let reordered = format!("# reordered\n\n{RULES}---\n{LOGONS}---\n{PAIR}\n\n---\n{BRUTE5}");
+        let (_, c, report) = restored(&reordered, &saved);
+        assert_eq!(names(&report.restored), ["brute", "logons", "pair"]);
+        assert!(report.dropped.is_empty());
+        assert_eq!(c.state_entries(), 2 + 3 + 1);
+
+        // One correlation's text changed: its state goes, the others' stay.
+        let changed = yaml.replace(
+            "type: temporal\n  rules: [failed, success]\n  group-by: [TargetUserName]\n  timespan: 60s",
+            "type: temporal\n  rules: [failed, success]\n  group-by: [TargetUserName]\n  timespan: 90s",
+        );
+        assert_ne!(changed, yaml);
+        let (engine, mut c, report) = restored(&changed, &saved);
+        assert_eq!(names(&report.restored), ["brute", "logons"]);
+        assert_eq!(report.dropped, ["pair"]);
+        assert_eq!(c.state_entries(), 2 + 1, "brute's two, logons' one");
+        // The restored state is live: three more failures complete five.
+        let result = engine
+            .evaluate(&batch(&[fail(20, "bob"), fail(30, "bob"), fail(40, "bob")]))
+            .expect("evaluate");
+        let out = c.push(&result, &|row| format!("new{row}"));
+        let a = alerts(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert_eq!(a[0].events, ["0", "1", "new0", "new1", "new2"]);
+
+        // A base rule changed: every correlation reading it is dropped.
+        let changed = yaml.replace("sel: {EventID: 4625}", "sel: {EventID: [4625, 4771]}");
+        assert_ne!(changed, yaml);
+        let (_, c, report) = restored(&changed, &saved);
+        assert_eq!(report.restored, ["logons"]);
+        assert_eq!(names(&report.dropped), ["brute", "pair"]);
+        assert_eq!(c.state_entries(), 1);
+
+        // So is one whose base rule gained a global filter.
+        let filtered = format!(
+            "{yaml}---\ntitle: not the service account\nlogsource: {{product: windows, service: security}}\nfilter:\n  rules: [failed]\n  svc: {{TargetUserName: svc}}\n  condition: svc\n"
+        );
+        let (_, _, report) = restored(&filtered, &saved);
+        assert_eq!(report.restored, ["logons"]);
+        assert_eq!(names(&report.dropped), ["brute", "pair"]);
+
+        // And a rule no longer loaded.
+        let fewer = format!("{RULES}---\n{BRUTE5}");
+        let (_, c, report) = restored(&fewer, &saved);
+        assert_eq!(report.restored, ["brute"]);
+        assert_eq!(names(&report.dropped), ["logons", "pair"]);
+        assert_eq!(c.state_entries(), 2);
+    }
+
+    #[test]
+    fn versions_follow_content_filters_and_inputs() {
+        let yaml = format!("{RULES}---\n{BRUTE5}---\n{PAIR}---\n{LOGONS}");
+        let base = engine(&yaml);
+        let version = |e: &Engine, key: &str| {
+            e.detections
+                .iter()
+                .map(|d| &d.info)
+                .chain(e.correlations.iter().map(|c| &c.info))
+                .find(|i| i.key() == key)
+                .map(|i| i.version.clone())
+                .expect("the rule")
+        };
+        for key in [
+            "failed logon",
+            "successful logon",
+            "brute",
+            "pair",
+            "logons",
+        ] {
+            let v = version(&base, key);
+            assert_eq!(v.len(), 16, "{v}");
+            assert!(v.chars().all(|c| c.is_ascii_hexdigit()), "{v}");
+        }
+        // A detection without filters has its document's own version.
+        let parsed = crate::sigma::parse_documents(RULES);
+        let document = parsed[0].as_ref().expect("a rule");
+        assert_eq!(
+            version(&base, "failed logon"),
+            crate::engine::rule_version(document)
+        );
+        // A tag is part of the document.
+        let tagged = engine(&yaml.replace(
+            "name: failed\n",
+            "name: failed\ntags: [attack.credential_access]\n",
+        ));
+        assert_ne!(
+            version(&base, "failed logon"),
+            version(&tagged, "failed logon")
+        );
+        assert_ne!(version(&base, "brute"), version(&tagged, "brute"));
+        assert_eq!(version(&base, "logons"), version(&tagged, "logons"));
+        // Through a chain of correlations too.
+        let chained = format!(
+            "{RULES}---\n{BRUTE5}name: brute\n---\ntitle: chain\ncorrelation:\n  type: temporal_ordered\n  rules: [brute, success]\n  group-by: [TargetUserName]\n  timespan: 10m\n"
+        );
+        let a = engine(&chained);
+        let b = engine(&chained.replace("sel: {EventID: 4625}", "sel: {EventID: 4626}"));
+        assert_ne!(version(&a, "chain"), version(&b, "chain"));
+    }
+
+    #[test]
+    fn two_buckets_split_the_alerts_of_one() {
+        let yaml = format!("{RULES}---\n{MIXED}");
+        // No match is later than the lateness behind any watermark, so each
+        // shard's own watermark decides windows as the single one does.
+        let batches = stream(11, 400, false);
+        let options = WindowOptions {
+            allowed_lateness_micros: 60 * 1_000_000,
+            ..WindowOptions::default()
+        };
+        let (all, _) = uninterrupted(&yaml, &batches, options, None);
+        assert!(
+            !all.iter()
+                .flatten()
+                .any(|o| matches!(o, Output::Late { .. }))
+        );
+        let ids = |out: &[Vec<Output>]| {
+            let mut ids: Vec<(usize, String, Vec<String>)> = all_alerts(out)
+                .into_iter()
+                .map(|a| (a.correlation, a.id, a.events))
+                .collect();
+            ids.sort();
+            ids
+        };
+        let whole = ids(&all);
+        let (zero, _) = uninterrupted(&yaml, &batches, options, Some((0, 2)));
+        let (one, _) = uninterrupted(&yaml, &batches, options, Some((1, 2)));
+        let (zero, one) = (ids(&zero), ids(&one));
+        assert!(!zero.is_empty() && !one.is_empty(), "{zero:?} {one:?}");
+        assert!(zero.iter().all(|a| !one.contains(a)), "disjoint");
+        let mut union = [zero, one].concat();
+        union.sort();
+        assert_eq!(union, whole);
+        // Every correlation, the chained one included, raised alerts.
+        for c in 0..5 {
+            assert!(whole.iter().any(|a| a.0 == c), "correlation {c}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_keeps_only_its_keys_also_from_a_snapshot() {
+        let yaml = format!("{RULES}---\n{BRUTE5}");
+        let rows: Vec<_> = USERS.iter().map(|u| fail(0, u)).collect();
+        let saved = state_after(&yaml, &rows);
+        let engine = engine(&yaml);
+        let mut held = 0;
+        for b in 0..3 {
+            let mut c = Correlator::new(&engine, WindowOptions::default()).with_bucket(b, 3);
+            let report = c.restore(serde_json::from_str(&saved).expect("reads back"));
+            assert_eq!(report.restored, ["brute"]);
+            let snapshot = c.snapshot();
+            assert_eq!(snapshot.bucket(), Some((b, 3)));
+            for rule in &snapshot.rules {
+                for g in &rule.groups {
+                    let parts: Vec<&str> = g.key.iter().map(String::as_str).collect();
+                    assert_eq!(key_bucket(&parts, 3), b);
+                }
+            }
+            held += c.state_entries();
+        }
+        // Bob and bob are one group; every match is in exactly one bucket.
+        assert_eq!(held, USERS.len());
+    }
+
+    #[test]
+    fn key_buckets_are_fixed() {
+        assert_eq!(key_bucket(&["bob"], 0), 0);
+        assert_eq!(key_bucket(&["bob"], 1), 0);
+        // Pinned values: shards and their checkpoints depend on them, so
+        // they must never change.
+        let pinned: Vec<u32> = [&["bob"][..], &["alice"], &["10.0.0.1", "bob"], &[], &[""]]
+            .iter()
+            .map(|parts| key_bucket(parts, 1_000_003))
+            .collect();
+        assert_eq!(pinned, PINNED_BUCKETS);
+        // Parts are length-prefixed.
+        assert_ne!(
+            key_bucket(&["ab", "c"], u32::MAX),
+            key_bucket(&["a", "bc"], u32::MAX)
+        );
+        assert_ne!(key_bucket(&[], u32::MAX), key_bucket(&[""], u32::MAX));
+    }
+
+    /// Computed independently (Python's hashlib, the definition in
+    /// [`key_bucket`]'s documentation).
+    const PINNED_BUCKETS: [u32; 5] = [249113, 185884, 437107, 183011, 981272];
+
+    #[test]
+    fn alert_ids_change_with_the_rule_version() {
+        let rows = vec![vec![fail(0, "bob"), fail(1, "bob"), fail(2, "bob")]];
+        let ids = |yaml: &str| {
+            let (out, _) = uninterrupted(yaml, &rows, WindowOptions::default(), None);
+            all_alerts(&out)
+                .into_iter()
+                .map(|a| (a.id, a.events))
+                .collect::<Vec<_>>()
+        };
+        let yaml = format!("{RULES}---\n{COUNT}");
+        let first = ids(&yaml);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first, ids(&yaml), "the same rules give the same ids");
+        // The same events, another version of the correlation.
+        let leveled =
+            ids(&yaml.replace("title: brute force\n", "title: brute force\nlevel: high\n"));
+        assert_eq!(leveled.len(), 1);
+        assert_eq!(leveled[0].1, first[0].1);
+        assert_ne!(leveled[0].0, first[0].0);
+        // Another version of the rule it reads.
+        let tagged = ids(&yaml.replace("name: failed\n", "name: failed\ntags: [x]\n"));
+        assert_eq!(tagged.len(), 1);
+        assert_ne!(tagged[0].0, first[0].0);
+    }
+
+    #[test]
+    fn windows_closing_together_come_out_in_group_key_order() {
+        let yaml = format!("{RULES}---\n{MIXED}");
+        let users: Vec<String> = (0..200).map(|i| format!("user{i:03}")).collect();
+        let rows: Vec<_> = users.iter().map(|u| fail(0, u)).collect();
+        let run = || {
+            let (out, _) = uninterrupted(
+                &yaml,
+                &[rows.clone(), vec![fail(10_000, "late")]],
+                WindowOptions::default(),
+                None,
+            );
+            out
+        };
+        let out = run();
+        // `quiet` (lt 2) decides all 200 windows as the second batch moves
+        // the watermark past them.
+        let quiet: Vec<&str> = alerts(&out[1])
+            .into_iter()
+            .filter(|a| a.correlation == 1)
+            .map(|a| a.group[0].1.as_str())
+            .collect();
+        assert_eq!(quiet, users);
+        assert_eq!(out, run());
+    }
+
+    #[test]
+    fn unusable_snapshots_are_dropped_not_trusted() {
+        let yaml = format!("{RULES}---\n{BRUTE5}---\n{LOGONS}");
+        let saved = state_after(&yaml, &[fail(0, "bob"), ok(1, "bob")]);
+        let mut value: serde_json::Value = serde_json::from_str(&saved).expect("json");
+        // A match of an input the rule does not have.
+        value["rules"][0]["groups"][0]["entries"][0]["input"] = json!(7);
+        let (_, c, report) = restored(&yaml, &value.to_string());
+        assert_eq!(report.dropped, ["brute"]);
+        assert_eq!(report.restored, ["logons"]);
+        assert_eq!(c.state_entries(), 1);
+        // A format this version does not know.
+        let mut value: serde_json::Value = serde_json::from_str(&saved).expect("json");
+        value["format"] = json!(99);
+        let (_, c, report) = restored(&yaml, &value.to_string());
+        assert_eq!(report.dropped, ["brute", "logons"]);
+        assert_eq!(c.state_entries(), 0);
     }
 }
