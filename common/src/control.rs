@@ -239,6 +239,17 @@ pub struct RuleSet {
     pub content: String,
     /// When this version was stored, microseconds since the epoch.
     pub updated_at_micros: i64,
+    /// Whether workers run it. A disabled rule set is kept, with its
+    /// versions, until it is enabled again; changing only this is a new
+    /// version. Rule sets stored before enablement existed are enabled.
+    #[serde(default = "rule_set_enabled_by_default")]
+    pub enabled: bool,
+}
+
+/// A rule set stored without saying whether it is enabled (in a snapshot
+/// or log entry written before enablement existed) is enabled.
+pub fn rule_set_enabled_by_default() -> bool {
+    true
 }
 
 /// Largest rule set accepted (bytes).
@@ -521,6 +532,7 @@ pub mod control_convert {
             version: r.version,
             content: r.content.clone(),
             updated_at_micros: r.updated_at_micros,
+            disabled: !r.enabled,
         }
     }
 
@@ -532,6 +544,7 @@ pub mod control_convert {
             version: r.version,
             content: r.content,
             updated_at_micros: r.updated_at_micros,
+            enabled: !r.disabled,
         })
     }
 
@@ -681,13 +694,16 @@ impl ControlClient {
         cc::token_from_pb(resp)
     }
 
-    /// Stores a new version of a rule set. `expected_version` is the version
-    /// the caller edited (0 for a new set); a concurrent change is refused.
+    /// Stores a new version of a rule set, enabled (run by workers) or
+    /// not. `expected_version` is the version the caller edited (0 for a
+    /// new set); a concurrent change is refused with a Conflict. Changing
+    /// only `enabled` is a new version too.
     pub async fn put_rule_set(
         &self,
         tenant: &TenantId,
         name: &str,
         content: &str,
+        enabled: bool,
         expected_version: u64,
     ) -> Result<RuleSet, CatalogError> {
         let req = pb::PutRuleSetRequest {
@@ -695,6 +711,7 @@ impl ControlClient {
             name: name.to_string(),
             content: content.to_string(),
             expected_version,
+            disabled: !enabled,
         };
         let resp = self
             .call("PutRuleSet", |mut c| {

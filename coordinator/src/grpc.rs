@@ -540,6 +540,7 @@ impl pb::control_service_server::ControlService for ControlGrpc {
                 tenant: tenant(req.tenant)?,
                 name: req.name,
                 content: req.content,
+                enabled: !req.disabled,
                 expected_version: req.expected_version,
             })
             .await

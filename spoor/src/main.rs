@@ -7,6 +7,7 @@
 
 mod client;
 mod roles;
+mod rules_api;
 mod rules_cli;
 mod tools;
 
@@ -53,7 +54,8 @@ enum Command {
     /// Load files (JSON lines, Zeek, syslog, auditd, … or Windows .evtx) into
     /// the lake exactly once, through a running cluster's catalog.
     Import(tools::ImportArgs),
-    /// Detection rules: `check` (parse and validate Sigma rule files).
+    /// Detection rules: `check`, `test`, `explain` and `coverage` offline;
+    /// `apply` and `list` rule sets on the cluster.
     #[command(subcommand)]
     Rules(rules_cli::RulesCommand),
 }

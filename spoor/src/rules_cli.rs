@@ -1,6 +1,7 @@
-//! `spoor rules …`: detection as code, offline. Rules are read, compiled
-//! and run here exactly as a worker runs them; events go through ingest's
-//! own parsers first, so a rule that fires here fires on the cluster.
+//! `spoor rules …`: detection as code. Rules are read, compiled and run
+//! here exactly as a worker runs them; events go through ingest's own
+//! parsers first, so a rule that fires here fires on the cluster.
+//! `apply` and `list` manage the rule sets stored on the cluster.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,14 +9,16 @@ use std::process::ExitCode;
 
 use serde_json::{Value as Json, json};
 use spoor_common::config::SourceType;
-use spoor_correlate::engine::{Engine, Issue, LoadedDocument, Options};
-use spoor_correlate::mapping::Mappings;
+use spoor_correlate::bundle::{Compiled, FileNames, RuleBundle, read_placeholders};
 use spoor_correlate::sigma;
 use spoor_correlate::window::{Correlator, Output, WindowOptions};
 use spoor_ingest::event_file;
 use spoor_ingest::parse::{Decoded, EventRow};
 
-/// `spoor rules ...`: detection rules, offline.
+mod apply;
+
+/// `spoor rules ...`: detection rules, offline, and the rule sets stored on
+/// the cluster.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum RulesCommand {
     /// Parse, validate and compile Sigma rule files and folders (`.yml`,
@@ -61,6 +64,17 @@ pub(crate) enum RulesCommand {
         #[command(flatten)]
         compile: CompileArgs,
     },
+    /// Upload rule files and folders to the cluster as a versioned rule set
+    /// of each tenant (`--tenant`, repeatable). The rules are checked here
+    /// first, exactly as `check` does: when any is refused, the refusals
+    /// are printed, nothing is uploaded and the exit code is 1. A tenant
+    /// whose rule set already holds the same rules and enablement is left
+    /// at its version (`unchanged`); a change made by someone else since
+    /// this command read the version is refused, never overwritten.
+    Apply(apply::ApplyArgs),
+    /// A tenant's rule sets on the cluster: name, version, enabled, files,
+    /// when stored.
+    List(apply::ListArgs),
     /// Print rules in their compiled form: which events they apply to,
     /// which column or `unmapped` key each field is read from, and every
     /// test after modifiers, wildcards and escapes were applied.
@@ -89,71 +103,15 @@ pub(crate) struct CompileArgs {
 }
 
 impl CompileArgs {
-    fn options(&self) -> Result<Options, String> {
-        let mut files: Vec<(String, String)> = spoor_correlate::mapping::BUILTIN
-            .iter()
-            .map(|(f, t)| (f.to_string(), t.to_string()))
-            .collect();
-        for path in &self.mappings {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            files.push((path.display().to_string(), text));
-        }
-        let mappings = Mappings::from_files(files).map_err(|e| e.to_string())?;
+    /// The rule files under `paths` with this command's mapping files and
+    /// placeholder values, as one bundle.
+    pub(crate) fn bundle(&self, paths: &[PathBuf], names: FileNames) -> Result<RuleBundle, String> {
         let placeholders = match &self.placeholders {
             None => BTreeMap::new(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                toml::from_str::<BTreeMap<String, Vec<String>>>(&text).map_err(|e| {
-                    format!(
-                        "{}: placeholders must be `name = [\"value\", …]`: {e}",
-                        path.display()
-                    )
-                })?
-            }
+            Some(path) => read_placeholders(path)?,
         };
-        Ok(Options {
-            mappings,
-            placeholders,
-            limits: Default::default(),
-        })
+        RuleBundle::read(paths, &self.mappings, placeholders, names)
     }
-}
-
-/// A document that did not parse: file and error.
-struct Refused {
-    file: PathBuf,
-    error: String,
-}
-
-fn load(paths: &[PathBuf]) -> Result<(usize, Vec<LoadedDocument>, Vec<Refused>), String> {
-    let files = sigma::rule_files(paths)?;
-    let mut loaded = Vec::new();
-    let mut refused = Vec::new();
-    for file in &files {
-        match std::fs::read_to_string(file) {
-            Ok(source) => {
-                for document in sigma::parse_documents(&source) {
-                    match document {
-                        Ok(document) => loaded.push(LoadedDocument {
-                            file: file.display().to_string(),
-                            document,
-                        }),
-                        Err(e) => refused.push(Refused {
-                            file: file.clone(),
-                            error: e.to_string(),
-                        }),
-                    }
-                }
-            }
-            Err(e) => refused.push(Refused {
-                file: file.clone(),
-                error: format!("cannot read: {e}"),
-            }),
-        }
-    }
-    Ok((files.len(), loaded, refused))
 }
 
 /// Writes `text` to stdout; a reader that went away (`| head`) is not an
@@ -167,20 +125,6 @@ fn print_all(text: &str) {
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         eprintln!("writing the output: {e}");
-    }
-}
-
-fn issue_line(issue: &Issue) -> String {
-    if issue.warning {
-        format!(
-            "{}:{}: warning: {}: {}",
-            issue.file, issue.line, issue.rule, issue.message
-        )
-    } else {
-        format!(
-            "{}:{}: {}: {}",
-            issue.file, issue.line, issue.rule, issue.message
-        )
     }
 }
 
@@ -199,6 +143,8 @@ pub(crate) fn rules(command: RulesCommand) -> ExitCode {
             rule,
             compile,
         } => explain(&rules, rule.as_deref(), &compile),
+        RulesCommand::Apply(args) => apply::apply(&args),
+        RulesCommand::List(args) => apply::list(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("spoor rules: {e}");
@@ -206,56 +152,43 @@ pub(crate) fn rules(command: RulesCommand) -> ExitCode {
     })
 }
 
-fn compile(
-    paths: &[PathBuf],
-    args: &CompileArgs,
-) -> Result<(usize, usize, Engine, Vec<String>, usize), String> {
-    let options = args.options()?;
-    let (files, loaded, refused) = load(paths)?;
-    let documents = loaded.len() + refused.len();
-    let (mut engine, issues) = Engine::compile(&loaded, &options);
-    let mut lines: Vec<String> = refused
-        .iter()
-        .map(|r| format!("{}:{}", r.file.display(), r.error))
-        .collect();
-    lines.extend(issues.iter().map(issue_line));
-    let mut refusals = refused.len() + issues.iter().filter(|i| !i.warning).count();
-    // SQL rules are planned here (DataFusion plans asynchronously), so
-    // every command refuses a bad query the same way and runs only the rest.
-    if !engine.sql_rules.is_empty() {
-        let rt = runtime()?;
-        engine.sql_rules.retain(|(info, rule)| {
-            match rt.block_on(spoor_correlate::sql::check(rule)) {
-                Ok(()) => true,
-                Err(e) => {
-                    lines.push(format!("{}:{}: {}: {e}", info.file, info.line, info.title));
-                    refusals += 1;
-                    false
-                }
-            }
-        });
-    }
-    Ok((files, documents, engine, lines, refusals))
+/// Reads and compiles rules as every offline command does: files named
+/// as found here, so output points at local files.
+fn compile(paths: &[PathBuf], args: &CompileArgs) -> Result<Compiled, String> {
+    args.bundle(paths, FileNames::AsGiven)?.check()
 }
 
-fn check(paths: &[PathBuf], args: &CompileArgs) -> Result<ExitCode, String> {
-    let (files, documents, engine, lines, refusals) = compile(paths, args)?;
-    let mut out = lines.join("\n");
-    if !out.is_empty() {
-        out.push('\n');
+/// Prints `compiled`'s refusals and warnings (`rules check`'s format) and
+/// its counts, to standard error.
+pub(crate) fn report(compiled: &Compiled) {
+    for finding in &compiled.findings {
+        eprintln!("{finding}");
     }
-    print_all(&out);
-    let warnings = lines.len() - refusals;
+    eprintln!("{}", summary(compiled));
+}
+
+fn summary(compiled: &Compiled) -> String {
+    let engine = &compiled.engine;
     let (tests, fields) = engine.sizes();
-    eprintln!(
-        "{} rule(s) read, {refusals} refused, {warnings} warning(s), in {files} file(s); \
+    format!(
+        "{} rule(s) read, {} refused, {} warning(s), in {} file(s); \
          {} detection, {} correlation and {} SQL rule(s) compiled to {tests} shared tests on {fields} fields",
-        documents - refusals,
+        compiled.rules(),
+        compiled.refusals(),
+        compiled.warnings(),
+        compiled.files,
         engine.detections.len(),
         engine.correlations.len(),
         engine.sql_rules.len(),
-    );
-    Ok(if refusals == 0 {
+    )
+}
+
+fn check(paths: &[PathBuf], args: &CompileArgs) -> Result<ExitCode, String> {
+    let compiled = compile(paths, args)?;
+    let out: String = compiled.findings.iter().map(|f| format!("{f}\n")).collect();
+    print_all(&out);
+    eprintln!("{}", summary(&compiled));
+    Ok(if compiled.refusals() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -263,7 +196,8 @@ fn check(paths: &[PathBuf], args: &CompileArgs) -> Result<ExitCode, String> {
 }
 
 fn coverage(paths: &[PathBuf], json: bool) -> Result<ExitCode, String> {
-    let (_, loaded, refused) = load(paths)?;
+    let bundle = RuleBundle::read(paths, &[], BTreeMap::new(), FileNames::AsGiven)?;
+    let (loaded, refused) = bundle.documents();
     let rules: Vec<&sigma::Rule> = loaded
         .iter()
         .filter_map(|d| d.document.as_detection())
@@ -303,10 +237,12 @@ fn coverage(paths: &[PathBuf], json: bool) -> Result<ExitCode, String> {
 }
 
 fn explain(path: &Path, rule: Option<&str>, args: &CompileArgs) -> Result<ExitCode, String> {
-    let (_, _, engine, lines, refusals) = compile(&[path.to_path_buf()], args)?;
-    for line in &lines {
-        eprintln!("{line}");
+    let compiled = compile(&[path.to_path_buf()], args)?;
+    for finding in &compiled.findings {
+        eprintln!("{finding}");
     }
+    let refusals = compiled.refusals();
+    let engine = compiled.engine;
     let mut keys: Vec<String> = match rule {
         Some(r) => vec![r.to_string()],
         None => engine
@@ -414,12 +350,14 @@ fn test(
     format: Option<&str>,
     args: &CompileArgs,
 ) -> Result<ExitCode, String> {
-    let (_, _, engine, lines, refusals) = compile(&[rules.to_path_buf()], args)?;
+    let compiled = compile(&[rules.to_path_buf()], args)?;
+    for finding in &compiled.findings {
+        eprintln!("{finding}");
+    }
+    let refusals = compiled.refusals();
+    let engine = compiled.engine;
     let rt = runtime()?;
     let sql_rules = &engine.sql_rules;
-    for line in &lines {
-        eprintln!("{line}");
-    }
     let (mut rows, mut origins, dead) = read_events(events, format)?;
     // Offline, all events are at hand: evaluate them in event time order,
     // as a retro-hunt does, so no correlation input is ever late.
