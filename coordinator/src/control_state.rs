@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use spoor_common::TenantId;
 use spoor_common::catalog::CatalogError;
 use spoor_common::control::{
-    MAX_RULE_SET_BYTES, Member, MemberInfo, Role, RuleSet, Shard, ShardCommit, ShardId, ShardLease,
-    TenantRecord, TokenRecord, TokenRole, constant_time_eq, token_hash, token_id_of,
+    MAX_RULE_SET_BYTES, Member, MemberInfo, Role, RuleSet, Shard, ShardCheckpoint, ShardCommit,
+    ShardId, ShardLease, TenantRecord, TokenRecord, TokenRole, constant_time_eq,
+    rule_set_enabled_by_default, token_hash, token_id_of,
 };
 
 /// Most key buckets one rule group may be split into.
@@ -48,6 +49,10 @@ pub enum ControlOp {
         name: String,
         /// The rules.
         content: String,
+        /// Whether workers run it (entries written before enablement
+        /// existed are enabled).
+        #[serde(default = "rule_set_enabled_by_default")]
+        enabled: bool,
         /// The version the writer edited (0: new).
         expected_version: u64,
     },
@@ -154,8 +159,16 @@ impl ControlState {
                 tenant,
                 name,
                 content,
+                enabled,
                 expected_version,
-            } => self.put_rule_set(tenant, name, content, *expected_version, now_micros),
+            } => self.put_rule_set(
+                tenant,
+                name,
+                content,
+                *enabled,
+                *expected_version,
+                now_micros,
+            ),
             ControlOp::DefineShards {
                 tenant,
                 rule_group,
@@ -280,6 +293,7 @@ impl ControlState {
         tenant: &TenantId,
         name: &str,
         content: &str,
+        enabled: bool,
         expected_version: u64,
         now_micros: i64,
     ) -> Result<ControlOutcome, CatalogError> {
@@ -300,6 +314,7 @@ impl ControlState {
         if let Some(r) = current
             && r.version == expected_version + 1
             && r.content == content
+            && r.enabled == enabled
         {
             // The same edit, retried after it landed.
             return Ok(ControlOutcome {
@@ -318,6 +333,7 @@ impl ControlState {
             version: current_version + 1,
             content: content.to_string(),
             updated_at_micros: now_micros,
+            enabled,
         };
         self.rule_sets.insert(key, stored.clone());
         Ok(ControlOutcome {
@@ -367,6 +383,26 @@ impl ControlState {
                 false
             }
             _ => true,
+        }
+    }
+
+    /// Gives the shards of a rule group that have never been checkpointed
+    /// their starting point: `head`, the tenant's catalog sequence when the
+    /// shards were defined. A new rule set thus evaluates the events
+    /// committed after it was applied (history is a retro-hunt's job), and
+    /// the start is in the Raft log, so every owner of the shard agrees on it.
+    pub fn start_new_shards_at(&mut self, tenant: &TenantId, rule_group: &str, head: u64) {
+        for shard in self.shards.values_mut() {
+            if shard.id.tenant == tenant.as_str()
+                && shard.id.rule_group == rule_group
+                && shard.checkpoint.is_none()
+            {
+                shard.checkpoint = Some(ShardCheckpoint {
+                    catalog_sequence: head,
+                    state_key: String::new(),
+                    watermark_micros: 0,
+                });
+            }
         }
     }
 
@@ -444,7 +480,7 @@ impl ControlState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spoor_common::control::{ShardCheckpoint, generate_token};
+    use spoor_common::control::generate_token;
 
     fn member(id: u64, role: Role) -> MemberInfo {
         MemberInfo {
@@ -569,6 +605,32 @@ mod tests {
     }
 
     #[test]
+    fn new_shards_start_at_the_catalog_head_and_keep_their_checkpoints() {
+        let mut s = ControlState::default();
+        let define = |buckets| ControlOp::DefineShards {
+            tenant: acme(),
+            rule_group: "windows".into(),
+            buckets,
+        };
+        apply(&mut s, define(1));
+        s.start_new_shards_at(&acme(), "windows", 40);
+        let at = |s: &ControlState| -> Vec<Option<u64>> {
+            s.shards()
+                .iter()
+                .map(|sh| sh.checkpoint.as_ref().map(|c| c.catalog_sequence))
+                .collect()
+        };
+        assert_eq!(at(&s), vec![Some(40)]);
+        // Growing the group: the new bucket starts at the new head, the old
+        // one keeps its place.
+        apply(&mut s, define(2));
+        s.start_new_shards_at(&acme(), "windows", 55);
+        assert_eq!(at(&s), vec![Some(40), Some(55)]);
+        s.start_new_shards_at(&TenantId::new("other").expect("t"), "windows", 99);
+        assert_eq!(at(&s), vec![Some(40), Some(55)]);
+    }
+
+    #[test]
     fn tokens_authenticate_by_hash_until_revoked() {
         let mut s = ControlState::default();
         let t = generate_token(vec![acme()], TokenRole::Analyst, "hunter".into()).expect("token");
@@ -598,6 +660,7 @@ mod tests {
             tenant: acme(),
             name: "windows".into(),
             content: content.into(),
+            enabled: true,
             expected_version: expected,
         };
         let v1 = apply(&mut s, put(0, "a")).rule_set.expect("v1");
@@ -608,5 +671,66 @@ mod tests {
         assert_eq!(apply(&mut s, put(1, "b")).rule_set.expect("v2").version, 2);
         assert_eq!(s.rule_sets(&acme()).len(), 1);
         assert!(s.rule_sets(&TenantId::new("acm").expect("t")).is_empty());
+    }
+
+    #[test]
+    fn disabling_a_rule_set_keeps_it_and_is_a_new_version() {
+        let mut s = ControlState::default();
+        let put = |expected: u64, content: &str, enabled: bool| ControlOp::PutRuleSet {
+            tenant: acme(),
+            name: "windows".into(),
+            content: content.into(),
+            enabled,
+            expected_version: expected,
+        };
+        let v1 = apply(&mut s, put(0, "a", true)).rule_set.expect("v1");
+        assert!(v1.enabled);
+        let v2 = apply(&mut s, put(1, "a", false)).rule_set.expect("v2");
+        assert_eq!(
+            (v2.version, v2.enabled, v2.content.as_str()),
+            (2, false, "a")
+        );
+        assert_eq!(s.rule_sets(&acme()), vec![v2.clone()], "kept, disabled");
+        // A retry of the same change is harmless; the same content with the
+        // other enablement at a stale version is a conflict, not a retry.
+        assert!(apply(&mut s, put(1, "a", false)).already_applied);
+        let err = s.apply(&put(1, "a", true), 7).expect_err("stale");
+        assert!(err.to_string().contains("at version 2, not 1"), "{err}");
+        let v3 = apply(&mut s, put(2, "a", true)).rule_set.expect("v3");
+        assert_eq!((v3.version, v3.enabled), (3, true));
+    }
+
+    #[test]
+    fn rule_sets_stored_before_enablement_load_enabled() {
+        let mut s = ControlState::default();
+        apply(
+            &mut s,
+            ControlOp::PutRuleSet {
+                tenant: acme(),
+                name: "windows".into(),
+                content: "a".into(),
+                enabled: false,
+                expected_version: 0,
+            },
+        );
+        // A snapshot and a log entry as the previous release wrote them:
+        // no `enabled` anywhere.
+        let mut snapshot = serde_json::to_value(&s).expect("json");
+        let stored = &mut snapshot["rule_sets"]["acme/windows"];
+        assert_eq!(stored["enabled"], serde_json::json!(false));
+        stored
+            .as_object_mut()
+            .expect("a rule set object")
+            .remove("enabled");
+        let old: ControlState = serde_json::from_value(snapshot).expect("old snapshot");
+        assert!(old.rule_sets(&acme())[0].enabled);
+
+        let entry = serde_json::json!({"PutRuleSet": {
+            "tenant": "acme", "name": "linux", "content": "b", "expected_version": 0
+        }});
+        let op: ControlOp = serde_json::from_value(entry).expect("old log entry");
+        let mut s = ControlState::default();
+        let stored = apply(&mut s, op).rule_set.expect("stored");
+        assert!(stored.enabled);
     }
 }

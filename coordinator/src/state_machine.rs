@@ -20,7 +20,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use spoor_common::catalog::{CatalogError, CatalogState, CommitOutcome};
 
-use crate::control_state::ControlState;
+use crate::control_state::{ControlOp, ControlState};
 use crate::raft_types::{Command, LogId, Op, Outcome, Reply, StorageError, TypeConfig};
 
 /// What the state machine holds: the catalog and Raft's bookkeeping.
@@ -48,7 +48,17 @@ impl StateMachineData {
                 .catalog
                 .apply_removal(removal, now)
                 .map(Outcome::Change),
-            Op::Control(op) => self.control.apply(op, now).map(Outcome::Control),
+            Op::Control(op) => {
+                let outcome = self.control.apply(op, now)?;
+                if let ControlOp::DefineShards {
+                    tenant, rule_group, ..
+                } = op
+                {
+                    let head = self.catalog.last_sequence(tenant);
+                    self.control.start_new_shards_at(tenant, rule_group, head);
+                }
+                Ok(Outcome::Control(outcome))
+            }
             Op::ShardCommit { commit, batch } => {
                 self.control.check_shard_commit(commit)?;
                 let outcome = match batch {
