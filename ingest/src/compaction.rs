@@ -199,6 +199,12 @@ pub struct ClusterView {
     pub tenants: Option<Vec<TenantRecord>>,
     /// This node's share of the partitions.
     pub assignment: Assignment,
+    /// Per tenant with correlation shards, the lowest catalog position of
+    /// its shards: `events` files after it are not compacted yet, because a
+    /// worker still has to read them as committed (and their objects would
+    /// be deleted after the grace). `None` when the coordinators could not
+    /// be asked: no `events` file is compacted that round.
+    pub correlation_positions: Option<BTreeMap<String, u64>>,
 }
 
 impl ClusterView {
@@ -214,9 +220,18 @@ impl ClusterView {
                     .filter(|m| matches!(m.member.info.role, Role::Ingest | Role::Standalone))
                     .map(|m| m.member.info.node_id)
                     .collect();
+                let mut positions: BTreeMap<String, u64> = BTreeMap::new();
+                for shard in &status.shards {
+                    let at = shard.checkpoint.as_ref().map_or(0, |c| c.catalog_sequence);
+                    positions
+                        .entry(shard.id.tenant.clone())
+                        .and_modify(|p| *p = (*p).min(at))
+                        .or_insert(at);
+                }
                 ClusterView {
                     tenants: Some(status.tenants),
                     assignment: Assignment::among(node_id, &live),
+                    correlation_positions: Some(positions),
                 }
             }
             Err(e) => {
@@ -224,6 +239,7 @@ impl ClusterView {
                 ClusterView {
                     tenants: None,
                     assignment: Assignment::All,
+                    correlation_positions: None,
                 }
             }
         }
@@ -396,19 +412,25 @@ impl Compactor {
 
     /// Lists, plans and compacts one tenant's tables. Failures of single
     /// plans are logged and counted; the pass goes on.
+    /// `events_up_to`: only `events` files at or before this catalog
+    /// sequence are inputs (the correlation workers' lowest position).
     pub async fn compact_tenant(
         &self,
         tenant: &TenantId,
         assignment: &Assignment,
         now_micros: i64,
+        events_up_to: Option<u64>,
     ) -> Result<CompactionReport, MaintenanceError> {
         let mut report = CompactionReport::default();
         for table in COMPACTED_TABLES {
-            let files = self
+            let mut files = self
                 .catalog
                 .list_files(FileQuery::all(tenant.clone(), table))
                 .await
                 .map_err(catalog_err(format!("listing {tenant}/{table}")))?;
+            if let (Table::Events, Some(limit)) = (table, events_up_to) {
+                files.retain(|f| f.sequence <= limit);
+            }
             for plan in self.plan(tenant, table, &files, assignment, now_micros) {
                 match self.execute(&plan).await {
                     Ok(CompactionOutcome::Swapped(out)) => {
@@ -767,7 +789,15 @@ impl Maintenance {
         for tenant in &tenants {
             match self
                 .compactor
-                .compact_tenant(tenant, &view.assignment, now_micros)
+                .compact_tenant(
+                    tenant,
+                    &view.assignment,
+                    now_micros,
+                    match &view.correlation_positions {
+                        None => Some(0),
+                        Some(p) => p.get(tenant.as_str()).copied(),
+                    },
+                )
                 .await
             {
                 Ok(r) => {
@@ -1067,7 +1097,7 @@ mod tests {
         assert_eq!(events_in.len(), 4);
 
         let report = compactor(&lake)
-            .compact_tenant(&acme, &Assignment::All, now())
+            .compact_tenant(&acme, &Assignment::All, now(), None)
             .await
             .expect("compaction pass");
         assert_eq!(report.swaps, 2, "{report:?}");
@@ -1400,6 +1430,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn events_a_correlation_worker_has_not_read_are_left_alone() {
+        let lake = Lake::new();
+        let acme = tenant("acme");
+        for p in 0..4 {
+            lake.ingest(&acme, HOUR_07, p, 0, 10).await;
+        }
+        let events = lake.listed(&acme, Table::Events).await;
+        assert_eq!(events.len(), 4);
+        let mut m = Maintenance::new(1, config(), 3, lake.catalog(), lake.store.clone());
+        let round = |positions: Option<BTreeMap<String, u64>>| ClusterView {
+            tenants: None,
+            assignment: Assignment::All,
+            correlation_positions: positions,
+        };
+        // Coordinators unknown: no events file is compacted.
+        m.round(&round(None), now()).await;
+        assert_eq!(lake.listed(&acme, Table::Events).await, events);
+        // The slowest shard has read the first file only: nothing to merge it with.
+        let first = events.iter().map(|f| f.sequence).min().expect("files");
+        let at_first = BTreeMap::from([("acme".to_string(), first)]);
+        m.round(&round(Some(at_first)), now()).await;
+        assert_eq!(lake.listed(&acme, Table::Events).await, events);
+        // Every shard has read them all.
+        let last = events.iter().map(|f| f.sequence).max().expect("files");
+        let read_all = BTreeMap::from([("acme".to_string(), last)]);
+        let report = m.round(&round(Some(read_all)), now()).await;
+        assert!(report.compactions >= 1, "{report:?}");
+        assert_eq!(lake.listed(&acme, Table::Events).await.len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_round_compacts_then_deletes_the_inputs_after_the_grace() {
         let lake = Lake::new();
         let acme = tenant("acme");
@@ -1412,6 +1473,7 @@ mod tests {
         let view = ClusterView {
             tenants: None,
             assignment: Assignment::All,
+            correlation_positions: Some(BTreeMap::new()),
         };
         let t0 = now();
         let report = m.round(&view, t0).await;
