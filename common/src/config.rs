@@ -45,6 +45,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The query role.
     pub query: QueryConfig,
+    /// Correlation workers.
+    pub worker: WorkerConfig,
 }
 
 /// Listeners and identity of this process.
@@ -430,6 +432,30 @@ pub struct CompactionConfig {
     pub orphan_scan_interval_ms: u64,
 }
 
+/// Correlation workers (the worker role and standalone): how shards follow
+/// the catalog and checkpoint (`docs/operations.md`, correlation workers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// How often an idle shard asks the catalog for new files, milliseconds.
+    pub poll_interval_ms: u64,
+    /// The longest a shard holds processed files before it commits its
+    /// position and window state, milliseconds (alerts commit at once).
+    pub commit_interval_ms: u64,
+    /// Most files a shard evaluates between commits.
+    pub max_files_per_step: usize,
+    /// How often a shard checks for a new version of its rule set, milliseconds.
+    pub rules_refresh_ms: u64,
+    /// Recently read events files kept in memory for the shards of this
+    /// worker, bytes.
+    pub file_cache_bytes: u64,
+    /// How far behind its shard's watermark a correlation match may arrive
+    /// and still join its window, milliseconds.
+    pub allowed_lateness_ms: u64,
+    /// Correlation matches kept per shard before the oldest are evicted.
+    pub max_window_entries: usize,
+}
+
 /// Where to start in a partition that has no checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -603,6 +629,7 @@ impl Config {
             });
         }
         self.validate_compaction()?;
+        self.validate_worker()?;
         if !self.ingest.kafka.brokers.is_empty() {
             if self.ingest.kafka.topics.is_empty() {
                 return bad(
@@ -788,6 +815,33 @@ impl Config {
                 key: "catalog.endpoint".into(),
                 reason: format!("{e:?} must start with http:// or https://"),
             });
+        }
+        Ok(())
+    }
+
+    /// Checks `[worker]`.
+    fn validate_worker(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Value {
+                key: format!("worker.{key}"),
+                reason: reason.to_string(),
+            })
+        };
+        if w.poll_interval_ms == 0 {
+            return bad("poll_interval_ms", "must be at least 1");
+        }
+        if w.commit_interval_ms == 0 {
+            return bad("commit_interval_ms", "must be at least 1");
+        }
+        if w.max_files_per_step == 0 {
+            return bad("max_files_per_step", "must be at least 1");
+        }
+        if w.rules_refresh_ms == 0 {
+            return bad("rules_refresh_ms", "must be at least 1");
+        }
+        if w.max_window_entries == 0 {
+            return bad("max_window_entries", "must be at least 1");
         }
         Ok(())
     }
@@ -1147,6 +1201,20 @@ src_ip = ["net.src", "client.addr"]
                 err.contains("coordinator.initial_members") && err.contains(needle),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn worker_keys_are_checked() {
+        let c = load(&[], &[]).expect("defaults");
+        assert_eq!(c.worker.poll_interval_ms, 200);
+        assert_eq!(c.worker.allowed_lateness_ms, 300_000);
+        for (overrides, key) in [
+            ("worker.poll_interval_ms=0", "worker.poll_interval_ms"),
+            ("worker.max_files_per_step=0", "worker.max_files_per_step"),
+        ] {
+            let err = load(&[], &[overrides]).expect_err(overrides);
+            assert!(err.to_string().contains(key), "{err}");
         }
     }
 

@@ -9,10 +9,12 @@
 //! - [`engine`]: a compiled rule set.
 //! - [`window`]: correlation rules over detection matches, in event time.
 //! - [`sql`]: scheduled SQL rules.
-//!
-//! The worker runtime on the cluster (leases, checkpoints) is not built
-//! yet; `spoor worker` refuses to start, saying so.
+//! - [`bundle`]: a rule set as the cluster stores it, and its compilation
+//!   (the same for `spoor rules check` and for workers).
+//! - [`worker`]: the worker runtime on the cluster: leased shards follow
+//!   the catalog, evaluate, and commit alerts with their checkpoints.
 
+pub mod bundle;
 pub mod compile;
 pub mod engine;
 pub mod evaluate;
@@ -20,6 +22,7 @@ pub mod mapping;
 pub mod sigma;
 pub mod sql;
 pub mod window;
+pub mod worker;
 
 #[cfg(test)]
 mod testing;

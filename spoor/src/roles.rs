@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -74,16 +74,14 @@ impl Role {
     fn runs_query(self) -> bool {
         matches!(self, Role::Standalone | Role::Query)
     }
+
+    fn runs_worker(self) -> bool {
+        matches!(self, Role::Standalone | Role::Worker)
+    }
 }
 
 /// Runs `role` until SIGINT or SIGTERM.
 pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
-    if role == Role::Worker {
-        bail!(
-            "the worker role is not in this release: correlation workers arrive with the detection engine; \
-             run `spoor standalone` or the coordinator, ingest and query roles"
-        );
-    }
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -165,8 +163,32 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         control.clone(),
         role,
     ));
+    // Rule sets are managed through any node (the CLI, the console).
+    app = app.merge(crate::rules_api::router(
+        control.clone(),
+        crate::rules_api::access(&config, &control),
+    ));
     let mut flight_addr = None;
     let mut postgres_addr = None;
+    // Leases the heartbeat replies carry, for the worker's shards.
+    let (leases_tx, leases_rx) = tokio::sync::watch::channel(Vec::new());
+    let mut loads = None;
+    if role.runs_worker() {
+        let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
+        let worker = spoor_correlate::worker::Worker::new(
+            config.node.id,
+            &config.worker,
+            catalog.clone(),
+            Arc::new(control.clone()),
+            store,
+        );
+        loads = Some(worker.load_report());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            worker.run(leases_rx, stop).await;
+            Ok(())
+        });
+    }
     if role.runs_ingest() || role.runs_query() {
         let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
         if role.runs_ingest() {
@@ -316,7 +338,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         let interval = Duration::from_millis(config.node.heartbeat_interval_ms);
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            heartbeat_loop(control, member, interval, stop).await;
+            heartbeat_loop(control, member, interval, leases_tx, loads, stop).await;
             Ok(())
         });
     }
@@ -365,14 +387,18 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     result
 }
 
-/// Heartbeats until `stop`; logs when the coordinators stop or start answering.
+/// Heartbeats until `stop`; logs when the coordinators stop or start
+/// answering. A worker reports its shards' loads and learns its leases
+/// from the replies.
 async fn heartbeat_loop(
     control: ControlClient,
     member: MemberInfo,
     interval: Duration,
+    leases: tokio::sync::watch::Sender<Vec<spoor_common::control::ShardLease>>,
+    loads: Option<spoor_correlate::worker::LoadReport>,
     stop: CancellationToken,
 ) {
-    let hb = Heartbeat {
+    let mut hb = Heartbeat {
         member,
         shard_loads: Vec::new(),
     };
@@ -384,12 +410,23 @@ async fn heartbeat_loop(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
+        if let Some(loads) = &loads {
+            hb.shard_loads = loads.shard_loads();
+        }
         match control.heartbeat(&hb).await {
-            Ok(_) if failing => {
-                failing = false;
-                tracing::info!("heartbeats reach the coordinators again");
+            Ok(reply) => {
+                if failing {
+                    failing = false;
+                    tracing::info!("heartbeats reach the coordinators again");
+                }
+                leases.send_if_modified(|held| {
+                    let changed = *held != reply.leases;
+                    if changed {
+                        *held = reply.leases;
+                    }
+                    changed
+                });
             }
-            Ok(_) => {}
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!(error = %e, "heartbeat failed; retrying every interval");

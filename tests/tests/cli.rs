@@ -280,10 +280,10 @@ sql:
 }
 
 #[test]
-fn worker_role_says_it_is_not_in_this_release() -> anyhow::Result<()> {
-    let (code, _, err) = spoor(&["worker"], &[])?;
+fn worker_role_refuses_a_bad_worker_setting_naming_the_key() -> anyhow::Result<()> {
+    let (code, _, err) = spoor(&["worker", "--set", "worker.max_files_per_step=0"], &[])?;
     assert_ne!(code, 0);
-    assert!(err.contains("worker role is not in this release"), "{err}");
+    assert!(err.contains("worker.max_files_per_step"), "{err}");
     Ok(())
 }
 

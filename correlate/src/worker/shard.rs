@@ -1,0 +1,680 @@
+//! One leased shard: follow the tenant's catalog, evaluate the rule set on
+//! each newly committed events file, and commit alerts, position and window
+//! state together under the lease.
+//!
+//! Exactly-once alerts rest on three things: files are evaluated in catalog
+//! order and the evaluation is deterministic; the position, the window state
+//! and the alerts found up to that position are committed in one Raft entry
+//! that the coordinator accepts only from the current lease holder; and a
+//! new holder resumes from the last such commit. A replay after a failover
+//! thus finds the same alerts with the same ids, and only one copy of them
+//! is ever committed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use spoor_common::catalog::{CatalogError, CatalogFile, CommitBatch, NewFile};
+use spoor_common::control::{RuleSet, ShardCheckpoint, ShardCommit, ShardId, ShardLease};
+use spoor_common::lake_file::encode_parquet;
+use spoor_common::layout;
+use spoor_common::schema::{ALERT_COLUMNS, ALERT_SCHEMA_VERSION, Table, event_col};
+use spoor_common::tenant::TenantId;
+use tokio_util::sync::CancellationToken;
+
+use super::alerts::{self, AlertRow, RuleKind};
+use super::{Shared, WorkerError, files, state};
+use crate::bundle::RuleBundle;
+use crate::engine::Engine;
+use crate::window::{Correlator, Output, WindowOptions, key_bucket};
+
+/// The rules a shard runs.
+struct Rules {
+    set: RuleSet,
+    engine: Arc<Engine>,
+}
+
+/// Alerts found since the last commit.
+#[derive(Default)]
+struct Pending {
+    alerts: Vec<AlertRow>,
+    /// First catalog sequence evaluated since the last commit.
+    first: Option<u64>,
+    /// Events files evaluated since the last commit.
+    files: usize,
+}
+
+/// A running shard.
+pub(super) struct ShardRunner {
+    shared: Arc<Shared>,
+    lease: ShardLease,
+    tenant: TenantId,
+    name: String,
+    buckets: u32,
+}
+
+fn now_micros() -> i64 {
+    spoor_common::time::now_micros()
+}
+
+impl ShardRunner {
+    pub(super) fn new(shared: Arc<Shared>, lease: ShardLease) -> Result<Self, WorkerError> {
+        let name = lease.shard.to_string();
+        let tenant = TenantId::new(lease.shard.tenant.clone()).map_err(|e| WorkerError::Shard {
+            shard: name.clone(),
+            reason: format!("tenant id: {e}"),
+        })?;
+        Ok(ShardRunner {
+            shared,
+            lease,
+            tenant,
+            name,
+            buckets: 1,
+        })
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> WorkerError {
+        WorkerError::Shard {
+            shard: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn catalog_err(&self, what: &str, e: CatalogError) -> WorkerError {
+        match e {
+            CatalogError::Conflict { reason } => WorkerError::LeaseLost {
+                shard: self.name.clone(),
+                reason,
+            },
+            other => self.err(format!("{what}: {other}")),
+        }
+    }
+
+    fn id(&self) -> &ShardId {
+        &self.lease.shard
+    }
+
+    /// The shard's rule set, once it exists and is enabled.
+    async fn wait_for_rules(
+        &self,
+        stop: &CancellationToken,
+        current: Option<u64>,
+    ) -> Result<Option<RuleSet>, WorkerError> {
+        loop {
+            let sets = self
+                .shared
+                .control
+                .rule_sets(&self.tenant)
+                .await
+                .map_err(|e| self.err(format!("reading rule sets: {e}")))?;
+            match sets.into_iter().find(|s| s.name == self.id().rule_group) {
+                Some(set) if set.enabled => {
+                    return Ok((Some(set.version) != current).then_some(set));
+                }
+                // Paused: nothing is evaluated and the position stays, so
+                // enabling the set again resumes where it stopped and no
+                // event is skipped.
+                _ if current.is_some() => return Ok(None),
+                _ => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(None),
+                () = tokio::time::sleep(self.shared.config.rules_refresh) => {}
+            }
+        }
+    }
+
+    async fn compile(&self, set: RuleSet) -> Result<Rules, WorkerError> {
+        let content = set.content.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            RuleBundle::from_content(&content).and_then(|b| b.compile())
+        })
+        .await
+        .map_err(|e| self.err(format!("compiling rule set {}: {e}", set.name)))?
+        .map_err(|e| {
+            self.err(format!(
+                "rule set {} version {} does not compile: {e}",
+                set.name, set.version
+            ))
+        })?;
+        let (engine, issues) = compiled;
+        for issue in issues.iter().filter(|i| !i.warning) {
+            tracing::warn!(
+                shard = %self.name,
+                file = issue.file,
+                line = issue.line,
+                rule = issue.rule,
+                reason = issue.message,
+                "rule refused; the others run"
+            );
+        }
+        tracing::info!(
+            shard = %self.name,
+            rule_set = set.name,
+            version = set.version,
+            detections = engine.detections.len(),
+            correlations = engine.correlations.len(),
+            "rule set loaded"
+        );
+        Ok(Rules {
+            set,
+            engine: Arc::new(engine),
+        })
+    }
+
+    fn correlator(&self, engine: &Engine) -> Correlator {
+        Correlator::new(
+            engine,
+            WindowOptions {
+                allowed_lateness_micros: self.shared.config.allowed_lateness_micros,
+                max_entries: self.shared.config.max_window_entries,
+            },
+        )
+        .with_bucket(self.id().bucket, self.buckets)
+    }
+
+    /// Restores the window state of the lease's checkpoint. Returns the
+    /// position to resume after and, when the checkpoint's state was damaged
+    /// and an older one was used, the sequence up to which alerts were
+    /// committed already (replayed silently).
+    async fn restore(&self, correlator: &mut Correlator) -> (u64, u64) {
+        let Some(cp) = self.lease.checkpoint.clone() else {
+            // A shard defined before shards started at the catalog head.
+            return (0, 0);
+        };
+        if cp.state_key.is_empty() {
+            return (cp.catalog_sequence, cp.catalog_sequence);
+        }
+        let store = self.shared.store.as_ref();
+        match state::load(store, &cp.state_key, cp.catalog_sequence).await {
+            Ok(snapshot) => {
+                let report = correlator.restore(snapshot);
+                if !report.dropped.is_empty() {
+                    tracing::info!(shard = %self.name, dropped = ?report.dropped, "window state of changed rules dropped");
+                }
+                return (cp.catalog_sequence, cp.catalog_sequence);
+            }
+            Err(e) => {
+                metrics::counter!("spoor_worker_corrupt_checkpoints_total").increment(1);
+                tracing::warn!(
+                    shard = %self.name,
+                    key = cp.state_key,
+                    error = %e,
+                    "window state of the checkpoint is damaged; rebuilding from an older one by replaying the catalog"
+                );
+            }
+        }
+        let older = state::list(store, self.id()).await.unwrap_or_default();
+        for key in older {
+            let Some(seq) = state::sequence_of(&key) else {
+                continue;
+            };
+            if seq >= cp.catalog_sequence {
+                continue;
+            }
+            match state::load(store, &key, seq).await {
+                Ok(snapshot) => {
+                    correlator.restore(snapshot);
+                    tracing::warn!(shard = %self.name, key, from = seq, to = cp.catalog_sequence, "replaying from an older window state");
+                    return (seq, cp.catalog_sequence);
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %self.name, key, error = %e, "older window state damaged too");
+                }
+            }
+        }
+        tracing::error!(
+            shard = %self.name,
+            "no intact window state left; correlation windows restart empty at the checkpoint"
+        );
+        (cp.catalog_sequence, cp.catalog_sequence)
+    }
+
+    /// Runs until the lease is lost or `stop`.
+    pub(super) async fn run(mut self, stop: CancellationToken) -> Result<(), WorkerError> {
+        self.buckets = self
+            .shared
+            .control
+            .bucket_count(self.id())
+            .await
+            .map_err(|e| self.err(format!("reading the shard count: {e}")))?;
+        let Some(set) = self.wait_for_rules(&stop, None).await? else {
+            return Ok(());
+        };
+        let mut rules = self.compile(set).await?;
+        let mut correlator = self.correlator(&rules.engine);
+        let (mut position, silent_until) = self.restore(&mut correlator).await;
+        let mut committed = position;
+        let mut watermark = self
+            .lease
+            .checkpoint
+            .as_ref()
+            .map_or(0, |c| c.watermark_micros);
+        let mut pending = Pending::default();
+        let mut last_commit = Instant::now();
+        let mut last_rules_check = Instant::now();
+        let mut commits = 0u64;
+        tracing::info!(shard = %self.name, epoch = self.lease.epoch, position, "shard started");
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            if last_rules_check.elapsed() >= self.shared.config.rules_refresh {
+                last_rules_check = Instant::now();
+                if let Some(set) = self.wait_for_rules(&stop, Some(rules.set.version)).await? {
+                    // A new version applies from the next file on; windows of
+                    // rules that did not change carry over.
+                    let next = self.compile(set).await?;
+                    let snapshot = correlator.snapshot();
+                    correlator = self.correlator(&next.engine);
+                    let report = correlator.restore(snapshot);
+                    tracing::info!(shard = %self.name, version = next.set.version, kept = report.restored.len(), dropped = report.dropped.len(), "rule set updated");
+                    rules = next;
+                }
+            }
+            let page = self
+                .shared
+                .catalog
+                .changes_since(
+                    &self.tenant,
+                    position,
+                    self.shared.config.max_files_per_step,
+                )
+                .await
+                .map_err(|e| self.catalog_err("reading the catalog", e))?;
+            let caught_up = page.changes.is_empty();
+            for change in &page.changes {
+                // A change that removes files is compaction or retention:
+                // its outputs hold rows already evaluated.
+                if change.removed.is_empty() {
+                    for file in change
+                        .added
+                        .iter()
+                        .filter(|f| f.file.table == Table::Events)
+                    {
+                        let found = self
+                            .evaluate_file(file, &rules, &mut correlator, &mut watermark)
+                            .await?;
+                        if file.sequence > silent_until {
+                            pending.alerts.extend(found);
+                        }
+                        pending.files += 1;
+                    }
+                }
+                pending.first.get_or_insert(change.first_sequence);
+                position = change.last_sequence;
+            }
+            metrics::gauge!("spoor_worker_shard_lag", "shard" => self.name.clone())
+                .set(page.last_sequence.saturating_sub(position) as f64);
+            metrics::gauge!("spoor_worker_state_entries", "shard" => self.name.clone())
+                .set(correlator.state_entries() as f64);
+            let due = position > committed
+                && (!pending.alerts.is_empty()
+                    || last_commit.elapsed() >= self.shared.config.commit_interval);
+            if due {
+                self.commit(
+                    &rules,
+                    &correlator,
+                    std::mem::take(&mut pending),
+                    position,
+                    watermark,
+                )
+                .await?;
+                committed = position;
+                last_commit = Instant::now();
+                commits += 1;
+                if commits.is_multiple_of(10) {
+                    state::prune(self.shared.store.as_ref(), self.id()).await;
+                }
+            }
+            if caught_up {
+                let wait = if position > committed {
+                    self.shared
+                        .config
+                        .commit_interval
+                        .saturating_sub(last_commit.elapsed())
+                        .min(self.shared.config.poll_interval)
+                } else {
+                    self.shared.config.poll_interval
+                };
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                }
+            }
+        }
+    }
+
+    /// Evaluates one events file; returns its alerts.
+    async fn evaluate_file(
+        &self,
+        file: &CatalogFile,
+        rules: &Rules,
+        correlator: &mut Correlator,
+        watermark: &mut i64,
+    ) -> Result<Vec<AlertRow>, WorkerError> {
+        let key = &file.file.object_key;
+        let bytes = self
+            .shared
+            .cache
+            .get(self.shared.store.as_ref(), key)
+            .await
+            .map_err(|e| self.err(format!("reading events file {key}: {e}")))?;
+        let started = Instant::now();
+        // Decoding and evaluation are CPU work: off the async threads. The
+        // correlator moves in and back out.
+        let engine = rules.engine.clone();
+        let context = FileContext {
+            file_id: file.file.file_id.clone(),
+            bucket: self.id().bucket,
+            buckets: self.buckets,
+            rule_set: rules.set.name.clone(),
+            rule_set_version: rules.set.version,
+            shard: self.name.clone(),
+        };
+        let mut owned = std::mem::replace(correlator, self.correlator(&rules.engine));
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                evaluate(&engine, &mut owned, bytes, &context)
+            }));
+            (owned, result)
+        })
+        .await
+        .map_err(|e| self.err(format!("evaluating {key}: {e}")))?;
+        let (owned, result) = joined;
+        *correlator = owned;
+        let (found, max_time, rows) = match result {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(self.err(format!("events file {key}: {e}"))),
+            Err(_) => {
+                return Err(self.err(format!(
+                    "evaluating events file {key} panicked; the shard restarts from its checkpoint"
+                )));
+            }
+        };
+        *watermark = (*watermark).max(max_time);
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::histogram!("spoor_worker_evaluation_seconds").record(elapsed);
+        metrics::counter!("spoor_worker_events_total", "shard" => self.name.clone())
+            .increment(rows as u64);
+        metrics::counter!("spoor_worker_alerts_total", "shard" => self.name.clone())
+            .increment(found.len() as u64);
+        self.shared.record_load(self.id(), rows, elapsed);
+        Ok(found)
+    }
+
+    /// Writes the alerts and the window state, then commits both with the
+    /// position under the lease. Retries while the coordinators are
+    /// unreachable; a refusal means the lease is gone.
+    async fn commit(
+        &self,
+        rules: &Rules,
+        correlator: &Correlator,
+        pending: Pending,
+        position: u64,
+        watermark: i64,
+    ) -> Result<(), WorkerError> {
+        let first = pending.first.unwrap_or(position);
+        let detected_at = now_micros();
+        let mut files = Vec::new();
+        let alert_count = pending.alerts.len();
+        for (hour, mut rows) in alerts::by_hour(pending.alerts) {
+            for r in &mut rows {
+                r.detected_at_micros = detected_at;
+            }
+            files.push(self.write_alerts(hour, &rows, first, position).await?);
+        }
+        let state_key = if rules.engine.correlations.is_empty() {
+            String::new()
+        } else {
+            let key = state::key(self.id(), position, self.lease.epoch);
+            let bytes = state::encode(&correlator.snapshot(), position).map_err(|e| self.err(e))?;
+            self.shared
+                .store
+                .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
+                .await
+                .map_err(|e| self.err(format!("writing window state {key}: {e}")))?;
+            key
+        };
+        let commit = ShardCommit {
+            shard: self.id().clone(),
+            worker: self.shared.node_id,
+            epoch: self.lease.epoch,
+            checkpoint: Some(ShardCheckpoint {
+                catalog_sequence: position,
+                state_key,
+                watermark_micros: watermark,
+            }),
+        };
+        let batch = (!files.is_empty()).then(|| CommitBatch {
+            files,
+            checkpoints: Vec::new(),
+        });
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self
+                .shared
+                .control
+                .commit_shard(&commit, batch.as_ref())
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(shard = %self.name, error = %e, "commit failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(self.catalog_err("committing", e)),
+            }
+        }
+        let now = now_micros();
+        metrics::counter!("spoor_worker_commits_total").increment(1);
+        if alert_count > 0 {
+            metrics::histogram!("spoor_worker_commit_delay_seconds")
+                .record((now - detected_at).max(0) as f64 / 1e6);
+        }
+        tracing::debug!(shard = %self.name, position, alerts = alert_count, "committed");
+        Ok(())
+    }
+
+    async fn write_alerts(
+        &self,
+        hour: i64,
+        rows: &[AlertRow],
+        first: u64,
+        last: u64,
+    ) -> Result<NewFile, WorkerError> {
+        let batch = alerts::alert_batch(rows).map_err(|e| self.err(format!("alerts: {e}")))?;
+        let bytes = encode_parquet(&batch, ALERT_COLUMNS, 3)
+            .map_err(|e| self.err(format!("encoding alerts: {e}")))?;
+        let file_id = alerts::alerts_file_id(self.id(), self.lease.epoch, first, last, hour);
+        let object_key = layout::object_key(&self.tenant, Table::Alerts, hour, &file_id);
+        let byte_size = bytes.len() as u64;
+        self.shared
+            .store
+            .put(
+                &ObjectPath::from(object_key.as_str()),
+                PutPayload::from(bytes),
+            )
+            .await
+            .map_err(|e| self.err(format!("writing alerts file {object_key}: {e}")))?;
+        let times = rows.iter().map(|r| r.last_event_micros);
+        Ok(NewFile {
+            file_id,
+            tenant: self.tenant.clone(),
+            table: Table::Alerts,
+            object_key,
+            min_time_micros: times.clone().min().unwrap_or(hour),
+            max_time_micros: times.max().unwrap_or(hour),
+            row_count: rows.len() as u64,
+            byte_size,
+            schema_version: ALERT_SCHEMA_VERSION,
+            source: None,
+        })
+    }
+}
+
+/// What evaluation needs to know of the file and shard.
+struct FileContext {
+    file_id: String,
+    bucket: u32,
+    buckets: u32,
+    rule_set: String,
+    rule_set_version: u64,
+    shard: String,
+}
+
+/// The provenance columns of a batch, for event references.
+struct Provenance<'a> {
+    topic: Option<&'a StringArray>,
+    partition: Option<&'a Int32Array>,
+    offset: Option<&'a Int64Array>,
+}
+
+impl<'a> Provenance<'a> {
+    fn of(batch: &'a RecordBatch) -> Self {
+        let col = |name| batch.column_by_name(name).map(|c| c.as_any());
+        Provenance {
+            topic: col(event_col::SOURCE_TOPIC).and_then(|c| c.downcast_ref()),
+            partition: col(event_col::SOURCE_PARTITION).and_then(|c| c.downcast_ref()),
+            offset: col(event_col::SOURCE_OFFSET).and_then(|c| c.downcast_ref()),
+        }
+    }
+
+    fn event_ref(&self, file_id: &str, file_row: usize, row: usize) -> String {
+        let topic = self.topic.filter(|a| a.is_valid(row)).map(|a| a.value(row));
+        let partition = self
+            .partition
+            .filter(|a| a.is_valid(row))
+            .map(|a| a.value(row));
+        let offset = self
+            .offset
+            .filter(|a| a.is_valid(row))
+            .map(|a| a.value(row));
+        alerts::event_ref(file_id, file_row, topic, partition, offset)
+    }
+}
+
+/// Evaluates a file's batches: one-event alerts of this bucket's events and
+/// correlation alerts of this bucket's group keys. Returns the alerts, the
+/// latest event time and the rows evaluated.
+fn evaluate(
+    engine: &Engine,
+    correlator: &mut Correlator,
+    bytes: bytes::Bytes,
+    cx: &FileContext,
+) -> Result<(Vec<AlertRow>, i64, usize), String> {
+    let batches = files::decode(bytes)?;
+    let mut found = Vec::new();
+    let mut max_time = i64::MIN;
+    let mut base = 0usize;
+    let mut rows = 0usize;
+    for batch in &batches {
+        let provenance = Provenance::of(batch);
+        let refs: Vec<String> = (0..batch.num_rows())
+            .map(|row| provenance.event_ref(&cx.file_id, base + row, row))
+            .collect();
+        let mine = |row: usize| key_bucket(&[refs[row].as_str()], cx.buckets) == cx.bucket;
+        // Without correlations a bucket needs only its own events: the
+        // others are not evaluated at all, so buckets on several workers
+        // split the evaluation work. With correlations every bucket
+        // evaluates every event (a group key is known only afterwards) and
+        // keeps the windows of its own keys.
+        let split = cx.buckets > 1 && engine.correlations.is_empty();
+        let (evaluated, refs): (std::borrow::Cow<'_, RecordBatch>, Vec<String>) = if split {
+            let keep: Vec<bool> = (0..batch.num_rows()).map(mine).collect();
+            let mask = arrow::array::BooleanArray::from(keep.clone());
+            let filtered = arrow::compute::filter_record_batch(batch, &mask)
+                .map_err(|e| format!("selecting the bucket's events: {e}"))?;
+            let refs = refs
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(r, k)| k.then_some(r))
+                .collect();
+            (std::borrow::Cow::Owned(filtered), refs)
+        } else {
+            (std::borrow::Cow::Borrowed(batch), refs)
+        };
+        let mine = |row: usize| split || key_bucket(&[refs[row].as_str()], cx.buckets) == cx.bucket;
+        let result = engine.evaluate(&evaluated)?;
+        rows += evaluated.num_rows();
+        if let Some(t) = result.values.times.iter().copied().max() {
+            max_time = max_time.max(t);
+        }
+        for hit in &result.hits {
+            let rule = &engine.detections[hit.rule];
+            if !rule.alerts || !mine(hit.row) {
+                continue;
+            }
+            let time = result.values.times[hit.row];
+            found.push(AlertRow {
+                alert_id: alerts::detection_alert_id(
+                    rule.info.key(),
+                    &rule.info.version,
+                    &refs[hit.row],
+                ),
+                rule_id: rule.info.key().to_string(),
+                rule_version: rule.info.version.clone(),
+                rule_title: rule.info.title.clone(),
+                rule_level: rule.info.level.clone(),
+                rule_tags: rule.info.tags.clone(),
+                rule_set: cx.rule_set.clone(),
+                rule_set_version: cx.rule_set_version,
+                rule_kind: RuleKind::Detection,
+                group_key: Vec::new(),
+                first_event_micros: time,
+                last_event_micros: time,
+                event_count: 1,
+                value: None,
+                event_refs: vec![refs[hit.row].clone()],
+                origin: "live".into(),
+                shard: cx.shard.clone(),
+                detected_at_micros: 0,
+            });
+        }
+        if !engine.correlations.is_empty() {
+            for output in correlator.push(&result, &|row| refs[row].clone()) {
+                match output {
+                    Output::Alert(a) => {
+                        let rule = &engine.correlations[a.correlation];
+                        found.push(AlertRow {
+                            alert_id: a.id,
+                            rule_id: rule.info.key().to_string(),
+                            rule_version: rule.info.version.clone(),
+                            rule_title: rule.info.title.clone(),
+                            rule_level: rule.info.level.clone(),
+                            rule_tags: rule.info.tags.clone(),
+                            rule_set: cx.rule_set.clone(),
+                            rule_set_version: cx.rule_set_version,
+                            rule_kind: RuleKind::Correlation,
+                            event_count: a.events.len() as u64,
+                            group_key: a.group,
+                            first_event_micros: a.first,
+                            last_event_micros: a.last,
+                            value: Some(a.value),
+                            event_refs: a.events,
+                            origin: "live".into(),
+                            shard: cx.shard.clone(),
+                            detected_at_micros: 0,
+                        });
+                    }
+                    Output::Late {
+                        correlation, time, ..
+                    } => {
+                        tracing::warn!(
+                            shard = cx.shard,
+                            rule = engine.correlations[correlation].info.key(),
+                            event_time = time,
+                            "a match arrived after the allowed lateness; a retro-hunt over its time range finds it"
+                        );
+                    }
+                    Output::Evicted { .. } => {}
+                }
+            }
+        }
+        base += batch.num_rows();
+    }
+    Ok((found, max_time.max(0), rows))
+}
