@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use object_store::ObjectStore;
 use spoor_common::catalog::{Catalog, CatalogError, CommitBatch, CommitOutcome};
 use spoor_common::config::WorkerConfig;
-use spoor_common::control::{ControlClient, RuleSet, ShardCommit, ShardId, ShardLease};
+use spoor_common::control::{ControlClient, RuleSet, Shard, ShardCommit, ShardId, ShardLease};
 use spoor_common::tenant::TenantId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -66,8 +66,18 @@ pub trait ShardControl: Send + Sync + 'static {
     ) -> Result<CommitOutcome, CatalogError>;
     /// A tenant's rule sets.
     async fn rule_sets(&self, tenant: &TenantId) -> Result<Vec<RuleSet>, CatalogError>;
-    /// How many key buckets the shard's rule group has.
-    async fn bucket_count(&self, shard: &ShardId) -> Result<u32, CatalogError>;
+    /// The shard as the coordinators hold it now, with the number of key
+    /// buckets of its rule group.
+    async fn shard_info(&self, shard: &ShardId) -> Result<ShardInfo, CatalogError>;
+}
+
+/// A shard as the coordinators hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Key buckets of the shard's rule group.
+    pub buckets: u32,
+    /// The shard's holder, lease epoch and checkpoint (None: no such shard).
+    pub shard: Option<Shard>,
 }
 
 #[async_trait]
@@ -84,14 +94,17 @@ impl ShardControl for ControlClient {
         ControlClient::rule_sets(self, tenant).await
     }
 
-    async fn bucket_count(&self, shard: &ShardId) -> Result<u32, CatalogError> {
+    async fn shard_info(&self, shard: &ShardId) -> Result<ShardInfo, CatalogError> {
         let status = self.cluster_status().await?;
-        let n = status
+        let group: Vec<Shard> = status
             .shards
-            .iter()
+            .into_iter()
             .filter(|s| s.id.tenant == shard.tenant && s.id.rule_group == shard.rule_group)
-            .count();
-        Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
+            .collect();
+        Ok(ShardInfo {
+            buckets: u32::try_from(group.len()).unwrap_or(u32::MAX).max(1),
+            shard: group.into_iter().find(|s| s.id == *shard),
+        })
     }
 }
 

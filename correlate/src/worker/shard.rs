@@ -234,19 +234,37 @@ impl ShardRunner {
 
     /// Runs until the lease is lost or `stop`.
     pub(super) async fn run(mut self, stop: CancellationToken) -> Result<(), WorkerError> {
-        self.buckets = self
+        // The coordinators' view, not the lease as the last heartbeat told
+        // it: after a restart of this shard on this worker, the heartbeat's
+        // checkpoint may predate the last commit.
+        let info = self
             .shared
             .control
-            .bucket_count(self.id())
+            .shard_info(self.id())
             .await
-            .map_err(|e| self.err(format!("reading the shard count: {e}")))?;
+            .map_err(|e| self.err(format!("reading the shard: {e}")))?;
+        let current = info
+            .shard
+            .filter(|s| s.holder == Some(self.shared.node_id) && s.epoch == self.lease.epoch)
+            .ok_or_else(|| WorkerError::LeaseLost {
+                shard: self.name.clone(),
+                reason: format!(
+                    "the coordinators no longer lease it at epoch {}",
+                    self.lease.epoch
+                ),
+            })?;
+        self.lease.checkpoint = current.checkpoint;
+        self.buckets = info.buckets;
         let Some(set) = self.wait_for_rules(&stop, None).await? else {
             return Ok(());
         };
         let mut rules = self.compile(set).await?;
         let mut correlator = self.correlator(&rules.engine);
         let (mut position, silent_until) = self.restore(&mut correlator).await;
-        let mut committed = position;
+        // Up to `silent_until` the alerts were committed before (a replay
+        // from an older window state): nothing to commit until past it, and
+        // a checkpoint never moves back.
+        let mut committed = position.max(silent_until);
         let mut watermark = self
             .lease
             .checkpoint

@@ -16,7 +16,7 @@ use spoor_common::catalog::{
     Catalog, CatalogError, CommitBatch, CommitOutcome, FileQuery, MemoryCatalog, NewFile,
 };
 use spoor_common::config::WorkerConfig;
-use spoor_common::control::{RuleSet, ShardCheckpoint, ShardCommit, ShardId, ShardLease};
+use spoor_common::control::{RuleSet, Shard, ShardCheckpoint, ShardCommit, ShardId, ShardLease};
 use spoor_common::lake_file::encode_parquet;
 use spoor_common::layout;
 use spoor_common::schema::{EVENT_COLUMNS, EVENT_SCHEMA_VERSION, Table};
@@ -177,6 +177,13 @@ impl ShardControl for FakeControl {
                 reason: format!("stale lease: epoch {} is now {}", commit.epoch, s.epoch),
             });
         }
+        if let (Some(new), Some(old)) = (&commit.checkpoint, &s.checkpoint)
+            && new.catalog_sequence < old.catalog_sequence
+        {
+            return Err(CatalogError::Conflict {
+                reason: "checkpoint would move back".into(),
+            });
+        }
         let outcome = match batch {
             Some(b) => self.catalog.commit_batch(b.clone()).await?,
             None => CommitOutcome {
@@ -192,8 +199,17 @@ impl ShardControl for FakeControl {
         Ok(vec![self.rule_set.clone()])
     }
 
-    async fn bucket_count(&self, _shard: &ShardId) -> Result<u32, CatalogError> {
-        Ok(BUCKETS)
+    async fn shard_info(&self, shard: &ShardId) -> Result<super::ShardInfo, CatalogError> {
+        let shards = self.shards.lock().await;
+        Ok(super::ShardInfo {
+            buckets: BUCKETS,
+            shard: shards.get(&shard.bucket).map(|s| Shard {
+                id: shard.clone(),
+                holder: s.holder,
+                epoch: s.epoch,
+                checkpoint: s.checkpoint.clone(),
+            }),
+        })
     }
 }
 
