@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::alerts::{self, AlertRow, RuleKind};
 use super::{Shared, WorkerError, files, state};
 use crate::bundle::RuleBundle;
-use crate::engine::Engine;
+use crate::engine::{Engine, RuleInfo};
 use crate::window::{Correlator, Output, WindowOptions, key_bucket};
 
 /// The rules a shard runs.
@@ -544,6 +544,42 @@ struct FileContext {
     shard: String,
 }
 
+/// What a rule found: the events and, for a correlation, its group and
+/// aggregate.
+struct Found {
+    group_key: Vec<(String, String)>,
+    first: i64,
+    last: i64,
+    value: Option<f64>,
+    events: Vec<String>,
+}
+
+impl FileContext {
+    /// An alert row of this shard's rule set.
+    fn alert(&self, rule: &RuleInfo, kind: RuleKind, alert_id: String, found: Found) -> AlertRow {
+        AlertRow {
+            alert_id,
+            rule_id: rule.key().to_string(),
+            rule_version: rule.version.clone(),
+            rule_title: rule.title.clone(),
+            rule_level: rule.level.clone(),
+            rule_tags: rule.tags.clone(),
+            rule_set: self.rule_set.clone(),
+            rule_set_version: self.rule_set_version,
+            rule_kind: kind,
+            group_key: found.group_key,
+            first_event_micros: found.first,
+            last_event_micros: found.last,
+            event_count: found.events.len() as u64,
+            value: found.value,
+            event_refs: found.events,
+            origin: "live".into(),
+            shard: self.shard.clone(),
+            detected_at_micros: 0,
+        }
+    }
+}
+
 /// The provenance columns of a batch, for event references.
 struct Provenance<'a> {
     topic: Option<&'a StringArray>,
@@ -627,56 +663,37 @@ fn evaluate(
                 continue;
             }
             let time = result.values.times[hit.row];
-            found.push(AlertRow {
-                alert_id: alerts::detection_alert_id(
-                    rule.info.key(),
-                    &rule.info.version,
-                    &refs[hit.row],
-                ),
-                rule_id: rule.info.key().to_string(),
-                rule_version: rule.info.version.clone(),
-                rule_title: rule.info.title.clone(),
-                rule_level: rule.info.level.clone(),
-                rule_tags: rule.info.tags.clone(),
-                rule_set: cx.rule_set.clone(),
-                rule_set_version: cx.rule_set_version,
-                rule_kind: RuleKind::Detection,
-                group_key: Vec::new(),
-                first_event_micros: time,
-                last_event_micros: time,
-                event_count: 1,
-                value: None,
-                event_refs: vec![refs[hit.row].clone()],
-                origin: "live".into(),
-                shard: cx.shard.clone(),
-                detected_at_micros: 0,
-            });
+            let event = &refs[hit.row];
+            found.push(cx.alert(
+                &rule.info,
+                RuleKind::Detection,
+                alerts::detection_alert_id(rule.info.key(), &rule.info.version, event),
+                Found {
+                    group_key: Vec::new(),
+                    first: time,
+                    last: time,
+                    value: None,
+                    events: vec![event.clone()],
+                },
+            ));
         }
         if !engine.correlations.is_empty() {
             for output in correlator.push(&result, &|row| refs[row].clone()) {
                 match output {
                     Output::Alert(a) => {
                         let rule = &engine.correlations[a.correlation];
-                        found.push(AlertRow {
-                            alert_id: a.id,
-                            rule_id: rule.info.key().to_string(),
-                            rule_version: rule.info.version.clone(),
-                            rule_title: rule.info.title.clone(),
-                            rule_level: rule.info.level.clone(),
-                            rule_tags: rule.info.tags.clone(),
-                            rule_set: cx.rule_set.clone(),
-                            rule_set_version: cx.rule_set_version,
-                            rule_kind: RuleKind::Correlation,
-                            event_count: a.events.len() as u64,
-                            group_key: a.group,
-                            first_event_micros: a.first,
-                            last_event_micros: a.last,
-                            value: Some(a.value),
-                            event_refs: a.events,
-                            origin: "live".into(),
-                            shard: cx.shard.clone(),
-                            detected_at_micros: 0,
-                        });
+                        found.push(cx.alert(
+                            &rule.info,
+                            RuleKind::Correlation,
+                            a.id,
+                            Found {
+                                group_key: a.group,
+                                first: a.first,
+                                last: a.last,
+                                value: Some(a.value),
+                                events: a.events,
+                            },
+                        ));
                     }
                     Output::Late {
                         correlation, time, ..

@@ -357,21 +357,23 @@ async fn start(
 
 const FILES: usize = 24;
 
+/// The alerts of one worker over every file, without any failure.
+async fn reference_run() -> Vec<String> {
+    let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
+    let control = Arc::new(FakeControl::new(catalog.clone()));
+    let (_tx, stop, handle) = start(1, &control, &catalog, &store).await;
+    for n in 0..FILES {
+        commit_events(&store, &catalog, n).await;
+    }
+    wait_caught_up(&control, &catalog).await;
+    stop.cancel();
+    handle.await.expect("worker");
+    alerts(&store, &catalog).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_mid_stream_leaves_the_same_alerts() {
-    // Reference: one worker, no failure.
-    let reference = {
-        let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
-        let control = Arc::new(FakeControl::new(catalog.clone()));
-        let (_tx, stop, handle) = start(1, &control, &catalog, &store).await;
-        for n in 0..FILES {
-            commit_events(&store, &catalog, n).await;
-        }
-        wait_caught_up(&control, &catalog).await;
-        stop.cancel();
-        handle.await.expect("worker");
-        alerts(&store, &catalog).await
-    };
+    let reference = reference_run().await;
     let kinds: std::collections::BTreeSet<&str> = reference
         .iter()
         .filter_map(|r| r.split("rule_title=").nth(1))
@@ -414,18 +416,7 @@ async fn failover_mid_stream_leaves_the_same_alerts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_checkpoint_is_rebuilt_from_an_older_one() {
-    let reference = {
-        let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
-        let control = Arc::new(FakeControl::new(catalog.clone()));
-        let (_tx, stop, handle) = start(1, &control, &catalog, &store).await;
-        for n in 0..FILES {
-            commit_events(&store, &catalog, n).await;
-        }
-        wait_caught_up(&control, &catalog).await;
-        stop.cancel();
-        handle.await.expect("worker");
-        alerts(&store, &catalog).await
-    };
+    let reference = reference_run().await;
     let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
     let control = Arc::new(FakeControl::new(catalog.clone()));
     let (_tx1, stop1, handle1) = start(1, &control, &catalog, &store).await;
