@@ -178,6 +178,39 @@ impl Broker {
         }
         Ok(())
     }
+
+    /// Produces `payloads` to partition 0 of `topic` in order, so message
+    /// `i` gets offset `first + i` in every run (`produce` sends from many
+    /// tasks at once, in no fixed order).
+    pub async fn produce_in_order(&self, topic: &str, payloads: &[Vec<u8>]) -> Result<()> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5")
+            // A retried batch must not overtake the next one.
+            .set("max.in.flight.requests.per.connection", "1")
+            .create()
+            .context("producer")?;
+        let mut deliveries = Vec::with_capacity(payloads.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            let key = format!("k{i}");
+            let record = FutureRecord::to(topic)
+                .key(&key)
+                .payload(payload)
+                .partition(0);
+            // Enqueued here, in this order; librdkafka keeps it per partition.
+            let delivery = producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow!("produce: {e}"))?;
+            deliveries.push(delivery);
+        }
+        for d in deliveries {
+            d.await
+                .context("delivery dropped")?
+                .map_err(|(e, _)| anyhow!("produce: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Broker {

@@ -4,9 +4,9 @@
 //! run without either (compared row by row, every column but the wall-clock
 //! `detected_at`).
 //!
-//! Each run has its own broker with the same topic, so the events get the
-//! same Kafka positions (and hence the same event references and alert ids)
-//! in every run.
+//! Each run has its own broker with the same topic, and the events are
+//! produced in order to one partition, so they get the same Kafka positions
+//! (and hence the same event references and alert ids) in every run.
 
 use std::path::Path;
 use std::process::Command;
@@ -268,7 +268,7 @@ async fn wait_held_by(
 async fn reference(dir: &Path, rules: &Path) -> anyhow::Result<Vec<Value>> {
     let (broker, node) = start_cluster(dir, rules).await?;
     wait_held_by(&node, |h| h.iter().all(|(_, w)| w.is_some())).await?;
-    broker.produce(TOPIC, &events(0, TOTAL)).await?;
+    broker.produce_in_order(TOPIC, &events(0, TOTAL)).await?;
     wait_caught_up(&node, TOTAL as i64).await?;
     alerts(&node).await
 }
@@ -311,11 +311,15 @@ async fn killed_worker_leaves_the_same_alerts() -> anyhow::Result<()> {
         on_worker >= 1 && h.iter().all(|(_, w)| w.is_some())
     })
     .await?;
-    broker.produce(TOPIC, &events(0, TOTAL / 2)).await?;
+    broker
+        .produce_in_order(TOPIC, &events(0, TOTAL / 2))
+        .await?;
     wait_caught_up(&node, (TOTAL / 2) as i64).await?;
     // Windows are open on the worker now; it dies without a goodbye.
     worker.kill()?;
-    broker.produce(TOPIC, &events(TOTAL / 2, TOTAL)).await?;
+    broker
+        .produce_in_order(TOPIC, &events(TOTAL / 2, TOTAL))
+        .await?;
     wait_held_by(&node, |h| h.iter().all(|(_, w)| *w == Some(1))).await?;
     wait_caught_up(&node, TOTAL as i64).await?;
     compare(&expected, &alerts(&node).await?, "after the kill");
@@ -332,14 +336,18 @@ async fn joining_worker_takes_half_the_shards_and_changes_no_alert() -> anyhow::
     let run = dir.path().join("rebalance");
     let (broker, node) = start_cluster(&run, &rules).await?;
     wait_held_by(&node, |h| h.iter().all(|(_, w)| *w == Some(1))).await?;
-    broker.produce(TOPIC, &events(0, TOTAL / 2)).await?;
+    broker
+        .produce_in_order(TOPIC, &events(0, TOTAL / 2))
+        .await?;
     wait_caught_up(&node, (TOTAL / 2) as i64).await?;
     let _worker = start_worker(&run, &node, 32)?;
     wait_held_by(&node, |h| {
         h.iter().filter(|(_, w)| *w == Some(32)).count() == (BUCKETS / 2) as usize
     })
     .await?;
-    broker.produce(TOPIC, &events(TOTAL / 2, TOTAL)).await?;
+    broker
+        .produce_in_order(TOPIC, &events(TOTAL / 2, TOTAL))
+        .await?;
     wait_caught_up(&node, TOTAL as i64).await?;
     compare(&expected, &alerts(&node).await?, "after the rebalance");
     Ok(())
