@@ -11,6 +11,7 @@
 //! growing backoff, and the other shards of the worker go on.
 
 mod alerts;
+mod evaluate;
 mod files;
 mod shard;
 mod state;
