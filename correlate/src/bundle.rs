@@ -396,8 +396,16 @@ impl RuleBundle {
     /// may be called inside or outside an async runtime); from async code,
     /// call it in `spawn_blocking`.
     pub fn check(&self) -> Result<Compiled, String> {
+        self.check_without(&BTreeSet::new())
+    }
+
+    /// [`Self::check`] without the rules whose key (id, else title) is in
+    /// `excluded`: a shard's rule set once it has disabled rules that
+    /// panicked or overran their time budget.
+    pub fn check_without(&self, excluded: &BTreeSet<String>) -> Result<Compiled, String> {
         let options = self.options()?;
-        let (loaded, mut findings) = self.documents();
+        let (mut loaded, mut findings) = self.documents();
+        loaded.retain(|d| !excluded.contains(document_key(&d.document)));
         let documents = loaded.len() + findings.len();
         let (mut engine, issues) = Engine::compile(&loaded, &options);
         findings.extend(issues.into_iter().map(|issue| Finding {
@@ -436,12 +444,27 @@ impl RuleBundle {
     /// The engine of the bundle's rules and every refusal and warning
     /// ([`Self::check`] without the counts): what a worker runs.
     pub fn compile(&self) -> Result<(Engine, Vec<Issue>), String> {
-        let compiled = self.check()?;
+        self.compile_without(&BTreeSet::new())
+    }
+
+    /// [`Self::compile`] without the rules keyed in `excluded` (see
+    /// [`Self::check_without`]).
+    pub fn compile_without(
+        &self,
+        excluded: &BTreeSet<String>,
+    ) -> Result<(Engine, Vec<Issue>), String> {
+        let compiled = self.check_without(excluded)?;
         Ok((
             compiled.engine,
             compiled.findings.into_iter().map(|f| f.issue).collect(),
         ))
     }
+}
+
+/// How a rule is named where rules are disabled: its id, else its title
+/// (as [`crate::engine::RuleInfo::key`]).
+pub fn document_key(document: &sigma::Document) -> &str {
+    document.id().unwrap_or_else(|| document.title())
 }
 
 /// Plans each SQL rule's query ([`crate::sql::check`]) on a thread with a
@@ -690,5 +713,80 @@ detection:
         let bad = write(dir.path(), "q.toml", "Admins = \"root\"\n");
         let err = read_placeholders(&bad).expect_err("not a list");
         assert!(err.contains("q.toml") && err.contains("name = ["), "{err}");
+    }
+
+    /// A `fieldref` test runs on the rows of its own field, which other
+    /// rules may read on log sources where its other field is not
+    /// extracted at all: the engine must answer "no value" there, not
+    /// panic (the SigmaHQ Windows rules did on a batch of Sysmon process
+    /// events).
+    #[test]
+    fn fieldref_on_rows_where_its_other_field_is_not_extracted() {
+        use std::sync::Arc;
+
+        use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+        use spoor_common::schema::{event_col, event_schema};
+
+        let rules = "title: Deletes itself
+id: own
+logsource: {product: windows, category: file_delete}
+detection:
+  sel:
+    TargetFilename|fieldref: Image
+  condition: sel
+---
+title: Secret file written
+id: touch
+logsource: {product: windows, category: file_event}
+detection:
+  sel:
+    TargetFilename|contains: secret
+  condition: sel
+";
+        let bundle = RuleBundle {
+            format: BUNDLE_FORMAT,
+            rules: vec![BundleFile {
+                path: "r.yml".into(),
+                text: rules.into(),
+            }],
+            mappings: Vec::new(),
+            placeholders: BTreeMap::new(),
+        };
+        let (engine, _) = bundle.compile().expect("compiles");
+        assert_eq!(engine.detections.len(), 2);
+        // Two Sysmon file creation events (event 11): only `touch` applies;
+        // it reads `TargetFilename` as `own` does, and `Image` is read by
+        // `own` only.
+        let schema = event_schema();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.name().as_str() {
+                    event_col::TIME | event_col::INGEST_TIME => Arc::new(
+                        arrow::array::TimestampMicrosecondArray::from(vec![0, 1])
+                            .with_timezone("UTC"),
+                    ),
+                    event_col::METADATA_PRODUCT => Arc::new(StringArray::from(vec!["Sysmon"; 2])),
+                    event_col::EVENT_CODE => Arc::new(StringArray::from(vec!["11"; 2])),
+                    event_col::UNMAPPED => Arc::new(StringArray::from(vec![
+                        r#"{"TargetFilename": "c:\\secret.txt"}"#,
+                        r#"{"TargetFilename": "c:\\other.txt"}"#,
+                    ])),
+                    event_col::RAW | event_col::SOURCE_TOPIC => {
+                        Arc::new(StringArray::from(vec![""; 2]))
+                    }
+                    _ => new_null_array(f.data_type(), 2),
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema, columns).expect("batch");
+        let result = engine.evaluate(&batch).expect("evaluates");
+        let hits: Vec<(&str, usize)> = result
+            .hits
+            .iter()
+            .map(|h| (engine.detections[h.rule].info.key(), h.row))
+            .collect();
+        assert_eq!(hits, vec![("touch", 0)]);
     }
 }

@@ -451,9 +451,18 @@ impl FieldColumn {
         self.spans[row] = Some((start, self.text.len()));
     }
 
-    /// A row's value.
+    /// A row's value; none on a row the field was not extracted for. A
+    /// field is extracted only on the rows of the log sources whose rules
+    /// read it, and a `fieldref` test runs on its own field's rows, so it
+    /// may ask for its other field where that one was not extracted at all
+    /// (found by the detection latency bench: the SigmaHQ Windows rules
+    /// on a batch of one log source panicked here).
     pub fn get(&self, row: usize) -> Option<&str> {
-        self.spans[row].map(|(a, b)| &self.text[a..b])
+        self.spans
+            .get(row)
+            .copied()
+            .flatten()
+            .map(|(a, b)| &self.text[a..b])
     }
 }
 
