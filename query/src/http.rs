@@ -108,7 +108,7 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 }
 
 /// The HTTP answer to a caller without a scope.
-pub(crate) fn access_error(e: &AccessError) -> Response {
+pub fn access_error(e: &AccessError) -> Response {
     let (status, code) = match e {
         AccessError::Auth(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
         AccessError::Auth(AuthError::Unavailable(_)) => {

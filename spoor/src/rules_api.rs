@@ -28,22 +28,22 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spoor_common::auth::{AuthError, CoordinatorTokens, bearer};
+use spoor_common::auth::CoordinatorTokens;
 use spoor_common::catalog::CatalogError;
 use spoor_common::config::Config;
 use spoor_common::control::{ControlClient, MAX_RULE_SET_BYTES, RuleSet};
 use spoor_common::tenant::TenantId;
 use spoor_coordinator::control_state::MAX_BUCKETS;
 use spoor_correlate::bundle::RuleBundle;
-use spoor_query::access::{Access, AccessError};
-use spoor_query::audit::Scope;
+use spoor_query::access::Access;
+
+use crate::api::{Caller, TenantApi, error, error_with, json_body, query_params};
 
 /// Largest request body: a rule set at its largest, with room for JSON
 /// escaping and the request's other fields.
@@ -53,6 +53,15 @@ const MAX_BODY_BYTES: usize = 2 * MAX_RULE_SET_BYTES + 64 * 1024;
 struct RulesApi {
     control: ControlClient,
     access: Arc<Access>,
+}
+
+impl TenantApi for RulesApi {
+    fn access(&self) -> &Access {
+        &self.access
+    }
+    const DOING: &'static str = "rules are managed";
+    const WITHOUT_TOKENS: &'static str =
+        "; set query.auth = \"token\" to manage the rules of other tenants";
 }
 
 /// The rule set routes.
@@ -82,25 +91,6 @@ pub(crate) fn access(config: &Config, control: &ControlClient) -> Access {
     )
 }
 
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
-}
-
-fn access_error(e: &AccessError) -> Response {
-    let (status, code) = match e {
-        AccessError::Auth(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        AccessError::Auth(AuthError::Unavailable(_)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable")
-        }
-        AccessError::Auth(_) | AccessError::NoTenants => (StatusCode::FORBIDDEN, "forbidden"),
-    };
-    error(status, code, e.to_string())
-}
-
 fn control_error(what: &str, e: &CatalogError) -> Response {
     let (status, code) = match e {
         CatalogError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_rule_set"),
@@ -114,75 +104,6 @@ fn control_error(what: &str, e: &CatalogError) -> Response {
         }
     };
     error(status, code, format!("{what}: {e}"))
-}
-
-/// The caller's scope, from its token; answered before the body is read.
-struct Caller {
-    scope: Scope,
-    /// False with `query.auth = "none"`.
-    token: bool,
-}
-
-impl FromRequestParts<RulesApi> for Caller {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, api: &RulesApi) -> Result<Self, Response> {
-        api.access
-            .scope(bearer(&parts.headers))
-            .await
-            .map(|scope| Caller {
-                scope,
-                token: api.access.requires_token(),
-            })
-            .map_err(|e| access_error(&e))
-    }
-}
-
-impl Caller {
-    /// `name` as a tenant this caller may manage.
-    fn tenant(&self, name: &str) -> Result<TenantId, Box<Response>> {
-        let tenant = TenantId::new(name.to_string()).map_err(|e| {
-            Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "invalid_tenant",
-                format!("tenant {name:?}: {e}"),
-            ))
-        })?;
-        if self.scope.tenants().contains(&tenant) {
-            return Ok(tenant);
-        }
-        let message = if self.token {
-            format!(
-                "tenant {tenant} is not one of this token's tenants (or is not registered); \
-                 rules are managed with an admin token or an analyst token of the tenant"
-            )
-        } else {
-            format!(
-                "with query.auth = \"none\" only the default tenant ({}) is reachable; \
-                 set query.auth = \"token\" to manage the rules of other tenants",
-                self.scope
-                    .tenants()
-                    .iter()
-                    .map(TenantId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        Err(Box::new(error(StatusCode::FORBIDDEN, "forbidden", message)))
-    }
-
-    /// `?tenant=`, or the caller's only tenant.
-    fn tenant_or_only(&self, param: Option<&str>) -> Result<TenantId, Box<Response>> {
-        match (param, self.scope.tenants()) {
-            (Some(name), _) => self.tenant(name),
-            (None, [only]) => Ok(only.clone()),
-            (None, _) => Err(Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "tenant_required",
-                "this token reaches several tenants: name one with ?tenant=".into(),
-            ))),
-        }
-    }
 }
 
 /// A rule set as the API shows it: everything but the content, which
@@ -240,17 +161,11 @@ async fn list(
     caller: Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Query(params) = match params {
+    let params = match query_params(params, "?tenant=T&content=true|false") {
         Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("{e}; expected ?tenant=T&content=true|false"),
-            );
-        }
+        Err(r) => return *r,
     };
-    let tenant = match caller.tenant_or_only(params.tenant.as_deref()) {
+    let tenant = match caller.tenant_or_only(params.tenant.as_deref(), "?tenant=") {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -315,18 +230,12 @@ async fn put(
         Ok(t) => t,
         Err(r) => return *r,
     };
-    let request = match body {
-        Ok(axum::Json(r)) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!(
-                    "{}; expected {{\"bundle\": {{\"rules\": [{{\"path\", \"text\"}}, …], \"mappings\", \"placeholders\"}}, \"expected_version\", \"enabled\", \"buckets\"}}",
-                    e.body_text()
-                ),
-            );
-        }
+    let request = match json_body(
+        body,
+        "{\"bundle\": {\"rules\": [{\"path\", \"text\"}, …], \"mappings\", \"placeholders\"}, \"expected_version\", \"enabled\", \"buckets\"}",
+    ) {
+        Ok(r) => r,
+        Err(r) => return *r,
     };
     if name.is_empty() || name.len() > 200 || name.contains('/') {
         return error(
@@ -389,20 +298,16 @@ async fn put(
         }
     };
     if !refusals.is_empty() {
-        return (
+        return error_with(
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": {
-                "code": "rules_refused",
-                "message": format!(
-                    "{} rule(s) of rule set {name} refused; nothing stored: {}",
-                    refusals.len(),
-                    refusals.join("; ")
-                ),
-                "refusals": refusals,
-                "warnings": warnings,
-            }})),
-        )
-            .into_response();
+            "rules_refused",
+            format!(
+                "{} rule(s) of rule set {name} refused; nothing stored: {}",
+                refusals.len(),
+                refusals.join("; ")
+            ),
+            json!({"refusals": refusals, "warnings": warnings}),
+        );
     }
     let current = match stored(&api.control, &tenant, &name).await {
         Ok(c) => c,
@@ -462,28 +367,13 @@ async fn put(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
-    use axum::http::{Method, Request};
+    use crate::api::testing::{
+        self, access, assert_bad_request, record, tenant, unreachable_control,
+    };
+    use axum::http::Method;
     use spoor_common::auth::StaticTokens;
     use spoor_common::config::HttpAuth;
-    use spoor_common::control::{TokenRecord, TokenRole};
-    use spoor_query::access::FixedTenants;
-    use tower::ServiceExt;
-
-    fn tenant(name: &str) -> TenantId {
-        TenantId::new(name).expect("tenant")
-    }
-
-    fn record(role: TokenRole, tenants: &[&str]) -> TokenRecord {
-        TokenRecord {
-            token_id: "t".into(),
-            tenants: tenants.iter().map(|t| tenant(t)).collect(),
-            role,
-            secret_sha256: String::new(),
-            description: String::new(),
-            revoked: false,
-        }
-    }
+    use spoor_common::control::TokenRole;
 
     /// A router whose coordinators are unreachable: everything decided
     /// before the coordinators are asked can be tested.
@@ -491,26 +381,15 @@ mod tests {
         let tokens = StaticTokens::new([
             (
                 "acme-analyst".to_string(),
-                record(TokenRole::Analyst, &["acme"]),
+                record("t", TokenRole::Analyst, &["acme"]),
             ),
             (
                 "acme-ingest".to_string(),
-                record(TokenRole::Ingest, &["acme"]),
+                record("t", TokenRole::Ingest, &["acme"]),
             ),
-            ("operator".to_string(), record(TokenRole::Admin, &[])),
+            ("operator".to_string(), record("t", TokenRole::Admin, &[])),
         ]);
-        let access = Access::new(
-            mode,
-            tenant("default"),
-            Arc::new(tokens),
-            Arc::new(FixedTenants(vec![tenant("acme"), tenant("globex")])),
-        );
-        let control = ControlClient::connect_lazy(
-            "http://127.0.0.1:1",
-            std::time::Duration::from_millis(500),
-        )
-        .expect("client");
-        router(control, access)
+        router(unreachable_control(), access(mode, tokens))
     }
 
     async fn send(
@@ -520,26 +399,7 @@ mod tests {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        }
-        .expect("request");
-        let resp = app.clone().oneshot(req).await.expect("response");
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": bytes.to_vec()})),
-        )
+        testing::send(app, method, uri, token, body.map(|b| b.to_string())).await
     }
 
     fn bundle(text: &str) -> Value {
@@ -696,14 +556,7 @@ mod tests {
         ];
         for (body, code, says) in cases {
             let (status, answer) = send(&app, Method::PUT, uri, None, Some(body.clone())).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
-            assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
-            assert!(
-                answer["error"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains(says)),
-                "{body}: {answer}"
-            );
+            assert_bad_request(status, &answer, code, says, &body);
         }
         let (status, answer) = send(
             &app,

@@ -4,15 +4,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use spoor_common::control::MAX_RULE_SET_BYTES;
 use spoor_common::tenant::TenantId;
-use spoor_correlate::bundle::FileNames;
+use spoor_correlate::bundle::{FileNames, RuleBundle};
 
 use super::CompileArgs;
-
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7080";
+use super::http::{Api, CallError, DEFAULT_ENDPOINT, runtime};
 
 /// Where the cluster is and who is asking.
 #[derive(Debug, clap::Args)]
@@ -67,118 +66,11 @@ pub(crate) struct ListArgs {
     remote: Remote,
 }
 
-/// An answer other than success: the HTTP status and the error body's
-/// code and message.
-#[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    code: String,
-    message: String,
-}
-
-/// A call that failed: the node could not be reached or refused.
-#[derive(Debug)]
-enum CallError {
-    Unreachable(String),
-    Refused(Refusal),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Unreachable(e) => f.write_str(e),
-            CallError::Refused(r) => write!(f, "{} ({}): {}", r.code, r.status, r.message),
-        }
+impl Remote {
+    /// A client of the node at `--endpoint`.
+    fn api(&self) -> Result<Api, String> {
+        Api::new(&self.endpoint, self.token.clone())
     }
-}
-
-/// An HTTP client of one node.
-struct Api {
-    client: reqwest::Client,
-    endpoint: Url,
-    token: Option<String>,
-}
-
-impl Api {
-    fn new(remote: &Remote) -> Result<Api, String> {
-        let endpoint = Url::parse(&remote.endpoint)
-            .map_err(|e| format!("--endpoint {:?} is not a URL: {e}", remote.endpoint))?;
-        if endpoint.cannot_be_a_base() {
-            return Err(format!(
-                "--endpoint {:?} is not an HTTP URL",
-                remote.endpoint
-            ));
-        }
-        Ok(Api {
-            client: reqwest::Client::new(),
-            endpoint,
-            token: remote.token.clone(),
-        })
-    }
-
-    /// The URL of `segments` under the endpoint, each segment escaped.
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.endpoint.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
-    }
-
-    async fn call(&self, method: Method, url: Url, body: Option<&Json>) -> Result<Json, CallError> {
-        let mut req = self.client.request(method, url);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| CallError::Unreachable(format!("cannot reach {}: {e}", self.endpoint)))?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| {
-            CallError::Unreachable(format!("reading the answer of {}: {e}", self.endpoint))
-        })?;
-        let body: Json = serde_json::from_str(&text).map_err(|_| {
-            CallError::Refused(Refusal {
-                status,
-                code: "not_json".into(),
-                message: format!(
-                    "{} answered with a body that is not JSON (is it a spoor node?): {}",
-                    self.endpoint,
-                    text.chars().take(200).collect::<String>()
-                ),
-            })
-        })?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        let error = &body["error"];
-        let mut message = error["message"]
-            .as_str()
-            .unwrap_or("no message")
-            .to_string();
-        for line in error["refusals"].as_array().into_iter().flatten() {
-            if let Some(line) = line.as_str() {
-                message.push_str("\n  ");
-                message.push_str(line);
-            }
-        }
-        Err(CallError::Refused(Refusal {
-            status,
-            code: error["code"].as_str().unwrap_or("error").to_string(),
-            message,
-        }))
-    }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the HTTP client's runtime: {e}"))
 }
 
 /// The rule set's name: `--name`, else the name of the last path's folder
@@ -230,6 +122,27 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The rules of `paths`, checked here first, exactly as the node will
+/// check them, naming the files as they are stored; their findings
+/// reported. `None` when a rule is refused, after printing
+/// "`nothing_done`: fix or remove the refused rules".
+pub(super) fn checked_bundle(
+    compile: &CompileArgs,
+    paths: &[PathBuf],
+    nothing_done: &str,
+) -> Result<Option<RuleBundle>, String> {
+    let bundle = compile.bundle(paths, FileNames::Relative)?;
+    let compiled = bundle.check()?;
+    if compiled.refusals() > 0 || compiled.warnings() > 0 {
+        super::report(&compiled);
+    }
+    if compiled.refusals() > 0 {
+        eprintln!("{nothing_done}: fix or remove the refused rules");
+        return Ok(None);
+    }
+    Ok(Some(bundle))
+}
+
 pub(super) fn apply(args: &ApplyArgs) -> Result<ExitCode, String> {
     let tenants: Vec<TenantId> = args
         .tenants
@@ -240,18 +153,10 @@ pub(super) fn apply(args: &ApplyArgs) -> Result<ExitCode, String> {
     if args.buckets == Some(0) {
         return Err("--buckets must be at least 1".into());
     }
-    let api = Api::new(&args.remote)?;
-    // Checked here first, exactly as the node will check it, naming the
-    // files as they are stored.
-    let bundle = args.compile.bundle(&args.paths, FileNames::Relative)?;
-    let compiled = bundle.check()?;
-    if compiled.refusals() > 0 || compiled.warnings() > 0 {
-        super::report(&compiled);
-    }
-    if compiled.refusals() > 0 {
-        eprintln!("nothing uploaded: fix or remove the refused rules");
+    let api = args.remote.api()?;
+    let Some(bundle) = checked_bundle(&args.compile, &args.paths, "nothing uploaded")? else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let content_bytes = bundle.to_content().len();
     if content_bytes > MAX_RULE_SET_BYTES {
         return Err(format!(
@@ -340,7 +245,7 @@ async fn apply_to(
 }
 
 pub(super) fn list(args: &ListArgs) -> Result<ExitCode, String> {
-    let api = Api::new(&args.remote)?;
+    let api = args.remote.api()?;
     let mut url = api.url(&["v1", "rules", "sets"]);
     if let Some(t) = &args.tenant {
         let tenant = TenantId::new(t.clone()).map_err(|e| format!("--tenant {t}: {e}"))?;
@@ -439,26 +344,5 @@ mod tests {
         assert_eq!(set_name(&args(&[&w], Some("mine"))).expect("named"), "mine");
         let err = set_name(&args(&[&w], Some("a/b"))).expect_err("slash");
         assert!(err.contains("without '/'"), "{err}");
-    }
-
-    #[test]
-    fn urls_escape_their_segments() {
-        let api = Api::new(&Remote {
-            endpoint: "http://127.0.0.1:7080/".into(),
-            token: None,
-        })
-        .expect("api");
-        assert_eq!(
-            api.url(&["v1", "rules", "sets", "acme", "my rules?"])
-                .as_str(),
-            "http://127.0.0.1:7080/v1/rules/sets/acme/my%20rules%3F"
-        );
-        assert!(
-            Api::new(&Remote {
-                endpoint: "localhost".into(),
-                token: None
-            })
-            .is_err()
-        );
     }
 }
