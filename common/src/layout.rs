@@ -68,6 +68,35 @@ pub fn file_id_for_request(
     ])
 }
 
+/// The id of an `alert_updates` file (and of the update it holds): derived
+/// from everything the update says, so a retried request that reached the
+/// lake writes the same object and commits the same catalog entry.
+pub fn file_id_for_alert_update(
+    tenant: &TenantId,
+    alert_id: &str,
+    time_micros: i64,
+    fields: &[Option<&str>],
+) -> String {
+    let mut parts: Vec<&[u8]> = vec![
+        b"alert_update",
+        tenant.as_str().as_bytes(),
+        alert_id.as_bytes(),
+    ];
+    let time = time_micros.to_be_bytes();
+    parts.push(&time);
+    // A missing field and an empty one differ.
+    for f in fields {
+        match f {
+            Some(v) => {
+                parts.push(b"1");
+                parts.push(v.as_bytes());
+            }
+            None => parts.push(b"0"),
+        }
+    }
+    digest(&parts)
+}
+
 fn digest(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -136,6 +165,20 @@ mod tests {
         assert_eq!(
             file_id_for_range(&range(0, 9), &acme(), Table::Events, h).len(),
             32
+        );
+    }
+
+    #[test]
+    fn alert_update_ids_depend_on_every_field() {
+        let id = |t: i64, f: &[Option<&str>]| file_id_for_alert_update(&acme(), "a1", t, f);
+        let base = id(1, &[Some("closed"), None]);
+        assert_eq!(base, id(1, &[Some("closed"), None]));
+        assert_ne!(base, id(2, &[Some("closed"), None]));
+        assert_ne!(base, id(1, &[Some("closed"), Some("")]));
+        assert_ne!(base, id(1, &[Some("new"), None]));
+        assert_ne!(
+            base,
+            file_id_for_alert_update(&acme(), "a2", 1, &[Some("closed"), None])
         );
     }
 

@@ -24,6 +24,9 @@ pub const DEAD_LETTER_SCHEMA_VERSION: u32 = 1;
 /// Version of [`alert_schema`]; stored with every catalog file.
 pub const ALERT_SCHEMA_VERSION: u32 = 1;
 
+/// Version of [`alert_update_schema`]; stored with every catalog file.
+pub const ALERT_UPDATE_SCHEMA_VERSION: u32 = 1;
+
 /// The storage type of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
@@ -266,7 +269,8 @@ columns! {
     /// worker holding its shard, and never changed: its id is derived from
     /// (rule, rule version, group key, window, first event), so a replay
     /// after a failover writes the same ids and the table holds each alert
-    /// once.
+    /// once. Its triage (status, assignee) is appended to `alert_updates`;
+    /// SQL's `alerts` joins the two, and these rows alone are `alert_records`.
     mod alert_col, const ALERT_COLUMNS;
 
     /// When the alert was raised, in event time: the time of its last
@@ -290,7 +294,9 @@ columns! {
     RULE_SET = "rule_set": Utf8, required;
     /// The rule set's version when the alert was raised.
     RULE_SET_VERSION = "rule_set_version": Int64, required;
-    /// `detection` (one event), `correlation` (a Sigma correlation rule) or `sql`.
+    /// `detection` (one event), `correlation` (a Sigma correlation rule), or
+    /// `rule_disabled`: not a match but the shard disabling a rule that
+    /// panicked or overran its time budget (the reason in `group_key`).
     RULE_KIND = "rule_kind": Utf8, required;
     /// The `group-by` fields and their values, as a JSON object (`{}` for one event).
     GROUP_KEY = "group_key": Utf8, required;
@@ -307,14 +313,46 @@ columns! {
     /// (the `events` file as first committed) and, for Kafka events, `topic`,
     /// `partition` and `offset`.
     EVENT_REFS = "event_refs": Utf8, required;
-    /// `live`, or `retro_hunt:<job id>` for alerts of a retro-hunt.
+    /// `live`, or `retro_hunt` for alerts of a retro-hunt (its job in
+    /// `shard`).
     ORIGIN = "origin": Utf8, required;
-    /// The correlation shard (`tenant/rule set/bucket`) that raised it.
+    /// The correlation shard (`tenant/rule set/bucket`) that raised it, or
+    /// `retro:<job id>` for a retro-hunt.
     SHARD = "shard": Utf8, required;
     /// When the worker raised the alert (wall clock, UTC): MTTD is
     /// `detected_at - first_event_time`. The one column a replay may change.
     DETECTED_AT = "detected_at": Timestamp, required;
 }
+
+columns! {
+    /// Column names of the `alert_updates` table: the triage history of
+    /// alerts, appended to (never changed) each time an analyst sets an
+    /// alert's status or assignee or adds a note through the API. Each row
+    /// holds the alert's whole triage state after the change, so the
+    /// latest row of an alert is its current state.
+    mod alert_update_col, const ALERT_UPDATE_COLUMNS;
+
+    /// When the change was made (the API node's wall clock, UTC). Updates
+    /// are partitioned by it.
+    TIME = "time": Timestamp, required;
+    /// The alert changed (`alert_id` of `alerts`).
+    ALERT_ID = "alert_id": Utf8, required, bloom;
+    /// The alert's status after the change: `new`, `acknowledged` or `closed`.
+    STATUS = "status": Utf8, required;
+    /// Who the alert is assigned to after the change; null when nobody.
+    ASSIGNEE = "assignee": Utf8;
+    /// The analyst's note on the change, if any.
+    NOTE = "note": Utf8;
+    /// Who made the change: the id of the API token used; null with
+    /// `query.auth = "none"`.
+    UPDATED_BY = "updated_by": Utf8;
+    /// The change's id: hex of a hash of its contents; orders changes made
+    /// in the same microsecond.
+    UPDATE_ID = "update_id": Utf8, required;
+}
+
+/// The statuses an alert may have, from raised to done.
+pub const ALERT_STATUSES: [&str; 3] = ["new", "acknowledged", "closed"];
 
 /// Columns of `events` that the parser fills itself and no field mapping may
 /// set: the original bytes, the leftovers, and where the event came from.
@@ -347,6 +385,8 @@ static DEAD_LETTER_SCHEMA: LazyLock<SchemaRef> =
     LazyLock::new(|| schema_of(DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA_VERSION));
 static ALERT_SCHEMA: LazyLock<SchemaRef> =
     LazyLock::new(|| schema_of(ALERT_COLUMNS, ALERT_SCHEMA_VERSION));
+static ALERT_UPDATE_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| schema_of(ALERT_UPDATE_COLUMNS, ALERT_UPDATE_SCHEMA_VERSION));
 
 /// The Arrow schema of the `events` table.
 pub fn event_schema() -> SchemaRef {
@@ -363,6 +403,11 @@ pub fn alert_schema() -> SchemaRef {
     ALERT_SCHEMA.clone()
 }
 
+/// The Arrow schema of the `alert_updates` table.
+pub fn alert_update_schema() -> SchemaRef {
+    ALERT_UPDATE_SCHEMA.clone()
+}
+
 /// The tables of a tenant that this version of Spoor writes.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -375,11 +420,19 @@ pub enum Table {
     DeadLetter,
     /// Alerts raised by detection rules.
     Alerts,
+    /// The triage history of alerts (status, assignee, notes), appended
+    /// through the alerts API.
+    AlertUpdates,
 }
 
 impl Table {
     /// Every table, in a stable order.
-    pub const ALL: [Table; 3] = [Table::Events, Table::DeadLetter, Table::Alerts];
+    pub const ALL: [Table; 4] = [
+        Table::Events,
+        Table::DeadLetter,
+        Table::Alerts,
+        Table::AlertUpdates,
+    ];
 
     /// The table's name in SQL and in object keys.
     pub fn name(self) -> &'static str {
@@ -387,6 +440,7 @@ impl Table {
             Table::Events => "events",
             Table::DeadLetter => "dead_letter",
             Table::Alerts => "alerts",
+            Table::AlertUpdates => "alert_updates",
         }
     }
 
@@ -409,7 +463,12 @@ mod tests {
 
     #[test]
     fn every_column_is_documented_and_unique() {
-        for columns in [EVENT_COLUMNS, DEAD_LETTER_COLUMNS, ALERT_COLUMNS] {
+        for columns in [
+            EVENT_COLUMNS,
+            DEAD_LETTER_COLUMNS,
+            ALERT_COLUMNS,
+            ALERT_UPDATE_COLUMNS,
+        ] {
             let mut seen = HashSet::new();
             for c in columns {
                 assert!(seen.insert(c.name), "duplicate column {}", c.name);

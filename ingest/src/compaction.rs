@@ -34,7 +34,9 @@ use spoor_common::catalog::{Catalog, CatalogError, CatalogFile, FileQuery, FileS
 use spoor_common::config::CompactionConfig;
 use spoor_common::control::{ControlClient, Role, TenantRecord};
 use spoor_common::layout;
-use spoor_common::schema::{ColumnDef, DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Table};
+use spoor_common::schema::{
+    ALERT_COLUMNS, ALERT_UPDATE_COLUMNS, ColumnDef, DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Table,
+};
 use spoor_common::tenant::TenantId;
 use tokio_util::sync::CancellationToken;
 
@@ -45,8 +47,9 @@ use crate::retention::{self, DeleteReason, Janitor};
 /// One hour in microseconds: the lake's partition size.
 pub const HOUR_MICROS: i64 = 3_600_000_000;
 
-/// The tables whose small files are compacted (alerts are few and large).
-pub const COMPACTED_TABLES: [Table; 2] = [Table::Events, Table::DeadLetter];
+/// The tables whose small files are compacted (alerts are few and large;
+/// an alert update is one small file per API call, so they are merged too).
+pub const COMPACTED_TABLES: [Table; 3] = [Table::Events, Table::DeadLetter, Table::AlertUpdates];
 
 /// How often a swap refused as unavailable is retried before the output is
 /// left for a later round (the swap is idempotent, so a retry is harmless).
@@ -559,7 +562,9 @@ impl Compactor {
         }
         let columns = match plan.table {
             Table::DeadLetter => DEAD_LETTER_COLUMNS,
-            _ => EVENT_COLUMNS,
+            Table::AlertUpdates => ALERT_UPDATE_COLUMNS,
+            Table::Alerts => ALERT_COLUMNS,
+            Table::Events => EVENT_COLUMNS,
         };
         let (level, output) = (self.zstd_level, key.clone());
         // Decoding, sorting and encoding are CPU work: keep them off the
@@ -1197,6 +1202,96 @@ mod tests {
                 f.object_key
             );
         }
+    }
+
+    #[tokio::test]
+    async fn alert_updates_are_compacted_with_their_own_columns() {
+        use arrow::array::{ArrayRef, StringArray};
+        use spoor_common::schema::{ALERT_UPDATE_SCHEMA_VERSION, alert_update_schema};
+        let lake = Lake::new();
+        let acme = tenant("acme");
+        let schema = alert_update_schema();
+        for i in 0..3i64 {
+            let time = HOUR_07 + (3 - i) * 1_000_000;
+            let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(TimestampMicrosecondArray::from(vec![time]).with_timezone("UTC")),
+                text(&format!("alert{i}")),
+                text("closed"),
+                text("alice"),
+                text("note"),
+                text("tok"),
+                text(&format!("u{i}")),
+            ];
+            let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+            let bytes = encode_parquet(&batch, ALERT_UPDATE_COLUMNS, 3).expect("parquet");
+            let file_id = format!("update{i}");
+            let key = layout::object_key(&acme, Table::AlertUpdates, HOUR_07, &file_id);
+            lake.store
+                .put(
+                    &ObjectPath::from(key.as_str()),
+                    PutPayload::from(bytes.clone()),
+                )
+                .await
+                .expect("put");
+            lake.catalog
+                .commit_batch(spoor_common::catalog::CommitBatch {
+                    files: vec![NewFile {
+                        file_id,
+                        tenant: acme.clone(),
+                        table: Table::AlertUpdates,
+                        object_key: key,
+                        min_time_micros: time,
+                        max_time_micros: time,
+                        row_count: 1,
+                        byte_size: bytes.len() as u64,
+                        schema_version: ALERT_UPDATE_SCHEMA_VERSION,
+                        source: None,
+                    }],
+                    checkpoints: Vec::new(),
+                })
+                .await
+                .expect("commit");
+        }
+        let report = compactor(&lake)
+            .compact_tenant(&acme, &Assignment::All, now(), None)
+            .await
+            .expect("compaction pass");
+        assert_eq!((report.swaps, report.inputs), (1, 3), "{report:?}");
+        let out = lake.listed(&acme, Table::AlertUpdates).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].file.row_count, 3);
+        assert_eq!(out[0].file.schema_version, ALERT_UPDATE_SCHEMA_VERSION);
+        let bytes = lake
+            .store
+            .get(&ObjectPath::from(out[0].file.object_key.as_str()))
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
+        assert_eq!(reader.schema().fields(), schema.fields());
+        let meta = reader.metadata().row_group(0);
+        let alert_id = meta
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "alert_id")
+            .expect("alert_id column");
+        assert!(alert_id.bloom_filter_offset().is_some(), "lookup column");
+        let batches: Vec<RecordBatch> = reader
+            .build()
+            .expect("reader")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let times = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("time")
+            .values()
+            .to_vec();
+        assert!(times.is_sorted(), "sorted by time: {times:?}");
     }
 
     #[tokio::test]

@@ -38,9 +38,12 @@ use spoor_common::layout;
 use spoor_common::schema::Table;
 use spoor_common::tenant::TenantId;
 
-use crate::compaction::{
-    Assignment, COMPACTED_TABLES, HOUR_MICROS, MaintenanceError, partition_of,
-};
+use crate::compaction::{Assignment, HOUR_MICROS, MaintenanceError, partition_of};
+
+/// The tables retention expires. `alerts` is kept (see operations.md), and
+/// so is `alert_updates`: an alert's triage history lives as long as the
+/// alert, or its status would fall back to `new`.
+pub const RETAINED_TABLES: [Table; 2] = [Table::Events, Table::DeadLetter];
 
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 24 * HOUR_MICROS;
@@ -150,7 +153,7 @@ async fn retain_tenant(
 ) -> Result<usize, MaintenanceError> {
     let cutoff = retention_cutoff_micros(record.retention_days, now_micros);
     let mut expired_ids = Vec::new();
-    for table in COMPACTED_TABLES {
+    for table in RETAINED_TABLES {
         let query = FileQuery {
             max_time_micros: Some(cutoff),
             ..FileQuery::all(record.id.clone(), table)

@@ -26,7 +26,9 @@ use futures::StreamExt;
 use object_store::ObjectStore;
 use spoor_common::catalog::{Catalog, CatalogError, FileQuery};
 use spoor_common::config::QueryConfig;
-use spoor_common::schema::{Table, alert_schema, dead_letter_schema, event_schema};
+use spoor_common::schema::{
+    Table, alert_schema, alert_update_schema, dead_letter_schema, event_schema,
+};
 use spoor_common::storage::lake_url;
 use spoor_common::tenant::TenantId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -115,7 +117,7 @@ impl QueryError {
     }
 }
 
-fn from_datafusion(e: DataFusionError) -> QueryError {
+pub(crate) fn from_datafusion(e: DataFusionError) -> QueryError {
     // Unwrap DataFusion's context layers to decide the class by the root.
     match e.find_root() {
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
@@ -147,9 +149,19 @@ pub fn catalog_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
             TenantTable::new(&dead_letter_schema(), Vec::new()).schema(),
         ),
         (
-            "alerts",
+            crate::triage::ALERT_RECORDS,
             "TABLE",
             TenantTable::new(&alert_schema(), Vec::new()).schema(),
+        ),
+        (
+            crate::triage::ALERT_UPDATES,
+            "TABLE",
+            TenantTable::new(&alert_update_schema(), Vec::new()).schema(),
+        ),
+        (
+            crate::triage::ALERTS,
+            "VIEW",
+            crate::triage::alerts_view_schema(),
         ),
     ];
     tables.extend(
@@ -317,6 +329,16 @@ impl QueryEngine {
     /// The running and finished queries.
     pub fn log(&self) -> &Arc<QueryLog> {
         &self.log
+    }
+
+    /// The catalog the engine lists files from.
+    pub(crate) fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// The lake.
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     /// Runs one read-only statement in `scope` and collects its rows (at
@@ -559,7 +581,10 @@ impl QueryEngine {
     /// A session with the scope's tables and nothing else: each table is
     /// the union of its tenants' files with a `tenant` column.
     /// Also returns the count of bytes the session reads from the lake.
-    async fn session(&self, scope: &Scope) -> Result<(SessionContext, Arc<AtomicU64>), QueryError> {
+    pub(crate) async fn session(
+        &self,
+        scope: &Scope,
+    ) -> Result<(SessionContext, Arc<AtomicU64>), QueryError> {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("spoor", schema_name(scope));
@@ -598,10 +623,21 @@ impl QueryEngine {
         .map_err(from_datafusion)?;
         let (store, read) = CountingStore::new(self.store.clone());
         ctx.register_object_store(&lake_url(), Arc::new(store));
-        for (table, schema) in [
-            (Table::Events, event_schema()),
-            (Table::DeadLetter, dead_letter_schema()),
-            (Table::Alerts, alert_schema()),
+        // The alert files are `alert_records`; `alerts` is the view of
+        // them with their triage (crate::triage).
+        for (table, name, schema) in [
+            (Table::Events, Table::Events.name(), event_schema()),
+            (
+                Table::DeadLetter,
+                Table::DeadLetter.name(),
+                dead_letter_schema(),
+            ),
+            (Table::Alerts, crate::triage::ALERT_RECORDS, alert_schema()),
+            (
+                Table::AlertUpdates,
+                crate::triage::ALERT_UPDATES,
+                alert_update_schema(),
+            ),
         ] {
             let mut parts = Vec::with_capacity(scope.tenants().len());
             for tenant in scope.tenants() {
@@ -611,9 +647,12 @@ impl QueryEngine {
                     .await?;
                 parts.push((tenant.clone(), files));
             }
-            ctx.register_table(table.name(), Arc::new(TenantTable::new(&schema, parts)))
+            ctx.register_table(name, Arc::new(TenantTable::new(&schema, parts)))
                 .map_err(from_datafusion)?;
         }
+        crate::triage::register_alerts_view(&ctx)
+            .await
+            .map_err(from_datafusion)?;
         // The views are built as plans, not SQL: parsing and planning
         // fourteen CREATE VIEWs would cost every query milliseconds.
         let events = ctx

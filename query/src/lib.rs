@@ -11,6 +11,7 @@ pub mod http;
 pub mod intel;
 pub mod postgres;
 pub mod tenant_table;
+pub mod triage;
 
 pub use audit::Scope;
 pub use engine::{QueryEngine, QueryError, QueryOutput, QueryStream};
