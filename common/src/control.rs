@@ -282,6 +282,19 @@ pub struct ShardCheckpoint {
     pub state_key: String,
     /// Event-time watermark, microseconds since the epoch.
     pub watermark_micros: i64,
+    /// The catalog sequence up to which every alerts file of the shard was
+    /// delivered to every alert sink (None: up to `catalog_sequence`, as in
+    /// checkpoints written before sinks existed or by workers without
+    /// sinks). A new holder delivers the shard's alerts files after it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_sequence: Option<u64>,
+}
+
+impl ShardCheckpoint {
+    /// The sequence up to which the shard's alerts were delivered to its sinks.
+    pub fn delivered_up_to(&self) -> u64 {
+        self.delivered_sequence.unwrap_or(self.catalog_sequence)
+    }
 }
 
 /// A shard, its lease and its checkpoint.
@@ -445,6 +458,7 @@ pub mod control_convert {
             catalog_sequence: c.catalog_sequence,
             state_key: c.state_key.clone(),
             watermark_micros: c.watermark_micros,
+            delivered_sequence: c.delivered_sequence,
         }
     }
 
@@ -454,6 +468,7 @@ pub mod control_convert {
             catalog_sequence: c.catalog_sequence,
             state_key: c.state_key,
             watermark_micros: c.watermark_micros,
+            delivered_sequence: c.delivered_sequence,
         }
     }
 

@@ -401,6 +401,7 @@ impl ControlState {
                     catalog_sequence: head,
                     state_key: String::new(),
                     watermark_micros: 0,
+                    delivered_sequence: None,
                 });
             }
         }
@@ -566,6 +567,7 @@ mod tests {
                 catalog_sequence: seq,
                 state_key: String::new(),
                 watermark_micros: 0,
+                delivered_sequence: Some(seq),
             }),
         };
         s.check_shard_commit(&commit(1, lease.epoch, 10))
@@ -579,7 +581,15 @@ mod tests {
         assert!(err.to_string().contains("stale lease"), "{err}");
         let new = s.leases_of(2).remove(0);
         assert_eq!(new.epoch, lease.epoch + 1);
-        assert_eq!(new.checkpoint.map(|c| c.catalog_sequence), Some(10));
+        assert_eq!(
+            new.checkpoint.as_ref().map(|c| c.catalog_sequence),
+            Some(10)
+        );
+        assert_eq!(
+            new.checkpoint.and_then(|c| c.delivered_sequence),
+            Some(10),
+            "the sinks' delivered sequence moves with the lease"
+        );
         let err = s
             .check_shard_commit(&commit(2, new.epoch, 9))
             .expect_err("backwards");

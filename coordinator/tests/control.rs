@@ -61,6 +61,7 @@ fn checkpoint(seq: u64) -> Option<ShardCheckpoint> {
         catalog_sequence: seq,
         state_key: format!("state/{seq}"),
         watermark_micros: 0,
+        delivered_sequence: Some(seq.saturating_sub(1)),
     })
 }
 
@@ -120,6 +121,11 @@ async fn a_checkpoint_from_a_worker_whose_lease_moved_is_rejected() {
         moved.checkpoint.as_ref().map(|c| c.catalog_sequence),
         Some(5),
         "the new holder resumes from the old holder's checkpoint"
+    );
+    assert_eq!(
+        moved.checkpoint,
+        checkpoint(5),
+        "with its alert sinks' delivered sequence, over gRPC"
     );
 
     // The old holder wakes up and tries to commit: refused, and its alert
