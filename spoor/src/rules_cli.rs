@@ -16,6 +16,8 @@ use spoor_ingest::event_file;
 use spoor_ingest::parse::{Decoded, EventRow};
 
 mod apply;
+mod http;
+mod hunt;
 
 /// `spoor rules ...`: detection rules, offline, and the rule sets stored on
 /// the cluster.
@@ -75,6 +77,12 @@ pub(crate) enum RulesCommand {
     /// A tenant's rule sets on the cluster: name, version, enabled, files,
     /// when stored.
     List(apply::ListArgs),
+    /// Run rule files or folders (checked here first), or a stored rule
+    /// set (`--rule-set`), over a past time range of a tenant's lake as a
+    /// retro-hunt job on the node at `--endpoint`; its alerts go to
+    /// `alerts` with `origin = 'retro_hunt'`. Prints the job id, and with
+    /// `--wait` its progress until it ends.
+    Hunt(hunt::HuntArgs),
     /// Print rules in their compiled form: which events they apply to,
     /// which column or `unmapped` key each field is read from, and every
     /// test after modifiers, wildcards and escapes were applied.
@@ -145,6 +153,7 @@ pub(crate) fn rules(command: RulesCommand) -> ExitCode {
         } => explain(&rules, rule.as_deref(), &compile),
         RulesCommand::Apply(args) => apply::apply(&args),
         RulesCommand::List(args) => apply::list(&args),
+        RulesCommand::Hunt(args) => hunt::hunt(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("spoor rules: {e}");

@@ -407,6 +407,67 @@ impl Spoor {
         )
     }
 
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<Value> {
+        Ok(reqwest::get(format!("{}/v1/status", self.http))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Waits until `events` holds `events` rows, then until every shard is
+    /// held and its checkpoint has reached tenant `default`'s last file;
+    /// each wait at most `timeout`.
+    pub async fn wait_caught_up(&self, events: i64, timeout: Duration) -> Result<()> {
+        self.wait_for("SELECT count(*) FROM events", events, timeout)
+            .await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status().await?;
+            let head = s["catalog"]["tenants"]
+                .as_array()
+                .and_then(|ts| ts.iter().find(|t| t["tenant"] == "default"))
+                .and_then(|t| t["last_sequence"].as_u64());
+            let shards = s["cluster"]["shards"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let done = !shards.is_empty()
+                && head.is_some()
+                && shards.iter().all(|sh| {
+                    sh["holder"].as_u64().is_some()
+                        && sh["checkpoint"]["catalog_sequence"].as_u64() >= head
+                });
+            if done {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "shards did not catch up: {s}; log: {}",
+                    tail(&self.log_path)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `spoor rules apply <dir> --tenant default [--buckets N]` against
+    /// this node; an error with the command's output when it fails.
+    pub fn apply_rules(&self, dir: &Path, buckets: Option<u32>) -> Result<()> {
+        let dir = dir.display().to_string();
+        let buckets = buckets.map(|b| b.to_string());
+        let mut args = vec!["rules", "apply", &dir, "--tenant", "default"];
+        if let Some(b) = &buckets {
+            args.extend(["--buckets", b]);
+        }
+        args.extend(["--endpoint", &self.http]);
+        let (code, out, err) = spoor_cli(&args).context("running spoor rules apply")?;
+        if code != 0 {
+            bail!("spoor rules apply failed: {out}{err}");
+        }
+        Ok(())
+    }
+
     /// Waits for the process to exit by itself (an injected fault).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let child = self.child.as_mut().context("already stopped")?;
@@ -472,6 +533,134 @@ pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Runs `spoor args…` as a client (`SPOOR_TOKEN` and `SPOOR_ENDPOINT` of
+/// the environment left out): its exit code, stdout and stderr.
+pub fn spoor_cli(args: &[&str]) -> Result<(i32, String, String)> {
+    let out = Command::new(spoor_binary()?)
+        .args(args)
+        .env_remove("SPOOR_TOKEN")
+        .env_remove("SPOOR_ENDPOINT")
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// `method url` with `token` (as a bearer token) and a JSON `body`: the
+/// status and the JSON answer (an error when it is not JSON).
+pub async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(u16, Value)> {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+    Ok((status, body))
+}
+
+/// Writes the rule files `(name, text)` into `dir`, creating it.
+pub fn write_rules(dir: &Path, files: &[(&str, &str)]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// The time `seconds` after 2026-11-30T08:00:00Z (RFC 3339): the day the
+/// events of the detection tests are on.
+pub fn test_time(seconds: usize) -> String {
+    format!(
+        "2026-11-30T{:02}:{:02}:{:02}Z",
+        8 + seconds / 3600,
+        (seconds / 60) % 60,
+        seconds % 60
+    )
+}
+
+/// Event `i` at `time` of `user` (`test_user`): an encoded shell
+/// (`test_action: exec`, `test_cmd: powershell -enc AAA<i>`) when
+/// `shell`, else a failed logon (`test_action: logon_failed`). The rules
+/// below detect them.
+pub fn logon_event(i: usize, time: String, user: String, shell: bool) -> Value {
+    if shell {
+        serde_json::json!({"time": time, "test_action": "exec", "test_cmd": format!("powershell -enc AAA{i}"), "test_user": user})
+    } else {
+        serde_json::json!({"time": time, "test_action": "logon_failed", "test_user": user})
+    }
+}
+
+/// A Sigma detection `id` of `product: spoortest` events: `title`, the
+/// one `selection` line (such as `test_action: logon_failed`), `level`.
+pub fn spoortest_detection(title: &str, id: &str, selection: &str, level: &str) -> String {
+    format!(
+        r#"title: {title}
+id: {id}
+status: test
+logsource:
+    product: spoortest
+detection:
+    selection:
+        {selection}
+    condition: selection
+level: {level}
+"#
+    )
+}
+
+/// A Sigma detection `id` of every failed logon ([`logon_event`]), level
+/// low.
+pub fn failed_logon_rule(id: &str) -> String {
+    spoortest_detection("Failed logon", id, "test_action: logon_failed", "low")
+}
+
+/// A Sigma `event_count` correlation `id`: `gte` failed logons (the
+/// detection `base_id`) of one `test_user` within 10 minutes, level high,
+/// with `tags`.
+pub fn repeated_failed_logons_rule(id: &str, base_id: &str, gte: u32, tags: &[&str]) -> String {
+    let mut rule = format!(
+        r#"title: Repeated failed logons for one account
+id: {id}
+status: test
+correlation:
+    type: event_count
+    rules:
+        - {base_id}
+    group-by:
+        - test_user
+    timespan: 10m
+    condition:
+        gte: {gte}
+level: high
+"#
+    );
+    if !tags.is_empty() {
+        rule.push_str("tags:\n");
+        for tag in tags {
+            rule.push_str(&format!("    - {tag}\n"));
+        }
+    }
+    rule
+}
+
+/// A Sigma detection `id` of an encoded shell ([`logon_event`]: a
+/// `test_cmd` with `-enc `), level high.
+pub fn encoded_shell_rule(id: &str) -> String {
+    spoortest_detection("Encoded shell", id, "test_cmd|contains: '-enc '", "high")
 }
 
 /// Environment that points standalone's Kafka source at `broker`.

@@ -9,12 +9,14 @@
 //! (and hence the same event references and alert ids) in every run.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use spoor_tests::{Broker, Spoor, SpoorOptions, kafka_env, spoor_binary, tail};
+use spoor_tests::{
+    Broker, Spoor, SpoorOptions, encoded_shell_rule, failed_logon_rule, kafka_env, logon_event,
+    repeated_failed_logons_rule, test_time, write_rules,
+};
 
 const TOPIC: &str = "auth-events";
 const WAIT: Duration = Duration::from_secs(120);
@@ -25,35 +27,11 @@ const ALERTS: &str = "SELECT alert_id, time, rule_id, rule_version, rule_title, 
      last_event_time, event_count, value, event_refs, origin, shard \
      FROM alerts ORDER BY alert_id";
 
-const RULES: &str = r#"title: Failed logon
-id: 7d6c1b52-1f0e-4d8a-9a51-000000000001
-status: test
-logsource:
-    product: spoortest
-detection:
-    selection:
-        test_action: logon_failed
-    condition: selection
-level: low
----
-title: Repeated failed logons for one account
-id: 7d6c1b52-1f0e-4d8a-9a51-000000000002
-status: test
-correlation:
-    type: event_count
-    rules:
-        - 7d6c1b52-1f0e-4d8a-9a51-000000000001
-    group-by:
-        - test_user
-    timespan: 10m
-    condition:
-        gte: 4
-level: high
-tags:
-    - attack.credential-access
-    - attack.t1110
----
-title: Many hosts for one account
+const LOGON_ID: &str = "7d6c1b52-1f0e-4d8a-9a51-000000000001";
+const BURST_ID: &str = "7d6c1b52-1f0e-4d8a-9a51-000000000002";
+const SHELL_ID: &str = "7d6c1b52-1f0e-4d8a-9a51-000000000004";
+
+const MANY_HOSTS: &str = r#"title: Many hosts for one account
 id: 7d6c1b52-1f0e-4d8a-9a51-000000000003
 status: test
 correlation:
@@ -69,38 +47,15 @@ correlation:
 level: medium
 "#;
 
-const DETECTION: &str = r#"title: Encoded shell
-id: 7d6c1b52-1f0e-4d8a-9a51-000000000004
-status: test
-logsource:
-    product: spoortest
-detection:
-    selection:
-        test_cmd|contains: '-enc '
-    condition: selection
-level: high
-"#;
-
 /// Events `start..end`, 20 s apart: failed logons of five accounts taking
 /// turns, each moving to another of four hosts every five events, and now
 /// and then an encoded shell.
 fn events(start: usize, end: usize) -> Vec<Vec<u8>> {
     (start..end)
         .map(|i| {
-            let seconds = i * 20;
-            let time = format!(
-                "2026-11-30T{:02}:{:02}:{:02}Z",
-                8 + seconds / 3600,
-                (seconds / 60) % 60,
-                seconds % 60
-            );
             let user = format!("user{}", (i * 7) % 5);
-            let host = format!("ws{}", (i / 5) % 4);
-            let event = if i % 11 == 0 {
-                serde_json::json!({"time": time, "test_action": "exec", "test_cmd": format!("powershell -enc AAA{i}"), "test_user": user, "test_host": host})
-            } else {
-                serde_json::json!({"time": time, "test_action": "logon_failed", "test_user": user, "test_host": host})
-            };
+            let mut event = logon_event(i, test_time(i * 20), user, i % 11 == 0);
+            event["test_host"] = format!("ws{}", (i / 5) % 4).into();
             event.to_string().into_bytes()
         })
         .collect()
@@ -108,41 +63,32 @@ fn events(start: usize, end: usize) -> Vec<Vec<u8>> {
 
 const TOTAL: usize = 720;
 
-fn write_rules(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("logons.yml"), RULES)?;
-    std::fs::write(dir.join("shell.yml"), DETECTION)?;
-    Ok(())
-}
-
-fn apply_rules(node: &Spoor, dir: &Path) -> anyhow::Result<()> {
-    let out = Command::new(spoor_binary()?)
-        .args(["rules", "apply"])
-        .arg(dir)
-        .args(["--tenant", "default", "--buckets", &BUCKETS.to_string()])
-        .args(["--endpoint", &node.http])
-        .output()
-        .context("running spoor rules apply")?;
-    if !out.status.success() {
-        bail!(
-            "spoor rules apply failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-async fn status(node: &Spoor) -> anyhow::Result<Value> {
-    Ok(reqwest::get(format!("{}/v1/status", node.http))
-        .await?
-        .json()
-        .await?)
+/// The rules: failed logons, bursts of them and accounts on many hosts
+/// in `logons.yml`, encoded shells in `shell.yml`.
+fn write_failover_rules(dir: &Path) -> anyhow::Result<()> {
+    let logons = [
+        failed_logon_rule(LOGON_ID),
+        repeated_failed_logons_rule(
+            BURST_ID,
+            LOGON_ID,
+            4,
+            &["attack.credential-access", "attack.t1110"],
+        ),
+        MANY_HOSTS.to_string(),
+    ]
+    .join("---\n");
+    write_rules(
+        dir,
+        &[
+            ("logons.yml", &logons),
+            ("shell.yml", &encoded_shell_rule(SHELL_ID)),
+        ],
+    )
 }
 
 /// The shards of the cluster and who holds them.
 async fn holders(node: &Spoor) -> anyhow::Result<Vec<(u32, Option<u64>)>> {
-    let s = status(node).await?;
+    let s = node.status().await?;
     let shards = s["cluster"]["shards"]
         .as_array()
         .with_context(|| format!("no shards in {s}"))?;
@@ -155,41 +101,6 @@ async fn holders(node: &Spoor) -> anyhow::Result<Vec<(u32, Option<u64>)>> {
             )
         })
         .collect())
-}
-
-/// Waits until every shard is held and its checkpoint has reached the
-/// tenant's last events file.
-async fn wait_caught_up(node: &Spoor, events: i64) -> anyhow::Result<()> {
-    node.wait_for("SELECT count(*) FROM events", events, WAIT)
-        .await?;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = status(node).await?;
-        let head = s["catalog"]["tenants"]
-            .as_array()
-            .and_then(|ts| ts.iter().find(|t| t["tenant"] == "default"))
-            .and_then(|t| t["last_sequence"].as_u64());
-        let shards = s["cluster"]["shards"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let done = !shards.is_empty()
-            && head.is_some()
-            && shards.iter().all(|sh| {
-                sh["holder"].as_u64().is_some()
-                    && sh["checkpoint"]["catalog_sequence"].as_u64() >= head
-            });
-        if done {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "shards did not catch up: {s}; log: {}",
-                tail(&node.log_path)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn alerts(node: &Spoor) -> anyhow::Result<Vec<Value>> {
@@ -228,7 +139,7 @@ async fn start_cluster(dir: &Path, rules: &Path) -> anyhow::Result<(Broker, Spoo
         &cluster_settings(&lake),
         &SpoorOptions { env },
     )?;
-    apply_rules(&node, rules)?;
+    node.apply_rules(rules, Some(BUCKETS))?;
     Ok((broker, node))
 }
 
@@ -269,7 +180,7 @@ async fn reference(dir: &Path, rules: &Path) -> anyhow::Result<Vec<Value>> {
     let (broker, node) = start_cluster(dir, rules).await?;
     wait_held_by(&node, |h| h.iter().all(|(_, w)| w.is_some())).await?;
     broker.produce_in_order(TOPIC, &events(0, TOTAL)).await?;
-    wait_caught_up(&node, TOTAL as i64).await?;
+    node.wait_caught_up(TOTAL as i64, WAIT).await?;
     alerts(&node).await
 }
 
@@ -299,7 +210,7 @@ fn compare(reference: &[Value], got: &[Value], what: &str) {
 async fn killed_worker_leaves_the_same_alerts() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let rules = dir.path().join("rules");
-    write_rules(&rules)?;
+    write_failover_rules(&rules)?;
     let expected = reference(&dir.path().join("reference"), &rules).await?;
 
     let run = dir.path().join("failover");
@@ -314,14 +225,14 @@ async fn killed_worker_leaves_the_same_alerts() -> anyhow::Result<()> {
     broker
         .produce_in_order(TOPIC, &events(0, TOTAL / 2))
         .await?;
-    wait_caught_up(&node, (TOTAL / 2) as i64).await?;
+    node.wait_caught_up((TOTAL / 2) as i64, WAIT).await?;
     // Windows are open on the worker now; it dies without a goodbye.
     worker.kill()?;
     broker
         .produce_in_order(TOPIC, &events(TOTAL / 2, TOTAL))
         .await?;
     wait_held_by(&node, |h| h.iter().all(|(_, w)| *w == Some(1))).await?;
-    wait_caught_up(&node, TOTAL as i64).await?;
+    node.wait_caught_up(TOTAL as i64, WAIT).await?;
     compare(&expected, &alerts(&node).await?, "after the kill");
     Ok(())
 }
@@ -330,7 +241,7 @@ async fn killed_worker_leaves_the_same_alerts() -> anyhow::Result<()> {
 async fn joining_worker_takes_half_the_shards_and_changes_no_alert() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let rules = dir.path().join("rules");
-    write_rules(&rules)?;
+    write_failover_rules(&rules)?;
     let expected = reference(&dir.path().join("reference"), &rules).await?;
 
     let run = dir.path().join("rebalance");
@@ -339,7 +250,7 @@ async fn joining_worker_takes_half_the_shards_and_changes_no_alert() -> anyhow::
     broker
         .produce_in_order(TOPIC, &events(0, TOTAL / 2))
         .await?;
-    wait_caught_up(&node, (TOTAL / 2) as i64).await?;
+    node.wait_caught_up((TOTAL / 2) as i64, WAIT).await?;
     let _worker = start_worker(&run, &node, 32)?;
     wait_held_by(&node, |h| {
         h.iter().filter(|(_, w)| *w == Some(32)).count() == (BUCKETS / 2) as usize
@@ -348,7 +259,7 @@ async fn joining_worker_takes_half_the_shards_and_changes_no_alert() -> anyhow::
     broker
         .produce_in_order(TOPIC, &events(TOTAL / 2, TOTAL))
         .await?;
-    wait_caught_up(&node, TOTAL as i64).await?;
+    node.wait_caught_up(TOTAL as i64, WAIT).await?;
     compare(&expected, &alerts(&node).await?, "after the rebalance");
     Ok(())
 }
