@@ -47,6 +47,12 @@ pub struct Config {
     pub query: QueryConfig,
     /// Correlation workers.
     pub worker: WorkerConfig,
+    /// Retro-hunts.
+    #[serde(default)]
+    pub retro_hunt: RetroHuntConfig,
+    /// Where workers deliver committed alerts besides the `alerts` table.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// Listeners and identity of this process.
@@ -454,6 +460,186 @@ pub struct WorkerConfig {
     pub allowed_lateness_ms: u64,
     /// Correlation matches kept per shard before the oldest are evicted.
     pub max_window_entries: usize,
+    /// The longest one rule may take to evaluate one events file,
+    /// milliseconds: a rule over it (or one that panics) is disabled for
+    /// the shard, with an alert about it.
+    pub rule_time_budget_ms: u64,
+}
+
+/// Alerts beyond the `alerts` table (`docs/operations.md`, alert sinks).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Where workers deliver every committed alert (`[[alerts.sinks]]`), at
+    /// least once, with its `alert_id` for deduplication downstream.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// What an alert sink delivers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// A Kafka topic: one message per alert, keyed by `alert_id`.
+    Kafka,
+    /// An HTTP endpoint: one `POST` of JSON per alert.
+    Webhook,
+}
+
+/// Rule levels in rising order, as `min_level` takes them.
+pub const ALERT_LEVELS: [&str; 5] = ["informational", "low", "medium", "high", "critical"];
+
+/// One alert sink (`[[alerts.sinks]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Names the sink in metrics, logs and dead letters (`sink:{name}`);
+    /// unique, letters, digits, `-`, `_` and `.`.
+    pub name: String,
+    /// `kafka` or `webhook`.
+    pub kind: SinkKind,
+    /// Tenants whose alerts go to this sink; empty: every tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Lowest rule level delivered (informational, low, medium, high,
+    /// critical); empty: every alert, also those of rules without a level.
+    #[serde(default)]
+    pub min_level: String,
+    /// Webhook: the URL alerts are POSTed to (`http://` only in this build).
+    #[serde(default)]
+    pub url: String,
+    /// Webhook: sent as `Authorization: Bearer {token}` when set.
+    #[serde(default)]
+    pub bearer_token: String,
+    /// Webhook: when set, each request carries `X-Spoor-Signature:
+    /// sha256={hex HMAC-SHA256 of the body}`.
+    #[serde(default)]
+    pub hmac_secret: String,
+    /// Kafka: bootstrap servers, `host:port,...`.
+    #[serde(default)]
+    pub brokers: String,
+    /// Kafka: the topic.
+    #[serde(default)]
+    pub topic: String,
+    /// Kafka: extra librdkafka producer properties.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// How long one attempt may take (webhook request timeout, Kafka
+    /// `message.timeout.ms`), milliseconds.
+    #[serde(default = "sink_default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts per alert before it becomes a dead letter.
+    #[serde(default = "sink_default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled at every retry, milliseconds.
+    #[serde(default = "sink_default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Longest wait between retries, milliseconds.
+    #[serde(default = "sink_default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+fn sink_default_timeout_ms() -> u64 {
+    10_000
+}
+
+fn sink_default_max_attempts() -> u32 {
+    6
+}
+
+fn sink_default_initial_backoff_ms() -> u64 {
+    500
+}
+
+fn sink_default_max_backoff_ms() -> u64 {
+    30_000
+}
+
+impl SinkConfig {
+    /// A sink of `kind` named `name` with every other key at its default.
+    pub fn new(name: &str, kind: SinkKind) -> Self {
+        SinkConfig {
+            name: name.to_string(),
+            kind,
+            tenants: Vec::new(),
+            min_level: String::new(),
+            url: String::new(),
+            bearer_token: String::new(),
+            hmac_secret: String::new(),
+            brokers: String::new(),
+            topic: String::new(),
+            properties: Default::default(),
+            timeout_ms: sink_default_timeout_ms(),
+            max_attempts: sink_default_max_attempts(),
+            initial_backoff_ms: sink_default_initial_backoff_ms(),
+            max_backoff_ms: sink_default_max_backoff_ms(),
+        }
+    }
+
+    /// Whether alerts of `tenant` go to this sink.
+    pub fn takes_tenant(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
+    }
+
+    /// Whether an alert of a rule at `level` goes to this sink.
+    pub fn takes_level(&self, level: Option<&str>) -> bool {
+        if self.min_level.is_empty() {
+            return true;
+        }
+        let rank = |l: &str| ALERT_LEVELS.iter().position(|x| x.eq_ignore_ascii_case(l));
+        match (level.and_then(rank), rank(&self.min_level)) {
+            (Some(level), Some(min)) => level >= min,
+            _ => false,
+        }
+    }
+}
+
+/// Retro-hunts (`docs/rules.md`, Retro-hunts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetroHuntConfig {
+    /// Longest time range one job may search, days.
+    pub max_range_days: u64,
+    /// Jobs queued or running at once on one node; more are refused.
+    pub max_concurrent_jobs: usize,
+    /// A job commits its alerts after this many events files ...
+    pub files_per_commit: usize,
+    /// ... or as soon as this many alerts wait.
+    pub alerts_per_commit: usize,
+}
+
+impl Default for RetroHuntConfig {
+    fn default() -> Self {
+        RetroHuntConfig {
+            max_range_days: 90,
+            max_concurrent_jobs: 2,
+            files_per_commit: 16,
+            alerts_per_commit: 10_000,
+        }
+    }
+}
+
+impl RetroHuntConfig {
+    /// Checks `[retro_hunt]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            (
+                "max_range_days",
+                usize::try_from(self.max_range_days).unwrap_or(usize::MAX),
+            ),
+            ("max_concurrent_jobs", self.max_concurrent_jobs),
+            ("files_per_commit", self.files_per_commit),
+            ("alerts_per_commit", self.alerts_per_commit),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Value {
+                    key: format!("retro_hunt.{key}"),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where to start in a partition that has no checkpoint.
@@ -630,6 +816,8 @@ impl Config {
         }
         self.validate_compaction()?;
         self.validate_worker()?;
+        self.retro_hunt.validate()?;
+        self.validate_sinks()?;
         if !self.ingest.kafka.brokers.is_empty() {
             if self.ingest.kafka.topics.is_empty() {
                 return bad(
@@ -842,6 +1030,121 @@ impl Config {
         }
         if w.max_window_entries == 0 {
             return bad("max_window_entries", "must be at least 1");
+        }
+        if w.rule_time_budget_ms == 0 {
+            return bad("rule_time_budget_ms", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Checks `[[alerts.sinks]]`.
+    fn validate_sinks(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, sink) in self.alerts.sinks.iter().enumerate() {
+            let bad = |field: &str, reason: String| {
+                Err(ConfigError::Value {
+                    key: format!("alerts.sinks[{i}].{field}"),
+                    reason,
+                })
+            };
+            let name_ok = !sink.name.is_empty()
+                && sink
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !name_ok {
+                return bad(
+                    "name",
+                    format!(
+                        "{:?} must be non-empty letters, digits, '-', '_' or '.'",
+                        sink.name
+                    ),
+                );
+            }
+            if !names.insert(sink.name.as_str()) {
+                return bad("name", format!("{:?} names two sinks", sink.name));
+            }
+            for t in &sink.tenants {
+                if let Err(e) = TenantId::new(t.clone()) {
+                    return bad("tenants", e.to_string());
+                }
+            }
+            if !sink.min_level.is_empty()
+                && !ALERT_LEVELS
+                    .iter()
+                    .any(|l| l.eq_ignore_ascii_case(&sink.min_level))
+            {
+                return bad(
+                    "min_level",
+                    format!(
+                        "{:?} is not a level: one of {}, or empty for every alert",
+                        sink.min_level,
+                        ALERT_LEVELS.join(", ")
+                    ),
+                );
+            }
+            if sink.timeout_ms == 0 {
+                return bad("timeout_ms", "must be at least 1".into());
+            }
+            if sink.max_attempts == 0 {
+                return bad("max_attempts", "must be at least 1".into());
+            }
+            if sink.initial_backoff_ms == 0 {
+                return bad("initial_backoff_ms", "must be at least 1".into());
+            }
+            if sink.max_backoff_ms < sink.initial_backoff_ms {
+                return bad(
+                    "max_backoff_ms",
+                    format!(
+                        "must be at least initial_backoff_ms ({})",
+                        sink.initial_backoff_ms
+                    ),
+                );
+            }
+            let other_kind = |field: &str, set: bool, kind: &str| {
+                if set {
+                    bad(field, format!("applies to kind = \"{kind}\" only"))
+                } else {
+                    Ok(())
+                }
+            };
+            match sink.kind {
+                SinkKind::Webhook => {
+                    if sink.url.starts_with("https://") {
+                        return bad(
+                            "url",
+                            format!(
+                                "{:?}: https is not built into this release; use http:// (a TLS proxy in front of the receiver)",
+                                sink.url
+                            ),
+                        );
+                    }
+                    let host = sink.url.strip_prefix("http://").unwrap_or("");
+                    if host.is_empty()
+                        || host.starts_with('/')
+                        || host.contains(char::is_whitespace)
+                    {
+                        return bad(
+                            "url",
+                            format!("{:?} must be an http:// URL with a host", sink.url),
+                        );
+                    }
+                    other_kind("brokers", !sink.brokers.is_empty(), "kafka")?;
+                    other_kind("topic", !sink.topic.is_empty(), "kafka")?;
+                    other_kind("properties", !sink.properties.is_empty(), "kafka")?;
+                }
+                SinkKind::Kafka => {
+                    if sink.brokers.trim().is_empty() {
+                        return bad("brokers", "must name the bootstrap servers".into());
+                    }
+                    if sink.topic.trim().is_empty() {
+                        return bad("topic", "must name the topic".into());
+                    }
+                    other_kind("url", !sink.url.is_empty(), "webhook")?;
+                    other_kind("bearer_token", !sink.bearer_token.is_empty(), "webhook")?;
+                    other_kind("hmac_secret", !sink.hmac_secret.is_empty(), "webhook")?;
+                }
+            }
         }
         Ok(())
     }
@@ -1215,6 +1518,119 @@ src_ip = ["net.src", "client.addr"]
         ] {
             let err = load(&[], &[overrides]).expect_err(overrides);
             assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn alert_sinks_load_and_are_checked() {
+        let c = load(&[], &[]).expect("defaults");
+        assert!(c.alerts.sinks.is_empty());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spoor.toml");
+        let file = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            Config::load(Some(&path), Vec::new(), &[])
+        };
+        let c = file(
+            r#"
+[[alerts.sinks]]
+name = "soc"
+kind = "webhook"
+url = "http://soar.example:8080/hooks/spoor"
+min_level = "high"
+tenants = ["acme"]
+hmac_secret = "s3cret"
+
+[[alerts.sinks]]
+name = "bus"
+kind = "kafka"
+brokers = "kafka-1:9092"
+topic = "spoor-alerts"
+max_attempts = 3
+"#,
+        )
+        .expect("sinks load");
+        assert_eq!(c.alerts.sinks.len(), 2);
+        let soc = &c.alerts.sinks[0];
+        assert_eq!(soc.kind, SinkKind::Webhook);
+        assert_eq!(soc.max_attempts, 6, "defaults fill the rest");
+        assert!(soc.takes_tenant("acme") && !soc.takes_tenant("other"));
+        assert!(soc.takes_level(Some("critical")) && soc.takes_level(Some("High")));
+        assert!(!soc.takes_level(Some("medium")) && !soc.takes_level(None));
+        let bus = &c.alerts.sinks[1];
+        assert_eq!((bus.kind, bus.max_attempts), (SinkKind::Kafka, 3));
+        assert!(bus.takes_tenant("anyone") && bus.takes_level(None));
+        // Also through a flag, as one inline array.
+        let c = load(
+            &[],
+            &[r#"alerts.sinks=[{name = "w", kind = "webhook", url = "http://127.0.0.1:9/x"}]"#],
+        )
+        .expect("flag");
+        assert_eq!(c.alerts.sinks[0].url, "http://127.0.0.1:9/x");
+
+        let webhook = "[[alerts.sinks]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://h/x\"\n";
+        let kafka = "[[alerts.sinks]]\nname = \"k\"\nkind = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"t\"\n";
+        for (text, key, needle) in [
+            (format!("{webhook}kind = \"mail\"\n"), "kind", "mail"),
+            (
+                "[[alerts.sinks]]\nname = \"w\"\nkind = \"webhook\"\n".to_string(),
+                "alerts.sinks[0].url",
+                "http://",
+            ),
+            (
+                webhook.replace("http://h/x", "https://h/x"),
+                "alerts.sinks[0].url",
+                "https",
+            ),
+            (
+                webhook.replace("\"w\"", "\"a b\""),
+                "alerts.sinks[0].name",
+                "letters",
+            ),
+            (
+                format!("{webhook}{webhook}"),
+                "alerts.sinks[1].name",
+                "two sinks",
+            ),
+            (
+                format!("{webhook}min_level = \"urgent\"\n"),
+                "alerts.sinks[0].min_level",
+                "critical",
+            ),
+            (
+                format!("{webhook}tenants = [\"Bad/Tenant\"]\n"),
+                "alerts.sinks[0].tenants",
+                "",
+            ),
+            (
+                format!("{webhook}max_attempts = 0\n"),
+                "alerts.sinks[0].max_attempts",
+                "at least 1",
+            ),
+            (
+                format!("{webhook}initial_backoff_ms = 100\nmax_backoff_ms = 10\n"),
+                "alerts.sinks[0].max_backoff_ms",
+                "initial_backoff_ms",
+            ),
+            (
+                format!("{webhook}topic = \"t\"\n"),
+                "alerts.sinks[0].topic",
+                "kafka",
+            ),
+            (
+                kafka.replace("topic = \"t\"\n", ""),
+                "alerts.sinks[0].topic",
+                "topic",
+            ),
+            (
+                kafka.replace("b:9092", ""),
+                "alerts.sinks[0].brokers",
+                "bootstrap",
+            ),
+            (format!("{kafka}retries = 3\n"), "retries", "unknown"),
+        ] {
+            let err = file(&text).expect_err(&text).to_string();
+            assert!(err.contains(key) && err.contains(needle), "{text}: {err}");
         }
     }
 

@@ -99,6 +99,18 @@ pub struct Detection {
     pub alerts: bool,
     /// Titles of the global filters applied to it.
     pub filters_applied: Vec<String>,
+    /// Its `suppression`, compiled.
+    pub suppression: Option<DetectionSuppression>,
+}
+
+/// A detection rule's `suppression`: the window and the fields whose
+/// values key it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectionSuppression {
+    /// `suppression.window` in microseconds.
+    pub window_micros: i64,
+    /// Field ids of `suppression.group_by` (see [`FieldValues::get`]).
+    pub fields: Vec<usize>,
 }
 
 /// Where a correlation's input comes from.
@@ -367,6 +379,10 @@ impl Canon {
             logsource,
             searches,
             conditions,
+            // Suppression decides which alerts are raised, not what
+            // matches: tuning it keeps the version, so alert ids and
+            // window state carry over.
+            suppression: _,
             line: _,
         } = rule;
         self.str("detection");
@@ -415,6 +431,8 @@ impl Canon {
             percentile,
             aliases,
             generate,
+            // As for detection rules: not part of what matches.
+            suppression: _,
             line: _,
         } = c;
         self.str("correlation");
@@ -654,6 +672,17 @@ impl Engine {
                             filters.len() - 1
                         }
                     };
+                    let suppression = rule.suppression.as_ref().map(|s| {
+                        let resolved = options.mappings.resolve(&rule.logsource);
+                        DetectionSuppression {
+                            window_micros: s.window_secs.saturating_mul(1_000_000),
+                            fields: s
+                                .group_by
+                                .iter()
+                                .map(|g| registry.named(g, &resolved.fields))
+                                .collect(),
+                        }
+                    });
                     detections.push(Detection {
                         info: rule_info,
                         logsource: rule.logsource.clone(),
@@ -661,6 +690,7 @@ impl Engine {
                         filter,
                         alerts: true,
                         filters_applied: applied,
+                        suppression,
                     });
                 }
                 Err(message) => issues.push(Issue {
@@ -779,6 +809,15 @@ impl Engine {
             *scratch = tests;
         }
         Ok(BatchResult { hits, values })
+    }
+
+    /// Whether any rule has a `suppression`.
+    pub fn has_suppression(&self) -> bool {
+        self.detections.iter().any(|d| d.suppression.is_some())
+            || self
+                .correlations
+                .iter()
+                .any(|c| c.rule.suppression.is_some())
     }
 
     /// The number of distinct tests and fields (shared across rules).
@@ -910,6 +949,9 @@ fn field_filters(
     for rule in detections {
         fields.clear();
         expr_fields(&rule.expr, registry, &mut fields);
+        if let Some(s) = &rule.suppression {
+            fields.extend(&s.fields);
+        }
         for f in &fields {
             out[*f].push(rule.filter);
         }

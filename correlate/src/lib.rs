@@ -21,6 +21,7 @@ pub mod evaluate;
 pub mod mapping;
 pub mod sigma;
 pub mod sql;
+pub mod suppress;
 pub mod window;
 pub mod worker;
 

@@ -54,6 +54,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::{BatchResult, CompiledCorrelation, Engine, InputSource};
 use crate::sigma::{CmpOp, CorrelationKind};
+use crate::suppress::{SavedAnchor, Suppressor};
 
 /// Windowing options.
 #[derive(Debug, Clone, Copy)]
@@ -166,6 +167,9 @@ pub struct Correlator {
     /// Matches held across all states (kept equal to their sum).
     entries: usize,
     bucket: Option<Bucket>,
+    /// Alert suppression anchors of every rule with a `suppression`,
+    /// detection rules included: checkpointed with the windows.
+    suppressor: Suppressor,
 }
 
 /// A new match for a correlation.
@@ -217,6 +221,9 @@ pub struct CorrelatorSnapshot {
     bucket: Option<Bucket>,
     /// One per correlation rule, in the engine's order.
     rules: Vec<RuleState>,
+    /// Suppression anchors (absent in checkpoints of before suppression).
+    #[serde(default)]
+    suppression: Vec<SavedAnchor>,
 }
 
 impl CorrelatorSnapshot {
@@ -398,7 +405,28 @@ impl Correlator {
             options,
             entries: 0,
             bucket: None,
+            suppressor: Suppressor::default(),
         }
+    }
+
+    /// Whether an alert of `rule` with suppression key `key` at event time
+    /// `time` is suppressed (see [`Suppressor::suppressed`]).
+    pub fn suppressed(&mut self, rule: &str, key: Vec<String>, time: i64, window: i64) -> bool {
+        self.suppressor.suppressed(rule, key, time, window)
+    }
+
+    /// Drops suppression anchors past their window and the allowed
+    /// lateness, and the oldest beyond the entry limit.
+    pub fn expire_suppression(&mut self) {
+        self.suppressor.expire(
+            self.options.allowed_lateness_micros,
+            self.options.max_entries,
+        );
+    }
+
+    /// Suppression anchors held (for the state size metric).
+    pub fn suppression_entries(&self) -> usize {
+        self.suppressor.len()
     }
 
     /// Makes this correlator one key bucket's shard: of `buckets`, it keeps
@@ -467,6 +495,7 @@ impl Correlator {
                         .collect(),
                 })
                 .collect(),
+            suppression: self.suppressor.save(),
         }
     }
 
@@ -486,12 +515,14 @@ impl Correlator {
     /// a snapshot of another format is dropped and logged, never trusted.
     ///
     /// [`with_bucket`]: Correlator::with_bucket
-    pub fn restore(&mut self, snapshot: CorrelatorSnapshot) -> RestoreReport {
+    pub fn restore(&mut self, mut snapshot: CorrelatorSnapshot) -> RestoreReport {
         for state in &mut self.states {
             *state = State::default();
         }
         self.entries = 0;
         let mut report = RestoreReport::default();
+        // Anchors of rules that are gone expire with their windows.
+        self.suppressor = Suppressor::restore(std::mem::take(&mut snapshot.suppression), &|_| true);
         if snapshot.format != SNAPSHOT_FORMAT {
             tracing::warn!(
                 format = snapshot.format,

@@ -5,7 +5,10 @@
 //! `spoor sql` and `spoor status` are clients of a running node; `spoor import`
 //! loads files into a running cluster's lake.
 
+mod alerts_api;
+mod api;
 mod client;
+mod retro_api;
 mod roles;
 mod rules_api;
 mod rules_cli;

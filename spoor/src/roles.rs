@@ -168,6 +168,8 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         control.clone(),
         crate::rules_api::access(&config, &control),
     ));
+    app = app.merge(crate::alerts_api::router(&config, &catalog, &control)?);
+    app = app.merge(crate::retro_api::router(&config, &catalog, &control)?);
     let mut flight_addr = None;
     let mut postgres_addr = None;
     // Leases the heartbeat replies carry, for the worker's shards.
@@ -175,9 +177,13 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     let mut loads = None;
     if role.runs_worker() {
         let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
-        let worker = spoor_correlate::worker::Worker::new(
+        let sinks = spoor_correlate::worker::Sinks::new(&config.alerts.sinks)
+            .map_err(anyhow::Error::msg)
+            .context("starting the alert sinks (alerts.sinks)")?;
+        let worker = spoor_correlate::worker::Worker::with_sinks(
             config.node.id,
             &config.worker,
+            sinks,
             catalog.clone(),
             Arc::new(control.clone()),
             store,

@@ -153,6 +153,8 @@ pub struct Correlation {
     /// `correlation.generate`: whether the referenced rules also alert on
     /// their own.
     pub generate: bool,
+    /// `suppression` (Spoor's own attribute).
+    pub suppression: Option<Suppression>,
     /// The document's first line.
     pub line: usize,
 }
@@ -194,6 +196,60 @@ pub struct SqlRule {
     pub range_secs: i64,
     /// The document's first line.
     pub line: usize,
+}
+
+/// `suppression`: Spoor's own rule attribute (Sigma allows custom ones).
+/// After an alert of the rule, further alerts of the same rule with the same
+/// values of `group_by` within `window` of it (in event time) are not
+/// raised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    /// `suppression.window` in seconds.
+    pub window_secs: i64,
+    /// `suppression.group_by`: field names (for a detection rule) or the
+    /// correlation's group-by fields (for a correlation; all of them when
+    /// left out). Empty for a detection rule: one alert per window.
+    pub group_by: Vec<String>,
+}
+
+/// The document's `suppression`, if any.
+pub(super) fn suppression_of(doc: &MarkedYaml<'_>) -> Result<Option<Suppression>, RuleError> {
+    let Some(node) = doc.data.as_mapping_get("suppression") else {
+        return Ok(None);
+    };
+    let YamlData::Mapping(map) = &node.data else {
+        return Err(error_at(
+            node,
+            "`suppression` must be a map with `window` (like `10m`) and optionally `group_by`",
+        ));
+    };
+    for key in map.keys() {
+        match text(key) {
+            Some("window" | "group_by") => {}
+            other => {
+                return Err(error_at(
+                    key,
+                    format!(
+                        "unknown `suppression` key `{}` (window, group_by)",
+                        other.unwrap_or("?")
+                    ),
+                ));
+            }
+        }
+    }
+    let window = node
+        .data
+        .as_mapping_get("window")
+        .ok_or_else(|| error_at(node, "`suppression` needs a `window` (like `10m`)"))?;
+    let window_secs = timespan_at(window, "suppression.window")?;
+    let group_by = match node.data.as_mapping_get("group_by") {
+        Some(g) => names_list(g, "suppression.group_by")?,
+        None => Vec::new(),
+    };
+    Ok(Some(Suppression {
+        window_secs,
+        group_by,
+    }))
 }
 
 /// Parses `30s`, `5m`, `1h`, `7d` into seconds.
@@ -409,6 +465,21 @@ pub(super) fn correlation(doc: &MarkedYaml<'_>) -> Result<Correlation, RuleError
             ));
         }
     };
+    let suppression = match suppression_of(doc)? {
+        Some(s) => {
+            if let Some(unknown) = s.group_by.iter().find(|g| !group_by.contains(g)) {
+                let at = doc.data.as_mapping_get("suppression").unwrap_or(doc);
+                return Err(error_at(
+                    at,
+                    format!(
+                        "`suppression.group_by` names `{unknown}`, which is not in the correlation's `group-by`"
+                    ),
+                ));
+            }
+            Some(s)
+        }
+        None => None,
+    };
     Ok(Correlation {
         title,
         id: optional_text(doc, "id"),
@@ -423,6 +494,7 @@ pub(super) fn correlation(doc: &MarkedYaml<'_>) -> Result<Correlation, RuleError
         percentile,
         aliases,
         generate,
+        suppression,
         line: doc.span.start.line(),
     })
 }

@@ -17,7 +17,7 @@ use std::fmt;
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
 pub use condition::Condition;
-pub use meta::{CmpOp, Correlation, CorrelationKind, Filter, SqlRule};
+pub use meta::{CmpOp, Correlation, CorrelationKind, Filter, SqlRule, Suppression};
 
 /// A value to match.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +193,8 @@ pub struct Rule {
     pub searches: Vec<(String, Search)>,
     /// The condition(s): any may match.
     pub conditions: Vec<Condition>,
+    /// `suppression` (Spoor's own attribute).
+    pub suppression: Option<meta::Suppression>,
     /// The line of the document's start (1-based).
     pub line: usize,
 }
@@ -458,6 +460,7 @@ fn rule(doc: &MarkedYaml<'_>) -> Result<Rule, RuleError> {
         logsource: logsource_of(doc),
         searches,
         conditions,
+        suppression: meta::suppression_of(doc)?,
         line: doc.span.start.line(),
     })
 }

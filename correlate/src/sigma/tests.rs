@@ -1,5 +1,65 @@
 use super::*;
 
+#[test]
+fn suppression_is_parsed_and_checked() {
+    let text = r#"title: ok
+detection: {sel: {a: 1}, condition: sel}
+suppression: {window: 15m, group_by: [host, user]}
+---
+title: no window
+detection: {sel: {a: 1}, condition: sel}
+suppression: {group_by: [host]}
+---
+title: bad window
+detection: {sel: {a: 1}, condition: sel}
+suppression: {window: soon}
+---
+title: unknown key
+detection: {sel: {a: 1}, condition: sel}
+suppression: {window: 1m, by: [host]}
+---
+title: corr
+correlation: {type: event_count, rules: [x], group-by: [user], timespan: 5m, condition: {gte: 2}}
+suppression: {window: 1h, group_by: [host]}
+---
+title: corr ok
+correlation: {type: event_count, rules: [x], group-by: [user], timespan: 5m, condition: {gte: 2}}
+suppression: {window: 1h}
+"#;
+    let docs = parse_documents(text);
+    let Ok(Document::Detection(rule)) = &docs[0] else {
+        panic!("{:?}", docs[0]);
+    };
+    assert_eq!(
+        rule.suppression,
+        Some(Suppression {
+            window_secs: 900,
+            group_by: vec!["host".into(), "user".into()]
+        })
+    );
+    let message = |i: usize| docs[i].as_ref().expect_err("refused").message.clone();
+    assert!(message(1).contains("needs a `window`"), "{}", message(1));
+    assert!(
+        message(2).contains("suppression.window: soon"),
+        "{}",
+        message(2)
+    );
+    assert!(
+        message(3).contains("unknown `suppression` key `by`"),
+        "{}",
+        message(3)
+    );
+    assert!(
+        message(4).contains("not in the correlation's `group-by`"),
+        "{}",
+        message(4)
+    );
+    let Ok(Document::Correlation(c)) = &docs[5] else {
+        panic!("{:?}", docs[5]);
+    };
+    assert_eq!(c.suppression.as_ref().map(|s| s.window_secs), Some(3600));
+}
+
 const RULE: &str = r#"
 title: Encoded PowerShell
 id: 11111111-2222-3333-4444-555555555555

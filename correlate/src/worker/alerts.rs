@@ -19,6 +19,9 @@ pub enum RuleKind {
     Detection,
     /// A Sigma correlation rule, over a window of matches.
     Correlation,
+    /// Not a match: the rule panicked or overran its time budget and the
+    /// shard disabled it (the reason is in `group_key`).
+    RuleDisabled,
 }
 
 impl RuleKind {
@@ -27,7 +30,19 @@ impl RuleKind {
         match self {
             RuleKind::Detection => "detection",
             RuleKind::Correlation => "correlation",
+            RuleKind::RuleDisabled => "rule_disabled",
         }
+    }
+
+    /// The kind a `rule_kind` value names.
+    pub fn from_name(name: &str) -> Option<RuleKind> {
+        [
+            RuleKind::Detection,
+            RuleKind::Correlation,
+            RuleKind::RuleDisabled,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 
@@ -64,12 +79,16 @@ pub struct AlertRow {
     pub value: Option<f64>,
     /// The matching events' references (JSON objects as text).
     pub event_refs: Vec<String>,
-    /// `live` or `retro_hunt:<job>`.
+    /// `live` or `retro_hunt`.
     pub origin: String,
     /// The shard that raised it.
     pub shard: String,
     /// Wall clock when raised, µs.
     pub detected_at_micros: i64,
+    /// When ingest decoded the event that raised it (its `ingest_time`),
+    /// µs; 0 when unknown. Not a column: the shard records the detection
+    /// latency histogram from it when the alert is committed.
+    pub ingested_micros: i64,
 }
 
 /// The id of a one-event alert: the rule, its version and the event.
@@ -241,6 +260,7 @@ mod tests {
             origin: "live".into(),
             shard: "acme/windows/0".into(),
             detected_at_micros: 9,
+            ingested_micros: 0,
         }
     }
 

@@ -9,12 +9,21 @@
 //! catalog or object store unreachable, a file that cannot be read, a
 //! panicking evaluation) is restarted from its last checkpoint with a
 //! growing backoff, and the other shards of the worker go on.
+//!
+//! Committed alerts go to the alert sinks ([`sinks`]: Kafka, webhooks) at
+//! least once, from a task per shard that a new holder resumes from the
+//! checkpoint's `delivered_sequence`.
 
 mod alerts;
 mod evaluate;
 mod files;
+mod quarantine;
+pub mod retro;
 mod shard;
+mod sinks;
 mod state;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use alerts::{AlertRow, RuleKind, alert_batch, detection_alert_id, event_ref};
 pub use files::FileCache;
+pub use sinks::{SinkStats, Sinks, alert_json};
 
 /// Why a shard stopped.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +134,8 @@ pub struct Settings {
     pub allowed_lateness_micros: i64,
     /// Correlation matches kept per shard.
     pub max_window_entries: usize,
+    /// The longest one rule may take on one events file.
+    pub rule_time_budget: Duration,
 }
 
 impl From<&WorkerConfig> for Settings {
@@ -136,6 +148,7 @@ impl From<&WorkerConfig> for Settings {
             allowed_lateness_micros: i64::try_from(c.allowed_lateness_ms.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             max_window_entries: c.max_window_entries,
+            rule_time_budget: Duration::from_millis(c.rule_time_budget_ms),
         }
     }
 }
@@ -157,6 +170,10 @@ pub(crate) struct Shared {
     store: Arc<dyn ObjectStore>,
     cache: FileCache,
     loads: Mutex<HashMap<ShardId, Load>>,
+    /// Where committed alerts are delivered.
+    sinks: Sinks,
+    /// Rules disabled per shard because they panicked or overran.
+    disabled: quarantine::Disabled,
 }
 
 impl Shared {
@@ -210,10 +227,22 @@ struct Failed {
 }
 
 impl Worker {
-    /// A worker that is cluster member `node_id`.
+    /// A worker that is cluster member `node_id`, without alert sinks.
     pub fn new(
         node_id: u64,
         config: &WorkerConfig,
+        catalog: Arc<dyn Catalog>,
+        control: Arc<dyn ShardControl>,
+        store: Arc<dyn ObjectStore>,
+    ) -> Self {
+        Worker::with_sinks(node_id, config, Sinks::none(), catalog, control, store)
+    }
+
+    /// A worker that delivers its shards' alerts to `sinks` too.
+    pub fn with_sinks(
+        node_id: u64,
+        config: &WorkerConfig,
+        sinks: Sinks,
         catalog: Arc<dyn Catalog>,
         control: Arc<dyn ShardControl>,
         store: Arc<dyn ObjectStore>,
@@ -227,6 +256,8 @@ impl Worker {
                 store,
                 cache: FileCache::new(config.file_cache_bytes),
                 loads: Mutex::new(HashMap::new()),
+                sinks,
+                disabled: quarantine::Disabled::default(),
             }),
         }
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
-use spoor_common::catalog::{CatalogError, CatalogFile, CommitBatch, NewFile};
+use spoor_common::catalog::{CatalogError, CatalogFile, CommitBatch, CommitOutcome, NewFile};
 use spoor_common::control::{RuleSet, ShardCheckpoint, ShardCommit, ShardId, ShardLease};
 use spoor_common::lake_file::encode_parquet;
 use spoor_common::layout;
@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::alerts::{self, AlertRow};
 use super::evaluate::{FileContext, evaluate};
-use super::{Shared, WorkerError, state};
+use super::sinks::ShardSinks;
+use super::{Shared, WorkerError, quarantine, state};
 use crate::bundle::RuleBundle;
 use crate::engine::Engine;
 use crate::window::{Correlator, WindowOptions};
@@ -33,6 +34,8 @@ use crate::window::{Correlator, WindowOptions};
 /// The rules a shard runs.
 struct Rules {
     set: RuleSet,
+    /// The set as stored, to compile a rule alone when one breaks.
+    bundle: Arc<RuleBundle>,
     engine: Arc<Engine>,
 }
 
@@ -128,8 +131,12 @@ impl ShardRunner {
 
     async fn compile(&self, set: RuleSet) -> Result<Rules, WorkerError> {
         let content = set.content.clone();
+        // Rules this worker disabled for the shard at this version stay out.
+        let disabled = self.shared.disabled.keys(self.id(), set.version);
         let compiled = tokio::task::spawn_blocking(move || {
-            RuleBundle::from_content(&content).and_then(|b| b.compile())
+            let bundle = RuleBundle::from_content(&content)?;
+            let (engine, issues) = bundle.compile_without(&disabled)?;
+            Ok::<_, String>((Arc::new(bundle), engine, issues))
         })
         .await
         .map_err(|e| self.err(format!("compiling rule set {}: {e}", set.name)))?
@@ -139,7 +146,7 @@ impl ShardRunner {
                 set.name, set.version
             ))
         })?;
-        let (engine, issues) = compiled;
+        let (bundle, engine, issues) = compiled;
         for issue in issues.iter().filter(|i| !i.warning) {
             tracing::warn!(
                 shard = %self.name,
@@ -160,6 +167,7 @@ impl ShardRunner {
         );
         Ok(Rules {
             set,
+            bundle,
             engine: Arc::new(engine),
         })
     }
@@ -255,6 +263,20 @@ impl ShardRunner {
             })?;
         self.lease.checkpoint = current.checkpoint;
         self.buckets = info.buckets;
+        // Alert sinks (sinks.rs): the task first delivers what the previous
+        // holder committed but had not delivered (also while the rule set is
+        // paused), then each commit's alerts.
+        let sinks = ShardSinks::start(
+            self.shared.clone(),
+            self.id().clone(),
+            self.tenant.clone(),
+            self.lease.epoch,
+            self.lease
+                .checkpoint
+                .as_ref()
+                .map_or(0, ShardCheckpoint::delivered_up_to),
+            &stop,
+        );
         let Some(set) = self.wait_for_rules(&stop, None).await? else {
             return Ok(());
         };
@@ -274,6 +296,9 @@ impl ShardRunner {
         let mut last_commit = Instant::now();
         let mut last_rules_check = Instant::now();
         let mut commits = 0u64;
+        // The checkpoint last accepted, for commits that only record the
+        // sinks' progress.
+        let mut last_checkpoint = self.lease.checkpoint.clone();
         tracing::info!(shard = %self.name, epoch = self.lease.epoch, position, "shard started");
         loop {
             if stop.is_cancelled() {
@@ -317,6 +342,19 @@ impl ShardRunner {
                             .await?;
                         if file.sequence > silent_until {
                             pending.alerts.extend(found);
+                            // Rules disabled on this file: the alert about
+                            // them goes with the file's own.
+                            for rule in self.shared.disabled.found_at(
+                                self.id(),
+                                rules.set.version,
+                                file.sequence,
+                            ) {
+                                pending.alerts.push(quarantine::disabled_alert(
+                                    &rule,
+                                    &self.file_context(file, &rules),
+                                    file.file.max_time_micros,
+                                ));
+                            }
                         }
                         pending.files += 1;
                     }
@@ -332,20 +370,45 @@ impl ShardRunner {
                 && (!pending.alerts.is_empty()
                     || last_commit.elapsed() >= self.shared.config.commit_interval);
             if due {
-                self.commit(
-                    &rules,
-                    &correlator,
-                    std::mem::take(&mut pending),
-                    position,
-                    watermark,
-                )
-                .await?;
+                let (rows, upto, checkpoint) = self
+                    .commit(
+                        &rules,
+                        &correlator,
+                        std::mem::take(&mut pending),
+                        position,
+                        watermark,
+                        sinks.as_ref().map(ShardSinks::delivered),
+                    )
+                    .await?;
+                if let Some(sinks) = &sinks {
+                    sinks.hand_over(rows, upto);
+                }
+                last_checkpoint = Some(checkpoint);
                 committed = position;
                 last_commit = Instant::now();
                 commits += 1;
                 if commits.is_multiple_of(10) {
                     state::prune(self.shared.store.as_ref(), self.id()).await;
                 }
+            } else if let (Some(sinks), Some(checkpoint)) = (&sinks, &last_checkpoint)
+                && sinks.delivered() > checkpoint.delivered_up_to()
+                && last_commit.elapsed() >= self.shared.config.commit_interval
+            {
+                // Nothing new evaluated, but alerts were delivered since the
+                // last commit: record it, so a new holder redelivers less.
+                let checkpoint = ShardCheckpoint {
+                    delivered_sequence: Some(sinks.delivered()),
+                    ..checkpoint.clone()
+                };
+                let commit = ShardCommit {
+                    shard: self.id().clone(),
+                    worker: self.shared.node_id,
+                    epoch: self.lease.epoch,
+                    checkpoint: Some(checkpoint.clone()),
+                };
+                self.send_commit(&commit, None).await?;
+                last_checkpoint = Some(checkpoint);
+                last_commit = Instant::now();
             }
             if caught_up {
                 let wait = if position > committed {
@@ -384,19 +447,12 @@ impl ShardRunner {
         // Decoding and evaluation are CPU work: off the async threads. The
         // correlator moves in and back out.
         let engine = rules.engine.clone();
-        let context = FileContext {
-            file_id: file.file.file_id.clone(),
-            bucket: self.id().bucket,
-            buckets: self.buckets,
-            rule_set: rules.set.name.clone(),
-            rule_set_version: rules.set.version,
-            shard: self.name.clone(),
-            origin: "live",
-        };
+        let context = self.file_context(file, rules);
         let mut owned = std::mem::replace(correlator, self.correlator(&rules.engine));
+        let file_bytes = bytes.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                evaluate(&engine, &mut owned, bytes, &context)
+                evaluate(&engine, &mut owned, file_bytes, &context)
             }));
             (owned, result)
         })
@@ -407,13 +463,59 @@ impl ShardRunner {
         let (found, max_time, rows) = match result {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(self.err(format!("events file {key}: {e}"))),
-            Err(_) => {
+            Err(payload) => {
+                let message = quarantine::panic_message(payload.as_ref());
+                let found =
+                    if self
+                        .shared
+                        .disabled
+                        .searched(self.id(), rules.set.version, file.sequence)
+                    {
+                        "no rule did it on its own when the rules were tried one by one".to_string()
+                    } else {
+                        self.search(file, rules, bytes).await?
+                    };
                 return Err(self.err(format!(
-                    "evaluating events file {key} panicked; the shard restarts from its checkpoint"
+                    "evaluating events file {key} panicked ({message}); {found}; the shard \
+                     restarts from its checkpoint"
                 )));
             }
         };
         *watermark = (*watermark).max(max_time);
+        if started.elapsed() > self.shared.config.rule_time_budget
+            && self
+                .shared
+                .disabled
+                .search_overrun(self.id(), rules.set.version, file.sequence)
+        {
+            // The file's alerts stand; the rule that overran is disabled
+            // from the checkpoint on (as a new holder would: deterministic
+            // replay), so the shard restarts without it.
+            let took = started.elapsed();
+            let found = self.search(file, rules, bytes).await?;
+            if self
+                .shared
+                .disabled
+                .found_at(self.id(), rules.set.version, file.sequence)
+                .is_empty()
+            {
+                tracing::warn!(
+                    shard = %self.name,
+                    file = key,
+                    took_ms = took.as_millis() as u64,
+                    "an events file took longer than worker.rule_time_budget_ms, but no rule alone \
+                     does: the rule set is slow on big files; overruns are not searched again \
+                     until its next version"
+                );
+                self.shared.disabled.mark_slow(self.id(), rules.set.version);
+            } else {
+                return Err(self.err(format!(
+                    "evaluating events file {key} took {} ms; {found}; the shard restarts \
+                     from its checkpoint",
+                    took.as_millis()
+                )));
+            }
+        }
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!("spoor_worker_evaluation_seconds").record(elapsed);
         metrics::counter!("spoor_worker_events_total", "shard" => self.name.clone())
@@ -424,9 +526,79 @@ impl ShardRunner {
         Ok(found)
     }
 
+    fn file_context(&self, file: &CatalogFile, rules: &Rules) -> FileContext {
+        FileContext {
+            file_id: file.file.file_id.clone(),
+            bucket: self.id().bucket,
+            buckets: self.buckets,
+            rule_set: rules.set.name.clone(),
+            rule_set_version: rules.set.version,
+            shard: self.name.clone(),
+            origin: "live",
+        }
+    }
+
+    /// After an evaluation that panicked or overran the time budget: tries
+    /// each rule alone on the file and disables, for this shard and rule set
+    /// version, those that panic or overrun on their own (their alert is
+    /// raised with the file's alerts). Says what it found, for the error.
+    async fn search(
+        &self,
+        file: &CatalogFile,
+        rules: &Rules,
+        bytes: bytes::Bytes,
+    ) -> Result<String, WorkerError> {
+        let bundle = rules.bundle.clone();
+        let excluded = self.shared.disabled.keys(self.id(), rules.set.version);
+        let cx = self.file_context(file, rules);
+        let budget = self.shared.config.rule_time_budget;
+        let options = WindowOptions {
+            allowed_lateness_micros: self.shared.config.allowed_lateness_micros,
+            max_entries: self.shared.config.max_window_entries,
+        };
+        let culprits = tokio::task::spawn_blocking(move || {
+            quarantine::isolate(&bundle, &excluded, &bytes, &cx, budget, options)
+        })
+        .await
+        .map_err(|e| self.err(format!("trying the rules one by one: {e}")))?
+        .map_err(|e| self.err(format!("trying the rules one by one: {e}")))?;
+        for c in &culprits {
+            metrics::counter!("spoor_worker_rules_disabled_total", "shard" => self.name.clone())
+                .increment(1);
+            tracing::error!(
+                shard = %self.name,
+                rule = c.info.key(),
+                title = c.info.title,
+                version = c.info.version,
+                reason = c.reason,
+                file = file.file.object_key,
+                "rule disabled for this shard; the others go on"
+            );
+        }
+        let said = if culprits.is_empty() {
+            "no rule does it on its own, so none was disabled".to_string()
+        } else {
+            format!(
+                "disabled {}",
+                culprits
+                    .iter()
+                    .map(|c| format!("{} ({})", c.info.key(), c.reason))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        self.shared
+            .disabled
+            .record(self.id(), rules.set.version, file.sequence, culprits);
+        Ok(said)
+    }
+
     /// Writes the alerts and the window state, then commits both with the
-    /// position under the lease. Retries while the coordinators are
-    /// unreachable; a refusal means the lease is gone.
+    /// position (and the sinks' `delivered` sequence) under the lease.
+    /// Retries while the coordinators are unreachable; a refusal means the
+    /// lease is gone. Returns the committed alerts, the catalog sequence up
+    /// to which the shard's alerts files are now known (the position or its
+    /// last alerts file), and the checkpoint.
     async fn commit(
         &self,
         rules: &Rules,
@@ -434,18 +606,22 @@ impl ShardRunner {
         pending: Pending,
         position: u64,
         watermark: i64,
-    ) -> Result<(), WorkerError> {
+        delivered: Option<u64>,
+    ) -> Result<(Vec<AlertRow>, u64, ShardCheckpoint), WorkerError> {
         let first = pending.first.unwrap_or(position);
         let detected_at = now_micros();
         let mut files = Vec::new();
         let alert_count = pending.alerts.len();
+        let mut committed_rows = Vec::with_capacity(alert_count);
         for (hour, mut rows) in alerts::by_hour(pending.alerts) {
             for r in &mut rows {
                 r.detected_at_micros = detected_at;
             }
             files.push(self.write_alerts(hour, &rows, first, position).await?);
+            committed_rows.extend(rows);
         }
-        let state_key = if rules.engine.correlations.is_empty() {
+        // Window state holds correlation windows and suppression anchors.
+        let state_key = if rules.engine.correlations.is_empty() && !rules.engine.has_suppression() {
             String::new()
         } else {
             let key = state::key(self.id(), position, self.lease.epoch);
@@ -457,29 +633,58 @@ impl ShardRunner {
                 .map_err(|e| self.err(format!("writing window state {key}: {e}")))?;
             key
         };
+        let checkpoint = ShardCheckpoint {
+            catalog_sequence: position,
+            state_key,
+            watermark_micros: watermark,
+            delivered_sequence: delivered,
+        };
         let commit = ShardCommit {
             shard: self.id().clone(),
             worker: self.shared.node_id,
             epoch: self.lease.epoch,
-            checkpoint: Some(ShardCheckpoint {
-                catalog_sequence: position,
-                state_key,
-                watermark_micros: watermark,
-            }),
+            checkpoint: Some(checkpoint.clone()),
         };
         let batch = (!files.is_empty()).then(|| CommitBatch {
             files,
             checkpoints: Vec::new(),
         });
+        let outcome = self.send_commit(&commit, batch.as_ref()).await?;
+        let upto = outcome
+            .sequences
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(position);
+        let now = now_micros();
+        metrics::counter!("spoor_worker_commits_total").increment(1);
+        if alert_count > 0 {
+            metrics::histogram!("spoor_worker_commit_delay_seconds")
+                .record((now - detected_at).max(0) as f64 / 1e6);
+        }
+        // Detection latency: from ingest decoding the event that raised the
+        // alert to the alert committed (the flush interval, the events
+        // file's commit, the shard's poll, evaluation and this commit).
+        let latency = metrics::histogram!("spoor_worker_detection_latency_seconds");
+        for row in committed_rows.iter().filter(|r| r.ingested_micros > 0) {
+            latency.record((now - row.ingested_micros).max(0) as f64 / 1e6);
+        }
+        tracing::debug!(shard = %self.name, position, alerts = alert_count, "committed");
+        Ok((committed_rows, upto, checkpoint))
+    }
+
+    /// Sends a commit under the lease, retrying while the coordinators are
+    /// unreachable; a refusal means the lease is gone.
+    async fn send_commit(
+        &self,
+        commit: &ShardCommit,
+        batch: Option<&CommitBatch>,
+    ) -> Result<CommitOutcome, WorkerError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self
-                .shared
-                .control
-                .commit_shard(&commit, batch.as_ref())
-                .await
-            {
-                Ok(_) => break,
+            match self.shared.control.commit_shard(commit, batch).await {
+                Ok(outcome) => return Ok(outcome),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(shard = %self.name, error = %e, "commit failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -488,14 +693,6 @@ impl ShardRunner {
                 Err(e) => return Err(self.catalog_err("committing", e)),
             }
         }
-        let now = now_micros();
-        metrics::counter!("spoor_worker_commits_total").increment(1);
-        if alert_count > 0 {
-            metrics::histogram!("spoor_worker_commit_delay_seconds")
-                .record((now - detected_at).max(0) as f64 / 1e6);
-        }
-        tracing::debug!(shard = %self.name, position, alerts = alert_count, "committed");
-        Ok(())
     }
 
     async fn write_alerts(

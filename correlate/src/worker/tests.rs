@@ -12,41 +12,28 @@ use async_trait::async_trait;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use spoor_common::catalog::{
-    Catalog, CatalogError, CommitBatch, CommitOutcome, FileQuery, MemoryCatalog, NewFile,
-};
+use spoor_common::catalog::{Catalog, CatalogError, CommitBatch, CommitOutcome, MemoryCatalog};
 use spoor_common::config::WorkerConfig;
 use spoor_common::control::{RuleSet, Shard, ShardCheckpoint, ShardCommit, ShardId, ShardLease};
-use spoor_common::lake_file::encode_parquet;
 use spoor_common::layout;
-use spoor_common::schema::{EVENT_COLUMNS, EVENT_SCHEMA_VERSION, Table};
+use spoor_common::schema::Table;
 use spoor_common::tenant::TenantId;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::test_support::{
+    ENCODED_SHELL, FAILED_LOGON, REPEATED_FAILED_LOGONS, commit_events_file, logon_or_shell, rules,
+    table_files, tenant,
+};
 use super::{ShardControl, Worker};
 use crate::bundle::{BundleFile, RuleBundle};
 use crate::testing::batch;
 
 const BUCKETS: u32 = 2;
 
-const RULES: &str = r#"title: Failed logon
-id: base
-logsource: {product: test}
-detection:
-    selection: {action: logon_failed}
-    condition: selection
----
-title: Repeated failed logons
-id: burst
-correlation:
-    type: event_count
-    rules: [base]
-    group-by: [user]
-    timespan: 10m
-    condition: {gte: 3}
----
-title: Quiet account
+/// A correlation: fewer than two failed logons of one `user` within 5
+/// minutes.
+const QUIET_ACCOUNT: &str = r#"title: Quiet account
 id: quiet
 correlation:
     type: event_count
@@ -54,17 +41,17 @@ correlation:
     group-by: [user]
     timespan: 5m
     condition: {lt: 2}
----
-title: Encoded shell
-id: shell
-logsource: {product: test}
-detection:
-    selection: {cmd|contains: '-enc '}
-    condition: selection
 "#;
 
-fn tenant() -> TenantId {
-    TenantId::new("acme").expect("tenant")
+/// Every rule of these tests: [`FAILED_LOGON`], [`REPEATED_FAILED_LOGONS`],
+/// [`QUIET_ACCOUNT`] and [`ENCODED_SHELL`].
+fn all_rules() -> String {
+    rules(&[
+        FAILED_LOGON,
+        REPEATED_FAILED_LOGONS,
+        QUIET_ACCOUNT,
+        ENCODED_SHELL,
+    ])
 }
 
 fn shard(bucket: u32) -> ShardId {
@@ -93,11 +80,15 @@ struct FakeControl {
 
 impl FakeControl {
     fn new(catalog: Arc<MemoryCatalog>) -> Self {
+        Self::with_rules(catalog, &all_rules())
+    }
+
+    fn with_rules(catalog: Arc<MemoryCatalog>, rules: &str) -> Self {
         let bundle = RuleBundle {
             format: crate::bundle::BUNDLE_FORMAT,
             rules: vec![BundleFile {
                 path: "auth.yml".into(),
-                text: RULES.into(),
+                text: rules.into(),
             }],
             mappings: Vec::new(),
             placeholders: BTreeMap::new(),
@@ -113,6 +104,7 @@ impl FakeControl {
                             catalog_sequence: 0,
                             state_key: String::new(),
                             watermark_micros: 0,
+                            delivered_sequence: None,
                         }),
                     },
                 )
@@ -191,7 +183,11 @@ impl ShardControl for FakeControl {
                 already_committed: true,
             },
         };
-        s.checkpoint = commit.checkpoint.clone();
+        // As the coordinator: a commit without a checkpoint (dead letters
+        // of a sink) keeps the one it has.
+        if commit.checkpoint.is_some() {
+            s.checkpoint = commit.checkpoint.clone();
+        }
         Ok(outcome)
     }
 
@@ -222,6 +218,7 @@ fn config() -> WorkerConfig {
         file_cache_bytes: 1 << 20,
         allowed_lateness_ms: 60_000,
         max_window_entries: 100_000,
+        rule_time_budget_ms: 60_000,
     }
 }
 
@@ -238,46 +235,22 @@ fn events_file(n: usize) -> RecordBatch {
             } else {
                 format!("u{}", (i * 7) % 4)
             };
-            let event = if i.is_multiple_of(9) {
-                serde_json::json!({"action": "exec", "cmd": format!("cmd -enc {i}"), "user": user})
-            } else {
-                serde_json::json!({"action": "logon_failed", "user": user})
-            };
-            (t, event)
+            (t, logon_or_shell(i, user))
         })
         .collect();
     batch(&rows)
 }
 
 async fn commit_events(store: &InMemory, catalog: &MemoryCatalog, n: usize) {
-    let batch = events_file(n);
-    let bytes = encode_parquet(&batch, EVENT_COLUMNS, 1).expect("encode");
-    let file_id = format!("events{n:04}");
     let hour = layout::hour_start_micros(1_800_000_000_000_000);
-    let key = layout::object_key(&tenant(), Table::Events, hour, &file_id);
-    let size = bytes.len() as u64;
-    store
-        .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
-        .await
-        .expect("put");
-    catalog
-        .commit_batch(CommitBatch {
-            files: vec![NewFile {
-                file_id,
-                tenant: tenant(),
-                table: Table::Events,
-                object_key: key,
-                min_time_micros: hour,
-                max_time_micros: hour,
-                row_count: batch.num_rows() as u64,
-                byte_size: size,
-                schema_version: EVENT_SCHEMA_VERSION,
-                source: None,
-            }],
-            checkpoints: Vec::new(),
-        })
-        .await
-        .expect("commit");
+    commit_events_file(
+        store,
+        catalog,
+        format!("events{n:04}"),
+        &events_file(n),
+        (hour, hour),
+    )
+    .await;
 }
 
 async fn wait_caught_up(control: &FakeControl, catalog: &MemoryCatalog) {
@@ -298,20 +271,9 @@ async fn wait_caught_up(control: &FakeControl, catalog: &MemoryCatalog) {
 
 /// Every committed alert, as text rows without `detected_at`, sorted.
 async fn alerts(store: &InMemory, catalog: &MemoryCatalog) -> Vec<String> {
-    let files = catalog
-        .list_files(FileQuery::all(tenant(), Table::Alerts))
-        .await
-        .expect("list");
     let mut rows = Vec::new();
-    for f in files {
-        let bytes = store
-            .get(&ObjectPath::from(f.file.object_key.as_str()))
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("bytes");
-        for b in super::files::decode(bytes).expect("decode") {
+    for (_, batches) in table_files(store, catalog, Table::Alerts).await {
+        for b in batches {
             let schema = b.schema();
             for row in 0..b.num_rows() {
                 let mut cells = Vec::new();
@@ -359,16 +321,7 @@ const FILES: usize = 24;
 
 /// The alerts of one worker over every file, without any failure.
 async fn reference_run() -> Vec<String> {
-    let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
-    let control = Arc::new(FakeControl::new(catalog.clone()));
-    let (_tx, stop, handle) = start(1, &control, &catalog, &store).await;
-    for n in 0..FILES {
-        commit_events(&store, &catalog, n).await;
-    }
-    wait_caught_up(&control, &catalog).await;
-    stop.cancel();
-    handle.await.expect("worker");
-    alerts(&store, &catalog).await
+    run_with_rules(&all_rules()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,6 +365,52 @@ async fn failover_mid_stream_leaves_the_same_alerts() {
     stop2.cancel();
     handle2.await.expect("worker 2");
     assert_eq!(alerts(&store, &catalog).await, reference);
+}
+
+/// The alerts of one worker over every file with `rules`.
+async fn run_with_rules(rules: &str) -> Vec<String> {
+    let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
+    let control = Arc::new(FakeControl::with_rules(catalog.clone(), rules));
+    let (_tx, stop, handle) = start(1, &control, &catalog, &store).await;
+    for n in 0..FILES {
+        commit_events(&store, &catalog, n).await;
+    }
+    wait_caught_up(&control, &catalog).await;
+    stop.cancel();
+    handle.await.expect("worker");
+    alerts(&store, &catalog).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_rule_is_disabled_with_an_alert_and_the_others_go_on() {
+    use super::quarantine::{RuleFault, TEST_FAULTS};
+    // Ids of this test's own, so the fault meets no other test's rules.
+    let rules = all_rules()
+        .replace("id: ", "id: q-")
+        .replace("rules: [", "rules: [q-");
+    let fault = RuleFault::Panics("q-shell".into());
+    TEST_FAULTS.lock().expect("faults").push(fault.clone());
+    let with_fault = run_with_rules(&rules).await;
+    TEST_FAULTS.lock().expect("faults").retain(|f| *f != fault);
+    let without_shell: String = rules
+        .split("---\n")
+        .filter(|doc| !doc.contains("id: q-shell"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let reference = run_with_rules(&without_shell).await;
+    assert!(!reference.is_empty());
+    let (disabled, others): (Vec<String>, Vec<String>) = with_fault
+        .into_iter()
+        .partition(|r| r.contains("rule_kind=rule_disabled"));
+    // Every other rule's alerts, exactly as without the broken rule.
+    assert_eq!(others, reference);
+    // One alert about the rule per shard, naming it and why.
+    assert_eq!(disabled.len(), BUCKETS as usize, "{disabled:?}");
+    for row in &disabled {
+        assert!(row.contains("rule_id=q-shell"), "{row}");
+        assert!(row.contains("panicked"), "{row}");
+        assert!(row.contains("rule_level=high"), "{row}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,4 +493,441 @@ async fn a_deposed_holder_commits_nothing() {
         matches!(result, Err(super::WorkerError::LeaseLost { .. })),
         "{result:?}"
     );
+}
+
+// ---- Alert sinks ---------------------------------------------------------
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use spoor_common::config::{SinkConfig, SinkKind};
+
+use super::Sinks;
+
+/// A webhook receiver on loopback that can fail, stay down or hang.
+#[derive(Default)]
+struct Receiver {
+    /// Requests still to answer 503 before the first 200.
+    fail_first: AtomicUsize,
+    /// Answer 503 to everything.
+    down: AtomicBool,
+    /// After this many accepted alerts, hang every request (0: never).
+    stall_after: AtomicUsize,
+    /// Requests received.
+    requests: AtomicUsize,
+    /// Alerts accepted (200), as their JSON bodies, in order.
+    accepted: Mutex<Vec<serde_json::Value>>,
+    /// Requests whose headers did not match their body.
+    bad_headers: Mutex<Vec<String>>,
+}
+
+const SECRET: &str = "s3cret";
+
+impl Receiver {
+    async fn start() -> (Arc<Receiver>, String) {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode};
+        async fn receive(
+            State(r): State<Arc<Receiver>>,
+            headers: HeaderMap,
+            body: bytes::Bytes,
+        ) -> StatusCode {
+            r.requests.fetch_add(1, Ordering::SeqCst);
+            let stall = r.stall_after.load(Ordering::SeqCst);
+            if stall > 0 && r.accepted.lock().expect("lock").len() >= stall {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            if r.down.load(Ordering::SeqCst) {
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+            if r.fail_first
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            let json: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => return StatusCode::BAD_REQUEST,
+            };
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let id = json["alert_id"].as_str().unwrap_or_default();
+            let signature = format!(
+                "sha256={}",
+                hex::encode(super::sinks::hmac_sha256(SECRET.as_bytes(), &body))
+            );
+            if header("idempotency-key") != id
+                || header("x-spoor-signature") != signature
+                || header("authorization") != "Bearer tok"
+                || header("content-type") != "application/json"
+            {
+                r.bad_headers
+                    .lock()
+                    .expect("lock")
+                    .push(format!("{headers:?}"));
+            }
+            r.accepted.lock().expect("lock").push(json);
+            StatusCode::OK
+        }
+        let receiver = Arc::new(Receiver::default());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (receiver, url)
+    }
+
+    fn ids(&self) -> BTreeSet<String> {
+        self.accepted
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|j| j["alert_id"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+fn webhook(url: &str, max_attempts: u32, timeout_ms: u64) -> SinkConfig {
+    let mut c = SinkConfig::new("hook", SinkKind::Webhook);
+    c.url = url.to_string();
+    c.bearer_token = "tok".into();
+    c.hmac_secret = SECRET.into();
+    c.max_attempts = max_attempts;
+    c.initial_backoff_ms = 5;
+    c.max_backoff_ms = 40;
+    c.timeout_ms = timeout_ms;
+    c
+}
+
+async fn start_with_sinks(
+    worker_id: u64,
+    sink: SinkConfig,
+    control: &Arc<FakeControl>,
+    catalog: &Arc<MemoryCatalog>,
+    store: &Arc<InMemory>,
+) -> (
+    Sinks,
+    watch::Sender<Vec<ShardLease>>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let sinks = Sinks::new(&[sink]).expect("sinks");
+    let worker = Worker::with_sinks(
+        worker_id,
+        &config(),
+        sinks.clone(),
+        catalog.clone(),
+        control.clone(),
+        store.clone() as Arc<dyn ObjectStore>,
+    );
+    let (tx, rx) = watch::channel(control.assign_all(worker_id).await);
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(rx, stop.clone()));
+    (sinks, tx, stop, handle)
+}
+
+/// Every row of a table's files: (file sequence, column name → text).
+async fn table_rows(
+    store: &InMemory,
+    catalog: &MemoryCatalog,
+    table: Table,
+) -> Vec<(u64, BTreeMap<String, String>)> {
+    let mut rows = Vec::new();
+    for (sequence, batches) in table_files(store, catalog, table).await {
+        for b in batches {
+            for row in 0..b.num_rows() {
+                let cells = b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, field)| field.name() != "raw")
+                    .map(|(i, field)| {
+                        let text = arrow::util::display::array_value_to_string(b.column(i), row)
+                            .expect("display");
+                        (field.name().clone(), text)
+                    })
+                    .collect();
+                rows.push((sequence, cells));
+            }
+        }
+    }
+    rows
+}
+
+async fn committed_ids(store: &InMemory, catalog: &MemoryCatalog) -> BTreeSet<String> {
+    table_rows(store, catalog, Table::Alerts)
+        .await
+        .into_iter()
+        .map(|(_, r)| r["alert_id"].clone())
+        .collect()
+}
+
+/// Waits until `got()` holds every committed alert id; returns them.
+async fn wait_delivered<F, Fut>(
+    store: &InMemory,
+    catalog: &MemoryCatalog,
+    got: F,
+) -> BTreeSet<String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = BTreeSet<String>>,
+{
+    let committed = committed_ids(store, catalog).await;
+    assert!(
+        committed.len() > 20,
+        "the rules raise alerts: {}",
+        committed.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = got().await;
+        if got.is_superset(&committed) {
+            return committed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} committed alerts delivered; missing {:?}",
+            got.intersection(&committed).count(),
+            committed.len(),
+            committed.difference(&got).take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every shard's checkpoint records its alerts files as
+/// delivered.
+async fn wait_delivery_checkpointed(
+    control: &FakeControl,
+    store: &InMemory,
+    catalog: &MemoryCatalog,
+) {
+    let mut last_file: BTreeMap<String, u64> = BTreeMap::new();
+    for (seq, row) in table_rows(store, catalog, Table::Alerts).await {
+        let e = last_file.entry(row["shard"].clone()).or_default();
+        *e = (*e).max(seq);
+    }
+    assert_eq!(last_file.len(), BUCKETS as usize);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered: Vec<Option<u64>> = control
+            .shards
+            .lock()
+            .await
+            .values()
+            .map(|s| s.checkpoint.as_ref().and_then(|c| c.delivered_sequence))
+            .collect();
+        let done = (0..BUCKETS)
+            .all(|b| delivered[b as usize].is_some_and(|d| d >= last_file[&shard(b).to_string()]));
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivered sequences {delivered:?}, last alerts files {last_file:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_failing_at_first_gets_every_alert_after_retries() {
+    let (receiver, url) = Receiver::start().await;
+    receiver.fail_first.store(3, Ordering::SeqCst);
+    let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
+    let control = Arc::new(FakeControl::new(catalog.clone()));
+    let (sinks, _tx, stop, handle) =
+        start_with_sinks(1, webhook(&url, 5, 5_000), &control, &catalog, &store).await;
+    for n in 0..FILES {
+        commit_events(&store, &catalog, n).await;
+    }
+    wait_caught_up(&control, &catalog).await;
+    let committed = wait_delivered(&store, &catalog, || async { receiver.ids() }).await;
+    wait_delivery_checkpointed(&control, &store, &catalog).await;
+    stop.cancel();
+    handle.await.expect("worker");
+
+    let accepted = receiver.accepted.lock().expect("lock").len();
+    assert_eq!(
+        accepted,
+        committed.len(),
+        "one delivery per alert, no failover"
+    );
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        accepted + 3,
+        "three failed requests, each retried"
+    );
+    let stats = sinks.stats("hook").expect("stats");
+    assert_eq!(stats.failures.load(Ordering::SeqCst), 3);
+    assert_eq!(stats.delivered.load(Ordering::SeqCst) as usize, accepted);
+    assert_eq!(stats.dead_letters.load(Ordering::SeqCst), 0);
+    assert!(
+        table_rows(&store, &catalog, Table::DeadLetter)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        receiver.bad_headers.lock().expect("lock").clone(),
+        Vec::<String>::new()
+    );
+    // The payload carries the alert's columns and its tenant.
+    let bodies = receiver.accepted.lock().expect("lock").clone();
+    let alerts = table_rows(&store, &catalog, Table::Alerts).await;
+    let (_, row) = &alerts[0];
+    let body = bodies
+        .iter()
+        .find(|b| b["alert_id"] == row["alert_id"].as_str())
+        .expect("delivered");
+    assert_eq!(body["tenant"], "acme");
+    assert_eq!(body["rule_title"], row["rule_title"].as_str());
+    assert_eq!(body["shard"], row["shard"].as_str());
+    assert!(body["event_refs"].as_array().is_some_and(|r| !r.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_stays_down_leaves_dead_letters_and_blocks_nothing() {
+    let (receiver, url) = Receiver::start().await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
+    let control = Arc::new(FakeControl::new(catalog.clone()));
+    let (sinks, _tx, stop, handle) =
+        start_with_sinks(1, webhook(&url, 3, 5_000), &control, &catalog, &store).await;
+    for n in 0..FILES {
+        commit_events(&store, &catalog, n).await;
+    }
+    // The shards go on evaluating while the webhook is down.
+    wait_caught_up(&control, &catalog).await;
+    let dead_ids = || async {
+        table_rows(&store, &catalog, Table::DeadLetter)
+            .await
+            .into_iter()
+            .filter_map(|(_, r)| {
+                serde_json::from_str::<serde_json::Value>(&r["raw_text"])
+                    .ok()
+                    .and_then(|j| j["alert_id"].as_str().map(str::to_string))
+            })
+            .collect::<BTreeSet<String>>()
+    };
+    let committed = wait_delivered(&store, &catalog, dead_ids).await;
+    wait_delivery_checkpointed(&control, &store, &catalog).await;
+    stop.cancel();
+    handle.await.expect("worker");
+
+    assert!(receiver.ids().is_empty());
+    let dead = table_rows(&store, &catalog, Table::DeadLetter).await;
+    assert_eq!(dead.len(), committed.len(), "one dead letter per alert");
+    for (_, r) in &dead {
+        assert_eq!(r["source_topic"], "sink:hook");
+        assert!(r["error"].contains("503"), "{}", r["error"]);
+        let json: serde_json::Value = serde_json::from_str(&r["raw_text"]).expect("alert JSON");
+        assert_eq!(json["tenant"], "acme");
+    }
+    let stats = sinks.stats("hook").expect("stats");
+    assert_eq!(
+        stats.dead_letters.load(Ordering::SeqCst) as usize,
+        committed.len()
+    );
+    // Once down, an alert gets one attempt instead of three.
+    let failures = stats.failures.load(Ordering::SeqCst) as usize;
+    assert!(
+        failures < 2 * committed.len(),
+        "{failures} attempts for {} alerts",
+        committed.len()
+    );
+    assert_eq!(receiver.requests.load(Ordering::SeqCst), failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_mid_delivery_delivers_every_committed_alert() {
+    // Worker 1's receiver takes a few alerts and then hangs, as a receiver
+    // does when the worker's host loses its network; worker 2 takes over.
+    let (first, first_url) = Receiver::start().await;
+    first.stall_after.store(10, Ordering::SeqCst);
+    let (second, second_url) = Receiver::start().await;
+    let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
+    let control = Arc::new(FakeControl::new(catalog.clone()));
+    let (_s1, _tx1, stop1, handle1) = start_with_sinks(
+        1,
+        webhook(&first_url, 5, 120_000),
+        &control,
+        &catalog,
+        &store,
+    )
+    .await;
+    for n in 0..FILES / 2 {
+        commit_events(&store, &catalog, n).await;
+    }
+    wait_caught_up(&control, &catalog).await;
+    // Committed by worker 1 (its checkpoints are past them).
+    let early = committed_ids(&store, &catalog).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.requests.load(Ordering::SeqCst) <= 10 {
+        assert!(Instant::now() < deadline, "worker 1 delivered nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for n in FILES / 2..FILES / 2 + 3 {
+        commit_events(&store, &catalog, n).await;
+    }
+    // The leases move while worker 1 is stuck in a delivery.
+    let (_s2, _tx2, stop2, handle2) = start_with_sinks(
+        2,
+        webhook(&second_url, 5, 5_000),
+        &control,
+        &catalog,
+        &store,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop1.cancel();
+    handle1.await.expect("worker 1");
+    for n in FILES / 2 + 3..FILES {
+        commit_events(&store, &catalog, n).await;
+    }
+    wait_caught_up(&control, &catalog).await;
+    let committed = wait_delivered(&store, &catalog, || async {
+        first.ids().union(&second.ids()).cloned().collect()
+    })
+    .await;
+    wait_delivery_checkpointed(&control, &store, &catalog).await;
+    stop2.cancel();
+    handle2.await.expect("worker 2");
+    assert!(committed.is_superset(&early));
+
+    // Both shards' tasks may pass the receiver's check at once.
+    let before = first.ids();
+    assert!(
+        (10..=11).contains(&before.len()),
+        "worker 1 delivered ten, then hung: {}",
+        before.len()
+    );
+    // What worker 1 had committed but not delivered, worker 2 read back
+    // from the catalog and delivered.
+    let after = second.ids();
+    let owed: BTreeSet<&String> = early.difference(&before).collect();
+    assert!(
+        owed.len() > 10,
+        "worker 1 left alerts undelivered: {}",
+        owed.len()
+    );
+    assert!(
+        owed.iter().all(|id| after.contains(*id)),
+        "worker 2 delivers what worker 1 committed and did not deliver"
+    );
+    assert!(first.bad_headers.lock().expect("lock").is_empty());
+    assert!(second.bad_headers.lock().expect("lock").is_empty());
 }
