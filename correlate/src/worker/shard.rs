@@ -56,6 +56,8 @@ pub(super) struct ShardRunner {
     tenant: TenantId,
     name: String,
     buckets: u32,
+    /// The worker's stop, for waits inside a step (a commit retrying).
+    stop: CancellationToken,
 }
 
 fn now_micros() -> i64 {
@@ -75,6 +77,7 @@ impl ShardRunner {
             tenant,
             name,
             buckets: 1,
+            stop: CancellationToken::new(),
         })
     }
 
@@ -242,6 +245,7 @@ impl ShardRunner {
 
     /// Runs until the lease is lost or `stop`.
     pub(super) async fn run(mut self, stop: CancellationToken) -> Result<(), WorkerError> {
+        self.stop = stop.clone();
         // The coordinators' view, not the lease as the last heartbeat told
         // it: after a restart of this shard on this worker, the heartbeat's
         // checkpoint may predate the last commit.
@@ -687,7 +691,20 @@ impl ShardRunner {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(shard = %self.name, error = %e, "commit failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    // On shutdown the coordinators (in this process, for a
+                    // standalone) may be gone for good: stop without the
+                    // commit; whoever runs the shard next resumes from the
+                    // last accepted checkpoint, so nothing is lost or
+                    // committed twice.
+                    tokio::select! {
+                        () = self.stop.cancelled() => {
+                            return Err(self.err(format!(
+                                "stopping with a commit unacknowledged ({e}); the shard resumes \
+                                 from its last checkpoint"
+                            )));
+                        }
+                        () = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(self.catalog_err("committing", e)),

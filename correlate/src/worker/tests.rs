@@ -76,6 +76,8 @@ struct FakeControl {
     /// A tokio mutex: a commit checks the lease and applies under one
     /// lock, as one Raft entry does.
     shards: tokio::sync::Mutex<BTreeMap<u32, FakeShard>>,
+    /// While set, commits fail as when the coordinators are unreachable.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl FakeControl {
@@ -121,6 +123,7 @@ impl FakeControl {
                 enabled: true,
             },
             shards: tokio::sync::Mutex::new(shards),
+            down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -158,6 +161,11 @@ impl ShardControl for FakeControl {
         commit: &ShardCommit,
         batch: Option<&CommitBatch>,
     ) -> Result<CommitOutcome, CatalogError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(CatalogError::Unavailable {
+                reason: "coordinators unreachable".into(),
+            });
+        }
         let mut shards = self.shards.lock().await;
         let s = shards
             .get_mut(&commit.shard.bucket)
@@ -322,6 +330,29 @@ const FILES: usize = 24;
 /// The alerts of one worker over every file, without any failure.
 async fn reference_run() -> Vec<String> {
     run_with_rules(&all_rules()).await
+}
+
+/// A standalone stops its coordinators with its worker: a shard retrying
+/// a commit against coordinators that are gone must still stop, or the
+/// process hangs on shutdown (found by the detection latency bench).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_retrying_a_commit_stops_on_shutdown() {
+    let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
+    let control = Arc::new(FakeControl::new(catalog.clone()));
+    control
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_tx, stop, handle) = start(1, &control, &catalog, &store).await;
+    commit_events(&store, &catalog, 0).await;
+    // Let the shards evaluate the file and start retrying their commits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("the worker stops within 5 s while its commits are retrying")
+        .expect("worker");
+    // Nothing was committed: the next holder starts from the checkpoint.
+    assert!(control.positions().await.iter().all(|p| *p == 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
