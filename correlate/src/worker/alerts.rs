@@ -235,6 +235,46 @@ pub(crate) fn alerts_file_id(
     hex::encode(&h.finalize()[..16])
 }
 
+/// Writes one hour's alerts as an `alerts` Parquet file under `file_id`
+/// and returns the catalog entry to commit: the live shards and
+/// retro-hunts write their alerts the same way.
+pub(crate) async fn write_alerts_file(
+    store: &dyn object_store::ObjectStore,
+    tenant: &spoor_common::tenant::TenantId,
+    hour: i64,
+    file_id: String,
+    rows: &[AlertRow],
+) -> Result<spoor_common::catalog::NewFile, String> {
+    use object_store::ObjectStoreExt;
+    use spoor_common::schema::{ALERT_COLUMNS, ALERT_SCHEMA_VERSION, Table};
+
+    let batch = alert_batch(rows).map_err(|e| format!("alerts: {e}"))?;
+    let bytes = spoor_common::lake_file::encode_parquet(&batch, ALERT_COLUMNS, 3)
+        .map_err(|e| format!("encoding alerts: {e}"))?;
+    let object_key = layout::object_key(tenant, Table::Alerts, hour, &file_id);
+    let byte_size = bytes.len() as u64;
+    store
+        .put(
+            &object_store::path::Path::from(object_key.as_str()),
+            object_store::PutPayload::from(bytes),
+        )
+        .await
+        .map_err(|e| format!("writing alerts file {object_key}: {e}"))?;
+    let times = rows.iter().map(|r| r.last_event_micros);
+    Ok(spoor_common::catalog::NewFile {
+        file_id,
+        tenant: tenant.clone(),
+        table: Table::Alerts,
+        object_key,
+        min_time_micros: times.clone().min().unwrap_or(hour),
+        max_time_micros: times.max().unwrap_or(hour),
+        row_count: rows.len() as u64,
+        byte_size,
+        schema_version: ALERT_SCHEMA_VERSION,
+        source: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

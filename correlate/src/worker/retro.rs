@@ -33,13 +33,11 @@ use std::time::Duration;
 
 use arrow::array::{Array, StringArray};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use spoor_common::catalog::{Catalog, CatalogFile, CommitBatch, FileQuery, NewFile};
-use spoor_common::lake_file::encode_parquet;
-use spoor_common::layout;
-use spoor_common::schema::{ALERT_COLUMNS, ALERT_SCHEMA_VERSION, Table, alert_col};
+use spoor_common::schema::{Table, alert_col};
 use spoor_common::tenant::TenantId;
 use tokio_util::sync::CancellationToken;
 
@@ -638,32 +636,8 @@ impl RetroHunter {
         hour: i64,
         rows: &[AlertRow],
     ) -> Result<NewFile, String> {
-        let batch = alerts::alert_batch(rows).map_err(|e| format!("alerts: {e}"))?;
-        let bytes = encode_parquet(&batch, ALERT_COLUMNS, 3)
-            .map_err(|e| format!("encoding alerts: {e}"))?;
         let file_id = alerts_file_id(&spec.tenant, &spec.job_id, run, chunk, hour);
-        let object_key = layout::object_key(&spec.tenant, Table::Alerts, hour, &file_id);
-        let byte_size = bytes.len() as u64;
-        self.store
-            .put(
-                &ObjectPath::from(object_key.as_str()),
-                PutPayload::from(bytes),
-            )
-            .await
-            .map_err(|e| format!("writing alerts file {object_key}: {e}"))?;
-        let times = rows.iter().map(|r| r.last_event_micros);
-        Ok(NewFile {
-            file_id,
-            tenant: spec.tenant.clone(),
-            table: Table::Alerts,
-            object_key,
-            min_time_micros: times.clone().min().unwrap_or(hour),
-            max_time_micros: times.max().unwrap_or(hour),
-            row_count: rows.len() as u64,
-            byte_size,
-            schema_version: ALERT_SCHEMA_VERSION,
-            source: None,
-        })
+        alerts::write_alerts_file(self.store.as_ref(), &spec.tenant, hour, file_id, rows).await
     }
 }
 

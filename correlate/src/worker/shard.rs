@@ -17,9 +17,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use spoor_common::catalog::{CatalogError, CatalogFile, CommitBatch, CommitOutcome, NewFile};
 use spoor_common::control::{RuleSet, ShardCheckpoint, ShardCommit, ShardId, ShardLease};
-use spoor_common::lake_file::encode_parquet;
-use spoor_common::layout;
-use spoor_common::schema::{ALERT_COLUMNS, ALERT_SCHEMA_VERSION, Table};
+use spoor_common::schema::Table;
 use spoor_common::tenant::TenantId;
 use tokio_util::sync::CancellationToken;
 
@@ -719,32 +717,15 @@ impl ShardRunner {
         first: u64,
         last: u64,
     ) -> Result<NewFile, WorkerError> {
-        let batch = alerts::alert_batch(rows).map_err(|e| self.err(format!("alerts: {e}")))?;
-        let bytes = encode_parquet(&batch, ALERT_COLUMNS, 3)
-            .map_err(|e| self.err(format!("encoding alerts: {e}")))?;
         let file_id = alerts::alerts_file_id(self.id(), self.lease.epoch, first, last, hour);
-        let object_key = layout::object_key(&self.tenant, Table::Alerts, hour, &file_id);
-        let byte_size = bytes.len() as u64;
-        self.shared
-            .store
-            .put(
-                &ObjectPath::from(object_key.as_str()),
-                PutPayload::from(bytes),
-            )
-            .await
-            .map_err(|e| self.err(format!("writing alerts file {object_key}: {e}")))?;
-        let times = rows.iter().map(|r| r.last_event_micros);
-        Ok(NewFile {
+        alerts::write_alerts_file(
+            self.shared.store.as_ref(),
+            &self.tenant,
+            hour,
             file_id,
-            tenant: self.tenant.clone(),
-            table: Table::Alerts,
-            object_key,
-            min_time_micros: times.clone().min().unwrap_or(hour),
-            max_time_micros: times.max().unwrap_or(hour),
-            row_count: rows.len() as u64,
-            byte_size,
-            schema_version: ALERT_SCHEMA_VERSION,
-            source: None,
-        })
+            rows,
+        )
+        .await
+        .map_err(|e| self.err(e))
     }
 }
