@@ -46,12 +46,11 @@ use spoor_correlate::mapping::Mappings;
 use spoor_correlate::sigma;
 use spoor_ingest::parse::{Decoded, EventRow};
 
+mod support;
+use support::{corpus, event_files};
+
 /// Rows per Arrow batch, as `spoor rules test` evaluates them.
 const BATCH_ROWS: usize = 8192;
-
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
-}
 
 fn env_usize(name: &'static str, default: usize) -> Result<usize> {
     Ok(std::env::var(name)
@@ -60,19 +59,6 @@ fn env_usize(name: &'static str, default: usize) -> Result<usize> {
         .transpose()
         .context(name)?
         .unwrap_or(default))
-}
-
-/// The event files, sorted.
-fn event_files() -> Result<Vec<PathBuf>> {
-    let dir = corpus().join("events/otrf-windows");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| dir.display().to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 /// The rules, compiled; also the number of refusals (documents that did not

@@ -57,25 +57,25 @@
 //! figures.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::ClientConfig;
-use rdkafka::ClientContext;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
+
+mod support;
+use support::{
+    Broker, env_choices, env_kafka_properties, env_number, http_get, http_post_json,
+    kafka_properties_toml, load_average, load_corpus, metric, process_cpu, ready_line,
+    release_spoor_binary, stat_cpu, stop_spoor,
+};
 
 const TOPIC: &str = "bench-windows";
 /// librdkafka properties given to both Kafka readers unless
@@ -128,7 +128,7 @@ fn main() -> Result<()> {
         .prefix("spoor-ingest-bench")
         .tempdir()
         .context("temporary folder")?;
-    let spoor_bin = spoor_binary()?;
+    let spoor_bin = release_spoor_binary("INGEST_BENCH_SPOOR_BIN")?;
     let python = if settings.contenders.iter().any(|c| c.duckdb().is_some()) {
         Some(duckdb_python()?)
     } else {
@@ -235,19 +235,10 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Result<Settings> {
-        fn num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .replace('_', "")
-                    .parse()
-                    .map_err(|_| anyhow!("{name}={v:?} is not a number")),
-                Err(_) => Ok(default),
-            }
-        }
         let settings = Settings {
-            events: num("INGEST_BENCH_EVENTS", 250_000)?,
-            partitions: num("INGEST_BENCH_PARTITIONS", 4)?,
-            rounds: num("INGEST_BENCH_ROUNDS", 3)?,
+            events: env_number("INGEST_BENCH_EVENTS", 250_000)?,
+            partitions: env_number("INGEST_BENCH_PARTITIONS", 4)?,
+            rounds: env_number("INGEST_BENCH_ROUNDS", 3)?,
             source_type: std::env::var("INGEST_BENCH_SOURCE_TYPE")
                 .unwrap_or_else(|_| "windows".into()),
             extra_sets: std::env::var("INGEST_BENCH_SETS")
@@ -255,35 +246,11 @@ impl Settings {
                 .split_whitespace()
                 .map(str::to_string)
                 .collect(),
-            kafka_properties: std::env::var("INGEST_BENCH_KAFKA_PROPERTIES")
-                .unwrap_or_else(|_| DEFAULT_KAFKA_PROPERTIES.into())
-                .split(',')
-                .filter(|kv| !kv.trim().is_empty())
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                        .with_context(|| {
-                            format!("INGEST_BENCH_KAFKA_PROPERTIES: {kv:?} is not key=value")
-                        })
-                })
-                .collect::<Result<_>>()?,
-            contenders: match std::env::var("INGEST_BENCH_ONLY") {
-                Ok(names) => names
-                    .split(',')
-                    .map(|n| {
-                        Contender::ALL
-                            .into_iter()
-                            .find(|c| c.key() == n.trim())
-                            .with_context(|| {
-                                let keys: Vec<_> = Contender::ALL.iter().map(|c| c.key()).collect();
-                                format!(
-                                    "INGEST_BENCH_ONLY: unknown {n:?}, expected some of {keys:?}"
-                                )
-                            })
-                    })
-                    .collect::<Result<_>>()?,
-                Err(_) => Contender::ALL.to_vec(),
-            },
+            kafka_properties: env_kafka_properties(
+                "INGEST_BENCH_KAFKA_PROPERTIES",
+                DEFAULT_KAFKA_PROPERTIES,
+            )?,
+            contenders: env_choices("INGEST_BENCH_ONLY", &Contender::ALL, Contender::key)?,
         };
         if settings.events == 0 || settings.partitions < 1 || settings.rounds == 0 {
             bail!(
@@ -383,30 +350,6 @@ struct SpoorDetail {
 // ---------------------------------------------------------------------------
 // Input
 
-fn load_corpus() -> Result<Vec<Vec<u8>>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/events/otrf-windows");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("corpus at {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let mut lines = Vec::new();
-    for f in files {
-        let text = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-        lines.extend(
-            text.split(|b| *b == b'\n')
-                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-                .map(<[u8]>::to_vec),
-        );
-    }
-    if lines.is_empty() {
-        bail!("no events in {}", dir.display());
-    }
-    Ok(lines)
-}
-
 fn write_ndjson(path: &Path, lines: &[&[u8]]) -> Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -422,46 +365,6 @@ fn write_ndjson(path: &Path, lines: &[&[u8]]) -> Result<()> {
 
 // ---------------------------------------------------------------------------
 // Binaries
-
-/// The release `spoor` binary: `INGEST_BENCH_SPOOR_BIN`, else built now with
-/// `cargo build --release` so it is never stale (a debug build's figures
-/// would mean nothing).
-fn spoor_binary() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("INGEST_BENCH_SPOOR_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the release spoor binary (cargo build --release -p spoor)...");
-    let out = Command::new(&cargo)
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "spoor",
-            "--bin",
-            "spoor",
-            "--message-format",
-            "json",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo build --release -p spoor")?;
-    if !out.status.success() {
-        bail!("cargo build --release -p spoor failed ({})", out.status);
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "spoor")
-        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .next_back()
-        .context("cargo did not report the spoor executable")
-}
 
 /// A Python that imports `duckdb`: `INGEST_BENCH_PYTHON`, else the venv under
 /// `~/.cache/spoor/duckdb-venv`, created with pip if missing.
@@ -501,60 +404,8 @@ fn duckdb_python() -> Result<PathBuf> {
     Ok(python)
 }
 
-fn tansu_binary() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("TANSU_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cached = PathBuf::from(home).join(".cache/spoor/tansu/bin/tansu");
-    if cached.exists() {
-        return Ok(cached);
-    }
-    bail!(
-        "no tansu broker: run `bash .ci/run` once (it installs one into ~/.cache/spoor/tansu) or set TANSU_BIN"
-    )
-}
-
 // ---------------------------------------------------------------------------
 // CPU accounting from /proc
-
-/// Clock ticks per second of `/proc/*/stat` times.
-fn clock_ticks() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// User + system CPU seconds of a process (all its threads, live and
-/// exited) or of one thread (`/proc/<pid>/task/<tid>/stat`).
-fn stat_cpu(stat_path: &Path) -> Result<f64> {
-    let text = std::fs::read_to_string(stat_path)
-        .with_context(|| format!("reading {}", stat_path.display()))?;
-    // The command name is in parentheses and may hold spaces: count fields
-    // from the last ')'. After it come state (field 3) … utime (14), stime (15).
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .with_context(|| format!("malformed {}", stat_path.display()))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("field {} of {}", i + 3, stat_path.display()))
-    };
-    Ok((field(11)? + field(12)?) / clock_ticks())
-}
-
-fn process_cpu(pid: u32) -> Result<f64> {
-    stat_cpu(&PathBuf::from(format!("/proc/{pid}/stat")))
-}
 
 /// CPU seconds of each live thread of `pid`, by thread id, with its name.
 fn thread_cpu(pid: u32) -> Result<BTreeMap<String, (String, f64)>> {
@@ -590,156 +441,6 @@ fn thread_group(name: &str) -> String {
         "tokio threads".into()
     } else {
         format!("thread `{name}`")
-    }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-// ---------------------------------------------------------------------------
-// Broker
-
-/// A tansu broker with in-memory storage on a free loopback port.
-struct Broker {
-    child: Child,
-    bootstrap: String,
-}
-
-impl Broker {
-    fn start() -> Result<Broker> {
-        let bin = tansu_binary()?;
-        let mut last_err = anyhow!("not started");
-        for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .context("finding a free port")?
-                .port();
-            let url = format!("tcp://127.0.0.1:{port}");
-            let child = Command::new(&bin)
-                .args(["broker", "--storage-engine", "memory://tansu/"])
-                .args(["--listener-url", &url, "--advertised-listener-url", &url])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
-            let broker = Broker {
-                child,
-                bootstrap: format!("127.0.0.1:{port}"),
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if TcpStream::connect(&broker.bootstrap).is_ok() {
-                    return Ok(broker);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            last_err = anyhow!("broker at {} did not listen within 30 s", broker.bootstrap);
-        }
-        Err(last_err)
-    }
-
-    fn cpu(&self) -> Result<f64> {
-        process_cpu(self.child.id())
-    }
-
-    async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .context("admin client")?;
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let results = admin
-            .create_topics(
-                [&topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .context("create_topics")?;
-        for r in results {
-            r.map_err(|(t, e)| anyhow!("creating topic {t}: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// Produces `lines` round-robin over the partitions and waits for every
-    /// acknowledgement. (The topic's content is checked by the readers: the
-    /// bare consumer reads exactly `lines.len()` messages and then none, and
-    /// Spoor's catalog must count as many events. High watermarks cannot
-    /// check it: tansu 0.6's trail the records it serves.)
-    fn produce(&self, topic: &str, partitions: i32, lines: &[&[u8]]) -> Result<()> {
-        let failures = Arc::new(AtomicUsize::new(0));
-        let first_error = Arc::new(Mutex::new(None));
-        let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("linger.ms", "20")
-            .set("batch.size", "1000000")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576")
-            .set("message.timeout.ms", "120000")
-            .create_with_context(Deliveries {
-                failures: failures.clone(),
-                first_error: first_error.clone(),
-            })
-            .context("producer")?;
-        for (i, line) in lines.iter().enumerate() {
-            let partition = i32::try_from(i % partitions as usize).context("partition")?;
-            let mut record = BaseRecord::<(), [u8]>::to(topic)
-                .partition(partition)
-                .payload(line);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => return Err(anyhow!("producing event {i}: {e}")),
-                }
-            }
-        }
-        producer
-            .flush(Duration::from_secs(120))
-            .context("waiting for the broker to acknowledge every event")?;
-        let failed = failures.load(Ordering::Relaxed);
-        if failed > 0 {
-            let first = first_error
-                .lock()
-                .map(|e| e.clone().unwrap_or_default())
-                .unwrap_or_default();
-            bail!("{failed} events were not acknowledged, first error: {first}");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Counts failed deliveries.
-struct Deliveries {
-    failures: Arc<AtomicUsize>,
-    first_error: Arc<Mutex<Option<String>>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
-        if let Err((e, _)) = result {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut first) = self.first_error.lock() {
-                first.get_or_insert_with(|| e.to_string());
-            }
-        }
     }
 }
 
@@ -891,26 +592,7 @@ impl SpoorProcess {
 
     /// SIGTERM and wait for a clean exit (falls back to SIGKILL).
     fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let pid = child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("running kill")?;
-        if status.success() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if child.try_wait()?.is_some() {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        child.kill().context("kill")?;
-        child.wait().context("wait")?;
-        bail!("spoor did not stop within 30 s of SIGTERM")
+        stop_spoor(&mut self.child)
     }
 }
 
@@ -942,12 +624,7 @@ fn run_spoor(
          [[ingest.sources]]\ntopics = [\"{TOPIC}\"]\nsource_type = \"{}\"\n",
         broker.bootstrap, settings.source_type
     );
-    if !settings.kafka_properties.is_empty() {
-        toml.push_str("\n[ingest.kafka.properties]\n");
-        for (k, v) in &settings.kafka_properties {
-            toml.push_str(&format!("{k:?} = {v:?}\n"));
-        }
-    }
+    toml.push_str(&kafka_properties_toml(&settings.kafka_properties));
     std::fs::write(&config, toml).context("writing the spoor config")?;
     let data = dir.path().join("data");
     let started = Instant::now();
@@ -972,15 +649,7 @@ fn run_spoor(
     let stdout = child.stdout.take().context("spoor stdout")?;
     let stderr = child.stderr.take().context("spoor stderr")?;
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = ready_tx.send(line);
-        }
-        // Keep draining so the child never blocks on a full pipe.
-        for _ in lines {}
-    });
+    let ready_rx = ready_line(stdout);
     let (assigned_tx, assigned_rx) = mpsc::channel();
     {
         let log = log.clone();
@@ -1101,18 +770,6 @@ fn run_spoor(
     ))
 }
 
-/// The sum of every sample of `name` (all label sets) in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Bytes of the files ending in `.ext` under `dir`.
 fn dir_bytes(dir: &Path, ext: &str) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -1131,41 +788,6 @@ fn dir_bytes(dir: &Path, ext: &str) -> u64 {
             }
         })
         .sum()
-}
-
-/// HTTP/1.0 (so the body is never chunked) to Spoor's loopback listener.
-fn http_request(addr: &str, request: &[u8]) -> Result<String> {
-    let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(request)?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .with_context(|| format!("reading the answer of {addr}"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("malformed HTTP answer from {addr}"))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{addr} answered {head:?}: {body}");
-    }
-    Ok(body.to_string())
-}
-
-fn http_get(addr: &str, path: &str) -> Result<String> {
-    http_request(
-        addr,
-        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes(),
-    )
-}
-
-fn http_post_json(addr: &str, path: &str, body: &Value) -> Result<Value> {
-    let body = body.to_string();
-    let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let answer = http_request(addr, request.as_bytes())?;
-    serde_json::from_str(&answer).with_context(|| format!("JSON answer of {path}: {answer}"))
 }
 
 // ---------------------------------------------------------------------------

@@ -15,7 +15,6 @@
 //! peer's.
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,30 +27,12 @@ use spoor_common::schema::EVENT_COLUMNS;
 use spoor_ingest::lake_writer::{encode_parquet, event_batch};
 use spoor_ingest::parse::{JsonNormalizer, Provenance};
 
+mod support;
+use support::load_corpus;
+
 const ROUNDS: usize = 5;
 /// Rows per Arrow batch and Parquet file, close to a busy partition's flush.
 const BATCH: usize = 8192;
-
-fn load_corpus() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/events/otrf-windows");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus at {}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let mut lines = Vec::new();
-    for f in files {
-        let text = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        lines.extend(
-            text.split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
-    }
-    lines
-}
 
 /// Time spent in each phase of spoor's side.
 #[derive(Default, Clone, Copy)]
@@ -127,7 +108,7 @@ fn best(times: &[Duration]) -> Duration {
 }
 
 fn main() {
-    let lines = load_corpus();
+    let lines = load_corpus().expect("the otrf-windows corpus");
     let input_bytes: usize = lines.iter().map(Vec::len).sum();
     let values = lines.iter().map(|l| serde_json_value(l));
     let schema = Arc::new(infer_json_schema_from_iterator(values).expect("infer schema"));
