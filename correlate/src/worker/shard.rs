@@ -519,7 +519,8 @@ impl ShardRunner {
             }
         }
         let elapsed = started.elapsed().as_secs_f64();
-        metrics::histogram!("spoor_worker_evaluation_seconds").record(elapsed);
+        metrics::histogram!("spoor_worker_evaluation_seconds", "shard" => self.name.clone())
+            .record(elapsed);
         metrics::counter!("spoor_worker_events_total", "shard" => self.name.clone())
             .increment(rows as u64);
         metrics::counter!("spoor_worker_alerts_total", "shard" => self.name.clone())
