@@ -121,13 +121,16 @@ impl Access {
         }
         let token = token.ok_or(AuthError::Missing)?;
         let record = authorize(self.tokens.as_ref(), token, RUN_QUERIES).await?;
-        let admin = record.role == TokenRole::Admin;
-        let tenants = if admin && record.tenants.is_empty() {
+        // Only an admin token naming no tenant is the cluster's admin (it
+        // sees every query in the history); an admin token naming tenants
+        // is an operator of those tenants and sees their queries only.
+        let cluster_admin = record.role == TokenRole::Admin && record.tenants.is_empty();
+        let tenants = if cluster_admin {
             self.every_tenant().await?
         } else {
             record.tenants
         };
-        Scope::for_token(tenants, record.token_id, admin).ok_or(AccessError::NoTenants)
+        Scope::for_token(tenants, record.token_id, cluster_admin).ok_or(AccessError::NoTenants)
     }
 }
 
@@ -225,14 +228,14 @@ pub(crate) mod tests {
         let op = access.scope(Some("operator")).await.expect("operator");
         assert_eq!(op.tenants().len(), 3);
         assert!(op.is_admin());
-        assert_eq!(
-            access
-                .scope(Some("acme-globex"))
-                .await
-                .expect("named")
-                .tenants(),
-            [tenant("acme"), tenant("globex")]
-        );
+        let named = access.scope(Some("acme-globex")).await.expect("named");
+        assert_eq!(named.tenants(), [tenant("acme"), tenant("globex")]);
+        // An admin token naming tenants is their operator, not the
+        // cluster's admin: the query history shows it their queries only.
+        assert!(!named.is_admin());
+        assert!(named.may_see(&[tenant("acme")]));
+        assert!(!named.may_see(&[tenant("initech")]));
+        assert!(!named.may_see(&[tenant("acme"), tenant("initech")]));
         assert_eq!(
             access.scope(None).await,
             Err(AccessError::Auth(AuthError::Missing))

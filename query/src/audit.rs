@@ -6,8 +6,9 @@
 //! `spoor::query_audit` when it ends (tenants, token id, text, duration,
 //! bytes scanned, rows, outcome) and kept in a bounded in-memory history
 //! that `GET /v1/queries` serves: analysts see the queries of their own
-//! tenants, admins see all. The history is per query node and starts empty
-//! at restart; the log lines are the durable record.
+//! tenants, as do admin tokens naming tenants; the cluster's admin (an
+//! admin token naming no tenant) sees all. The history is per query node
+//! and starts empty at restart; the log lines are the durable record.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +66,8 @@ impl Scope {
         self.token_id.as_deref()
     }
 
-    /// Whether the caller is an admin (sees every query in the history).
+    /// Whether the caller is the cluster's admin (an admin token naming no
+    /// tenant): it sees every query in the history.
     pub fn is_admin(&self) -> bool {
         self.admin
     }
