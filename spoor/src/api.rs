@@ -115,6 +115,13 @@ impl<S: TenantApi> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
+    /// Whether the caller is the cluster's admin: an admin token naming no
+    /// tenant, or anyone with `query.auth = "none"` (where nodes are
+    /// trusted on their network).
+    pub(crate) fn is_cluster_admin(&self) -> bool {
+        !self.token || self.scope.is_admin()
+    }
+
     /// Whether the caller reaches `tenant`.
     pub(crate) fn may(&self, tenant: &TenantId) -> bool {
         self.scope.tenants().contains(tenant)

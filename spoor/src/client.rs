@@ -35,6 +35,10 @@ pub(crate) struct StatusArgs {
     /// HTTP endpoint of any node.
     #[arg(long, env = "SPOOR_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     endpoint: String,
+    /// The cluster's admin token (an admin token naming no tenant), needed
+    /// when the node has `query.auth = "token"`.
+    #[arg(long, env = "SPOOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -247,7 +251,11 @@ pub(crate) fn status(args: StatusArgs) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let url = format!("{}/v1/status", args.endpoint.trim_end_matches('/'));
-            send(reqwest::Client::new().get(url), &args.endpoint).await
+            let mut req = reqwest::Client::new().get(url);
+            if let Some(token) = &args.token {
+                req = req.bearer_auth(token);
+            }
+            send(req, &args.endpoint).await
         })
     });
     match result {

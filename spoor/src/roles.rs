@@ -162,6 +162,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         catalog.clone(),
         control.clone(),
         role,
+        crate::rules_api::access(&config, &control),
     ));
     // Rule sets are managed through any node (the CLI, the console).
     app = app.merge(crate::rules_api::router(
@@ -475,21 +476,47 @@ struct StatusState {
     catalog: Arc<dyn Catalog>,
     control: ControlClient,
     role: Role,
+    access: Arc<spoor_query::access::Access>,
 }
 
-fn status_router(catalog: Arc<dyn Catalog>, control: ControlClient, role: Role) -> Router {
+impl crate::api::TenantApi for StatusState {
+    fn access(&self) -> &spoor_query::access::Access {
+        &self.access
+    }
+    const DOING: &'static str = "the cluster status is read";
+}
+
+fn status_router(
+    catalog: Arc<dyn Catalog>,
+    control: ControlClient,
+    role: Role,
+    access: spoor_query::access::Access,
+) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .with_state(StatusState {
             catalog,
             control,
             role,
+            access: Arc::new(access),
         })
 }
 
 /// This node's view and the cluster's (from the Raft leader): members with
 /// roles and heartbeats, coordinators with their replication lag, shards.
-async fn status(State(state): State<StatusState>) -> Response {
+/// It names every tenant, rule group and node, so with `query.auth =
+/// "token"` only the cluster's admin (an admin token naming no tenant) may
+/// read it; liveness is `/health`, for anyone.
+async fn status(State(state): State<StatusState>, caller: crate::api::Caller) -> Response {
+    if !caller.is_cluster_admin() {
+        return crate::api::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the cluster status names every tenant and node: it needs an admin token that names \
+             no tenant (liveness is GET /health)"
+                .to_string(),
+        );
+    }
     match state.catalog.status().await {
         Ok(s) => axum::Json(serde_json::json!({
             "role": state.role.name(),

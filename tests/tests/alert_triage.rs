@@ -162,9 +162,27 @@ async fn analysts_acknowledge_and_close_alerts_and_mttr_is_sql() -> anyhow::Resu
     anyhow::ensure!(status == 200, "applying the rule: {status} {body}");
     // The shard must hold its lease before the events land: a new shard
     // starts at the catalog head.
+    // The cluster status names every tenant: only the cluster's admin
+    // reads it with tokens on.
+    let status_url = format!("{}/v1/status", node.http);
+    let http = reqwest::Client::new();
+    let anonymous = http.get(&status_url).send().await?.status().as_u16();
+    assert_eq!(anonymous, 401, "no token, no cluster status");
+    let (code, refusal) = {
+        let resp = http.get(&status_url).bearer_auth(&analyst).send().await?;
+        (resp.status().as_u16(), resp.json::<Value>().await?)
+    };
+    assert_eq!(code, 403, "{refusal}");
+    assert!(
+        !refusal.to_string().contains("globex"),
+        "the refusal names no tenant: {refusal}"
+    );
     let deadline = Instant::now() + WAIT;
     loop {
-        let s: Value = reqwest::get(format!("{}/v1/status", node.http))
+        let s: Value = http
+            .get(&status_url)
+            .bearer_auth(&admin)
+            .send()
             .await?
             .json()
             .await?;
