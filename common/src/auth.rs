@@ -95,6 +95,17 @@ pub async fn authorize(
     permission: Permission,
 ) -> Result<TokenRecord, AuthError> {
     let record = verifier.verify(token).await?;
+    // Checked on every use, not when cached: an expiry takes effect on
+    // time on every node and interface.
+    if let Some(at) = record.expires_at_micros
+        && at <= crate::time::now_micros()
+    {
+        return Err(AuthError::Invalid(format!(
+            "token {} expired at {}",
+            record.token_id,
+            crate::time::rfc3339(at)
+        )));
+    }
     if permission.roles.contains(&record.role) {
         Ok(record)
     } else {
@@ -209,6 +220,7 @@ mod tests {
             secret_sha256: String::new(),
             description: String::new(),
             revoked: false,
+            expires_at_micros: None,
         }
     }
 
@@ -219,6 +231,34 @@ mod tests {
             HeaderValue::from_str(value).expect("header"),
         );
         h
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_authenticates_nothing_and_says_when_it_expired() {
+        let now = crate::time::now_micros();
+        let expired = TokenRecord {
+            expires_at_micros: Some(now - 1_000_000),
+            ..record(TokenRole::Admin)
+        };
+        let later = TokenRecord {
+            expires_at_micros: Some(now + 3_600_000_000),
+            ..record(TokenRole::Admin)
+        };
+        let tokens = StaticTokens::new([
+            ("t-expired".to_string(), expired),
+            ("t-later".to_string(), later),
+        ]);
+        let e = authorize(&tokens, "t-expired", RUN_QUERIES)
+            .await
+            .expect_err("expired");
+        assert!(
+            matches!(&e, AuthError::Invalid(m) if m.contains("token abc expired at ")),
+            "{e}"
+        );
+        assert!(authorize(&tokens, "t-expired", SEND_EVENTS).await.is_err());
+        authorize(&tokens, "t-later", RUN_QUERIES)
+            .await
+            .expect("not expired yet");
     }
 
     #[tokio::test]

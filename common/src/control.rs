@@ -153,6 +153,10 @@ pub struct TokenRecord {
     pub description: String,
     /// Revoked tokens stay listed but authenticate nothing.
     pub revoked: bool,
+    /// When it stops authenticating (µs since the epoch); `None`: never.
+    /// Absent in records of before expiry existed.
+    #[serde(default)]
+    pub expires_at_micros: Option<i64>,
 }
 
 /// A newly generated token: the string to hand to its holder (shown once)
@@ -199,6 +203,7 @@ pub fn generate_token(
             role,
             description,
             revoked: false,
+            expires_at_micros: None,
         },
         token,
     })
@@ -519,6 +524,7 @@ pub mod control_convert {
             secret_sha256: t.secret_sha256.clone(),
             description: t.description.clone(),
             revoked: t.revoked,
+            expires_at_micros: t.expires_at_micros.unwrap_or(0),
         }
     }
 
@@ -536,6 +542,7 @@ pub mod control_convert {
             secret_sha256: t.secret_sha256,
             description: t.description,
             revoked: t.revoked,
+            expires_at_micros: (t.expires_at_micros != 0).then_some(t.expires_at_micros),
         })
     }
 

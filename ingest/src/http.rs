@@ -540,6 +540,7 @@ mod tests {
             secret_sha256: String::new(),
             description: String::new(),
             revoked: false,
+            expires_at_micros: None,
         }
     }
 

@@ -152,6 +152,7 @@ pub(crate) mod tests {
             secret_sha256: String::new(),
             description: String::new(),
             revoked: false,
+            expires_at_micros: None,
         }
     }
 

@@ -205,6 +205,7 @@ pub(crate) mod testing {
             secret_sha256: String::new(),
             description: String::new(),
             revoked: false,
+            expires_at_micros: None,
         }
     }
 

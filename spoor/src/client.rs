@@ -508,6 +508,10 @@ pub(crate) enum TokenCommand {
         /// Who holds it and what for.
         #[arg(long, default_value = "")]
         description: String,
+        /// How long it authenticates: a number and a unit, `h` or `d`
+        /// (`90d`, `12h`); without it, until revoked.
+        #[arg(long = "expires-in", value_parser = parse_lifetime)]
+        expires_in: Option<std::time::Duration>,
     },
     /// Revoke a token by its id (the hex part after `spoor_`).
     Revoke {
@@ -533,6 +537,7 @@ pub(crate) fn token(command: TokenCommand) -> ExitCode {
                     role,
                     tenants,
                     description,
+                    expires_in,
                     ..
                 } => {
                     let role = TokenRole::parse(&role).ok_or_else(|| {
@@ -543,8 +548,12 @@ pub(crate) fn token(command: TokenCommand) -> ExitCode {
                         .map(TenantId::new)
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| format!("--tenant: {e}"))?;
-                    let new =
+                    let mut new =
                         generate_token(tenants, role, description).map_err(|e| e.to_string())?;
+                    new.record.expires_at_micros = expires_in.map(|d| {
+                        spoor_common::time::now_micros()
+                            .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                    });
                     control
                         .create_token(&new.record)
                         .await
@@ -554,6 +563,7 @@ pub(crate) fn token(command: TokenCommand) -> ExitCode {
                         "token_id": new.record.token_id,
                         "role": role.name(),
                         "tenants": new.record.tenants,
+                        "expires_at": new.record.expires_at_micros.map(spoor_common::time::rfc3339),
                         "note": "store the token now: only its hash is kept",
                     }))
                 }
@@ -574,4 +584,25 @@ pub(crate) fn token(command: TokenCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--expires-in`: `90d`, `12h` (days or hours, at least one hour).
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, hours_per) = if let Some(n) = text.strip_suffix('d') {
+        (n, 24)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 1)
+    } else {
+        return Err(format!(
+            "{text:?}: a number of days or hours, like 90d or 12h"
+        ));
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number of days or hours, like 90d or 12h"))?;
+    if n == 0 || n > 36_500 * 24 / hours_per {
+        return Err(format!("{text:?}: between 1h and 100 years"));
+    }
+    Ok(std::time::Duration::from_secs(n * hours_per * 3600))
 }

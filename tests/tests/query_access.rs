@@ -155,6 +155,46 @@ async fn tokens_keep_tenants_apart_on_http_flight_sql_and_postgres() -> anyhow::
     );
     assert_eq!(sql(&node, Some(&acme_ingest), "SELECT 1").await?.0, 403);
     assert_eq!(sql(&node, Some("spoor_nope"), "SELECT 1").await?.0, 403);
+    // A token with a lifetime says when it ends and works until then; a
+    // lifetime that is not one is refused naming the flag.
+    let short = cli(&[
+        "token",
+        "create",
+        "--role",
+        "analyst",
+        "--tenant",
+        "acme",
+        "--expires-in",
+        "1h",
+        "--coordinator",
+        &grpc,
+    ])?;
+    let expires = short["expires_at"].as_str().context("expires_at printed")?;
+    assert!(expires.ends_with('Z') && expires.len() == 20, "{expires}");
+    let short = short["token"].as_str().context("token printed")?;
+    assert_eq!(
+        rows(&node, short, "SELECT count(*) AS n FROM events").await?,
+        json!([{"n": 3}])
+    );
+    let bad_lifetime = cli(&[
+        "token",
+        "create",
+        "--role",
+        "analyst",
+        "--tenant",
+        "acme",
+        "--expires-in",
+        "soon",
+        "--coordinator",
+        &grpc,
+    ])
+    .expect_err("not a lifetime");
+    assert!(
+        bad_lifetime
+            .to_string()
+            .contains("a number of days or hours, like 90d"),
+        "{bad_lifetime:#}"
+    );
 
     // Every route toward globex's data, with acme's token.
     for (query, want) in [
