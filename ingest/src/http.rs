@@ -147,8 +147,10 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 
 fn auth_error(e: &AuthError) -> Response {
     let status = match e {
-        AuthError::Missing => StatusCode::UNAUTHORIZED,
-        AuthError::Invalid(_) | AuthError::WrongRole { .. } => StatusCode::FORBIDDEN,
+        // Unknown, revoked, expired: the token authenticates nothing (401);
+        // a valid token of the wrong role is forbidden (403).
+        AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
+        AuthError::WrongRole { .. } => StatusCode::FORBIDDEN,
         AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, "unauthorized", e.to_string())
@@ -671,7 +673,7 @@ mod tests {
         let (status, _) = send(a(), "POST", "/v1/ingest/fw", None, "{}").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (status, _) = send(a(), "POST", "/v1/ingest/fw", Some("Bearer nope"), "{}").await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (status, body) = send(
             a(),
             "POST",

@@ -110,7 +110,11 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 /// The HTTP answer to a caller without a scope.
 pub fn access_error(e: &AccessError) -> Response {
     let (status, code) = match e {
-        AccessError::Auth(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        // No token, or one that authenticates nothing (unknown, revoked,
+        // expired, malformed): 401. A valid token without the right: 403.
+        AccessError::Auth(AuthError::Missing | AuthError::Invalid(_)) => {
+            (StatusCode::UNAUTHORIZED, "unauthenticated")
+        }
         AccessError::Auth(AuthError::Unavailable(_)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable")
         }

@@ -154,7 +154,11 @@ async fn tokens_keep_tenants_apart_on_http_flight_sql_and_postgres() -> anyhow::
         "no token, no query"
     );
     assert_eq!(sql(&node, Some(&acme_ingest), "SELECT 1").await?.0, 403);
-    assert_eq!(sql(&node, Some("spoor_nope"), "SELECT 1").await?.0, 403);
+    assert_eq!(
+        sql(&node, Some("spoor_nope"), "SELECT 1").await?.0,
+        401,
+        "a token that authenticates nothing"
+    );
     // A token with a lifetime says when it ends and works until then; a
     // lifetime that is not one is refused naming the flag.
     let short = cli(&[
