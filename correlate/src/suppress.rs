@@ -48,9 +48,12 @@ impl Suppressor {
     ) -> bool {
         self.latest = self.latest.max(time);
         let slot = (rule.to_string(), key);
-        if let Some(anchor) = self.anchors.get(&slot)
-            && time.abs_diff(anchor.time) < anchor.window.unsigned_abs()
+        // The rule's window as it is now: a tuned suppression applies to
+        // anchors from before the change too.
+        if let Some(anchor) = self.anchors.get_mut(&slot)
+            && time.abs_diff(anchor.time) < window_micros.unsigned_abs()
         {
+            anchor.window = window_micros;
             return true;
         }
         self.anchors.insert(
@@ -100,11 +103,11 @@ impl Suppressor {
             .collect()
     }
 
-    /// Anchors of a checkpoint, for the rules in `rules` only (a rule that
-    /// is gone or lost its suppression has none).
-    pub fn restore(saved: Vec<SavedAnchor>, rules: &dyn Fn(&str) -> bool) -> Suppressor {
+    /// Anchors of a checkpoint. Those of a rule that is gone or lost its
+    /// suppression are never asked for again and expire with their window.
+    pub fn restore(saved: Vec<SavedAnchor>) -> Suppressor {
         let mut s = Suppressor::default();
-        for a in saved.into_iter().filter(|a| rules(&a.rule)) {
+        for a in saved {
             s.latest = s.latest.max(a.time);
             s.anchors.insert(
                 (a.rule, a.key),
@@ -146,12 +149,22 @@ mod tests {
     }
 
     #[test]
+    fn a_tuned_window_applies_to_earlier_anchors() {
+        let mut s = Suppressor::default();
+        assert!(!s.suppressed("r", key("a"), 0, 60 * MIN));
+        // The window shortened to 10 minutes (a new rule set version keeps
+        // the anchor): 20 minutes later is past it.
+        assert!(!s.suppressed("r", key("a"), 20 * MIN, 10 * MIN));
+        assert!(s.suppressed("r", key("a"), 25 * MIN, 10 * MIN));
+    }
+
+    #[test]
     fn anchors_survive_a_checkpoint_and_expire() {
         let mut s = Suppressor::default();
         assert!(!s.suppressed("r", key("a"), 0, 10 * MIN));
         assert!(!s.suppressed("gone", key("a"), 0, 10 * MIN));
-        let mut back = Suppressor::restore(s.save(), &|rule| rule == "r");
-        assert_eq!(back.len(), 1);
+        let mut back = Suppressor::restore(s.save());
+        assert_eq!(back.len(), 2);
         assert!(back.suppressed("r", key("a"), MIN, 10 * MIN));
         assert!(!back.suppressed("r", key("b"), 60 * MIN, 10 * MIN));
         back.expire(5 * MIN, 100);

@@ -522,7 +522,7 @@ impl Correlator {
         self.entries = 0;
         let mut report = RestoreReport::default();
         // Anchors of rules that are gone expire with their windows.
-        self.suppressor = Suppressor::restore(std::mem::take(&mut snapshot.suppression), &|_| true);
+        self.suppressor = Suppressor::restore(std::mem::take(&mut snapshot.suppression));
         if snapshot.format != SNAPSHOT_FORMAT {
             tracing::warn!(
                 format = snapshot.format,

@@ -367,7 +367,7 @@ impl ShardRunner {
             metrics::gauge!("spoor_worker_shard_lag", "shard" => self.name.clone())
                 .set(page.last_sequence.saturating_sub(position) as f64);
             metrics::gauge!("spoor_worker_state_entries", "shard" => self.name.clone())
-                .set(correlator.state_entries() as f64);
+                .set((correlator.state_entries() + correlator.suppression_entries()) as f64);
             let due = position > committed
                 && (!pending.alerts.is_empty()
                     || last_commit.elapsed() >= self.shared.config.commit_interval);
@@ -490,9 +490,10 @@ impl ShardRunner {
                 .disabled
                 .search_overrun(self.id(), rules.set.version, file.sequence)
         {
-            // The file's alerts stand; the rule that overran is disabled
-            // from the checkpoint on (as a new holder would: deterministic
-            // replay), so the shard restarts without it.
+            // A rule that overran is disabled from the checkpoint on (as a
+            // new holder would: deterministic replay): the shard restarts
+            // without it and finds the other rules' alerts again. When no
+            // rule alone overran, this file's alerts stand.
             let took = started.elapsed();
             let found = self.search(file, rules, bytes).await?;
             if self
