@@ -69,8 +69,10 @@ pub fn file_id_for_request(
 }
 
 /// The id of an `alert_updates` file (and of the update it holds): derived
-/// from everything the update says, so a retried request that reached the
-/// lake writes the same object and commits the same catalog entry.
+/// from everything the update says, its time included, so one update is one
+/// object and one catalog entry however often its commit is retried. (A
+/// client that sends the same PATCH again makes a second update, stamped
+/// later: the history shows both.)
 pub fn file_id_for_alert_update(
     tenant: &TenantId,
     alert_id: &str,

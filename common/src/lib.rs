@@ -16,6 +16,20 @@ pub mod telemetry;
 pub mod tenant;
 pub mod time;
 
+/// An error with its chain of causes, `: `-separated: many libraries'
+/// top-level messages (reqwest's, the evtx crate's) name only the place,
+/// the causes say what is wrong.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 pub use catalog::{Catalog, CatalogError};
 pub use config::Config;
 pub use tenant::TenantId;

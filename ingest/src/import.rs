@@ -729,29 +729,17 @@ pub fn for_each_evtx_record(
         .indent(false)
         .separate_json_attributes(false);
     let mut parser = evtx::EvtxParser::from_path(path)
-        .map_err(|e| error_chain(&e))?
+        .map_err(|e| spoor_common::error_chain(&e))?
         .with_configuration(settings);
     for record in parser.records_json_bytes() {
-        if !f(record.map(|r| r.data).map_err(|e| error_chain(&e))) {
+        if !f(record
+            .map(|r| r.data)
+            .map_err(|e| spoor_common::error_chain(&e)))
+        {
             break;
         }
     }
     Ok(())
-}
-
-/// An error with its causes, `: `-separated: the evtx crate's top-level
-/// messages ("Failed to parse chunk number 3") name the place, the causes
-/// say what is wrong.
-#[cfg(feature = "evtx")]
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

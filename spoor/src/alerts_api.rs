@@ -184,9 +184,7 @@ async fn update(
         note: request.note,
         updated_by: caller.scope.token_id().map(str::to_string),
     };
-    if let Err(e) = change.validate() {
-        return triage_error(&e);
-    }
+    // `update_alert` checks the change (and the alert id) before any I/O.
     let now = spoor_common::time::now_micros();
     match api
         .engine

@@ -414,6 +414,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn token_lifetimes_are_days_or_hours() {
+        assert_eq!(
+            parse_lifetime("12h"),
+            Ok(std::time::Duration::from_secs(12 * 3600))
+        );
+        assert_eq!(
+            parse_lifetime("90d"),
+            Ok(std::time::Duration::from_secs(90 * 86_400))
+        );
+        for bad in ["0h", "0d", "5m", "soon", "d", "-1d", "36501d"] {
+            let e = parse_lifetime(bad).expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
     fn tables_align_and_show_nulls() {
         let rows = vec![
             serde_json::json!({"a": 1, "b": null}),

@@ -490,6 +490,22 @@ correlation: {type: event_count, rules: [good], group-by: [user], timespan: 5m, 
         bytes::Bytes::from(encode_parquet(&batch(&rows), EVENT_COLUMNS, 1).expect("encode"))
     }
 
+    /// The culprits `isolate` finds in `bundle` on [`bytes`] with `fault`
+    /// in force.
+    fn search_with(fault: RuleFault, bundle: &RuleBundle, budget: Duration) -> Vec<Culprit> {
+        with_fault(fault, || {
+            isolate(
+                bundle,
+                &BTreeSet::new(),
+                &bytes(),
+                &cx(),
+                budget,
+                WindowOptions::default(),
+            )
+        })
+        .expect("isolate")
+    }
+
     /// Runs `f` with `fault` in force (keys are unique to each test).
     pub(crate) fn with_fault<T>(fault: RuleFault, f: impl FnOnce() -> T) -> T {
         TEST_FAULTS.lock().expect("faults").push(fault.clone());
@@ -514,17 +530,11 @@ correlation: {type: event_count, rules: [good], group-by: [user], timespan: 5m, 
 
     #[test]
     fn the_panicking_rule_is_found_and_only_it() {
-        let culprits = with_fault(RuleFault::Panics("p-broken".into()), || {
-            isolate(
-                &bundle("p"),
-                &BTreeSet::new(),
-                &bytes(),
-                &cx(),
-                Duration::from_secs(60),
-                WindowOptions::default(),
-            )
-        })
-        .expect("isolate");
+        let culprits = search_with(
+            RuleFault::Panics("p-broken".into()),
+            &bundle("p"),
+            Duration::from_secs(60),
+        );
         let keys: Vec<&str> = culprits.iter().map(|c| c.info.key()).collect();
         assert_eq!(keys, vec!["p-broken"]);
         assert!(culprits[0].reason.contains("panicked"), "{culprits:?}");
@@ -542,17 +552,11 @@ correlation: {type: event_count, rules: [good], group-by: [user], timespan: 5m, 
 
     #[test]
     fn a_rule_over_its_budget_is_found() {
-        let culprits = with_fault(RuleFault::Stalls("s-good".into(), 300), || {
-            isolate(
-                &bundle("s"),
-                &BTreeSet::new(),
-                &bytes(),
-                &cx(),
-                Duration::from_millis(200),
-                WindowOptions::default(),
-            )
-        })
-        .expect("isolate");
+        let culprits = search_with(
+            RuleFault::Stalls("s-good".into(), 300),
+            &bundle("s"),
+            Duration::from_millis(200),
+        );
         let keys: Vec<&str> = culprits.iter().map(|c| c.info.key()).collect();
         // The correlation reads `good`, which is not in its trial (it did
         // not pass), so it is not blamed.
@@ -578,17 +582,11 @@ correlation: {type: event_count, rules: [good], group-by: [user], timespan: 5m, 
             mappings: Vec::new(),
             placeholders: BTreeMap::new(),
         };
-        let culprits = with_fault(RuleFault::Panics("m-27".into()), || {
-            isolate(
-                &bundle,
-                &BTreeSet::new(),
-                &bytes(),
-                &cx(),
-                Duration::from_secs(60),
-                WindowOptions::default(),
-            )
-        })
-        .expect("isolate");
+        let culprits = search_with(
+            RuleFault::Panics("m-27".into()),
+            &bundle,
+            Duration::from_secs(60),
+        );
         let keys: Vec<&str> = culprits.iter().map(|c| c.info.key()).collect();
         assert_eq!(keys, vec!["m-27"]);
     }

@@ -353,16 +353,7 @@ impl RetroHunter {
         let job_id = &spec.job_id;
         let shard = shard_name(job_id);
         let committed_before = self.committed_ids(spec, &shard).await?;
-        let files = self
-            .catalog
-            .list_files(FileQuery {
-                tenant: spec.tenant.clone(),
-                table: Table::Events,
-                min_time_micros: Some(spec.from_micros),
-                max_time_micros: Some(spec.to_micros.saturating_sub(1)),
-            })
-            .await
-            .map_err(|e| format!("listing the events files of tenant {}: {e}", spec.tenant))?;
+        let files = self.files_in_range(spec, Table::Events).await?;
         job.update(|p| p.files_total = files.len() as u64);
         // Object keys of this run: a run of its own, so that a second run
         // of the job never overwrites an object the first one committed.
@@ -534,20 +525,34 @@ impl RetroHunter {
             .collect()
     }
 
-    /// The alert ids earlier runs of the job committed: its rows among the
-    /// tenant's alerts files of the range (an alert's time, its last event,
-    /// is inside the range).
-    async fn committed_ids(&self, spec: &HuntSpec, shard: &str) -> Result<HashSet<String>, String> {
-        let files = self
-            .catalog
+    /// The tenant's files of `table` overlapping the job's range.
+    async fn files_in_range(
+        &self,
+        spec: &HuntSpec,
+        table: Table,
+    ) -> Result<Vec<spoor_common::catalog::CatalogFile>, String> {
+        self.catalog
             .list_files(FileQuery {
                 tenant: spec.tenant.clone(),
-                table: Table::Alerts,
+                table,
                 min_time_micros: Some(spec.from_micros),
                 max_time_micros: Some(spec.to_micros.saturating_sub(1)),
             })
             .await
-            .map_err(|e| format!("listing the alerts files of tenant {}: {e}", spec.tenant))?;
+            .map_err(|e| {
+                format!(
+                    "listing the {} files of tenant {}: {e}",
+                    table.name(),
+                    spec.tenant
+                )
+            })
+    }
+
+    /// The alert ids earlier runs of the job committed: its rows among the
+    /// tenant's alerts files of the range (an alert's time, its last event,
+    /// is inside the range).
+    async fn committed_ids(&self, spec: &HuntSpec, shard: &str) -> Result<HashSet<String>, String> {
+        let files = self.files_in_range(spec, Table::Alerts).await?;
         let mut ids = HashSet::new();
         for file in files {
             let key = file.file.object_key;

@@ -349,18 +349,6 @@ pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         .into()
 }
 
-/// An error with its chain of causes (reqwest's own text omits them).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Sleeps `d`, or returns false when `stop` comes first.
 async fn pause(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
@@ -435,11 +423,9 @@ impl Sink {
             let mac = hmac_sha256(c.hmac_secret.as_bytes(), &alert.body);
             request = request.header("X-Spoor-Signature", format!("sha256={}", hex::encode(mac)));
         }
-        let response = request
-            .body(alert.body.clone())
-            .send()
-            .await
-            .map_err(|e| Failure::Retry(format!("POST {}: {}", c.url, with_causes(&e))))?;
+        let response = request.body(alert.body.clone()).send().await.map_err(|e| {
+            Failure::Retry(format!("POST {}: {}", c.url, spoor_common::error_chain(&e)))
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

@@ -261,6 +261,14 @@ async fn commit_events(store: &InMemory, catalog: &MemoryCatalog, n: usize) {
     .await;
 }
 
+/// Commits every events file and waits until every shard has read them.
+async fn feed_all(store: &InMemory, catalog: &MemoryCatalog, control: &FakeControl) {
+    for n in 0..FILES {
+        commit_events(store, catalog, n).await;
+    }
+    wait_caught_up(control, catalog).await;
+}
+
 async fn wait_caught_up(control: &FakeControl, catalog: &MemoryCatalog) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -403,10 +411,7 @@ async fn run_with_rules(rules: &str) -> Vec<String> {
     let (catalog, store) = (Arc::new(MemoryCatalog::new()), Arc::new(InMemory::new()));
     let control = Arc::new(FakeControl::with_rules(catalog.clone(), rules));
     let (_tx, stop, handle) = start(1, &control, &catalog, &store).await;
-    for n in 0..FILES {
-        commit_events(&store, &catalog, n).await;
-    }
-    wait_caught_up(&control, &catalog).await;
+    feed_all(&store, &catalog, &control).await;
     stop.cancel();
     handle.await.expect("worker");
     alerts(&store, &catalog).await
@@ -783,10 +788,7 @@ async fn a_webhook_failing_at_first_gets_every_alert_after_retries() {
     let control = Arc::new(FakeControl::new(catalog.clone()));
     let (sinks, _tx, stop, handle) =
         start_with_sinks(1, webhook(&url, 5, 5_000), &control, &catalog, &store).await;
-    for n in 0..FILES {
-        commit_events(&store, &catalog, n).await;
-    }
-    wait_caught_up(&control, &catalog).await;
+    feed_all(&store, &catalog, &control).await;
     let committed = wait_delivered(&store, &catalog, || async { receiver.ids() }).await;
     wait_delivery_checkpointed(&control, &store, &catalog).await;
     stop.cancel();
