@@ -31,7 +31,7 @@ use spoor_common::catalog::conformance::kafka_file;
 use spoor_common::catalog::{Catalog, CommitBatch, SourceCheckpoint};
 use spoor_common::catalog_client::GrpcCatalog;
 use spoor_common::config::CoordinatorConfig;
-use spoor_coordinator::{CatalogGrpc, ClusterGrpc, ControlGrpc, CoordinatorNode};
+use spoor_coordinator::CoordinatorNode;
 
 /// Alternating rounds per scenario; the better one is reported.
 const ROUNDS: usize = 3;
@@ -69,6 +69,7 @@ fn config() -> CoordinatorConfig {
         scheduler_interval_ms: 1000,
         join: false,
         initial_members: Vec::new(),
+        peer_credential: Default::default(),
     }
 }
 
@@ -112,10 +113,7 @@ impl Cluster {
             // Served exactly as `spoor coordinator` serves (roles.rs), accepted
             // sockets included, so the figures are those of the shipped path.
             let server = tonic::transport::Server::builder()
-                .add_service(CatalogGrpc::for_node(node.clone()).into_server())
-                .add_service(node.raft_service().into_server())
-                .add_service(ClusterGrpc::new(node.clone()).into_server())
-                .add_service(ControlGrpc::new(node.clone()).into_server())
+                .add_routes(spoor_coordinator::services(&node, None, Default::default()))
                 .serve_with_incoming_shutdown(spoor_coordinator::incoming(listener), async {
                     // Sent or dropped: either way the bench is done with the node.
                     let _ = stopped.await;

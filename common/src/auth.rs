@@ -24,7 +24,7 @@ pub enum AuthError {
     #[error("invalid token: {0}")]
     Invalid(String),
     /// The token exists but its role may not do this.
-    #[error("a {role} token may not {action}; use {allowed}")]
+    #[error("{} token may not {action}; use {allowed}", with_article(.role))]
     WrongRole {
         /// The token's role.
         role: &'static str,
@@ -36,6 +36,16 @@ pub enum AuthError {
     /// The coordinators could not be asked.
     #[error("cannot check the token now: {0}")]
     Unavailable(String),
+}
+
+/// `role` with its article: "an analyst", "a viewer".
+pub fn with_article(role: &str) -> String {
+    let article = if role.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {role}")
 }
 
 /// Checks a token string.
@@ -74,19 +84,50 @@ pub struct Permission {
     pub allowed: &'static str,
 }
 
-/// Sending events: ingest and admin tokens.
+/// Sending events: ingest tokens, and the admins of the tenant or cluster.
 pub const SEND_EVENTS: Permission = Permission {
-    roles: &[TokenRole::Ingest, TokenRole::Admin],
+    roles: &[TokenRole::Ingest, TokenRole::TenantAdmin, TokenRole::Admin],
     action: "send events",
-    allowed: "an ingest or admin token",
+    allowed: "an ingest, tenant-admin or admin token",
 };
 
-/// Running queries: analyst and admin tokens.
+/// Reading: queries (HTTP, Flight SQL, PostgreSQL), rule and alert
+/// listings. Every role but ingest.
 pub const RUN_QUERIES: Permission = Permission {
-    roles: &[TokenRole::Analyst, TokenRole::Admin],
-    action: "run queries",
-    allowed: "an analyst or admin token",
+    roles: &[
+        TokenRole::Admin,
+        TokenRole::MsspOperator,
+        TokenRole::TenantAdmin,
+        TokenRole::Analyst,
+        TokenRole::Viewer,
+    ],
+    action: "read (queries, rules, alerts)",
+    allowed: "an analyst, viewer, mssp-operator, tenant-admin or admin token",
 };
+
+/// Changing a tenant's detection and triage state: rule sets, alert
+/// triage, retro-hunts.
+pub const CHANGE_DETECTIONS: Permission = Permission {
+    roles: &[TokenRole::Admin, TokenRole::TenantAdmin, TokenRole::Analyst],
+    action: "change rules, triage alerts or run retro-hunts",
+    allowed: "an analyst, tenant-admin or admin token",
+};
+
+impl Permission {
+    /// Whether `role` has it.
+    pub fn allows(&self, role: TokenRole) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The refusal of `role`.
+    pub fn refuse(&self, role: TokenRole) -> AuthError {
+        AuthError::WrongRole {
+            role: role.name(),
+            action: self.action,
+            allowed: self.allowed,
+        }
+    }
+}
 
 /// Checks `token` and that its role has `permission`.
 pub async fn authorize(
@@ -97,23 +138,23 @@ pub async fn authorize(
     let record = verifier.verify(token).await?;
     // Checked on every use, not when cached: an expiry takes effect on
     // time on every node and interface.
-    if let Some(at) = record.expires_at_micros
-        && at <= crate::time::now_micros()
-    {
-        return Err(AuthError::Invalid(format!(
+    unexpired(&record)?;
+    if permission.allows(record.role) {
+        Ok(record)
+    } else {
+        Err(permission.refuse(record.role))
+    }
+}
+
+/// `Ok` unless `record` has expired; the error says when it did.
+pub fn unexpired(record: &TokenRecord) -> Result<(), AuthError> {
+    match record.expires_at_micros {
+        Some(at) if at <= crate::time::now_micros() => Err(AuthError::Invalid(format!(
             "token {} expired at {}",
             record.token_id,
             crate::time::rfc3339(at)
-        )));
-    }
-    if permission.roles.contains(&record.role) {
-        Ok(record)
-    } else {
-        Err(AuthError::WrongRole {
-            role: record.role.name(),
-            action: permission.action,
-            allowed: permission.allowed,
-        })
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -128,8 +169,11 @@ pub async fn authenticate(
 }
 
 /// How long a verified token is trusted without asking again; a revocation
-/// takes effect within this time.
-pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+/// (or a tenant's disabling) takes effect on every node within this time.
+/// Short, because it bounds how long a leaked token works after it is
+/// revoked; one local Raft-state read per token per node every 5 s costs
+/// nothing.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// Cached answers by token hash: when asked, and what was answered.
 type TokenCache = HashMap<String, (Instant, Result<TokenRecord, AuthError>)>;
@@ -168,6 +212,13 @@ impl TokenVerifier for CoordinatorTokens {
                 // Not cached: the next request asks again.
                 return Err(AuthError::Unavailable(e.to_string()));
             }
+            // The coordinators' reason ("token refused: revoked").
+            Err(CatalogError::Denied { reason }) => Err(AuthError::Invalid(
+                reason
+                    .strip_prefix(crate::catalog_client::UNAUTHENTICATED)
+                    .unwrap_or(&reason)
+                    .to_string(),
+            )),
             Err(e) => Err(AuthError::Invalid(e.to_string())),
         };
         if let Ok(mut cache) = self.cache.lock() {
@@ -294,7 +345,7 @@ mod tests {
             Err(AuthError::WrongRole {
                 role: "analyst",
                 action: "send events",
-                allowed: "an ingest or admin token"
+                allowed: "an ingest, tenant-admin or admin token"
             })
         );
         assert!(
@@ -308,3 +359,58 @@ mod tests {
         ));
     }
 }
+
+/// The credential a node (or the CLI) presents on its gRPC calls to the
+/// coordinators: the cluster secret between roles, or an API token for
+/// the CLI. Never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Credential(<redacted>)"
+        } else {
+            "Credential(none)"
+        })
+    }
+}
+
+impl Credential {
+    /// No credential: for clusters without a secret (loopback, tests).
+    pub fn none() -> Self {
+        Credential(None)
+    }
+
+    /// `authorization: Bearer <secret>` on every call. `None` when the
+    /// secret cannot be a header value (it is printable ASCII).
+    pub fn bearer(secret: &str) -> Option<Self> {
+        let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {secret}").parse().ok()?;
+        value.set_sensitive(true);
+        Some(Credential(Some(value)))
+    }
+
+    /// Whether a credential is presented at all.
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl tonic::service::Interceptor for Credential {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to a coordinator that presents a [`Credential`] on every call.
+pub type AuthChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Credential>;

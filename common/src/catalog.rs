@@ -288,6 +288,14 @@ pub enum CatalogError {
         /// Which tenant, and the oldest sequence still available.
         reason: String,
     },
+    /// The caller's credential (cluster secret or token) is missing or
+    /// wrong (`unauthenticated: …`), or does not allow the call
+    /// (`permission denied: …`); retrying it will not help.
+    #[error("{reason}")]
+    Denied {
+        /// Which of the two, and why, as the coordinator said.
+        reason: String,
+    },
     /// A fault inside the catalog.
     #[error("catalog internal error: {reason}")]
     Internal {

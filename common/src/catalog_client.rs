@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use spoor_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::{AuthChannel, Credential};
+
 use crate::catalog::{
     Catalog, CatalogChange, CatalogError, CatalogFile, CatalogStatus, ChangeOutcome, ChangePage,
     CommitBatch, CommitOutcome, FileQuery, FileRemoval, FileSwap, ListingInfo, NewFile,
@@ -17,6 +19,11 @@ use crate::catalog::{
 };
 use crate::schema::Table;
 use crate::tenant::TenantId;
+
+/// How a [`CatalogError::Denied`] of a missing or wrong credential begins.
+pub const UNAUTHENTICATED: &str = "unauthenticated: ";
+/// How a [`CatalogError::Denied`] of a credential that may not begins.
+pub const PERMISSION_DENIED: &str = "permission denied: ";
 
 /// Maps a catalog error to a gRPC status (the one place this is decided).
 pub fn error_to_status(err: &CatalogError) -> tonic::Status {
@@ -26,6 +33,12 @@ pub fn error_to_status(err: &CatalogError) -> tonic::Status {
         CatalogError::Unavailable { .. } => tonic::Status::unavailable(err.to_string()),
         CatalogError::HistoryCompacted { .. } => tonic::Status::out_of_range(err.to_string()),
         CatalogError::Internal { .. } => tonic::Status::internal(err.to_string()),
+        CatalogError::Denied { reason } => match reason.strip_prefix(UNAUTHENTICATED) {
+            Some(why) => tonic::Status::unauthenticated(why),
+            None => tonic::Status::permission_denied(
+                reason.strip_prefix(PERMISSION_DENIED).unwrap_or(reason),
+            ),
+        },
     }
 }
 
@@ -41,6 +54,15 @@ pub fn status_to_error(status: tonic::Status) -> CatalogError {
             CatalogError::Unavailable { reason }
         }
         tonic::Code::OutOfRange => CatalogError::HistoryCompacted { reason },
+        tonic::Code::Unauthenticated => CatalogError::Denied {
+            reason: format!("{UNAUTHENTICATED}{reason}"),
+        },
+        tonic::Code::PermissionDenied => CatalogError::Denied {
+            reason: format!("{PERMISSION_DENIED}{reason}"),
+        },
+        tonic::Code::NotFound => CatalogError::Invalid {
+            reason: format!("not found: {reason}"),
+        },
         // A connection broken mid-call (a coordinator killed or restarting)
         // reaches tonic as Internal/Unknown with the transport's words; the
         // call may or may not have applied, and every call is idempotent, so
@@ -384,6 +406,8 @@ pub struct GrpcCatalog {
 pub struct Coordinators {
     endpoints: Arc<Vec<(String, Channel)>>,
     current: Arc<AtomicUsize>,
+    /// Presented on every call (the cluster secret, or the CLI's token).
+    credential: Credential,
 }
 
 impl Coordinators {
@@ -413,7 +437,18 @@ impl Coordinators {
         Ok(Coordinators {
             endpoints: Arc::new(clients),
             current: Arc::new(AtomicUsize::new(0)),
+            credential: Credential::none(),
         })
+    }
+
+    /// The same coordinators, presenting `credential` on every call.
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = credential;
+        self
+    }
+
+    fn channel(&self, i: usize) -> AuthChannel {
+        AuthChannel::new(self.endpoints[i].1.clone(), self.credential.clone())
     }
 
     /// How many coordinators there are.
@@ -427,10 +462,9 @@ impl Coordinators {
     }
 
     /// The `attempt`-th coordinator to try, starting from the last that answered.
-    pub fn nth(&self, attempt: usize) -> (usize, &str, Channel) {
+    pub fn nth(&self, attempt: usize) -> (usize, &str, AuthChannel) {
         let i = (self.current.load(Ordering::Relaxed) + attempt) % self.endpoints.len();
-        let (url, channel) = &self.endpoints[i];
-        (i, url, channel.clone())
+        (i, &self.endpoints[i].0, self.channel(i))
     }
 
     /// Remembers that coordinator `i` answered.
@@ -442,7 +476,7 @@ impl Coordinators {
     /// answered, until one answers or all were unavailable.
     pub async fn call<T, F, Fut>(&self, name: &str, call: F) -> Result<T, CatalogError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(AuthChannel) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let n = self.endpoints.len();
@@ -450,8 +484,8 @@ impl Coordinators {
         let mut failures = Vec::new();
         for attempt in 0..n {
             let i = (start + attempt) % n;
-            let (url, channel) = &self.endpoints[i];
-            match call(channel.clone()).await {
+            let url = &self.endpoints[i].0;
+            match call(self.channel(i)).await {
                 Ok(resp) => {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(resp.into_inner());
@@ -470,7 +504,7 @@ impl Coordinators {
     }
 }
 
-type CatalogClient = pb::catalog_service_client::CatalogServiceClient<Channel>;
+type CatalogClient = pb::catalog_service_client::CatalogServiceClient<AuthChannel>;
 
 impl GrpcCatalog {
     /// A client for the coordinators at `endpoints` (comma-separated URLs).
@@ -479,6 +513,14 @@ impl GrpcCatalog {
         Ok(GrpcCatalog {
             coordinators: Coordinators::connect_lazy(endpoints, timeout)?,
         })
+    }
+
+    /// The same client, presenting `credential` (the cluster secret) on
+    /// every call.
+    pub fn with_credential(self, credential: Credential) -> Self {
+        GrpcCatalog {
+            coordinators: self.coordinators.with_credential(credential),
+        }
     }
 
     async fn call<T, F, Fut>(&self, name: &str, call: F) -> Result<T, CatalogError>

@@ -53,6 +53,107 @@ pub struct Config {
     /// Where workers deliver committed alerts besides the `alerts` table.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// What the roles of one cluster share.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// What the roles of one cluster share: the secret they present to each
+/// other on gRPC.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster secret, inline (prefer `secret_file`). Empty with an
+    /// empty `secret_file`: the coordinators' gRPC takes calls without a
+    /// credential (loopback only).
+    #[serde(default)]
+    pub secret: String,
+    /// A file holding the cluster secret (surrounding whitespace ignored),
+    /// read at start-up.
+    #[serde(default)]
+    pub secret_file: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field(
+                "secret",
+                &if self.secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
+}
+
+/// Fewest characters of a cluster secret.
+pub const MIN_CLUSTER_SECRET_CHARS: usize = 32;
+
+impl ClusterConfig {
+    /// The cluster secret from `secret` or `secret_file`; `None` when
+    /// neither is set. An unreadable file, both keys set, or a short or
+    /// unprintable secret is an error naming the key.
+    pub fn secret(&self) -> Result<Option<String>, ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Value {
+            key: key.to_string(),
+            reason,
+        };
+        let (key, secret) = match (self.secret.is_empty(), self.secret_file.is_empty()) {
+            (true, true) => return Ok(None),
+            (false, false) => {
+                return Err(bad(
+                    "cluster.secret",
+                    "set cluster.secret or cluster.secret_file, not both".into(),
+                ));
+            }
+            (false, true) => ("cluster.secret", self.secret.trim().to_string()),
+            (true, false) => (
+                "cluster.secret_file",
+                std::fs::read_to_string(&self.secret_file)
+                    .map_err(|e| {
+                        bad(
+                            "cluster.secret_file",
+                            format!("cannot read {}: {e}", self.secret_file),
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        if secret.chars().count() < MIN_CLUSTER_SECRET_CHARS {
+            return Err(bad(
+                key,
+                format!(
+                    "the cluster secret must be at least {MIN_CLUSTER_SECRET_CHARS} characters \
+                     (for example `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        if !secret.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(bad(
+                key,
+                "the cluster secret may hold only printable ASCII without spaces".into(),
+            ));
+        }
+        Ok(Some(secret))
+    }
+
+    /// The credential for gRPC calls between roles: the secret, or none.
+    pub fn credential(&self) -> Result<crate::auth::Credential, ConfigError> {
+        Ok(match self.secret()? {
+            // `secret()` allows only printable ASCII, which always makes a
+            // header value.
+            Some(s) => crate::auth::Credential::bearer(&s).ok_or_else(|| ConfigError::Value {
+                key: "cluster.secret".into(),
+                reason: "not a valid header value".into(),
+            })?,
+            None => crate::auth::Credential::none(),
+        })
+    }
 }
 
 /// Listeners and identity of this process.
@@ -129,6 +230,11 @@ pub struct CoordinatorConfig {
     /// The initial members as `ID@URL` (`3@http://10.0.0.3:7070`), the same
     /// list on every initial coordinator. Empty: a single-node group.
     pub initial_members: Vec<String>,
+    /// What this coordinator presents to its peers (Raft, forwarding to
+    /// the leader): `cluster.credential()`, set at start-up, never read
+    /// from a file under this section.
+    #[serde(skip)]
+    pub peer_credential: crate::auth::Credential,
 }
 
 /// How roles other than the coordinator reach the catalog.
@@ -165,6 +271,13 @@ pub struct IngestConfig {
     /// Tenant whose `dead_letter` table receives events whose tenant could
     /// not be determined or is not registered (never another tenant's).
     pub unrouted_tenant: String,
+    /// What HTTP ingest does with a request over its tenant's ingest quota
+    /// (`reject` or `delay`); Kafka always waits.
+    pub quota_exceeded: QuotaExceededAction,
+    /// Longest wait of a request over quota with `quota_exceeded =
+    /// "delay"`, milliseconds; past it the request is refused as with
+    /// `reject`.
+    pub quota_max_delay_ms: u64,
     /// Kafka source.
     pub kafka: KafkaConfig,
     /// Compaction of small files, retention, and the deletion of objects the
@@ -189,6 +302,23 @@ pub enum HttpAuth {
     /// token of one tenant decides the tenant of everything it sends.
     Token,
 }
+
+/// What HTTP ingest does with a request over its tenant's ingest quota
+/// (`ingest.quota_exceeded`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaExceededAction {
+    /// Refuse it at once: 429 with `Retry-After`.
+    #[default]
+    Reject,
+    /// Hold it until the tenant's budget allows it, at most
+    /// `ingest.quota_max_delay_ms`, then refuse it as `reject` does.
+    Delay,
+}
+
+/// Longest `ingest.quota_max_delay_ms`: HTTP clients and proxies give up
+/// on requests held longer.
+pub const MAX_QUOTA_DELAY_MS: u64 = 300_000;
 
 /// Kinds of input a parser exists for (`docs/sources.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -808,6 +938,20 @@ impl Config {
         if !(1..=22).contains(&self.ingest.zstd_level) {
             return bad("ingest.zstd_level", "must be between 1 and 22");
         }
+        if self.ingest.quota_max_delay_ms > MAX_QUOTA_DELAY_MS {
+            return bad(
+                "ingest.quota_max_delay_ms",
+                "must be at most 300000 (5 minutes): clients and proxies give up on requests held longer",
+            );
+        }
+        if self.ingest.quota_exceeded == QuotaExceededAction::Delay
+            && self.ingest.quota_max_delay_ms == 0
+        {
+            return bad(
+                "ingest.quota_max_delay_ms",
+                "must be at least 1 with ingest.quota_exceeded = \"delay\" (or use \"reject\")",
+            );
+        }
         if let Err(e) = TenantId::new(self.ingest.tenant.clone()) {
             return Err(ConfigError::Value {
                 key: "ingest.tenant".into(),
@@ -818,6 +962,7 @@ impl Config {
         self.validate_worker()?;
         self.retro_hunt.validate()?;
         self.validate_sinks()?;
+        self.cluster.secret()?;
         if !self.ingest.kafka.brokers.is_empty() {
             if self.ingest.kafka.topics.is_empty() {
                 return bad(

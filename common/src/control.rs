@@ -5,13 +5,13 @@
 //! The coordinator keeps all of this in its Raft state machine; the types
 //! live here so that every role can speak about them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use spoor_proto::v1 as pb;
-use tonic::transport::Channel;
 
 use crate::catalog::{CatalogError, CommitBatch, CommitOutcome};
 use crate::catalog_client::{Coordinators, convert};
@@ -104,35 +104,127 @@ pub struct TenantRecord {
     pub display_name: String,
     /// Days of events kept; 0 keeps them forever.
     pub retention_days: u32,
+    /// Days kept per table (`alerts`, `dead_letter`, ...), overriding
+    /// `retention_days` for that table; 0 keeps the table forever.
+    #[serde(default)]
+    pub table_retention_days: BTreeMap<String, u32>,
+    /// While set, retention deletes nothing of the tenant (litigation,
+    /// an investigation).
+    #[serde(default)]
+    pub legal_hold: bool,
+    /// Where its data must stay, for people and placement ("eu-west").
+    #[serde(default)]
+    pub region: String,
+    /// A disabled tenant's tokens authenticate nothing and its events are
+    /// refused; its data stays.
+    #[serde(default)]
+    pub disabled: bool,
+    /// When it was registered (µs since the epoch; 0 for tenants of before
+    /// this field).
+    #[serde(default)]
+    pub created_at_micros: i64,
+    /// Its limits.
+    #[serde(default)]
+    pub quotas: TenantQuotas,
 }
 
-/// What a token may do.
+impl TenantRecord {
+    /// A tenant `id` with no limits, kept forever, enabled.
+    pub fn new(id: TenantId) -> Self {
+        TenantRecord {
+            display_name: id.to_string(),
+            id,
+            retention_days: 0,
+            table_retention_days: BTreeMap::new(),
+            legal_hold: false,
+            region: String::new(),
+            disabled: false,
+            created_at_micros: 0,
+            quotas: TenantQuotas::default(),
+        }
+    }
+
+    /// Days `table` is kept: its own setting, else `retention_days`; 0 is
+    /// forever.
+    pub fn retention_days_of(&self, table: &str) -> u32 {
+        self.table_retention_days
+            .get(table)
+            .copied()
+            .unwrap_or(self.retention_days)
+    }
+}
+
+/// A tenant's limits; 0 is "no limit" (or the node's default) everywhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantQuotas {
+    /// Events per second it may send, summed over one ingest node.
+    #[serde(default)]
+    pub ingest_events_per_second: u64,
+    /// Raw bytes per second it may send, per ingest node.
+    #[serde(default)]
+    pub ingest_bytes_per_second: u64,
+    /// Queries it may run at once on one query node (0:
+    /// `query.max_concurrent_per_tenant`).
+    #[serde(default)]
+    pub max_concurrent_queries: u32,
+    /// Bytes of Parquet one query may read; past it the query fails.
+    #[serde(default)]
+    pub max_query_scanned_bytes: u64,
+}
+
+/// What a token may do. Every role but `admin` is bound to the tenants the
+/// token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum TokenRole {
-    /// Manage the cluster and every tenant (an MSSP operator).
+    /// Manage the cluster, tenants and tokens; naming no tenant, every
+    /// tenant.
     Admin,
-    /// Query and manage rules of its tenants.
+    /// Read (query, rules, alerts) across the tenants it names: an MSSP's
+    /// analysts serving several customers.
+    MsspOperator,
+    /// Everything an analyst does, and manage the tokens of its tenant.
+    TenantAdmin,
+    /// Query, manage rules, triage alerts and run retro-hunts of its tenants.
     Analyst,
-    /// Send events for its tenants.
+    /// Read only: queries, rule and alert listings (BI tools, dashboards).
+    Viewer,
+    /// Send events for its tenants, nothing else.
     Ingest,
 }
 
 impl TokenRole {
+    /// Every role.
+    pub const ALL: [TokenRole; 6] = [
+        TokenRole::Admin,
+        TokenRole::MsspOperator,
+        TokenRole::TenantAdmin,
+        TokenRole::Analyst,
+        TokenRole::Viewer,
+        TokenRole::Ingest,
+    ];
+
     /// The role's name.
     pub fn name(self) -> &'static str {
         match self {
             TokenRole::Admin => "admin",
+            TokenRole::MsspOperator => "mssp-operator",
+            TokenRole::TenantAdmin => "tenant-admin",
             TokenRole::Analyst => "analyst",
+            TokenRole::Viewer => "viewer",
             TokenRole::Ingest => "ingest",
         }
     }
 
     /// Parses a role name.
     pub fn parse(name: &str) -> Option<TokenRole> {
-        [TokenRole::Admin, TokenRole::Analyst, TokenRole::Ingest]
-            .into_iter()
-            .find(|r| r.name() == name)
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+impl std::fmt::Display for TokenRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -181,8 +273,8 @@ pub fn generate_token(
     if tenants.is_empty() && role != TokenRole::Admin {
         return Err(CatalogError::Invalid {
             reason: format!(
-                "a {} token needs at least one tenant; only admin tokens span all tenants",
-                role.name()
+                "{} token needs at least one tenant; only admin tokens span all tenants",
+                crate::auth::with_article(role.name())
             ),
         });
     }
@@ -503,6 +595,19 @@ pub mod control_convert {
             id: t.id.to_string(),
             display_name: t.display_name.clone(),
             retention_days: t.retention_days,
+            table_retention_days: t
+                .table_retention_days
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            legal_hold: t.legal_hold,
+            region: t.region.clone(),
+            disabled: t.disabled,
+            created_at_micros: t.created_at_micros,
+            ingest_events_per_second: t.quotas.ingest_events_per_second,
+            ingest_bytes_per_second: t.quotas.ingest_bytes_per_second,
+            max_concurrent_queries: t.quotas.max_concurrent_queries,
+            max_query_scanned_bytes: t.quotas.max_query_scanned_bytes,
         }
     }
 
@@ -512,6 +617,17 @@ pub mod control_convert {
             id: TenantId::new(t.id).map_err(|e| invalid(e.to_string()))?,
             display_name: t.display_name,
             retention_days: t.retention_days,
+            table_retention_days: t.table_retention_days.into_iter().collect(),
+            legal_hold: t.legal_hold,
+            region: t.region,
+            disabled: t.disabled,
+            created_at_micros: t.created_at_micros,
+            quotas: TenantQuotas {
+                ingest_events_per_second: t.ingest_events_per_second,
+                ingest_bytes_per_second: t.ingest_bytes_per_second,
+                max_concurrent_queries: t.max_concurrent_queries,
+                max_query_scanned_bytes: t.max_query_scanned_bytes,
+            },
         })
     }
 
@@ -602,7 +718,8 @@ pub mod control_convert {
 
 use control_convert as cc;
 
-type ControlServiceClient = pb::control_service_client::ControlServiceClient<Channel>;
+type ControlServiceClient =
+    pb::control_service_client::ControlServiceClient<crate::auth::AuthChannel>;
 
 /// The control plane over gRPC, with the same failover as the catalog
 /// client. Every call is safe to retry on another coordinator: registration
@@ -619,6 +736,14 @@ impl ControlClient {
         Ok(ControlClient {
             coordinators: Coordinators::connect_lazy(endpoints, timeout)?,
         })
+    }
+
+    /// The same client, presenting `credential` (the cluster secret, or
+    /// the CLI's token) on every call.
+    pub fn with_credential(self, credential: crate::auth::Credential) -> Self {
+        ControlClient {
+            coordinators: self.coordinators.with_credential(credential),
+        }
     }
 
     async fn call<T, F, Fut>(&self, name: &str, call: F) -> Result<T, CatalogError>
@@ -700,6 +825,24 @@ impl ControlClient {
         })
         .await?;
         Ok(())
+    }
+
+    /// The token records (without their hashes) the caller may see, of
+    /// `tenant` or of all.
+    pub async fn list_tokens(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<TokenRecord>, CatalogError> {
+        let req = pb::ListTokensRequest {
+            tenant: tenant.map(ToString::to_string).unwrap_or_default(),
+        };
+        let resp = self
+            .call("ListTokens", |mut c| {
+                let req = req.clone();
+                async move { c.list_tokens(req).await }
+            })
+            .await?;
+        resp.tokens.into_iter().map(cc::token_from_pb).collect()
     }
 
     /// Checks a token; returns its record, or a Conflict error naming why not.

@@ -2,6 +2,7 @@
 //! the lake layout and object store, the catalog trait with its in-memory
 //! implementation and gRPC client, and telemetry.
 
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod catalog_client;

@@ -351,6 +351,43 @@ columns! {
     UPDATE_ID = "update_id": Utf8, required;
 }
 
+columns! {
+    /// Column names of the `audit` table of the cluster's own tenant
+    /// (`spoor`): one row per authentication failure, token change,
+    /// tenant change, rule change and query, appended by the node that saw
+    /// it and never changed. Only the cluster's admin reads it.
+    mod audit_col, const AUDIT_COLUMNS;
+
+    /// When it happened (the recording node's wall clock, UTC).
+    TIME = "time": Timestamp, required;
+    /// What happened: `auth_failure`, `token_created`, `token_revoked`,
+    /// `tenant_changed`, `rule_set_changed` or `query`.
+    KIND = "kind": Utf8, required, bloom;
+    /// `ok`, or why it failed (the error code).
+    OUTCOME = "outcome": Utf8, required;
+    /// Who: the token id, `cluster` (a node, by the cluster secret), or
+    /// null when no valid credential was presented.
+    ACTOR = "actor": Utf8, bloom;
+    /// The actor's token role, when a token was used.
+    ROLE = "role": Utf8;
+    /// The tenants concerned, comma-separated (the query's, the token's,
+    /// the tenant changed).
+    TENANTS = "tenants": Utf8;
+    /// Where: `grpc`, `http`, `http_ingest`, `hec`, `flight_sql`, `postgres`.
+    INTERFACE = "interface": Utf8, required;
+    /// What it was done to: a token id, a tenant id, `tenant/rule set`, a
+    /// query id.
+    TARGET = "target": Utf8;
+    /// Details: the refusal's reason, the query's SQL (cut at 16 KiB), the
+    /// change.
+    DETAIL = "detail": Utf8;
+    /// The node that recorded it.
+    NODE_ID = "node_id": Int64, required;
+}
+
+/// Version of the `audit` schema.
+pub const AUDIT_SCHEMA_VERSION: u32 = 1;
+
 /// The statuses an alert may have, from raised to done.
 pub const ALERT_STATUSES: [&str; 3] = ["new", "acknowledged", "closed"];
 
@@ -387,6 +424,8 @@ static ALERT_SCHEMA: LazyLock<SchemaRef> =
     LazyLock::new(|| schema_of(ALERT_COLUMNS, ALERT_SCHEMA_VERSION));
 static ALERT_UPDATE_SCHEMA: LazyLock<SchemaRef> =
     LazyLock::new(|| schema_of(ALERT_UPDATE_COLUMNS, ALERT_UPDATE_SCHEMA_VERSION));
+static AUDIT_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| schema_of(AUDIT_COLUMNS, AUDIT_SCHEMA_VERSION));
 
 /// The Arrow schema of the `events` table.
 pub fn event_schema() -> SchemaRef {
@@ -408,6 +447,11 @@ pub fn alert_update_schema() -> SchemaRef {
     ALERT_UPDATE_SCHEMA.clone()
 }
 
+/// The Arrow schema of the `audit` table.
+pub fn audit_schema() -> SchemaRef {
+    AUDIT_SCHEMA.clone()
+}
+
 /// The tables of a tenant that this version of Spoor writes.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -423,15 +467,18 @@ pub enum Table {
     /// The triage history of alerts (status, assignee, notes), appended
     /// through the alerts API.
     AlertUpdates,
+    /// The audit trail; only the cluster's own tenant has one.
+    Audit,
 }
 
 impl Table {
     /// Every table, in a stable order.
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 5] = [
         Table::Events,
         Table::DeadLetter,
         Table::Alerts,
         Table::AlertUpdates,
+        Table::Audit,
     ];
 
     /// The table's name in SQL and in object keys.
@@ -441,6 +488,7 @@ impl Table {
             Table::DeadLetter => "dead_letter",
             Table::Alerts => "alerts",
             Table::AlertUpdates => "alert_updates",
+            Table::Audit => "audit",
         }
     }
 
@@ -468,6 +516,7 @@ mod tests {
             DEAD_LETTER_COLUMNS,
             ALERT_COLUMNS,
             ALERT_UPDATE_COLUMNS,
+            AUDIT_COLUMNS,
         ] {
             let mut seen = HashSet::new();
             for c in columns {

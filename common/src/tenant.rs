@@ -23,6 +23,10 @@ impl TenantId {
     /// The tenant `standalone` serves until tenancy lands.
     pub const DEFAULT: &'static str = "default";
 
+    /// The cluster's own tenant: it holds the audit trail, only the
+    /// cluster's admin reads it, and no tenant can be registered under it.
+    pub const CLUSTER: &'static str = "spoor";
+
     /// Validates an id.
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidTenantId> {
         let id = id.into();

@@ -15,6 +15,7 @@ use spoor_common::control::{
     ShardId, ShardLease, TenantRecord, TokenRecord, TokenRole, constant_time_eq,
     rule_set_enabled_by_default, token_hash, token_id_of,
 };
+use spoor_common::schema::Table;
 
 /// Most key buckets one rule group may be split into.
 pub const MAX_BUCKETS: u32 = 1024;
@@ -142,8 +143,31 @@ impl ControlState {
                         t.id
                     ));
                 }
-                let same = self.tenants.get(t.id.as_str()) == Some(t);
-                self.tenants.insert(t.id.to_string(), t.clone());
+                if t.id.as_str() == TenantId::CLUSTER {
+                    return invalid(format!(
+                        "tenant id {} is reserved for the cluster's own records (the audit trail)",
+                        t.id
+                    ));
+                }
+                if let Some(table) = t
+                    .table_retention_days
+                    .keys()
+                    .find(|k| !Table::ALL.iter().any(|table| table.name() == k.as_str()))
+                {
+                    return invalid(format!(
+                        "tenant {}: table_retention_days names {table:?}, not a table (one of {})",
+                        t.id,
+                        Table::ALL.map(Table::name).join(", ")
+                    ));
+                }
+                let mut stored = t.clone();
+                // Registration time is the coordinator's, and stays.
+                stored.created_at_micros = self
+                    .tenants
+                    .get(t.id.as_str())
+                    .map_or(now_micros, |old| old.created_at_micros);
+                let same = self.tenants.get(t.id.as_str()) == Some(&stored);
+                self.tenants.insert(t.id.to_string(), stored);
                 done(same)
             }
             ControlOp::CreateToken(t) => self.create_token(t),
@@ -271,8 +295,8 @@ impl ControlState {
         }
         if t.tenants.is_empty() && t.role != TokenRole::Admin {
             return invalid(format!(
-                "a {} token needs at least one tenant",
-                t.role.name()
+                "{} token needs at least one tenant",
+                spoor_common::auth::with_article(t.role.name())
             ));
         }
         if t.revoked {
@@ -474,7 +498,28 @@ impl ControlState {
         if record.revoked {
             return Err(refused("revoked"));
         }
-        Ok(record.clone())
+        let mut record = record.clone();
+        if !record.tenants.is_empty() {
+            // A disabled tenant's tokens reach nothing of it; a token of
+            // several tenants keeps the others.
+            let named = record.tenants.len();
+            record
+                .tenants
+                .retain(|t| self.tenants.get(t.as_str()).is_none_or(|t| !t.disabled));
+            if record.tenants.is_empty() {
+                return Err(refused(if named == 1 {
+                    "its tenant is disabled"
+                } else {
+                    "every tenant it names is disabled"
+                }));
+            }
+        }
+        Ok(record)
+    }
+
+    /// Every token record (hashes only), in id order.
+    pub fn tokens(&self) -> Vec<TokenRecord> {
+        self.tokens.values().cloned().collect()
     }
 }
 

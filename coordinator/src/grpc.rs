@@ -14,6 +14,10 @@ use tonic::{Request, Response, Status};
 
 use crate::CoordinatorNode;
 use crate::control_state::ControlOp;
+use crate::guard::{GrpcGuard, caller, may_manage_tokens, require_cluster, token_scope};
+
+/// A service behind its credential guard.
+pub type Guarded<S> = tonic::service::interceptor::InterceptedService<S, GrpcGuard>;
 use crate::raft_types::Command;
 
 /// Changes sent per catalog read while a watcher catches up.
@@ -48,9 +52,15 @@ impl CatalogGrpc {
         }
     }
 
-    /// As a tonic service, ready to add to a server.
-    pub fn into_server(self) -> pb::catalog_service_server::CatalogServiceServer<Self> {
-        pb::catalog_service_server::CatalogServiceServer::new(self)
+    /// As a tonic service behind `guard`, ready to add to a server.
+    pub fn into_server(
+        self,
+        guard: GrpcGuard,
+    ) -> Guarded<pb::catalog_service_server::CatalogServiceServer<Self>> {
+        Guarded::new(
+            pb::catalog_service_server::CatalogServiceServer::new(self),
+            guard,
+        )
     }
 }
 
@@ -292,7 +302,8 @@ mod tests {
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
-            let service = CatalogGrpc::new(Arc::new(MemoryCatalog::new())).into_server();
+            let service = CatalogGrpc::new(Arc::new(MemoryCatalog::new()))
+                .into_server(crate::GrpcGuard::nodes_only(None));
             tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .add_service(service)
@@ -318,9 +329,15 @@ impl ClusterGrpc {
         ClusterGrpc { node }
     }
 
-    /// As a tonic service.
-    pub fn into_server(self) -> pb::cluster_service_server::ClusterServiceServer<Self> {
-        pb::cluster_service_server::ClusterServiceServer::new(self)
+    /// As a tonic service behind `guard`.
+    pub fn into_server(
+        self,
+        guard: GrpcGuard,
+    ) -> Guarded<pb::cluster_service_server::ClusterServiceServer<Self>> {
+        Guarded::new(
+            pb::cluster_service_server::ClusterServiceServer::new(self),
+            guard,
+        )
     }
 }
 
@@ -338,6 +355,7 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        require_cluster(&request, "add coordinators")?;
         let req = request.into_inner();
         if !req.url.starts_with("http://") && !req.url.starts_with("https://") {
             return Err(Status::invalid_argument(format!(
@@ -357,6 +375,7 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        require_cluster(&request, "remove coordinators")?;
         let m = self
             .node
             .remove_node(request.into_inner().node_id)
@@ -367,8 +386,9 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
 
     async fn membership(
         &self,
-        _request: Request<pb::MembershipRequest>,
+        request: Request<pb::MembershipRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        require_cluster(&request, "read the membership")?;
         Ok(membership_reply(self.node.membership()))
     }
 
@@ -376,6 +396,7 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        require_cluster(&request, "move the leadership")?;
         let m = self
             .node
             .transfer_leader(request.into_inner().node_id)
@@ -388,6 +409,7 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
         &self,
         request: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeReply>, Status> {
+        require_cluster(&request, "propose commands")?;
         let command: Command = serde_json::from_slice(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("malformed forwarded command: {e}")))?;
         // A forwarded command is not forwarded again: if leadership moved
@@ -413,6 +435,7 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
         &self,
         request: Request<pb::HoldElectionsRequest>,
     ) -> Result<Response<pb::HoldElectionsReply>, Status> {
+        require_cluster(&request, "hold elections")?;
         self.node
             .hold_elections(Duration::from_millis(request.into_inner().hold_ms));
         Ok(Response::new(pb::HoldElectionsReply {}))
@@ -420,8 +443,9 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
 
     async fn elect(
         &self,
-        _request: Request<pb::ElectRequest>,
+        request: Request<pb::ElectRequest>,
     ) -> Result<Response<pb::ElectReply>, Status> {
+        require_cluster(&request, "start elections")?;
         self.node.elect().await.map_err(status)?;
         Ok(Response::new(pb::ElectReply {}))
     }
@@ -432,17 +456,33 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
 #[derive(Clone)]
 pub struct ControlGrpc {
     node: CoordinatorNode,
+    audit: spoor_common::audit::AuditLog,
 }
 
 impl ControlGrpc {
     /// The service for `node`.
     pub fn new(node: CoordinatorNode) -> Self {
-        ControlGrpc { node }
+        ControlGrpc {
+            node,
+            audit: Default::default(),
+        }
     }
 
-    /// As a tonic service.
-    pub fn into_server(self) -> pb::control_service_server::ControlServiceServer<Self> {
-        pb::control_service_server::ControlServiceServer::new(self)
+    /// The same service, recording token and tenant changes in `audit`.
+    pub fn with_audit(mut self, audit: spoor_common::audit::AuditLog) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// As a tonic service behind `guard`.
+    pub fn into_server(
+        self,
+        guard: GrpcGuard,
+    ) -> Guarded<pb::control_service_server::ControlServiceServer<Self>> {
+        Guarded::new(
+            pb::control_service_server::ControlServiceServer::new(self),
+            guard,
+        )
     }
 }
 
@@ -452,6 +492,7 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        require_cluster(&request, "register members")?;
         let req = request.into_inner();
         let member = req
             .member
@@ -485,11 +526,22 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         &self,
         request: Request<pb::Tenant>,
     ) -> Result<Response<pb::PutTenantReply>, Status> {
+        require_cluster(&request, "manage tenants")?;
+        let who = caller(&request)?.clone();
         let t = cc::tenant_from_pb(request.into_inner()).map_err(status)?;
-        self.node
-            .control(ControlOp::PutTenant(t))
+        let out = self
+            .node
+            .control(ControlOp::PutTenant(t.clone()))
             .await
             .map_err(status)?;
+        if !out.already_applied {
+            self.audit.record(spoor_common::audit::AuditRecord {
+                tenants: vec![t.id.to_string()],
+                target: Some(t.id.to_string()),
+                detail: serde_json::to_string(&t).ok(),
+                ..who.audit("tenant_changed")
+            });
+        }
         Ok(Response::new(pb::PutTenantReply {}))
     }
 
@@ -497,11 +549,28 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         &self,
         request: Request<pb::TokenRecord>,
     ) -> Result<Response<pb::CreateTokenReply>, Status> {
+        let who = caller(&request)?.clone();
         let t = cc::token_from_pb(request.into_inner()).map_err(status)?;
-        self.node
-            .control(ControlOp::CreateToken(t))
+        may_manage_tokens(&who, &t.tenants, t.role)?;
+        let out = self
+            .node
+            .control(ControlOp::CreateToken(t.clone()))
             .await
             .map_err(status)?;
+        if !out.already_applied {
+            self.audit.record(spoor_common::audit::AuditRecord {
+                tenants: t.tenants.iter().map(ToString::to_string).collect(),
+                target: Some(t.token_id.clone()),
+                detail: Some(format!(
+                    "role {}; expires {}; {}",
+                    t.role,
+                    t.expires_at_micros
+                        .map_or("never".to_string(), spoor_common::time::rfc3339),
+                    t.description
+                )),
+                ..who.audit("token_created")
+            });
+        }
         Ok(Response::new(pb::CreateTokenReply {}))
     }
 
@@ -509,19 +578,70 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenReply>, Status> {
-        self.node
+        let who = caller(&request)?.clone();
+        let token_id = request.into_inner().token_id;
+        if token_scope(&who)?.is_some() {
+            // Someone else's token is "not found", not "forbidden": the
+            // answer must not tell which tokens other tenants have.
+            let theirs = self.node.tokens().map_err(status)?.into_iter().any(|t| {
+                t.token_id == token_id && may_manage_tokens(&who, &t.tenants, t.role).is_ok()
+            });
+            if !theirs {
+                return Err(Status::not_found(format!(
+                    "no token with id {token_id} among the tokens of this token's tenants"
+                )));
+            }
+        }
+        let out = self
+            .node
             .control(ControlOp::RevokeToken {
-                token_id: request.into_inner().token_id,
+                token_id: token_id.clone(),
             })
             .await
             .map_err(status)?;
+        if !out.already_applied {
+            self.audit.record(spoor_common::audit::AuditRecord {
+                target: Some(token_id),
+                ..who.audit("token_revoked")
+            });
+        }
         Ok(Response::new(pb::RevokeTokenReply {}))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensReply>, Status> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        let only = if req.tenant.is_empty() {
+            None
+        } else {
+            Some(tenant(req.tenant)?)
+        };
+        let scoped = token_scope(&who)?.is_some();
+        let tokens = self
+            .node
+            .tokens()
+            .map_err(status)?
+            .into_iter()
+            .filter(|t| only.as_ref().is_none_or(|o| t.tenants.contains(o)))
+            // A tenant-admin sees the tokens bound to its tenants only, not
+            // an operator's token that also names another tenant.
+            .filter(|t| !scoped || may_manage_tokens(&who, &t.tenants, t.role).is_ok())
+            .map(|mut t| {
+                t.secret_sha256.clear();
+                cc::token_to_pb(&t)
+            })
+            .collect();
+        Ok(Response::new(pb::ListTokensReply { tokens }))
     }
 
     async fn authenticate(
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::TokenRecord>, Status> {
+        require_cluster(&request, "check tokens")?;
         match self.node.authenticate(&request.into_inner().token) {
             Ok(record) => Ok(Response::new(cc::token_to_pb(&record))),
             Err(CatalogError::Conflict { reason }) => Err(Status::unauthenticated(reason)),
@@ -533,6 +653,7 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         &self,
         request: Request<pb::PutRuleSetRequest>,
     ) -> Result<Response<pb::RuleSet>, Status> {
+        require_cluster(&request, "write rule sets directly")?;
         let req = request.into_inner();
         let out = self
             .node
@@ -555,6 +676,7 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         &self,
         request: Request<pb::ListRuleSetsRequest>,
     ) -> Result<Response<pb::ListRuleSetsReply>, Status> {
+        require_cluster(&request, "read rule sets directly")?;
         let t = tenant(request.into_inner().tenant)?;
         let sets = self.node.rule_sets(&t).map_err(status)?;
         Ok(Response::new(pb::ListRuleSetsReply {
@@ -566,6 +688,7 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         &self,
         request: Request<pb::DefineShardsRequest>,
     ) -> Result<Response<pb::DefineShardsReply>, Status> {
+        require_cluster(&request, "define shards")?;
         let req = request.into_inner();
         self.node
             .control(ControlOp::DefineShards {
@@ -582,6 +705,7 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         &self,
         request: Request<pb::ShardCommitRequest>,
     ) -> Result<Response<pb::CommitBatchResponse>, Status> {
+        require_cluster(&request, "commit shards")?;
         let (commit, batch) = cc::shard_commit_from_pb(request.into_inner()).map_err(status)?;
         let out = self
             .node
@@ -596,8 +720,9 @@ impl pb::control_service_server::ControlService for ControlGrpc {
 
     async fn cluster_status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        require_cluster(&request, "read the cluster status")?;
         let s = self.node.cluster_status().await.map_err(status)?;
         Ok(Response::new(spoor_common::control::cluster_status_to_pb(
             &s,

@@ -7,6 +7,7 @@
 
 pub mod control_state;
 pub mod grpc;
+pub mod guard;
 pub mod log_store;
 pub mod network;
 pub mod node;
@@ -15,11 +16,33 @@ pub mod scheduler;
 pub mod state_machine;
 
 pub use grpc::{CatalogGrpc, ClusterGrpc, ControlGrpc};
+pub use guard::{GrpcCaller, GrpcGuard};
 pub use network::NetworkFaults;
 pub use node::{CoordinatorError, CoordinatorNode, Membership};
 
 /// Accepted connections of a bound listener as a stream, for tonic's
 /// `serve_with_incoming` (lets callers bind port 0 and learn the address first).
+/// Every gRPC service of a coordinator (catalog, Raft, membership,
+/// control), each behind its guard: the catalog and Raft take only the
+/// cluster `secret`; membership and control also API tokens.
+/// Refused calls, token and tenant changes go to `audit`.
+pub fn services(
+    node: &CoordinatorNode,
+    secret: Option<String>,
+    audit: spoor_common::audit::AuditLog,
+) -> tonic::service::Routes {
+    let nodes_only = GrpcGuard::nodes_only(secret.clone()).with_audit(audit.clone());
+    let with_tokens = GrpcGuard::with_tokens(secret, node.clone()).with_audit(audit.clone());
+    tonic::service::Routes::new(CatalogGrpc::for_node(node.clone()).into_server(nodes_only.clone()))
+        .add_service(node.raft_service().into_server(nodes_only))
+        .add_service(ClusterGrpc::new(node.clone()).into_server(with_tokens.clone()))
+        .add_service(
+            ControlGrpc::new(node.clone())
+                .with_audit(audit)
+                .into_server(with_tokens),
+        )
+}
+
 pub fn incoming(
     listener: tokio::net::TcpListener,
 ) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {

@@ -19,8 +19,9 @@ use openraft::raft::{
 use openraft::{BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use spoor_common::auth::{AuthChannel, Credential};
 use spoor_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::raft_types::TypeConfig;
 
@@ -30,16 +31,24 @@ pub struct GrpcRaftNetwork {
     timeout: Duration,
     from: u64,
     faults: NetworkFaults,
+    credential: Credential,
 }
 
 impl GrpcRaftNetwork {
     /// Clients of node `from` whose calls give up after `timeout` (openraft
-    /// also bounds each RPC), passing every message through `faults`.
-    pub fn new(from: u64, timeout: Duration, faults: NetworkFaults) -> Self {
+    /// also bounds each RPC), passing every message through `faults` and
+    /// presenting `credential` (the cluster secret).
+    pub fn new(
+        from: u64,
+        timeout: Duration,
+        faults: NetworkFaults,
+        credential: Credential,
+    ) -> Self {
         GrpcRaftNetwork {
             timeout,
             from,
             faults,
+            credential,
         }
     }
 }
@@ -50,7 +59,7 @@ pub struct RaftPeer {
     from: u64,
     target: u64,
     addr: String,
-    client: Option<pb::raft_service_client::RaftServiceClient<Channel>>,
+    client: Option<pb::raft_service_client::RaftServiceClient<AuthChannel>>,
     faults: NetworkFaults,
 }
 
@@ -189,6 +198,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcRaftNetwork {
                     .timeout(self.timeout)
                     .connect_lazy()
             })
+            .map(|channel| AuthChannel::new(channel, self.credential.clone()))
             .map(pb::raft_service_client::RaftServiceClient::new);
         RaftPeer {
             from: self.from,
@@ -310,8 +320,11 @@ impl RaftGrpc {
     }
 
     /// As a tonic service.
-    pub fn into_server(self) -> pb::raft_service_server::RaftServiceServer<Self> {
-        pb::raft_service_server::RaftServiceServer::new(self)
+    pub fn into_server(
+        self,
+        guard: crate::GrpcGuard,
+    ) -> crate::grpc::Guarded<pb::raft_service_server::RaftServiceServer<Self>> {
+        crate::grpc::Guarded::new(pb::raft_service_server::RaftServiceServer::new(self), guard)
     }
 }
 

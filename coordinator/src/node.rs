@@ -27,6 +27,7 @@ use crate::network::{GrpcRaftNetwork, NetworkFaults};
 use crate::raft_types::{Command, Op, Outcome, Reply, TypeConfig};
 use crate::scheduler::Liveness;
 use crate::state_machine::StateMachine;
+use spoor_common::auth::{AuthChannel, Credential};
 
 /// How long a write forwarded to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +140,8 @@ pub struct CoordinatorNode {
     /// What this node, when leader, has heard from members (monotonic clock).
     liveness: Arc<std::sync::Mutex<Liveness>>,
     faults: NetworkFaults,
+    /// Presented to the other coordinators (the cluster secret).
+    credential: Credential,
     stopped: Arc<std::sync::atomic::AtomicBool>,
     /// Flips to true at shutdown, ending open catalog watches.
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
@@ -149,7 +152,7 @@ pub struct CoordinatorNode {
 struct LeaderClients {
     catalog: GrpcCatalog,
     control: ControlClient,
-    channel: tonic::transport::Channel,
+    channel: AuthChannel,
 }
 
 impl std::fmt::Debug for CoordinatorNode {
@@ -231,6 +234,7 @@ impl CoordinatorNode {
             id,
             Duration::from_millis(config.election_timeout_min_ms),
             faults.clone(),
+            config.peer_credential.clone(),
         );
         let raft = Raft::new(id, Arc::new(raft_config), network, log, state.clone())
             .await
@@ -270,6 +274,7 @@ impl CoordinatorNode {
             leader_client: Arc::default(),
             liveness: Arc::default(),
             faults,
+            credential: config.peer_credential.clone(),
             stopped: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         };
@@ -341,10 +346,12 @@ impl CoordinatorNode {
         {
             return Ok(clients.clone());
         }
-        let channel = lazy_channel(addr, FORWARD_TIMEOUT)?;
+        let channel = lazy_channel(addr, FORWARD_TIMEOUT, &self.credential)?;
         let clients = LeaderClients {
-            catalog: GrpcCatalog::connect_lazy(addr, FORWARD_TIMEOUT)?,
-            control: ControlClient::connect_lazy(addr, FORWARD_TIMEOUT)?,
+            catalog: GrpcCatalog::connect_lazy(addr, FORWARD_TIMEOUT)?
+                .with_credential(self.credential.clone()),
+            control: ControlClient::connect_lazy(addr, FORWARD_TIMEOUT)?
+                .with_credential(self.credential.clone()),
             channel,
         };
         *cached = Some((addr.to_string(), clients.clone()));
@@ -484,7 +491,7 @@ impl CoordinatorNode {
         let hold = lease * 4;
         let peer = |id: u64| -> Result<_, CatalogError> {
             let addr = self.leader_addr(membership.get_node(&id).cloned())?;
-            let channel = lazy_channel(&addr, FORWARD_TIMEOUT)?;
+            let channel = lazy_channel(&addr, FORWARD_TIMEOUT, &self.credential)?;
             Ok(spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel))
         };
         let others: Vec<u64> = membership
@@ -561,7 +568,7 @@ impl CoordinatorNode {
         change: MembershipChange,
     ) -> Result<Membership, CatalogError> {
         let addr = self.leader_addr(leader)?;
-        let channel = lazy_channel(&addr, FORWARD_TIMEOUT * 6)?;
+        let channel = lazy_channel(&addr, FORWARD_TIMEOUT * 6, &self.credential)?;
         let mut client =
             spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel);
         let reply = match change {
@@ -833,6 +840,11 @@ impl CoordinatorNode {
         self.state.read(|d| d.control.tenants())
     }
 
+    /// Token records, hashes included (this node's applied state).
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, CatalogError> {
+        self.state.read(|d| d.control.tokens())
+    }
+
     /// The leader's periodic work: expire silent members, then move shard
     /// leases (see [`crate::scheduler`]). Runs on every node, acts only
     /// while this node leads.
@@ -896,13 +908,18 @@ impl CoordinatorNode {
 }
 
 /// A lazily connecting channel to a coordinator's gRPC URL.
-fn lazy_channel(addr: &str, timeout: Duration) -> Result<tonic::transport::Channel, CatalogError> {
-    Ok(tonic::transport::Endpoint::from_shared(addr.to_string())
+fn lazy_channel(
+    addr: &str,
+    timeout: Duration,
+    credential: &Credential,
+) -> Result<AuthChannel, CatalogError> {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
         .map_err(|e| CatalogError::Invalid {
             reason: format!("coordinator address {addr:?}: {e}"),
         })?
         .timeout(timeout)
-        .connect_lazy())
+        .connect_lazy();
+    Ok(AuthChannel::new(channel, credential.clone()))
 }
 
 /// Why a local proposal did not apply.
@@ -920,10 +937,7 @@ fn unexpected(outcome: Outcome) -> CatalogError {
 }
 
 /// Sends a command to the leader's `ClusterService.Propose`.
-async fn forward_propose(
-    channel: tonic::transport::Channel,
-    command: &Command,
-) -> Result<Outcome, CatalogError> {
+async fn forward_propose(channel: AuthChannel, command: &Command) -> Result<Outcome, CatalogError> {
     let json = serde_json::to_vec(command).map_err(|e| CatalogError::Internal {
         reason: format!("encoding a forwarded command: {e}"),
     })?;
@@ -1098,6 +1112,7 @@ mod tests {
             scheduler_interval_ms: 100,
             join: false,
             initial_members: Vec::new(),
+            peer_credential: Default::default(),
         }
     }
 

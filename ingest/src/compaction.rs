@@ -565,6 +565,7 @@ impl Compactor {
             Table::AlertUpdates => ALERT_UPDATE_COLUMNS,
             Table::Alerts => ALERT_COLUMNS,
             Table::Events => EVENT_COLUMNS,
+            Table::Audit => spoor_common::schema::AUDIT_COLUMNS,
         };
         let (level, output) = (self.zstd_level, key.clone());
         // Decoding, sorting and encoding are CPU work: keep them off the

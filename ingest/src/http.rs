@@ -18,27 +18,38 @@
 //! catalog, so a 200 means durable. Inputs that fail to parse go to
 //! `dead_letter` with their line (or HEC event) number; the rest of the
 //! request is kept.
+//!
+//! Every request is charged to its tenants' ingest quotas ([`crate::quota`])
+//! before it is committed: before parsing when the tenant is known up front
+//! (a token of one tenant, or a source with a fixed tenant), else after
+//! routing, each tenant for its own rows. Over quota, `ingest.quota_exceeded
+//! = "reject"` answers 429 with `Retry-After` at once and `"delay"` holds the
+//! request up to `ingest.quota_max_delay_ms` first; a refused request
+//! writes nothing and costs no tenant anything, so the sender retries it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use spoor_common::config::HttpAuth;
-use spoor_common::control::TokenRecord;
+use spoor_common::config::{HttpAuth, QuotaExceededAction};
+use spoor_common::control::{TokenRecord, TokenRole};
 use spoor_common::tenant::TenantId;
 
 use crate::error::IngestError;
 use crate::flush::{Flushed, Flusher};
 use crate::parse::{Decoded, Decoder, Provenance, SourceType, Sources};
+use crate::quota::{Charge, IngestQuotas, QuotaExceeded};
 use crate::routing::{Envelope, TenantRouter, TenantRows};
-use spoor_common::auth::{AuthError, SEND_EVENTS, TokenVerifier, authenticate};
+use spoor_common::audit::{AuditLog, AuditRecord};
+use spoor_common::auth::{AuthError, SEND_EVENTS, TokenVerifier, authenticate, bearer};
 
 /// What the HTTP ingest routes need.
 #[derive(Clone)]
@@ -57,6 +68,14 @@ pub struct HttpIngest {
     pub node_id: u64,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Per-tenant ingest rate limits (shared with the Kafka source).
+    pub quotas: IngestQuotas,
+    /// What a request over quota gets.
+    pub quota_exceeded: QuotaExceededAction,
+    /// Longest wait with [`QuotaExceededAction::Delay`].
+    pub quota_max_delay: Duration,
+    /// Where refused tokens are recorded.
+    pub audit: AuditLog,
     counter: Arc<AtomicU64>,
 }
 
@@ -79,8 +98,89 @@ impl HttpIngest {
             auth,
             node_id,
             max_body_bytes,
+            quotas: IngestQuotas::unlimited(),
+            quota_exceeded: QuotaExceededAction::Reject,
+            quota_max_delay: Duration::ZERO,
+            audit: AuditLog::default(),
             counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same routes, charging each request to `quotas` and treating a
+    /// request over quota as `action` says (`ingest.quota_exceeded`,
+    /// `ingest.quota_max_delay_ms`).
+    pub fn with_quotas(
+        mut self,
+        quotas: IngestQuotas,
+        action: QuotaExceededAction,
+        max_delay: Duration,
+    ) -> Self {
+        self.quotas = quotas;
+        self.quota_exceeded = action;
+        self.quota_max_delay = max_delay;
+        self
+    }
+
+    /// The same routes, recording every refused token in `audit`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Records a refused token (not a coordinator outage, nobody's doing).
+    fn refused(&self, interface: &'static str, headers: &HeaderMap, e: &AuthError) {
+        let code = match e {
+            AuthError::Unavailable(_) => return,
+            AuthError::WrongRole { .. } => "forbidden",
+            AuthError::Missing | AuthError::Invalid(_) => "unauthenticated",
+        };
+        self.audit.record(AuditRecord {
+            actor: bearer(headers)
+                .and_then(spoor_common::control::token_id_of)
+                .map(str::to_string),
+            ..AuditRecord::refusal(interface, code, e.to_string())
+        });
+    }
+
+    /// Charges `charges` to their tenants' quotas, waiting first when so
+    /// configured; a refusal is counted per tenant.
+    async fn charge(&self, charges: &[Charge]) -> Result<(), QuotaExceeded> {
+        let result = match self.quota_exceeded {
+            QuotaExceededAction::Reject => self.quotas.try_acquire_all(charges),
+            QuotaExceededAction::Delay => self
+                .quotas
+                .acquire_all(charges, Some(self.quota_max_delay))
+                .await
+                .map(|waited| {
+                    if !waited.is_zero() {
+                        metrics::histogram!("spoor_ingest_quota_delayed_seconds")
+                            .record(waited.as_secs_f64());
+                    }
+                }),
+        };
+        if let Err(e) = &result {
+            metrics::counter!("spoor_ingest_quota_rejected_total", "tenant" => e.tenant.to_string())
+                .increment(1);
+            tracing::debug!(tenant = %e.tenant, limit = e.limit, "ingest request over quota refused");
+        }
+        result
+    }
+
+    /// The tenant of everything a request to `topic` sends, when it is
+    /// known before parsing: the tenant of a token of one tenant, or a
+    /// fixed (or the default) tenant the token may send for. Mirrors
+    /// [`TenantRouter::route_for_token`] and [`TenantRouter::route`].
+    fn tenant_up_front(&self, topic: &str, token: Option<&TokenRecord>) -> Option<TenantId> {
+        if let Some(tenant) = token.and_then(token_tenant) {
+            return Some(tenant.clone());
+        }
+        let tenant = self.tenants.fixed_tenant(topic)?;
+        let allowed = token.is_none_or(|t| {
+            (t.role == TokenRole::Admin && t.tenants.is_empty())
+                || tenant == self.tenants.unrouted_tenant()
+                || t.tenants.contains(tenant)
+        });
+        allowed.then(|| tenant.clone())
     }
 
     fn request_id(&self, now: i64) -> String {
@@ -92,6 +192,74 @@ impl HttpIngest {
             self.counter.fetch_add(1, Ordering::Relaxed)
         )
     }
+}
+
+/// The tenant of everything `token` sends when it decides it: a token of
+/// exactly one tenant, not an admin's.
+fn token_tenant(token: &TokenRecord) -> Option<&TenantId> {
+    match token.tenants.as_slice() {
+        [only] if token.role != TokenRole::Admin => Some(only),
+        _ => None,
+    }
+}
+
+/// One charge per tenant of routed rows: its own rows and raw bytes.
+fn charges_of(rows: &BTreeMap<TenantId, TenantRows>) -> Vec<Charge> {
+    rows.iter()
+        .map(|(tenant, r)| {
+            let count = r.count();
+            Charge::new(tenant.clone(), count.rows, count.bytes)
+        })
+        .collect()
+}
+
+/// The non-blank lines of a body, as [`decode_lines`] reads them: how many,
+/// and their bytes.
+fn count_lines(body: &[u8]) -> (u64, u64) {
+    let mut lines = 0;
+    let mut bytes = 0;
+    for line in body.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines += 1;
+            bytes += line.len() as u64;
+        }
+    }
+    (lines, bytes)
+}
+
+/// `Retry-After` for a refusal.
+fn with_retry_after(mut response: Response, e: &QuotaExceeded) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(e.retry_after_secs()));
+    response
+}
+
+/// A request over quota (`/v1/ingest`).
+fn quota_error(e: &QuotaExceeded) -> Response {
+    with_retry_after(
+        error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            e.to_string(),
+        ),
+        e,
+    )
+}
+
+/// A request over quota (HEC): HEC has no code of its own for it; 9
+/// ("Server is busy") is what forwarders retry.
+fn hec_quota_error(e: &QuotaExceeded) -> Response {
+    with_retry_after(
+        hec(
+            StatusCode::TOO_MANY_REQUESTS,
+            9,
+            "Server is busy",
+            json!({"detail": e.to_string()}),
+        ),
+        e,
+    )
 }
 
 /// The HTTP ingest routes.
@@ -253,7 +421,10 @@ async fn ingest(
         HttpAuth::None => None,
         HttpAuth::Token => match authenticate(state.tokens.as_ref(), &headers, SEND_EVENTS).await {
             Ok(record) => Some(record),
-            Err(e) => return auth_error(&e),
+            Err(e) => {
+                state.refused("http_ingest", &headers, &e);
+                return auth_error(&e);
+            }
         },
     };
     let topic = format!("http:{source}");
@@ -269,9 +440,25 @@ async fn ingest(
         }
     };
     metrics::counter!("spoor_ingest_bytes_total", "source" => "http").increment(body.len() as u64);
+    // Charged before parsing when the tenant is known, else after routing.
+    let up_front = state.tenant_up_front(&topic, token.as_ref());
+    if let Some(tenant) = &up_front {
+        let (lines, bytes) = count_lines(&body);
+        if let Err(e) = state
+            .charge(&[Charge::new(tenant.clone(), lines, bytes)])
+            .await
+        {
+            return quota_error(&e);
+        }
+    }
     let now = spoor_common::time::now_micros();
     let decoded = decode_lines(&mut decoder, &topic, &body, now);
     let rows = route(&state, &topic, &headers, decoded, token.as_ref());
+    if up_front.is_none()
+        && let Err(e) = state.charge(&charges_of(&rows)).await
+    {
+        return quota_error(&e);
+    }
     match commit(&state, &rows, now).await {
         Ok(flushed) => (
             StatusCode::OK,
@@ -437,13 +624,26 @@ fn hec_envelopes(body: &[u8]) -> Result<Vec<HecEvent>, Box<Response>> {
 async fn hec_event(State(state): State<HttpIngest>, headers: HeaderMap, body: Bytes) -> Response {
     let token = match authenticate(state.tokens.as_ref(), &headers, SEND_EVENTS).await {
         Ok(t) => t,
-        Err(e) => return hec_auth_error(&e),
+        Err(e) => {
+            state.refused("hec", &headers, &e);
+            return hec_auth_error(&e);
+        }
     };
     let events = match hec_envelopes(&body) {
         Ok(events) => events,
         Err(response) => return *response,
     };
     metrics::counter!("spoor_ingest_bytes_total", "source" => "hec").increment(body.len() as u64);
+    // A token of one tenant decides every event's tenant: charged before
+    // parsing; otherwise each sourcetype routes on its own, charged after.
+    let up_front = token_tenant(&token).cloned();
+    if let Some(tenant) = &up_front {
+        let bytes = events.iter().map(|e| e.input.len() as u64).sum();
+        let charge = Charge::new(tenant.clone(), events.len() as u64, bytes);
+        if let Err(e) = state.charge(&[charge]).await {
+            return hec_quota_error(&e);
+        }
+    }
     let now = spoor_common::time::now_micros();
     // One decoder per sourcetype, so stateful parsers see their own stream.
     let mut decoders: BTreeMap<String, Decoder> = BTreeMap::new();
@@ -478,6 +678,11 @@ async fn hec_event(State(state): State<HttpIngest>, headers: HeaderMap, body: By
             into.dead.extend(r.dead);
         }
     }
+    if up_front.is_none()
+        && let Err(e) = state.charge(&charges_of(&rows)).await
+    {
+        return hec_quota_error(&e);
+    }
     hec_commit_answer(commit(&state, &rows, now).await)
 }
 
@@ -495,7 +700,10 @@ async fn hec_raw(
 ) -> Response {
     let token = match authenticate(state.tokens.as_ref(), &headers, SEND_EVENTS).await {
         Ok(t) => t,
-        Err(e) => return hec_auth_error(&e),
+        Err(e) => {
+            state.refused("hec", &headers, &e);
+            return hec_auth_error(&e);
+        }
     };
     if body.iter().all(u8::is_ascii_whitespace) {
         return hec(StatusCode::BAD_REQUEST, 5, "No data", json!({}));
@@ -506,10 +714,25 @@ async fn hec_raw(
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "hec".to_string());
     let topic = format!("hec:{sourcetype}");
+    let up_front = state.tenant_up_front(&topic, Some(&token));
+    if let Some(tenant) = &up_front {
+        let (lines, bytes) = count_lines(&body);
+        if let Err(e) = state
+            .charge(&[Charge::new(tenant.clone(), lines, bytes)])
+            .await
+        {
+            return hec_quota_error(&e);
+        }
+    }
     let mut decoder = state.sources.decoder_for(&topic);
     let now = spoor_common::time::now_micros();
     let decoded = decode_lines(&mut decoder, &topic, &body, now);
     let rows = route(&state, &topic, &headers, decoded, Some(&token));
+    if up_front.is_none()
+        && let Err(e) = state.charge(&charges_of(&rows)).await
+    {
+        return hec_quota_error(&e);
+    }
     hec_commit_answer(commit(&state, &rows, now).await)
 }
 
@@ -547,6 +770,41 @@ mod tests {
     }
 
     fn app(catalog: Arc<MemoryCatalog>, auth: HttpAuth) -> Router {
+        let known = crate::routing::KnownTenants::of([tenant("acme"), tenant("globex")]);
+        router(ingest_state(catalog, auth, known))
+    }
+
+    /// Acme limited to `events_per_second`, globex unlimited, tokens
+    /// required; the quotas are shared by every app of one `quotas`.
+    fn quota_app(
+        catalog: Arc<MemoryCatalog>,
+        known: &crate::routing::KnownTenants,
+        quotas: &IngestQuotas,
+        action: QuotaExceededAction,
+        max_delay: Duration,
+    ) -> Router {
+        router(
+            ingest_state(catalog, HttpAuth::Token, known.clone()).with_quotas(
+                quotas.clone(),
+                action,
+                max_delay,
+            ),
+        )
+    }
+
+    fn limited(events_per_second: u64) -> (crate::routing::KnownTenants, IngestQuotas) {
+        let mut acme = spoor_common::control::TenantRecord::new(tenant("acme"));
+        acme.quotas.ingest_events_per_second = events_per_second;
+        let globex = spoor_common::control::TenantRecord::new(tenant("globex"));
+        let known = crate::routing::KnownTenants::of_records([&acme, &globex]);
+        (known.clone(), IngestQuotas::new(known))
+    }
+
+    fn ingest_state(
+        catalog: Arc<MemoryCatalog>,
+        auth: HttpAuth,
+        known: crate::routing::KnownTenants,
+    ) -> HttpIngest {
         let store = Arc::new(object_store::memory::InMemory::new());
         let flusher = Flusher::new(LakeWriter::new(store, 3), catalog, None);
         // `hec:fw` is CEF; `http:mssp` and `hec:mssp` take the tenant from a field.
@@ -557,13 +815,8 @@ mod tests {
         by_field.tenant_from = TenantFrom::Field;
         by_field.tenant_field = "org".into();
         let sources = vec![cef, by_field];
-        let tenants = TenantRouter::new(
-            tenant("default"),
-            tenant("unrouted"),
-            &sources,
-            crate::routing::KnownTenants::of([tenant("acme"), tenant("globex")]),
-        )
-        .expect("router");
+        let tenants = TenantRouter::new(tenant("default"), tenant("unrouted"), &sources, known)
+            .expect("router");
         let tokens = StaticTokens::new([
             (
                 "acme-token".to_string(),
@@ -578,7 +831,7 @@ mod tests {
                 token(&["acme"], TokenRole::Analyst),
             ),
         ]);
-        router(HttpIngest::new(
+        HttpIngest::new(
             flusher,
             Sources::new(sources).expect("sources"),
             tenants,
@@ -586,7 +839,7 @@ mod tests {
             auth,
             1,
             1 << 20,
-        ))
+        )
     }
 
     async fn send(
@@ -596,6 +849,17 @@ mod tests {
         auth: Option<&str>,
         body: &str,
     ) -> (StatusCode, Value) {
+        let (status, _, body) = send_with_headers(app, method, uri, auth, body).await;
+        (status, body)
+    }
+
+    async fn send_with_headers(
+        app: Router,
+        method: &str,
+        uri: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(a) = auth {
             req = req.header("authorization", a);
@@ -605,11 +869,13 @@ mod tests {
             .await
             .expect("response");
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
             .expect("body");
         (
             status,
+            headers,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
     }
@@ -811,5 +1077,148 @@ mod tests {
         );
         let (status, body) = send(a(), "GET", "/services/collector/health", None, "").await;
         assert_eq!((status, body["code"].clone()), (StatusCode::OK, json!(17)));
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_quota_gets_429_and_charges_nobody_else() {
+        let catalog = Arc::new(MemoryCatalog::new());
+        let (known, quotas) = limited(3);
+        let a = || {
+            quota_app(
+                catalog.clone(),
+                &known,
+                &quotas,
+                QuotaExceededAction::Reject,
+                Duration::ZERO,
+            )
+        };
+        let acme = Some("Bearer acme-token");
+        let (status, _) = send(a(), "POST", "/v1/ingest/fw", acme, "{}\n{}\n\n{}\n").await;
+        assert_eq!(status, StatusCode::OK, "3 events at 3/s: the burst");
+        let (status, headers, body) =
+            send_with_headers(a(), "POST", "/v1/ingest/fw", acme, "{}\n").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": "quota_exceeded",
+                "message": "tenant acme is over its ingest quota of 3 events/s on this node; retry after 1 s"
+            }})
+        );
+        assert_eq!(
+            rows(&catalog, "acme", Table::Events).await,
+            3,
+            "refused: not written"
+        );
+
+        // Tenants from the data are charged after routing, each for its own
+        // rows: globex is not limited by acme's quota...
+        let mssp = Some("Bearer mssp-token");
+        let globex_rows = "{\"org\":\"globex\"}\n".repeat(50);
+        let (status, _) = send(a(), "POST", "/v1/ingest/mssp", mssp, &globex_rows).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(rows(&catalog, "globex", Table::Events).await, 50);
+        // ...and a request with rows of both is refused whole while acme is
+        // over quota, so the sender can retry it without duplicates.
+        let mixed = "{\"org\":\"globex\"}\n{\"org\":\"acme\"}\n";
+        let (status, headers, body) =
+            send_with_headers(a(), "POST", "/v1/ingest/mssp", mssp, mixed).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(headers.contains_key(header::RETRY_AFTER));
+        assert_eq!(rows(&catalog, "globex", Table::Events).await, 50);
+
+        // HEC: its own error shape, with 429 and Retry-After.
+        let (status, headers, body) = send_with_headers(
+            a(),
+            "POST",
+            "/services/collector/event",
+            Some("Splunk acme-token"),
+            "{\"event\":\"x\"}",
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(body["code"], 9);
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("over its ingest quota of 3 events/s")),
+            "{body}"
+        );
+        let (status, _, _) = send_with_headers(
+            a(),
+            "POST",
+            "/services/collector/raw",
+            Some("Splunk acme-token"),
+            "line\n",
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+        // Once the budget has come back, acme sends again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (status, _) = send(a(), "POST", "/v1/ingest/fw", acme, "{}\n{}\n").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(rows(&catalog, "acme", Table::Events).await, 5);
+    }
+
+    #[tokio::test]
+    async fn delay_holds_a_request_until_its_budget_allows_it() {
+        let catalog = Arc::new(MemoryCatalog::new());
+        let (known, quotas) = limited(10);
+        let acme = Some("Bearer acme-token");
+        let delayed = |max_ms| {
+            quota_app(
+                catalog.clone(),
+                &known,
+                &quotas,
+                QuotaExceededAction::Delay,
+                Duration::from_millis(max_ms),
+            )
+        };
+        let (status, _) = send(
+            delayed(2000),
+            "POST",
+            "/v1/ingest/fw",
+            acme,
+            &"{}\n".repeat(10),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let started = std::time::Instant::now();
+        let (status, _) = send(
+            delayed(2000),
+            "POST",
+            "/v1/ingest/fw",
+            acme,
+            &"{}\n".repeat(5),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "held, then admitted");
+        assert!(
+            started.elapsed() >= Duration::from_millis(450),
+            "5 events at 10/s wait about 500 ms, waited {:?}",
+            started.elapsed()
+        );
+        // A wait longer than quota_max_delay_ms is refused as with reject.
+        let (status, headers, body) = send_with_headers(
+            delayed(100),
+            "POST",
+            "/v1/ingest/fw",
+            acme,
+            &"{}\n".repeat(10),
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["error"]["code"], "quota_exceeded");
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(rows(&catalog, "acme", Table::Events).await, 15);
+    }
+
+    #[test]
+    fn lines_are_counted_as_they_are_parsed() {
+        assert_eq!(count_lines(b"a\n\n  \r\nbc\r\nd"), (3, 4));
+        assert_eq!(count_lines(b""), (0, 0));
     }
 }

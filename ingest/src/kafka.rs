@@ -7,8 +7,17 @@
 //! and assigns at them: the catalog, not Kafka, says where to resume. After a
 //! flush is committed to the catalog, the pipeline commits the same offsets to
 //! Kafka, for lag monitoring only.
+//!
+//! Per-tenant ingest quotas ([`crate::quota`]) are back-pressure here, never
+//! a refusal: each batch of messages is charged to its tenants after
+//! routing, and while a tenant is over its quota the pipeline reads no
+//! further message and starts no flush until the budget allows the charge.
+//! Flushes already under way end, and their outcomes (commit, retry,
+//! re-seek) are handled as usual meanwhile.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,6 +38,7 @@ use crate::error::IngestError;
 use crate::flush::{Fault, Flusher, PartitionBatch};
 use crate::parse::Sources;
 use crate::partitions::{KafkaRecord, PartitionBuffers, TopicPartition};
+use crate::quota::{Charge, IngestQuotas};
 use crate::routing::TenantRouter;
 
 /// What the poll thread tells the pipeline, in order.
@@ -232,13 +242,16 @@ impl ConsumerContext for SpoorContext {
 }
 
 /// Runs the Kafka source until `shutdown`: consumes, normalizes, flushes
-/// through `flusher`, and commits offsets to Kafka after each catalog commit.
+/// through `flusher`, and commits offsets to Kafka after each catalog commit;
+/// a tenant over its quota in `quotas` holds the pipeline until its budget
+/// allows what was read.
 pub async fn run(
     config: IngestConfig,
     instance_id: Option<String>,
     catalog: Arc<dyn Catalog>,
     flusher: Flusher,
     router: TenantRouter,
+    quotas: IngestQuotas,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let kafka = &config.kafka;
@@ -324,7 +337,14 @@ pub async fn run(
     };
 
     let sources = Sources::new(config.sources.clone())?;
-    let mut buffers = PartitionBuffers::with_sources(kafka.group_id.clone(), sources, router);
+    // The buffers route with a metered router: what each batch of messages
+    // brought each tenant is charged to its quota.
+    let router = router.metered();
+    let mut buffers =
+        PartitionBuffers::with_sources(kafka.group_id.clone(), sources, router.clone());
+    // While set, a tenant of the last batch is over quota: this waits for
+    // the budget, and nothing more is read or flushed until it has it.
+    let mut over_quota: Option<QuotaWait> = None;
     let flush_every = Duration::from_millis(config.flush_interval_ms);
     let mut tick = tokio::time::interval(flush_every / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -345,7 +365,8 @@ pub async fn run(
                     retry = Some(waiting);
                     None
                 }
-                None if due => Some(Arc::from(buffers.take())),
+                // Rows not paid for yet are not handed on.
+                None if due && over_quota.is_none() => Some(Arc::from(buffers.take())),
                 None => None,
             };
             if let Some(batches) = next {
@@ -353,11 +374,16 @@ pub async fn run(
             }
         }
         // Back-pressure: with a flush under way (or waiting to be retried)
-        // and the next batch already full, stop reading until it ends.
-        let read = !(full && (in_flight.is_some() || retry.is_some()));
+        // and the next batch already full, stop reading until it ends; and
+        // while a tenant waits for its quota.
+        let read = !(full && (in_flight.is_some() || retry.is_some())) && over_quota.is_none();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+            waited = QuotaWait::finished(&mut over_quota), if over_quota.is_some() => {
+                metrics::histogram!("spoor_ingest_quota_delayed_seconds")
+                    .record(waited.as_secs_f64());
+            }
             (batches, result) = InFlight::finished(&mut in_flight), if in_flight.is_some() => {
                 match result {
                     Ok(()) => {}
@@ -380,6 +406,10 @@ pub async fn run(
             event = events_rx.recv(), if read => match event {
                 Some(SourceEvent::Messages(records)) => {
                     buffers.push_batch(records, spoor_common::time::now_micros());
+                    let charges = Charge::from_tally(router.take_tally());
+                    if quotas.try_acquire_all(&charges).is_err() {
+                        over_quota = Some(QuotaWait::start(&quotas, charges));
+                    }
                 }
                 Some(SourceEvent::Assigned(parts)) => {
                     for (tp, start) in parts {
@@ -471,6 +501,34 @@ pub async fn run(
 
 /// Pause before retrying a flush that failed (storage or catalog down).
 const FLUSH_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Waiting for the tenants of a batch to have the budget for it (no limit
+/// on the wait: Kafka data is never refused; the wait is finite, see
+/// [`crate::quota`]).
+struct QuotaWait(Pin<Box<dyn Future<Output = Duration> + Send>>);
+
+impl QuotaWait {
+    fn start(quotas: &IngestQuotas, charges: Vec<Charge>) -> QuotaWait {
+        let quotas = quotas.clone();
+        let tenants: Vec<String> = charges.iter().map(|c| c.tenant.to_string()).collect();
+        tracing::debug!(?tenants, "over ingest quota; holding the kafka source");
+        QuotaWait(Box::pin(async move {
+            // Without a limit on the wait, acquiring only ends in success.
+            quotas.acquire_all(&charges, None).await.unwrap_or_default()
+        }))
+    }
+
+    /// Waits until the charge in `slot` is admitted and clears it; pending
+    /// forever when there is none.
+    async fn finished(slot: &mut Option<QuotaWait>) -> Duration {
+        let Some(wait) = slot.as_mut() else {
+            return std::future::pending().await;
+        };
+        let waited = (&mut wait.0).await;
+        *slot = None;
+        waited
+    }
+}
 
 /// A flush running in its own task, with the batches it commits (kept here
 /// too, to retry or re-seek them when it fails).

@@ -12,5 +12,6 @@ pub mod kafka;
 pub mod lake_writer;
 pub mod parse;
 pub mod partitions;
+pub mod quota;
 pub mod retention;
 pub mod routing;

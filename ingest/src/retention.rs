@@ -1,12 +1,13 @@
 //! What the lake keeps, and for how long: retention per tenant, and the
 //! [`Janitor`] that deletes objects once no query can still be reading them.
 //!
-//! - **Retention.** For each registered tenant with `retention_days > 0`,
-//!   every file of `events` (partitioned by event time) and `dead_letter`
-//!   (by ingest time) whose whole hour partition ended before
-//!   now − retention is taken out of the catalog ([`Catalog::remove_files`]).
-//!   Tenants without a record are never touched: an unknown retention is not
-//!   a zero one.
+//! - **Retention.** For each registered tenant not under legal hold, every
+//!   file of a table with a retention ([`table_retention_days`]: `events`
+//!   partitioned by event time, `dead_letter` by ingest time, `alerts` and
+//!   `alert_updates` only when set per table) whose whole hour partition
+//!   ended before now − retention is taken out of the catalog
+//!   ([`Catalog::remove_files`]). Tenants without a record are never
+//!   touched: an unknown retention is not a zero one.
 //! - **Deferred deletion.** A file taken out of the catalog (a compaction
 //!   input, an expired file) may still be read by a query that listed it
 //!   just before. The janitor follows each tenant's catalog changes
@@ -40,10 +41,25 @@ use spoor_common::tenant::TenantId;
 
 use crate::compaction::{Assignment, HOUR_MICROS, MaintenanceError, partition_of};
 
-/// The tables retention expires. `alerts` is kept (see operations.md), and
-/// so is `alert_updates`: an alert's triage history lives as long as the
-/// alert, or its status would fall back to `new`.
-pub const RETAINED_TABLES: [Table; 2] = [Table::Events, Table::DeadLetter];
+/// Days `table` of `record`'s tenant is kept (0: forever). `events` and
+/// `dead_letter` follow `retention_days` unless set per table; `alerts`
+/// is kept unless set per table (alerts are the record of what was
+/// detected, kept longer than events), and `alert_updates` follows
+/// `alerts` unless set: an alert's triage history lives as long as the
+/// alert, or its status would fall back to `new`. A tenant under legal
+/// hold keeps everything.
+pub fn table_retention_days(record: &TenantRecord, table: Table) -> u32 {
+    if record.legal_hold {
+        return 0;
+    }
+    let own = record.table_retention_days.get(table.name()).copied();
+    match table {
+        Table::Events | Table::DeadLetter => own.unwrap_or(record.retention_days),
+        // The audit trail is kept unless its tenant says otherwise.
+        Table::Alerts | Table::Audit => own.unwrap_or(0),
+        Table::AlertUpdates => own.unwrap_or_else(|| table_retention_days(record, Table::Alerts)),
+    }
+}
 
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 24 * HOUR_MICROS;
@@ -133,7 +149,12 @@ pub async fn apply_retention(
     now_micros: i64,
 ) -> StepOutcome {
     let mut outcome = StepOutcome::default();
-    for record in tenants.iter().filter(|t| t.retention_days > 0) {
+    for record in tenants {
+        if record.legal_hold {
+            // Counted so an operator sees the hold acting.
+            metrics::counter!("spoor_ingest_retention_held_rounds_total").increment(1);
+            continue;
+        }
         match retain_tenant(catalog, record, assignment, now_micros).await {
             Ok(n) => outcome.removed += n,
             Err(e) => {
@@ -151,9 +172,27 @@ async fn retain_tenant(
     assignment: &Assignment,
     now_micros: i64,
 ) -> Result<usize, MaintenanceError> {
-    let cutoff = retention_cutoff_micros(record.retention_days, now_micros);
+    let mut removed = 0;
+    for table in Table::ALL {
+        let days = table_retention_days(record, table);
+        if days > 0 {
+            removed += retain_table(catalog, record, table, days, assignment, now_micros).await?;
+        }
+    }
+    Ok(removed)
+}
+
+async fn retain_table(
+    catalog: &dyn Catalog,
+    record: &TenantRecord,
+    table: Table,
+    days: u32,
+    assignment: &Assignment,
+    now_micros: i64,
+) -> Result<usize, MaintenanceError> {
+    let cutoff = retention_cutoff_micros(days, now_micros);
     let mut expired_ids = Vec::new();
-    for table in RETAINED_TABLES {
+    {
         let query = FileQuery {
             max_time_micros: Some(cutoff),
             ..FileQuery::all(record.id.clone(), table)
@@ -180,7 +219,7 @@ async fn retain_tenant(
             .remove_files(FileRemoval {
                 tenant: record.id.clone(),
                 file_ids: chunk.to_vec(),
-                reason: format!("retention {}d", record.retention_days),
+                reason: format!("retention of {table}: {days}d"),
             })
             .await
             .map_err(|source| MaintenanceError::Catalog {
@@ -194,8 +233,9 @@ async fn retain_tenant(
     if removed > 0 {
         tracing::info!(
             tenant = %record.id,
+            %table,
             files = removed,
-            retention_days = record.retention_days,
+            retention_days = days,
             "retention removed expired files"
         );
     }
@@ -541,10 +581,56 @@ mod tests {
 
     fn record(name: &str, days: u32) -> TenantRecord {
         TenantRecord {
-            id: tenant(name),
-            display_name: name.to_uppercase(),
             retention_days: days,
+            ..TenantRecord::new(tenant(name))
         }
+    }
+
+    #[test]
+    fn each_table_has_its_retention_and_a_legal_hold_keeps_all() {
+        let mut t = record("acme", 30);
+        assert_eq!(table_retention_days(&t, Table::Events), 30);
+        assert_eq!(table_retention_days(&t, Table::DeadLetter), 30);
+        assert_eq!(table_retention_days(&t, Table::Alerts), 0, "alerts kept");
+        assert_eq!(table_retention_days(&t, Table::AlertUpdates), 0);
+        t.table_retention_days.insert("dead_letter".into(), 7);
+        t.table_retention_days.insert("alerts".into(), 730);
+        assert_eq!(table_retention_days(&t, Table::DeadLetter), 7);
+        assert_eq!(table_retention_days(&t, Table::Alerts), 730);
+        assert_eq!(
+            table_retention_days(&t, Table::AlertUpdates),
+            730,
+            "triage follows its alerts"
+        );
+        t.legal_hold = true;
+        for table in Table::ALL {
+            assert_eq!(table_retention_days(&t, table), 0, "{table} held");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_legal_hold_stops_retention_and_lifting_it_resumes() {
+        let lake = Lake::new();
+        let acme = tenant("acme");
+        lake.ingest(&acme, HOUR_07, 0, 0, 5).await;
+        let catalog = lake.catalog();
+        let later = HOUR_07 + 3 * DAY_MICROS;
+        let held = TenantRecord {
+            legal_hold: true,
+            ..record("acme", 1)
+        };
+        let out = apply_retention(catalog.as_ref(), &[held], &Assignment::All, later).await;
+        assert_eq!(out, StepOutcome::default());
+        assert_eq!(lake.listed(&acme, Table::Events).await.len(), 1);
+        let out = apply_retention(
+            catalog.as_ref(),
+            &[record("acme", 1)],
+            &Assignment::All,
+            later,
+        )
+        .await;
+        assert_eq!(out.removed, 2, "events and dead letters: {out:?}");
+        assert!(lake.listed(&acme, Table::Events).await.is_empty());
     }
 
     fn micros(d: Duration) -> i64 {

@@ -5,15 +5,20 @@
 //! of the event. A tenant taken from the data must be registered with the
 //! coordinators ([`KnownTenants`], refreshed in the background); an event
 //! whose tenant is missing, malformed or unknown becomes a dead letter of
-//! `ingest.unrouted_tenant`, never an event of some other tenant.
+//! `ingest.unrouted_tenant`, never an event of some other tenant. So does
+//! an event of a tenant that is registered but disabled (the dead letter
+//! says so).
+//!
+//! [`KnownTenants`] also keeps each tenant's ingest quotas, which the
+//! per-tenant rate limits ([`crate::quota`]) read.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use regex::Regex;
 use spoor_common::config::{SourceConfig, TenantFrom};
-use spoor_common::control::ControlClient;
+use spoor_common::control::{ControlClient, TenantQuotas, TenantRecord};
 use spoor_common::schema::event_col as col;
 use spoor_common::tenant::TenantId;
 use tokio_util::sync::CancellationToken;
@@ -21,10 +26,41 @@ use tokio_util::sync::CancellationToken;
 use crate::lake_writer::DeadLetterRow;
 use crate::parse::{Decoded, EventRow};
 
-/// The tenants registered with the coordinators, as last seen.
+/// What ingest needs of a registered tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantState {
+    /// Its events are refused (dead letters of the unrouted tenant when the
+    /// tenant comes from the data).
+    pub disabled: bool,
+    /// Its limits (ingest reads the events and bytes per second).
+    pub quotas: TenantQuotas,
+}
+
+impl From<&TenantRecord> for TenantState {
+    fn from(t: &TenantRecord) -> Self {
+        TenantState {
+            disabled: t.disabled,
+            quotas: t.quotas,
+        }
+    }
+}
+
+/// What [`KnownTenants`] says of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Not registered (or no refresh has succeeded yet).
+    Unknown,
+    /// Registered and disabled.
+    Disabled,
+    /// Registered and enabled.
+    Active,
+}
+
+/// The tenants registered with the coordinators, as last seen, with their
+/// disabled flags and quotas.
 #[derive(Debug, Clone, Default)]
 pub struct KnownTenants {
-    inner: Arc<RwLock<Option<BTreeSet<TenantId>>>>,
+    inner: Arc<RwLock<Option<BTreeMap<TenantId, TenantState>>>>,
 }
 
 impl KnownTenants {
@@ -34,19 +70,46 @@ impl KnownTenants {
         Self::default()
     }
 
-    /// A fixed set (tests, and deployments without coordinators' tenants).
+    /// A fixed set of enabled tenants without quotas (tests, and
+    /// deployments without coordinators' tenants).
     pub fn of(tenants: impl IntoIterator<Item = TenantId>) -> Self {
         let known = KnownTenants::new();
         known.replace(tenants.into_iter().collect());
         known
     }
 
-    /// Whether `tenant` is registered.
+    /// A fixed set of tenant records (tests).
+    pub fn of_records<'a>(records: impl IntoIterator<Item = &'a TenantRecord>) -> Self {
+        let known = KnownTenants::new();
+        known.replace_records(records);
+        known
+    }
+
+    /// Whether `tenant` is registered (enabled or not).
     pub fn contains(&self, tenant: &TenantId) -> bool {
+        self.get(tenant).is_some()
+    }
+
+    /// Whether `tenant` is registered, and enabled.
+    pub fn registration(&self, tenant: &TenantId) -> Registration {
+        match self.get(tenant) {
+            None => Registration::Unknown,
+            Some(s) if s.disabled => Registration::Disabled,
+            Some(_) => Registration::Active,
+        }
+    }
+
+    /// The state of `tenant`, when it is registered.
+    pub fn get(&self, tenant: &TenantId) -> Option<TenantState> {
         self.inner
             .read()
-            .map(|set| set.as_ref().is_some_and(|s| s.contains(tenant)))
-            .unwrap_or(false)
+            .ok()
+            .and_then(|map| map.as_ref().and_then(|m| m.get(tenant).copied()))
+    }
+
+    /// The quotas of `tenant`; `None` when it is not registered (no limit).
+    pub fn quotas(&self, tenant: &TenantId) -> Option<TenantQuotas> {
+        self.get(tenant).map(|s| s.quotas)
     }
 
     /// Whether a refresh has succeeded yet.
@@ -54,8 +117,27 @@ impl KnownTenants {
         self.inner.read().map(|s| s.is_some()).unwrap_or(false)
     }
 
-    /// Replaces the set.
+    /// Replaces the set with enabled tenants without quotas.
     pub fn replace(&self, tenants: BTreeSet<TenantId>) {
+        self.set(
+            tenants
+                .into_iter()
+                .map(|t| (t, TenantState::default()))
+                .collect(),
+        );
+    }
+
+    /// Replaces the set with `records` (as the coordinators list them).
+    pub fn replace_records<'a>(&self, records: impl IntoIterator<Item = &'a TenantRecord>) {
+        self.set(
+            records
+                .into_iter()
+                .map(|t| (t.id.clone(), TenantState::from(t)))
+                .collect(),
+        );
+    }
+
+    fn set(&self, tenants: BTreeMap<TenantId, TenantState>) {
         if let Ok(mut guard) = self.inner.write() {
             *guard = Some(tenants);
         }
@@ -66,11 +148,7 @@ impl KnownTenants {
     pub async fn follow(self, control: ControlClient, every: Duration, stop: CancellationToken) {
         loop {
             match control.cluster_status().await {
-                Ok(status) => {
-                    let set: BTreeSet<TenantId> =
-                        status.tenants.into_iter().map(|t| t.id).collect();
-                    self.replace(set);
-                }
+                Ok(status) => self.replace_records(&status.tenants),
                 Err(e) => tracing::warn!(error = %e, "refreshing the registered tenants failed"),
             }
             tokio::select! {
@@ -101,6 +179,29 @@ pub struct TenantRouter {
     known: KnownTenants,
     /// Per source entry, in `ingest.sources` order.
     rules: Arc<Vec<(SourceConfig, Rule)>>,
+    /// What [`TenantRouter::route`] routed to each tenant since the last
+    /// [`TenantRouter::take_tally`], when metered.
+    tally: Option<Arc<Mutex<Tally>>>,
+}
+
+/// Inputs and raw bytes routed per tenant.
+pub type Tally = BTreeMap<TenantId, RowCount>;
+
+/// How much of one tenant's input some rows are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCount {
+    /// Events plus dead letters.
+    pub rows: u64,
+    /// Raw bytes (the `raw` column of events, the bytes of dead letters).
+    pub bytes: u64,
+}
+
+impl RowCount {
+    /// Adds `other`.
+    pub fn add(&mut self, other: RowCount) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
 }
 
 /// A source stream's rows grouped by tenant.
@@ -122,6 +223,20 @@ impl TenantRows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// How many rows and raw bytes these are.
+    pub fn count(&self) -> RowCount {
+        RowCount {
+            rows: self.len() as u64,
+            bytes: self.events.iter().map(raw_len).sum::<u64>()
+                + self.dead.iter().map(|d| d.raw.len() as u64).sum::<u64>(),
+        }
+    }
+}
+
+/// The raw bytes of an event.
+fn raw_len(row: &EventRow) -> u64 {
+    row.get_str(col::RAW).map_or(0, |r| r.len() as u64)
 }
 
 /// The routing inputs of one message besides the event itself.
@@ -166,6 +281,7 @@ impl TenantRouter {
             unrouted,
             known,
             rules: Arc::new(rules),
+            tally: None,
         })
     }
 
@@ -176,12 +292,60 @@ impl TenantRouter {
             default_tenant: tenant,
             known: KnownTenants::new(),
             rules: Arc::new(Vec::new()),
+            tally: None,
         }
+    }
+
+    /// The same routing, counting what [`TenantRouter::route`] routes to
+    /// each tenant (for the Kafka source's quotas; see
+    /// [`TenantRouter::take_tally`]). The tally is shared by the clones of
+    /// the returned router, and only by them.
+    pub fn metered(&self) -> Self {
+        TenantRouter {
+            tally: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
+    /// What was routed to each tenant since the last call (empty unless
+    /// [`TenantRouter::metered`]).
+    pub fn take_tally(&self) -> Tally {
+        self.tally
+            .as_ref()
+            .map(|t| std::mem::take(&mut *t.lock().unwrap_or_else(|e| e.into_inner())))
+            .unwrap_or_default()
+    }
+
+    fn note(&self, tenant: &TenantId, count: RowCount) {
+        if let Some(tally) = &self.tally {
+            tally
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(tenant.clone())
+                .or_default()
+                .add(count);
+        }
+    }
+
+    /// The tenants whose registration and quotas routing reads.
+    pub fn known(&self) -> &KnownTenants {
+        &self.known
     }
 
     /// The tenant receiving unroutable events' dead letters.
     pub fn unrouted_tenant(&self) -> &TenantId {
         &self.unrouted
+    }
+
+    /// The tenant of every input of `topic` when the configuration alone
+    /// decides it (a fixed tenant, or the default tenant when no source
+    /// entry matches); `None` when it comes from the data.
+    pub fn fixed_tenant(&self, topic: &str) -> Option<&TenantId> {
+        match self.rule_for(topic) {
+            None => Some(&self.default_tenant),
+            Some(Rule::Fixed(t)) => Some(t),
+            Some(_) => None,
+        }
     }
 
     fn rule_for(&self, topic: &str) -> Option<&Rule> {
@@ -235,12 +399,15 @@ impl TenantRouter {
             },
         };
         let tenant = TenantId::new(candidate).map_err(|e| format!("{from}: {e}"))?;
-        if !self.known.contains(&tenant) {
-            return Err(format!(
+        match self.known.registration(&tenant) {
+            Registration::Active => Ok(tenant),
+            Registration::Disabled => Err(format!(
+                "tenant {tenant} (from {from}) is disabled; its events are refused"
+            )),
+            Registration::Unknown => Err(format!(
                 "tenant {tenant} (from {from}) is not registered with the coordinators"
-            ));
+            )),
         }
-        Ok(tenant)
     }
 
     /// Adds decoded rows to `into`, each under its tenant; rows without a
@@ -253,22 +420,40 @@ impl TenantRouter {
     ) {
         for d in decoded {
             match d {
-                Decoded::Event(row) => match self.tenant_of(envelope, row.tenant_hint.as_deref()) {
-                    Ok(tenant) => into.entry(tenant).or_default().events.push(row),
-                    Err(reason) => {
-                        metrics::counter!("spoor_ingest_unrouted_total").increment(1);
-                        into.entry(self.unrouted.clone())
-                            .or_default()
-                            .dead
-                            .push(unrouted_letter(&row, &reason));
-                    }
-                },
-                Decoded::Dead(mut letter) => {
-                    // A dead letter has no fields to read a tenant from.
-                    match self.tenant_of(envelope, None) {
-                        Ok(tenant) => into.entry(tenant).or_default().dead.push(letter),
+                Decoded::Event(row) => {
+                    let count = RowCount {
+                        rows: 1,
+                        bytes: raw_len(&row),
+                    };
+                    match self.tenant_of(envelope, row.tenant_hint.as_deref()) {
+                        Ok(tenant) => {
+                            self.note(&tenant, count);
+                            into.entry(tenant).or_default().events.push(row);
+                        }
                         Err(reason) => {
                             metrics::counter!("spoor_ingest_unrouted_total").increment(1);
+                            self.note(&self.unrouted, count);
+                            into.entry(self.unrouted.clone())
+                                .or_default()
+                                .dead
+                                .push(unrouted_letter(&row, &reason));
+                        }
+                    }
+                }
+                Decoded::Dead(mut letter) => {
+                    let count = RowCount {
+                        rows: 1,
+                        bytes: letter.raw.len() as u64,
+                    };
+                    // A dead letter has no fields to read a tenant from.
+                    match self.tenant_of(envelope, None) {
+                        Ok(tenant) => {
+                            self.note(&tenant, count);
+                            into.entry(tenant).or_default().dead.push(letter);
+                        }
+                        Err(reason) => {
+                            metrics::counter!("spoor_ingest_unrouted_total").increment(1);
+                            self.note(&self.unrouted, count);
                             letter.error = format!("{}; no tenant: {reason}", letter.error);
                             into.entry(self.unrouted.clone())
                                 .or_default()
@@ -518,5 +703,103 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_disabled_tenant_is_refused_like_an_unknown_one() {
+        let mut acme = TenantRecord::new(tenant("acme"));
+        acme.disabled = true;
+        let globex = TenantRecord::new(tenant("globex"));
+        let s = [source("*", TenantFrom::Field, |s| {
+            s.tenant_field = "org".into()
+        })];
+        let router = TenantRouter::new(
+            tenant("default"),
+            tenant("unrouted"),
+            &s,
+            KnownTenants::of_records([&acme, &globex]),
+        )
+        .expect("router");
+        let mut into = BTreeMap::new();
+        router.route(
+            Envelope {
+                topic: "t",
+                headers: &[],
+            },
+            decode(&s, "t", r#"{"org":"acme","x":1}"#)
+                .into_iter()
+                .chain(decode(&s, "t", r#"{"org":"globex"}"#)),
+            &mut into,
+        );
+        assert!(!into.contains_key(&tenant("acme")), "nothing for acme");
+        assert_eq!(into[&tenant("globex")].events.len(), 1);
+        let letter = &into[&tenant("unrouted")].dead[0];
+        assert!(
+            letter
+                .error
+                .contains("tenant acme (from the tenant field) is disabled"),
+            "{}",
+            letter.error
+        );
+        assert_eq!(letter.raw, br#"{"org":"acme","x":1}"#, "kept, not dropped");
+        assert_eq!(
+            router.known().registration(&tenant("acme")),
+            Registration::Disabled
+        );
+        assert_eq!(
+            router.known().registration(&tenant("initech")),
+            Registration::Unknown
+        );
+    }
+
+    #[test]
+    fn a_metered_router_counts_rows_and_bytes_per_tenant() {
+        let s = [source("*", TenantFrom::Field, |s| {
+            s.tenant_field = "org".into()
+        })];
+        let plain = router(&s);
+        let metered = plain.metered();
+        let envelope = Envelope {
+            topic: "t",
+            headers: &[],
+        };
+        let mut into = BTreeMap::new();
+        metered.clone().route(
+            envelope,
+            decode(&s, "t", r#"{"org":"acme"}"#)
+                .into_iter()
+                .chain(decode(&s, "t", r#"{"org":"acme","y":2}"#))
+                .chain(decode(&s, "t", "{bad")),
+            &mut into,
+        );
+        plain.route(envelope, decode(&s, "t", r#"{"org":"globex"}"#), &mut into);
+        let tally = metered.take_tally();
+        assert_eq!(
+            tally[&tenant("acme")],
+            RowCount {
+                rows: 2,
+                bytes: (r#"{"org":"acme"}"#.len() + r#"{"org":"acme","y":2}"#.len()) as u64
+            }
+        );
+        assert_eq!(tally[&tenant("unrouted")], RowCount { rows: 1, bytes: 4 });
+        assert!(
+            !tally.contains_key(&tenant("globex")),
+            "only the metered router's clones count"
+        );
+        assert_eq!(into[&tenant("acme")].count(), tally[&tenant("acme")]);
+        assert!(metered.take_tally().is_empty(), "taken");
+        assert!(plain.take_tally().is_empty());
+    }
+
+    #[test]
+    fn fixed_tenants_are_known_before_parsing() {
+        let s = [
+            source("fw", TenantFrom::Fixed, |s| s.tenant = "initech".into()),
+            source("mssp", TenantFrom::Field, |s| s.tenant_field = "org".into()),
+        ];
+        let r = router(&s);
+        assert_eq!(r.fixed_tenant("fw"), Some(&tenant("initech")));
+        assert_eq!(r.fixed_tenant("other"), Some(&tenant("default")));
+        assert_eq!(r.fixed_tenant("mssp"), None);
     }
 }

@@ -1,9 +1,11 @@
 //! From a caller's token to the [`Scope`] its queries run in, the same for
 //! HTTP, Flight SQL and PostgreSQL.
 //!
-//! With `query.auth = "token"` an analyst token reads its tenants; an admin
-//! token reads the tenants it names, or every registered tenant when it
-//! names none (an MSSP operator). Ingest tokens are refused. With
+//! With `query.auth = "token"` every role but ingest reads: analyst,
+//! viewer and tenant-admin tokens their tenants, an mssp-operator token the
+//! tenants it names, an admin token the tenants it names or every
+//! registered tenant when it names none. Ingest tokens are refused. What a
+//! role may change beyond reading is each API's decision (`Scope::role`). With
 //! `query.auth = "none"` every caller reads the default tenant
 //! (`ingest.tenant`), for loopback-only single-tenant use.
 
@@ -11,37 +13,50 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use spoor_common::audit::{AuditLog, AuditRecord};
 use spoor_common::auth::{AuthError, RUN_QUERIES, TOKEN_CACHE_TTL, TokenVerifier, authorize};
 use spoor_common::config::HttpAuth;
-use spoor_common::control::{ControlClient, TokenRole};
+use spoor_common::control::{ControlClient, TenantRecord, TokenRole, token_id_of};
 use spoor_common::tenant::TenantId;
 
 use crate::audit::Scope;
 
-/// Where the list of every tenant comes from (for admin tokens).
+/// Where the registered tenants come from: every tenant (for the
+/// cluster's admin) and each tenant's query quotas.
 #[async_trait]
 pub trait TenantDirectory: Send + Sync + std::fmt::Debug {
-    /// Every registered tenant.
-    async fn all_tenants(&self) -> Result<Vec<TenantId>, String>;
+    /// Every registered tenant's record.
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>, String>;
 }
 
 #[async_trait]
 impl TenantDirectory for ControlClient {
-    async fn all_tenants(&self) -> Result<Vec<TenantId>, String> {
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>, String> {
         self.cluster_status()
             .await
-            .map(|s| s.tenants.into_iter().map(|t| t.id).collect())
+            .map(|s| s.tenants)
             .map_err(|e| e.to_string())
     }
 }
 
-/// A fixed list of tenants (tests, tools).
+/// A fixed list of tenants without quotas (tests, tools).
 #[derive(Debug, Clone, Default)]
 pub struct FixedTenants(pub Vec<TenantId>);
 
 #[async_trait]
 impl TenantDirectory for FixedTenants {
-    async fn all_tenants(&self) -> Result<Vec<TenantId>, String> {
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>, String> {
+        Ok(self.0.iter().cloned().map(TenantRecord::new).collect())
+    }
+}
+
+/// Fixed tenant records (tests).
+#[derive(Debug, Clone, Default)]
+pub struct FixedRecords(pub Vec<TenantRecord>);
+
+#[async_trait]
+impl TenantDirectory for FixedRecords {
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>, String> {
         Ok(self.0.clone())
     }
 }
@@ -64,14 +79,16 @@ pub struct Access {
     default_tenant: TenantId,
     tokens: Arc<dyn TokenVerifier>,
     directory: Arc<dyn TenantDirectory>,
-    /// The last answer of `directory`, and when: an operator's every query
-    /// would otherwise cost a coordinator round trip. A new tenant shows up
-    /// within [`TOKEN_CACHE_TTL`], like a revocation.
-    all_tenants: Arc<Mutex<Option<CachedTenants>>>,
+    /// The last answer of `directory`, and when: every query would
+    /// otherwise cost a coordinator round trip. A new tenant or a changed
+    /// quota shows up within [`TOKEN_CACHE_TTL`], like a revocation.
+    records: Arc<Mutex<Option<CachedTenants>>>,
+    /// Where refused tokens are recorded.
+    audit: AuditLog,
 }
 
-/// When the tenant list was fetched, and what it was.
-type CachedTenants = (Instant, Vec<TenantId>);
+/// When the tenant records were fetched, and what they were.
+type CachedTenants = (Instant, Vec<TenantRecord>);
 
 impl Access {
     /// Access as `query.auth` says: `mode`, the default tenant for `none`,
@@ -87,26 +104,38 @@ impl Access {
             default_tenant,
             tokens,
             directory,
-            all_tenants: Arc::default(),
+            records: Arc::default(),
+            audit: AuditLog::default(),
         }
     }
 
-    async fn every_tenant(&self) -> Result<Vec<TenantId>, AuthError> {
-        if let Ok(cached) = self.all_tenants.lock()
-            && let Some((at, tenants)) = cached.as_ref()
+    /// Where this access records refusals (and the APIs using it, changes).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The same access, recording every refused token in `audit`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>, AuthError> {
+        if let Ok(cached) = self.records.lock()
+            && let Some((at, records)) = cached.as_ref()
             && at.elapsed() < TOKEN_CACHE_TTL
         {
-            return Ok(tenants.clone());
+            return Ok(records.clone());
         }
-        let tenants = self
+        let records = self
             .directory
-            .all_tenants()
+            .tenant_records()
             .await
             .map_err(AuthError::Unavailable)?;
-        if let Ok(mut cached) = self.all_tenants.lock() {
-            *cached = Some((Instant::now(), tenants.clone()));
+        if let Ok(mut cached) = self.records.lock() {
+            *cached = Some((Instant::now(), records.clone()));
         }
-        Ok(tenants)
+        Ok(records)
     }
 
     /// Whether callers must bring a token.
@@ -114,8 +143,38 @@ impl Access {
         self.mode == HttpAuth::Token
     }
 
-    /// The scope of a caller presenting `token` (or none).
+    /// The scope of an HTTP caller presenting `token` (or none).
     pub async fn scope(&self, token: Option<&str>) -> Result<Scope, AccessError> {
+        self.scope_via("http", token).await
+    }
+
+    /// The scope of a caller on `interface` presenting `token` (or none);
+    /// a refusal is recorded in the audit trail (not a coordinator outage,
+    /// which is nobody's doing).
+    pub async fn scope_via(
+        &self,
+        interface: &'static str,
+        token: Option<&str>,
+    ) -> Result<Scope, AccessError> {
+        let scope = self.scope_of(token).await;
+        if let Err(e) = &scope
+            && !matches!(e, AccessError::Auth(AuthError::Unavailable(_)))
+        {
+            let code = match e {
+                AccessError::Auth(AuthError::WrongRole { .. }) | AccessError::NoTenants => {
+                    "forbidden"
+                }
+                _ => "unauthenticated",
+            };
+            self.audit.record(AuditRecord {
+                actor: token.and_then(token_id_of).map(str::to_string),
+                ..AuditRecord::refusal(interface, code, e.to_string())
+            });
+        }
+        scope
+    }
+
+    async fn scope_of(&self, token: Option<&str>) -> Result<Scope, AccessError> {
         if self.mode == HttpAuth::None {
             return Ok(Scope::single(self.default_tenant.clone()));
         }
@@ -125,12 +184,26 @@ impl Access {
         // sees every query in the history); an admin token naming tenants
         // is an operator of those tenants and sees their queries only.
         let cluster_admin = record.role == TokenRole::Admin && record.tenants.is_empty();
+        let registered = self.tenant_records().await?;
         let tenants = if cluster_admin {
-            self.every_tenant().await?
+            // The cluster's admin also reads the cluster's own tenant: the
+            // `audit` table.
+            registered
+                .iter()
+                .map(|t| t.id.clone())
+                .chain([spoor_common::audit::cluster_tenant()])
+                .collect()
         } else {
             record.tenants
         };
-        Scope::for_token(tenants, record.token_id, cluster_admin).ok_or(AccessError::NoTenants)
+        let quotas = registered
+            .into_iter()
+            .filter(|t| tenants.contains(&t.id))
+            .map(|t| (t.id, t.quotas))
+            .collect();
+        Scope::for_token(tenants, record.token_id, cluster_admin)
+            .map(|s| s.with_role(record.role).with_quotas(quotas))
+            .ok_or(AccessError::NoTenants)
     }
 }
 
@@ -196,9 +269,9 @@ pub(crate) mod tests {
 
     #[async_trait]
     impl TenantDirectory for CountingTenants {
-        async fn all_tenants(&self) -> Result<Vec<TenantId>, String> {
+        async fn tenant_records(&self) -> Result<Vec<TenantRecord>, String> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(vec![tenant("acme")])
+            Ok(vec![TenantRecord::new(tenant("acme"))])
         }
     }
 
@@ -215,9 +288,54 @@ pub(crate) mod tests {
         );
         for _ in 0..3 {
             let scope = access.scope(Some("operator")).await.expect("operator");
-            assert_eq!(scope.tenants(), [tenant("acme")]);
+            assert_eq!(scope.tenants(), [tenant("acme"), tenant("spoor")]);
         }
         assert_eq!(directory.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn every_role_but_ingest_reads_and_scopes_carry_role_and_quotas() {
+        let mut roles: Vec<(String, TokenRecord)> = TokenRole::ALL
+            .into_iter()
+            .map(|r| (r.name().to_string(), record(r.name(), r, &["acme"])))
+            .collect();
+        roles.push((
+            "operator".into(),
+            record("op", TokenRole::MsspOperator, &["acme", "globex"]),
+        ));
+        let limited = TenantRecord {
+            quotas: spoor_common::control::TenantQuotas {
+                max_concurrent_queries: 2,
+                ..Default::default()
+            },
+            ..TenantRecord::new(tenant("acme"))
+        };
+        let access = Access::new(
+            HttpAuth::Token,
+            tenant("default"),
+            Arc::new(StaticTokens::new(roles)),
+            Arc::new(FixedRecords(vec![
+                limited,
+                TenantRecord::new(tenant("globex")),
+            ])),
+        );
+        for role in TokenRole::ALL {
+            let scope = access.scope(Some(role.name())).await;
+            if role == TokenRole::Ingest {
+                assert!(
+                    matches!(scope, Err(AccessError::Auth(AuthError::WrongRole { .. }))),
+                    "{scope:?}"
+                );
+                continue;
+            }
+            let scope = scope.unwrap_or_else(|e| panic!("{role}: {e}"));
+            assert_eq!(scope.role(), Some(role));
+            assert_eq!(scope.max_concurrent_queries(&tenant("acme")), Some(2));
+        }
+        let op = access.scope(Some("operator")).await.expect("operator");
+        assert_eq!(op.tenants(), [tenant("acme"), tenant("globex")]);
+        assert!(!op.is_admin());
+        assert_eq!(op.max_concurrent_queries(&tenant("globex")), None);
     }
 
     #[tokio::test]
@@ -227,7 +345,7 @@ pub(crate) mod tests {
         assert_eq!(acme.tenants(), [tenant("acme")]);
         assert!(!acme.is_admin());
         let op = access.scope(Some("operator")).await.expect("operator");
-        assert_eq!(op.tenants().len(), 3);
+        assert_eq!(op.tenants().len(), 4, "three tenants and the cluster's own");
         assert!(op.is_admin());
         let named = access.scope(Some("acme-globex")).await.expect("named");
         assert_eq!(named.tenants(), [tenant("acme"), tenant("globex")]);

@@ -10,12 +10,14 @@
 //! admin token naming no tenant) sees all. The history is per query node
 //! and starts empty at restart; the log lines are the durable record.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use spoor_common::audit::{AuditLog, AuditRecord};
+use spoor_common::control::{TenantQuotas, TokenRole};
 use spoor_common::tenant::TenantId;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +27,11 @@ pub struct Scope {
     tenants: Vec<TenantId>,
     token_id: Option<String>,
     admin: bool,
+    /// The token's role; `None` without tokens (`query.auth = "none"`,
+    /// where the caller may do everything with the default tenant).
+    role: Option<TokenRole>,
+    /// The query quotas of its tenants that have any.
+    quotas: BTreeMap<TenantId, TenantQuotas>,
 }
 
 impl Scope {
@@ -34,6 +41,8 @@ impl Scope {
             tenants: vec![tenant],
             token_id: None,
             admin: false,
+            role: None,
+            quotas: BTreeMap::new(),
         }
     }
 
@@ -53,7 +62,43 @@ impl Scope {
             tenants,
             token_id: Some(token_id),
             admin,
+            role: None,
+            quotas: BTreeMap::new(),
         })
+    }
+
+    /// The same scope, for a token of `role`.
+    pub fn with_role(mut self, role: TokenRole) -> Self {
+        self.role = Some(role);
+        self
+    }
+
+    /// The same scope with its tenants' quotas.
+    pub fn with_quotas(mut self, quotas: BTreeMap<TenantId, TenantQuotas>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// Queries `tenant` may run at once on a node, when its quota says.
+    pub fn max_concurrent_queries(&self, tenant: &TenantId) -> Option<usize> {
+        self.quotas
+            .get(tenant)
+            .map(|q| q.max_concurrent_queries as usize)
+            .filter(|n| *n > 0)
+    }
+
+    /// The strictest scanned-bytes limit among its tenants, and whose.
+    pub fn max_scanned_bytes(&self) -> Option<(u64, &TenantId)> {
+        self.quotas
+            .iter()
+            .filter(|(_, q)| q.max_query_scanned_bytes > 0)
+            .map(|(t, q)| (q.max_query_scanned_bytes, t))
+            .min()
+    }
+
+    /// The token's role, when a token was given.
+    pub fn role(&self) -> Option<TokenRole> {
+        self.role
     }
 
     /// The tenants, sorted, never empty.
@@ -144,6 +189,8 @@ pub struct QueryLog {
     state: Mutex<LogState>,
     capacity: usize,
     counter: AtomicU64,
+    /// The cluster's audit trail, which every finished query joins.
+    audit: AuditLog,
 }
 
 impl std::fmt::Debug for QueryLog {
@@ -170,10 +217,17 @@ pub struct Finished {
 impl QueryLog {
     /// A log keeping the last `capacity` finished queries.
     pub fn new(capacity: usize) -> Arc<Self> {
+        Self::with_audit(capacity, AuditLog::default())
+    }
+
+    /// A log that also appends every finished query to the cluster's
+    /// audit trail.
+    pub fn with_audit(capacity: usize, audit: AuditLog) -> Arc<Self> {
         Arc::new(QueryLog {
             state: Mutex::new(LogState::default()),
             capacity,
             counter: AtomicU64::new(0),
+            audit,
         })
     }
 
@@ -250,6 +304,17 @@ impl QueryLog {
             sql = %record.sql,
             "query"
         );
+        self.audit.record(AuditRecord {
+            outcome: record.outcome.clone(),
+            actor: record.token_id.clone(),
+            tenants: record.tenants.clone(),
+            target: Some(record.query_id.clone()),
+            detail: Some(match &record.error {
+                Some(e) => format!("{}\n-- {e}", record.sql),
+                None => record.sql.clone(),
+            }),
+            ..AuditRecord::new("query", record.interface)
+        });
         if state.history.len() >= self.capacity {
             state.history.pop_front();
         }

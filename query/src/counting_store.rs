@@ -18,28 +18,62 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-/// `inner`, counting bytes read into `read`.
+/// `inner`, counting bytes read into `read`, and refusing reads once
+/// `limit` bytes were read (a tenant's `max_query_scanned_bytes`).
 #[derive(Debug)]
 pub struct CountingStore {
     inner: Arc<dyn ObjectStore>,
     read: Arc<AtomicU64>,
+    limit: Option<ScanLimitReached>,
+}
+
+/// A read refused because the query passed a tenant's scanned-bytes limit.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the query passed tenant {tenant}'s scanned-bytes limit of {limit} bytes")]
+pub struct ScanLimitReached {
+    /// The limit, bytes.
+    pub limit: u64,
+    /// Whose limit.
+    pub tenant: String,
 }
 
 impl CountingStore {
-    /// Wraps `inner`; the counter is shared with the caller.
-    pub fn new(inner: Arc<dyn ObjectStore>) -> (Self, Arc<AtomicU64>) {
+    /// Wraps `inner`, with an optional limit; the counter is shared with
+    /// the caller.
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        limit: Option<ScanLimitReached>,
+    ) -> (Self, Arc<AtomicU64>) {
         let read = Arc::new(AtomicU64::new(0));
         (
             CountingStore {
                 inner,
                 read: read.clone(),
+                limit,
             },
             read,
         )
     }
 
-    fn count(&self, bytes: u64) {
+    /// Counts a read of `bytes`; an error once the query has read more
+    /// than its limit (the read that crosses it fails too, so a query
+    /// never gets rows from past its limit).
+    fn count(&self, bytes: u64) -> Result<()> {
         self.read.fetch_add(bytes, Ordering::Relaxed);
+        self.check()
+    }
+
+    /// Refuses a read once the limit is passed.
+    fn check(&self) -> Result<()> {
+        match &self.limit {
+            Some(limit) if self.read.load(Ordering::Relaxed) > limit.limit => {
+                Err(object_store::Error::Generic {
+                    store: "lake",
+                    source: Box::new(limit.clone()),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -70,16 +104,20 @@ impl ObjectStore for CountingStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let head = options.head;
+        if !head {
+            self.check()?;
+        }
         let result = self.inner.get_opts(location, options).await?;
         if !head {
-            self.count(result.range.end.saturating_sub(result.range.start));
+            self.count(result.range.end.saturating_sub(result.range.start))?;
         }
         Ok(result)
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.check()?;
         let parts = self.inner.get_ranges(location, ranges).await?;
-        self.count(parts.iter().map(|b| b.len() as u64).sum());
+        self.count(parts.iter().map(|b| b.len() as u64).sum())?;
         Ok(parts)
     }
 

@@ -82,15 +82,26 @@ pub enum QueryError {
     /// could not spill.
     #[error("query stopped at its memory limit (query.max_memory_bytes): {0}")]
     MemoryLimit(String),
-    /// The tenant already runs `query.max_concurrent_per_tenant` queries here.
+    /// The tenant already runs as many queries here as its quota (or
+    /// `query.max_concurrent_per_tenant`) allows.
     #[error(
-        "tenant {tenant} already runs {limit} queries on this node (query.max_concurrent_per_tenant); retry when one ends"
+        "tenant {tenant} already runs {limit} queries on this node (its max_concurrent_queries quota, or query.max_concurrent_per_tenant); retry when one ends"
     )]
     TooManyQueries {
         /// The tenant at its limit.
         tenant: String,
         /// The limit.
         limit: usize,
+    },
+    /// The query read more of the lake than a tenant's quota allows.
+    #[error(
+        "query stopped after reading {limit} bytes, tenant {tenant}'s max_query_scanned_bytes quota; narrow the time range or the columns"
+    )]
+    ScanLimit {
+        /// The tenant whose quota it is.
+        tenant: String,
+        /// The limit, bytes.
+        limit: u64,
     },
     /// The query was cancelled (`DELETE /v1/queries/{id}`, or its client went away).
     #[error("query cancelled")]
@@ -111,6 +122,7 @@ impl QueryError {
             QueryError::Catalog(_) => "catalog_error",
             QueryError::MemoryLimit(_) => "memory_limit",
             QueryError::TooManyQueries { .. } => "too_many_queries",
+            QueryError::ScanLimit { .. } => "scan_limit",
             QueryError::Cancelled => "query_cancelled",
             QueryError::Execution(_) => "query_failed",
         }
@@ -119,6 +131,15 @@ impl QueryError {
 
 pub(crate) fn from_datafusion(e: DataFusionError) -> QueryError {
     // Unwrap DataFusion's context layers to decide the class by the root.
+    if let DataFusionError::ObjectStore(store_error) = e.find_root()
+        && let object_store::Error::Generic { source, .. } = store_error.as_ref()
+        && let Some(reached) = source.downcast_ref::<crate::counting_store::ScanLimitReached>()
+    {
+        return QueryError::ScanLimit {
+            tenant: reached.tenant.clone(),
+            limit: reached.limit,
+        };
+    }
     match e.find_root() {
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
             QueryError::InvalidSql(e.strip_backtrace())
@@ -227,7 +248,7 @@ pub struct QueryEngine {
     config: QueryConfig,
     log: Arc<QueryLog>,
     /// Per tenant, the slots for concurrent queries.
-    slots: Arc<Mutex<HashMap<TenantId, Arc<Semaphore>>>>,
+    slots: Arc<Mutex<HashMap<TenantId, TenantSlots>>>,
     /// Parquet footers, page indexes and file statistics, shared by all
     /// queries: lake files never change once written (a new id for every
     /// rewrite), so what was read for one query holds for the next. No
@@ -244,6 +265,10 @@ impl std::fmt::Debug for QueryEngine {
             .finish()
     }
 }
+
+/// A tenant's query slots on this node: the limit its semaphore was made
+/// for, and the semaphore.
+type TenantSlots = (usize, Arc<Semaphore>);
 
 /// A query between its start and its end: when dropped (finished, failed,
 /// cancelled, or its client gone) it writes the audit record.
@@ -298,6 +323,13 @@ impl Drop for Audited {
 }
 
 impl QueryEngine {
+    /// The same engine, appending every finished query to `audit` (set
+    /// before the engine runs any query: the history starts afresh).
+    pub fn with_audit(mut self, audit: spoor_common::audit::AuditLog) -> Self {
+        self.log = QueryLog::with_audit(self.config.history_size, audit);
+        self
+    }
+
     /// An engine over the lake `store` whose files the `catalog` lists.
     pub fn new(
         catalog: Arc<dyn Catalog>,
@@ -537,7 +569,6 @@ impl QueryEngine {
 
     /// One query slot of each of the scope's tenants, or which tenant is full.
     fn take_slots(&self, scope: &Scope) -> Result<Vec<OwnedSemaphorePermit>, QueryError> {
-        let limit = self.config.max_concurrent_per_tenant;
         let mut slots = self
             .slots
             .lock()
@@ -546,9 +577,20 @@ impl QueryEngine {
             .tenants()
             .iter()
             .map(|tenant| {
-                slots
+                // The tenant's own quota, else the node's setting.
+                let limit = scope
+                    .max_concurrent_queries(tenant)
+                    .unwrap_or(self.config.max_concurrent_per_tenant);
+                let entry = slots
                     .entry(tenant.clone())
-                    .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                    .or_insert_with(|| (limit, Arc::new(Semaphore::new(limit))));
+                if entry.0 != limit {
+                    // A changed quota: a new semaphore; queries holding
+                    // the old one's permits finish undisturbed.
+                    *entry = (limit, Arc::new(Semaphore::new(limit)));
+                }
+                entry
+                    .1
                     .clone()
                     .try_acquire_owned()
                     .map_err(|_| QueryError::TooManyQueries {
@@ -621,7 +663,15 @@ impl QueryEngine {
             ),
         )
         .map_err(from_datafusion)?;
-        let (store, read) = CountingStore::new(self.store.clone());
+        let (store, read) = CountingStore::new(
+            self.store.clone(),
+            scope.max_scanned_bytes().map(|(limit, tenant)| {
+                crate::counting_store::ScanLimitReached {
+                    limit,
+                    tenant: tenant.to_string(),
+                }
+            }),
+        );
         ctx.register_object_store(&lake_url(), Arc::new(store));
         // The alert files are `alert_records`; `alerts` is the view of
         // them with their triage (crate::triage).
@@ -649,6 +699,23 @@ impl QueryEngine {
             }
             ctx.register_table(name, Arc::new(TenantTable::new(&schema, parts)))
                 .map_err(from_datafusion)?;
+        }
+        // The audit trail: the cluster's own tenant's, for the cluster's
+        // admin only.
+        let cluster = spoor_common::audit::cluster_tenant();
+        if scope.is_admin() && scope.tenants().contains(&cluster) {
+            let files = self
+                .catalog
+                .list_files(FileQuery::all(cluster.clone(), Table::Audit))
+                .await?;
+            ctx.register_table(
+                Table::Audit.name(),
+                Arc::new(TenantTable::new(
+                    &spoor_common::schema::audit_schema(),
+                    vec![(cluster, files)],
+                )),
+            )
+            .map_err(from_datafusion)?;
         }
         crate::triage::register_alerts_view(&ctx)
             .await

@@ -94,7 +94,7 @@ impl SpoorFlightSql {
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_value);
         self.access
-            .scope(token)
+            .scope_via("flight_sql", token)
             .await
             .map_err(|e| access_status(&e))
     }
@@ -183,9 +183,9 @@ fn query_status(e: QueryError) -> Status {
             Status::invalid_argument(message)
         }
         QueryError::Timeout(_) => Status::deadline_exceeded(message),
-        QueryError::MemoryLimit(_) | QueryError::TooManyQueries { .. } => {
-            Status::resource_exhausted(message)
-        }
+        QueryError::MemoryLimit(_)
+        | QueryError::TooManyQueries { .. }
+        | QueryError::ScanLimit { .. } => Status::resource_exhausted(message),
         QueryError::Cancelled => Status::cancelled(message),
         QueryError::Catalog(c) if c.is_retryable() => Status::unavailable(message),
         _ => Status::internal(message),
@@ -250,7 +250,7 @@ impl FlightSqlService for SpoorFlightSql {
         };
         if self.access.requires_token() {
             self.access
-                .scope(Some(&token))
+                .scope_via("flight_sql", Some(&token))
                 .await
                 .map_err(|e| access_status(&e))?;
         }

@@ -428,9 +428,10 @@ fn encoded(
 
 fn query_error(e: QueryError) -> Response {
     let status = match &e {
-        QueryError::InvalidSql(_) | QueryError::TooLarge { .. } | QueryError::MemoryLimit(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        QueryError::InvalidSql(_)
+        | QueryError::TooLarge { .. }
+        | QueryError::MemoryLimit(_)
+        | QueryError::ScanLimit { .. } => StatusCode::BAD_REQUEST,
         QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         QueryError::TooManyQueries { .. } => StatusCode::TOO_MANY_REQUESTS,
         QueryError::Cancelled => StatusCode::CONFLICT,

@@ -95,7 +95,7 @@ impl PgHandlers {
             .session_extensions()
             .get_or_insert_with(SessionToken::default);
         self.access
-            .scope(token.0.get().map(String::as_str))
+            .scope_via("postgres", token.0.get().map(String::as_str))
             .await
             .map_err(|e| access_error(&e))
     }
@@ -186,6 +186,8 @@ fn query_error(e: &QueryError) -> PgWireError {
         QueryError::InvalidSql(_) | QueryError::TooLarge { .. } => "42601",
         QueryError::Timeout(_) | QueryError::Cancelled => "57014",
         QueryError::MemoryLimit(_) => "53200",
+        // configuration_limit_exceeded
+        QueryError::ScanLimit { .. } => "53400",
         QueryError::TooManyQueries { .. } => "53300",
         _ => "58000",
     };
@@ -363,7 +365,7 @@ impl StartupHandler for PgHandlers {
             PgWireFrontendMessage::PasswordMessageFamily(password) => {
                 let token = password.into_password()?.password;
                 self.access
-                    .scope(Some(&token))
+                    .scope_via("postgres", Some(&token))
                     .await
                     .map_err(|e| access_error(&e))?;
                 let _ = client

@@ -55,11 +55,15 @@ pub(crate) fn router(
     config: &Config,
     catalog: &Arc<dyn Catalog>,
     control: &ControlClient,
+    audit: &spoor_common::audit::AuditLog,
 ) -> anyhow::Result<Router> {
     use anyhow::Context;
     let store = open_lake(config).context("opening the lake (storage.url / data_dir)")?;
     let engine = QueryEngine::new(catalog.clone(), store, config.query.clone());
-    Ok(routes(engine, crate::rules_api::access(config, control)))
+    Ok(routes(
+        engine,
+        crate::rules_api::access(config, control, audit),
+    ))
 }
 
 fn routes(engine: QueryEngine, access: Access) -> Router {
@@ -167,6 +171,9 @@ async fn update(
     Path((tenant, alert_id)): Path<(String, String)>,
     body: Result<axum::Json<UpdateRequest>, JsonRejection>,
 ) -> Response {
+    if let Err(r) = caller.may_change() {
+        return *r;
+    }
     let tenant = match target(&caller, &tenant, &alert_id) {
         Ok(t) => t,
         Err(r) => return *r,

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use spoor_common::auth::bearer;
+use spoor_common::auth::{CHANGE_DETECTIONS, bearer};
 use spoor_common::tenant::TenantId;
 use spoor_query::access::Access;
 use spoor_query::audit::Scope;
@@ -122,6 +122,20 @@ impl Caller {
         !self.token || self.scope.is_admin()
     }
 
+    /// `Ok` when the caller may change detections (rules, triage,
+    /// retro-hunts): every caller without tokens, analyst, tenant-admin and
+    /// admin tokens; else `403 forbidden` saying which tokens may.
+    pub(crate) fn may_change(&self) -> Result<(), Box<Response>> {
+        match self.scope.role() {
+            Some(role) if !CHANGE_DETECTIONS.allows(role) => Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                CHANGE_DETECTIONS.refuse(role).to_string(),
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the caller reaches `tenant`.
     pub(crate) fn may(&self, tenant: &TenantId) -> bool {
         self.scope.tenants().contains(tenant)
@@ -138,7 +152,7 @@ impl Caller {
         let message = if self.token {
             format!(
                 "tenant {tenant} is not one of this token's tenants (or is not registered); \
-                 {} with an admin token or an analyst token of the tenant",
+                 {} with a token of the tenant (docs/security.md, Roles)",
                 self.doing
             )
         } else {

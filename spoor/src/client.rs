@@ -1,12 +1,9 @@
 //! `spoor sql` and `spoor status`: HTTP clients of a running node.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
-use spoor_common::control::{ControlClient, TenantRecord, TokenRole, generate_token};
-use spoor_common::tenant::TenantId;
 use spoor_proto::v1 as pb;
 
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7080";
@@ -56,6 +53,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))
+}
+
+/// Runs `future` on a new single-threaded runtime.
+pub(crate) fn block_on<T>(
+    future: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    runtime()?.block_on(future)
 }
 
 async fn send(req: reqwest::RequestBuilder, endpoint: &str) -> Result<Value, String> {
@@ -307,13 +311,7 @@ pub(crate) enum ClusterCommand {
     },
 }
 
-/// Which coordinator to ask.
-#[derive(Debug, Args)]
-pub(crate) struct ClusterArgs {
-    /// gRPC endpoint of any coordinator of the group.
-    #[arg(long, default_value = "http://127.0.0.1:7070")]
-    coordinator: String,
-}
+use crate::admin_cli::ClusterArgs;
 
 pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
     let result = runtime().and_then(|rt| {
@@ -324,12 +322,21 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
                 | ClusterCommand::RemoveNode { target, .. }
                 | ClusterCommand::TransferLeader { target, .. } => &target.coordinator,
             };
+            let credential = match &command {
+                ClusterCommand::Members(a) => a,
+                ClusterCommand::AddNode { target, .. }
+                | ClusterCommand::RemoveNode { target, .. }
+                | ClusterCommand::TransferLeader { target, .. } => target,
+            }
+            .credential()?;
             let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
                 .map_err(|e| format!("--coordinator {endpoint:?}: {e}"))?
                 .connect()
                 .await
                 .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
-            let mut client = pb::cluster_service_client::ClusterServiceClient::new(channel);
+            let mut client = pb::cluster_service_client::ClusterServiceClient::new(
+                spoor_common::auth::AuthChannel::new(channel, credential),
+            );
             let reply = match command {
                 ClusterCommand::Members(_) => client.membership(pb::MembershipRequest {}).await,
                 ClusterCommand::AddNode { id, url, .. } => client.add_node(pb::AddNodeRequest { node_id: id, url }).await,
@@ -340,7 +347,7 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
                         .await
                 }
             }
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .map_err(|s| spoor_common::catalog_client::status_to_error(s).to_string())?
             .into_inner();
             Ok(serde_json::json!({"voters": reply.voters, "learners": reply.learners, "leader_id": reply.leader_id}))
         })
@@ -414,22 +421,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_lifetimes_are_days_or_hours() {
-        assert_eq!(
-            parse_lifetime("12h"),
-            Ok(std::time::Duration::from_secs(12 * 3600))
-        );
-        assert_eq!(
-            parse_lifetime("90d"),
-            Ok(std::time::Duration::from_secs(90 * 86_400))
-        );
-        for bad in ["0h", "0d", "5m", "soon", "d", "-1d", "36501d"] {
-            let e = parse_lifetime(bad).expect_err(bad);
-            assert!(e.contains(bad), "{e}");
-        }
-    }
-
-    #[test]
     fn tables_align_and_show_nulls() {
         let rows = vec![
             serde_json::json!({"a": 1, "b": null}),
@@ -438,187 +429,4 @@ mod tests {
         let out = render_table(&["a".into(), "b".into()], &rows);
         assert_eq!(out, "a   | b\n----+-----\n1   | NULL\n100 | x\n");
     }
-}
-
-/// `spoor tenant ...`: the tenants registered with the coordinators.
-#[derive(Debug, Subcommand)]
-pub(crate) enum TenantCommand {
-    /// Register a tenant, or update its name and retention.
-    Add {
-        #[command(flatten)]
-        target: ClusterArgs,
-        /// Tenant id: lowercase letters, digits, '-' and '_'.
-        id: String,
-        /// A name for people (default: the id).
-        #[arg(long)]
-        display_name: Option<String>,
-        /// Days of events kept; 0 keeps them forever.
-        #[arg(long, default_value_t = 0)]
-        retention_days: u32,
-    },
-    /// The registered tenants.
-    List(ClusterArgs),
-}
-
-pub(crate) fn tenant(command: TenantCommand) -> ExitCode {
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let endpoint = match &command {
-                TenantCommand::Add { target, .. } | TenantCommand::List(target) => {
-                    target.coordinator.clone()
-                }
-            };
-            let control = ControlClient::connect_lazy(&endpoint, Duration::from_secs(10))
-                .map_err(|e| format!("--coordinator {endpoint:?}: {e}"))?;
-            match command {
-                TenantCommand::Add {
-                    id,
-                    display_name,
-                    retention_days,
-                    ..
-                } => {
-                    let id = TenantId::new(id).map_err(|e| e.to_string())?;
-                    let record = TenantRecord {
-                        display_name: display_name.unwrap_or_else(|| id.to_string()),
-                        id,
-                        retention_days,
-                    };
-                    control
-                        .put_tenant(&record)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(serde_json::to_value(&record).map_err(|e| e.to_string())?)
-                }
-                TenantCommand::List(_) => {
-                    let status = control.cluster_status().await.map_err(|e| e.to_string())?;
-                    Ok(serde_json::to_value(&status.tenants).map_err(|e| e.to_string())?)
-                }
-            }
-        })
-    });
-    match result {
-        Ok(body) => {
-            println!("{body}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("spoor tenant: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `spoor token ...`: API tokens (only their hash is stored).
-#[derive(Debug, Subcommand)]
-pub(crate) enum TokenCommand {
-    /// Create a token and print it once (it cannot be shown again).
-    Create {
-        #[command(flatten)]
-        target: ClusterArgs,
-        /// What it may do: ingest (send events), analyst, admin.
-        #[arg(long)]
-        role: String,
-        /// Tenants it acts for (repeatable); none only for admin tokens.
-        #[arg(long = "tenant")]
-        tenants: Vec<String>,
-        /// Who holds it and what for.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// How long it authenticates: a number and a unit, `h` or `d`
-        /// (`90d`, `12h`); without it, until revoked.
-        #[arg(long = "expires-in", value_parser = parse_lifetime)]
-        expires_in: Option<std::time::Duration>,
-    },
-    /// Revoke a token by its id (the hex part after `spoor_`).
-    Revoke {
-        #[command(flatten)]
-        target: ClusterArgs,
-        /// The token id.
-        id: String,
-    },
-}
-
-pub(crate) fn token(command: TokenCommand) -> ExitCode {
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let endpoint = match &command {
-                TokenCommand::Create { target, .. } | TokenCommand::Revoke { target, .. } => {
-                    target.coordinator.clone()
-                }
-            };
-            let control = ControlClient::connect_lazy(&endpoint, Duration::from_secs(10))
-                .map_err(|e| format!("--coordinator {endpoint:?}: {e}"))?;
-            match command {
-                TokenCommand::Create {
-                    role,
-                    tenants,
-                    description,
-                    expires_in,
-                    ..
-                } => {
-                    let role = TokenRole::parse(&role).ok_or_else(|| {
-                        format!("--role {role:?}: expected ingest, analyst or admin")
-                    })?;
-                    let tenants = tenants
-                        .into_iter()
-                        .map(TenantId::new)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format!("--tenant: {e}"))?;
-                    let mut new =
-                        generate_token(tenants, role, description).map_err(|e| e.to_string())?;
-                    new.record.expires_at_micros = expires_in.map(|d| {
-                        spoor_common::time::now_micros()
-                            .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-                    });
-                    control
-                        .create_token(&new.record)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(serde_json::json!({
-                        "token": new.token,
-                        "token_id": new.record.token_id,
-                        "role": role.name(),
-                        "tenants": new.record.tenants,
-                        "expires_at": new.record.expires_at_micros.map(spoor_common::time::rfc3339),
-                        "note": "store the token now: only its hash is kept",
-                    }))
-                }
-                TokenCommand::Revoke { id, .. } => {
-                    control.revoke_token(&id).await.map_err(|e| e.to_string())?;
-                    Ok(serde_json::json!({"revoked": id}))
-                }
-            }
-        })
-    });
-    match result {
-        Ok(body) => {
-            println!("{body}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("spoor token: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `--expires-in`: `90d`, `12h` (days or hours, at least one hour).
-fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let (number, hours_per) = if let Some(n) = text.strip_suffix('d') {
-        (n, 24)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 1)
-    } else {
-        return Err(format!(
-            "{text:?}: a number of days or hours, like 90d or 12h"
-        ));
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: a number of days or hours, like 90d or 12h"))?;
-    if n == 0 || n > 36_500 * 24 / hours_per {
-        return Err(format!("{text:?}: between 1h and 100 years"));
-    }
-    Ok(std::time::Duration::from_secs(n * hours_per * 3600))
 }

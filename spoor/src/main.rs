@@ -5,6 +5,7 @@
 //! `spoor sql` and `spoor status` are clients of a running node; `spoor import`
 //! loads files into a running cluster's lake.
 
+mod admin_cli;
 mod alerts_api;
 mod api;
 mod client;
@@ -48,12 +49,12 @@ enum Command {
     /// Coordinator group membership: `members`, `add-node`, `remove-node`.
     #[command(subcommand)]
     Cluster(client::ClusterCommand),
-    /// Tenants registered with the coordinators: `add`, `list`.
+    /// Tenants: `create`, `update`, `disable`, `enable`, `show`, `list`.
     #[command(subcommand)]
-    Tenant(client::TenantCommand),
-    /// API tokens: `create` (printed once), `revoke`.
+    Tenant(admin_cli::TenantCommand),
+    /// API tokens: `create` (printed once), `list`, `revoke`.
     #[command(subcommand)]
-    Token(client::TokenCommand),
+    Token(admin_cli::TokenCommand),
     /// Load files (JSON lines, Zeek, syslog, auditd, … or Windows .evtx) into
     /// the lake exactly once, through a running cluster's catalog.
     Import(tools::ImportArgs),
@@ -138,8 +139,8 @@ fn main() -> ExitCode {
         Command::Sql(args) => return client::sql(args),
         Command::Status(args) => return client::status(args),
         Command::Cluster(command) => return client::cluster(command),
-        Command::Tenant(command) => return client::tenant(command),
-        Command::Token(command) => return client::token(command),
+        Command::Tenant(command) => return admin_cli::tenant(command),
+        Command::Token(command) => return admin_cli::token(command),
         Command::Import(args) => return tools::import(args),
         Command::Rules(command) => return rules_cli::rules(command),
         Command::Standalone(a) => (roles::Role::Standalone, a),

@@ -73,6 +73,7 @@ pub(crate) fn router(
     config: &Config,
     catalog: &Arc<dyn Catalog>,
     control: &ControlClient,
+    audit: &spoor_common::audit::AuditLog,
 ) -> anyhow::Result<Router> {
     use anyhow::Context;
     let store = spoor_common::storage::open_lake(config)
@@ -91,7 +92,7 @@ pub(crate) fn router(
         RetroHunter::new(catalog.clone(), store, settings),
         r.max_concurrent_jobs,
     );
-    let access = crate::rules_api::access(config, control);
+    let access = crate::rules_api::access(config, control, audit);
     Ok(routes(
         control.clone(),
         access,
@@ -279,6 +280,9 @@ async fn submit(
     caller: Caller,
     body: Result<axum::Json<SubmitRequest>, JsonRejection>,
 ) -> Response {
+    if let Err(r) = caller.may_change() {
+        return *r;
+    }
     let request = match json_body(
         body,
         "{\"tenant\", \"rule_set\" or \"bundle\", \"from\", \"to\", \"job_id\"}",
@@ -451,6 +455,9 @@ async fn cancel(
     caller: Caller,
     Path(job_id): Path<String>,
 ) -> Response {
+    if let Err(r) = caller.may_change() {
+        return *r;
+    }
     match find(&api, &caller, &job_id) {
         Ok(job) => {
             let stopping = job.cancel();

@@ -15,11 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use spoor_common::catalog::Catalog;
 use spoor_common::catalog_client::GrpcCatalog;
-use spoor_common::config::{Config, TenantFrom};
+use spoor_common::config::Config;
 use spoor_common::control::{ControlClient, Heartbeat, MemberInfo};
 use spoor_common::storage::open_lake;
 use spoor_common::tenant::TenantId;
-use spoor_coordinator::{CatalogGrpc, ClusterGrpc, ControlGrpc, CoordinatorNode};
+use spoor_coordinator::CoordinatorNode;
 use spoor_ingest::flush::{Fault, Flusher};
 use spoor_ingest::lake_writer::LakeWriter;
 use spoor_ingest::routing::{KnownTenants, TenantRouter};
@@ -85,6 +85,11 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
+    // What this node presents to the coordinators, and (as one) demands.
+    let secret = config.cluster.secret().context("cluster")?;
+    let credential = config.cluster.credential().context("cluster")?;
+    // The audit trail of everything this node sees (docs/security.md).
+    let (audit, audit_queue) = spoor_common::audit::AuditLog::new();
     // The catalog: served here (coordinator, standalone) or reached over gRPC.
     let mut coordinator = None;
     let mut grpc_addr = None;
@@ -96,11 +101,22 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         let members = config
             .coordinator_members()
             .context("coordinator.initial_members")?;
+        if secret.is_none() && !bound.ip().is_loopback() {
+            tracing::warn!(
+                grpc = %bound,
+                "the coordinator's gRPC listens beyond loopback without a cluster secret: anyone \
+                 who reaches it can change the catalog, tenants and tokens; set cluster.secret_file"
+            );
+        }
+        let coordinator_config = spoor_common::config::CoordinatorConfig {
+            peer_credential: credential.clone(),
+            ..config.coordinator.clone()
+        };
         let node = CoordinatorNode::open(
             config.node.id,
             members,
             &config.raft_dir(),
-            &config.coordinator,
+            &coordinator_config,
         )
         .await
         .with_context(|| {
@@ -109,17 +125,11 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                 config.raft_dir().display()
             )
         })?;
-        let catalog_service = CatalogGrpc::for_node(node.clone()).into_server();
-        let raft_service = node.raft_service().into_server();
-        let cluster_service = ClusterGrpc::new(node.clone()).into_server();
-        let control_service = ControlGrpc::new(node.clone()).into_server();
+        let services = spoor_coordinator::services(&node, secret.clone(), audit.clone());
         let stop = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(catalog_service)
-                .add_service(raft_service)
-                .add_service(cluster_service)
-                .add_service(control_service)
+                .add_routes(services)
                 .serve_with_incoming_shutdown(
                     spoor_coordinator::incoming(listener),
                     stop.cancelled_owned(),
@@ -146,7 +156,8 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                 &config.catalog.endpoint,
                 Duration::from_millis(config.catalog.timeout_ms),
             )
-            .context("configuring the catalog client (catalog.endpoint)")?,
+            .context("configuring the catalog client (catalog.endpoint)")?
+            .with_credential(credential.clone()),
         )
     };
 
@@ -157,20 +168,34 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         },
         Duration::from_millis(config.catalog.timeout_ms),
     )
-    .context("configuring the control client (catalog.endpoint)")?;
+    .context("configuring the control client (catalog.endpoint)")?
+    .with_credential(credential.clone());
     let mut app = spoor_common::telemetry::ops_router(role.name()).merge(status_router(
         catalog.clone(),
         control.clone(),
         role,
-        crate::rules_api::access(&config, &control),
+        crate::rules_api::access(&config, &control, &audit),
     ));
     // Rule sets are managed through any node (the CLI, the console).
     app = app.merge(crate::rules_api::router(
         control.clone(),
-        crate::rules_api::access(&config, &control),
+        crate::rules_api::access(&config, &control, &audit),
     ));
-    app = app.merge(crate::alerts_api::router(&config, &catalog, &control)?);
-    app = app.merge(crate::retro_api::router(&config, &catalog, &control)?);
+    app = app.merge(crate::alerts_api::router(
+        &config, &catalog, &control, &audit,
+    )?);
+    app = app.merge(crate::retro_api::router(
+        &config, &catalog, &control, &audit,
+    )?);
+    {
+        let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
+        let writer = spoor_common::audit::AuditWriter::new(config.node.id, catalog.clone(), store);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            writer.run(audit_queue, stop).await;
+            Ok(())
+        });
+    }
     let mut flight_addr = None;
     let mut postgres_addr = None;
     // Leases the heartbeat replies carry, for the worker's shards.
@@ -203,21 +228,18 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
             let flusher = Flusher::new(writer, catalog.clone(), Fault::from_env());
             let sources = spoor_ingest::parse::Sources::new(config.ingest.sources.clone())
                 .context("ingest.sources")?;
+            // Follow the coordinators' tenant records: tenants taken from
+            // the data must be registered and enabled, and every tenant's
+            // ingest quotas apply on this node.
             let known = KnownTenants::new();
-            if config
-                .ingest
-                .sources
-                .iter()
-                .any(|s| s.tenant_from != TenantFrom::Fixed)
             {
-                // Tenants taken from the data must be registered: follow the
-                // coordinators' tenant list.
                 let (known, control, stop) = (known.clone(), control.clone(), shutdown.clone());
                 tasks.spawn(async move {
                     known.follow(control, TENANT_REFRESH, stop).await;
                     Ok(())
                 });
             }
+            let quotas = spoor_ingest::quota::IngestQuotas::new(known.clone());
             let tenants = TenantRouter::new(
                 config.ingest_tenant(),
                 TenantId::new(config.ingest.unrouted_tenant.clone())
@@ -237,16 +259,30 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                     config.ingest.http_auth,
                     config.node.id,
                     config.ingest.http_max_body_bytes,
-                ),
+                )
+                .with_quotas(
+                    quotas.clone(),
+                    config.ingest.quota_exceeded,
+                    Duration::from_millis(config.ingest.quota_max_delay_ms),
+                )
+                .with_audit(audit.clone()),
             ));
             if !config.ingest.kafka.brokers.is_empty() {
                 let (ingest, catalog, stop) =
                     (config.ingest.clone(), catalog.clone(), shutdown.clone());
                 let instance_id = config.kafka_instance_id();
                 tasks.spawn(async move {
-                    spoor_ingest::kafka::run(ingest, instance_id, catalog, flusher, tenants, stop)
-                        .await
-                        .context("kafka source")
+                    spoor_ingest::kafka::run(
+                        ingest,
+                        instance_id,
+                        catalog,
+                        flusher,
+                        tenants,
+                        quotas,
+                        stop,
+                    )
+                    .await
+                    .context("kafka source")
                 });
             }
             if config.ingest.compaction.enabled {
@@ -267,13 +303,15 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
             }
         }
         if role.runs_query() {
-            let engine = QueryEngine::new(catalog.clone(), store.clone(), config.query.clone());
+            let engine = QueryEngine::new(catalog.clone(), store.clone(), config.query.clone())
+                .with_audit(audit.clone());
             let access = spoor_query::access::Access::new(
                 config.query.auth,
                 config.ingest_tenant(),
                 Arc::new(spoor_common::auth::CoordinatorTokens::new(control.clone())),
                 Arc::new(control.clone()),
-            );
+            )
+            .with_audit(audit.clone());
             if !config.query.flight_addr.is_empty() {
                 let addr: SocketAddr = config
                     .query

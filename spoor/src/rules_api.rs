@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use spoor_common::audit::{AuditLog, AuditRecord};
 use spoor_common::auth::CoordinatorTokens;
 use spoor_common::catalog::CatalogError;
 use spoor_common::config::Config;
@@ -82,13 +83,15 @@ pub(crate) fn router(control: ControlClient, access: Access) -> Router {
 
 /// Who may manage rules, as `query.auth` says, for nodes of any role: the
 /// same [`Access`] the query role builds.
-pub(crate) fn access(config: &Config, control: &ControlClient) -> Access {
+/// Refusals go to `audit`.
+pub(crate) fn access(config: &Config, control: &ControlClient, audit: &AuditLog) -> Access {
     Access::new(
         config.query.auth,
         config.ingest_tenant(),
         Arc::new(CoordinatorTokens::new(control.clone())),
         Arc::new(control.clone()),
     )
+    .with_audit(audit.clone())
 }
 
 fn control_error(what: &str, e: &CatalogError) -> Response {
@@ -98,7 +101,10 @@ fn control_error(what: &str, e: &CatalogError) -> Response {
         CatalogError::Unavailable { .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "coordinator_unavailable")
         }
-        CatalogError::HistoryCompacted { .. } | CatalogError::Internal { .. } => {
+        CatalogError::HistoryCompacted { .. }
+        | CatalogError::Internal { .. }
+        // This node's own credential (cluster.secret_file) was refused.
+        | CatalogError::Denied { .. } => {
             tracing::error!(error = %e, what, "rule sets");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")
         }
@@ -226,6 +232,9 @@ async fn put(
     Path((tenant, name)): Path<(String, String)>,
     body: Result<axum::Json<PutRequest>, JsonRejection>,
 ) -> Response {
+    if let Err(r) = caller.may_change() {
+        return *r;
+    }
     let tenant = match caller.tenant(&tenant) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -354,6 +363,18 @@ async fn put(
     }
     if changed {
         tracing::info!(tenant = %tenant, rule_set = %name, version = set.version, enabled = set.enabled, rules, "rule set stored");
+        api.access.audit().record(AuditRecord {
+            actor: caller.scope.token_id().map(str::to_string),
+            role: caller.scope.role().map(|r| r.name().to_string()),
+            tenants: vec![tenant.to_string()],
+            target: Some(format!("{tenant}/{name}")),
+            detail: Some(format!(
+                "version {}, {rules} rules, {}",
+                set.version,
+                if set.enabled { "enabled" } else { "disabled" }
+            )),
+            ..AuditRecord::new("rule_set_changed", "http")
+        });
     }
     axum::Json(json!({
         "changed": changed,

@@ -278,7 +278,8 @@ async fn check_tenant(config: &Config, tenant: &TenantId, timeout: Duration) -> 
     }
     let endpoint = &config.catalog.endpoint;
     let control = ControlClient::connect_lazy(endpoint, timeout)
-        .with_context(|| format!("catalog.endpoint {endpoint:?}"))?;
+        .with_context(|| format!("catalog.endpoint {endpoint:?}"))?
+        .with_credential(config.cluster.credential().context("cluster")?);
     let status = control.cluster_status().await.with_context(|| {
         format!("checking that tenant {tenant} is registered (catalog.endpoint {endpoint})")
     })?;
@@ -298,7 +299,8 @@ async fn run_import(args: &ImportArgs, config: &Config) -> anyhow::Result<ExitCo
     check_tenant(config, &tenant, timeout).await?;
     let catalog: Arc<dyn Catalog> = Arc::new(
         GrpcCatalog::connect_lazy(&config.catalog.endpoint, timeout)
-            .context("configuring the catalog client (catalog.endpoint)")?,
+            .context("configuring the catalog client (catalog.endpoint)")?
+            .with_credential(config.cluster.credential().context("cluster")?),
     );
     let store = spoor_common::storage::open_lake(config)
         .context("opening the lake (storage.url / data_dir)")?;

@@ -702,3 +702,26 @@ pub fn bad_events(n: usize) -> Vec<Vec<u8>> {
         .map(|i| format!("{{\"broken\": {i},").into_bytes())
         .collect()
 }
+
+/// Runs `spoor args…` as a client ([`spoor_cli`]) and parses its JSON
+/// output; an error with its stderr when it fails.
+pub fn spoor_cli_json(args: &[&str]) -> Result<Value> {
+    let (code, out, err) = spoor_cli(args)?;
+    if code != 0 {
+        bail!("spoor {} failed ({code}): {err}{out}", args.join(" "));
+    }
+    serde_json::from_str(&out).with_context(|| format!("spoor {}: not JSON: {out}", args.join(" ")))
+}
+
+/// `spoor token create --role <role> [--tenant <tenant>]` against the
+/// coordinator at `grpc`: the token.
+pub fn create_token(grpc: &str, role: &str, tenant: Option<&str>) -> Result<String> {
+    let mut args = vec!["token", "create", "--role", role, "--coordinator", grpc];
+    if let Some(t) = tenant {
+        args.extend(["--tenant", t]);
+    }
+    spoor_cli_json(&args)?["token"]
+        .as_str()
+        .map(str::to_string)
+        .context("spoor token create printed no token")
+}

@@ -463,7 +463,7 @@ async fn tokens_keep_tenants_apart_on_http_flight_sql_and_postgres() -> anyhow::
             "SELECT * FROM 'tenants/globex/events/x.parquet'",
             "tenants/globex",
         ),
-        (&acme_ingest, "SELECT 1", "may not run queries"),
+        (&acme_ingest, "SELECT 1", "may not read"),
         (&"spoor_nope".to_string(), "SELECT 1", "invalid token"),
     ] {
         let out = psql(token, sql)?;
@@ -500,5 +500,329 @@ async fn tokens_keep_tenants_apart_on_http_flight_sql_and_postgres() -> anyhow::
     for key in ["globex_by_name_error", "parameter_error", "bad_token_error"] {
         assert!(seen[key].is_string(), "{key} should have failed: {seen}");
     }
+    Ok(())
+}
+
+/// Now as RFC 3339 seconds (events the worker evaluates at once).
+fn now_rfc3339() -> anyhow::Result<String> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let days = secs / 86_400;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rest = secs % 86_400;
+    Ok(format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        (rest / 60) % 60,
+        rest % 60
+    ))
+}
+
+/// Each tenant's rules and alerts are its own on every interface: the
+/// rules API lists a tenant's sets only to its tokens, alerts are rows of
+/// the tenant's `alerts` table over HTTP and PostgreSQL, the alerts API
+/// refuses another tenant's alert, and an mssp-operator token of both
+/// tenants reads both (and nothing of a third).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_and_alerts_stay_with_their_tenant() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = Spoor::role(
+        "standalone",
+        &dir.path().join("data"),
+        &[
+            "query.auth=token".to_string(),
+            "ingest.http_auth=token".to_string(),
+            "node.heartbeat_interval_ms=300".into(),
+            "coordinator.scheduler_interval_ms=300".into(),
+            "worker.commit_interval_ms=300".into(),
+            "worker.poll_interval_ms=100".into(),
+        ],
+        &SpoorOptions::default(),
+    )?;
+    let grpc = node.grpc.clone().context("standalone serves gRPC")?;
+    for tenant in ["acme", "globex", "initech"] {
+        cli(&["tenant", "create", tenant, "--coordinator", &grpc])?;
+    }
+    let admin = token(&grpc, "admin", None)?;
+    let operator = cli(&[
+        "token",
+        "create",
+        "--role",
+        "mssp-operator",
+        "--tenant",
+        "acme",
+        "--tenant",
+        "globex",
+        "--coordinator",
+        &grpc,
+    ])?["token"]
+        .as_str()
+        .context("operator token")?
+        .to_string();
+    let url = |path: &str| format!("{}{path}", node.http);
+    let mut analysts = Vec::new();
+    for tenant in ["acme", "globex", "initech"] {
+        let analyst = token(&grpc, "analyst", Some(tenant))?;
+        let rule = spoor_tests::encoded_shell_rule(match tenant {
+            "acme" => "7d6c1b52-1f0e-4d8a-9a51-00000000ac01",
+            "globex" => "7d6c1b52-1f0e-4d8a-9a51-00000000ac02",
+            _ => "7d6c1b52-1f0e-4d8a-9a51-00000000ac03",
+        });
+        let (status, body) = spoor_tests::call(
+            reqwest::Method::PUT,
+            &url(&format!("/v1/rules/sets/{tenant}/{tenant}-secret-rules")),
+            Some(&analyst),
+            Some(json!({"bundle": {"rules": [{"path": "shell.yml", "text": rule}]}})),
+        )
+        .await?;
+        anyhow::ensure!(status == 200, "{tenant}'s rules: {status} {body}");
+        analysts.push((tenant, analyst));
+    }
+    // A new shard starts at the catalog head: wait until all three are held.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, s) =
+            spoor_tests::call(reqwest::Method::GET, &url("/v1/status"), Some(&admin), None).await?;
+        let held = s["cluster"]["shards"].as_array().map_or(0, |shards| {
+            shards.iter().filter(|x| !x["holder"].is_null()).count()
+        });
+        if held >= 3 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("shards not leased: {s}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (tenant, _) in &analysts[..2] {
+        let ingest = token(&grpc, "ingest", Some(tenant))?;
+        let event = json!({"time": now_rfc3339()?, "test_action": "exec",
+            "test_cmd": format!("powershell -enc {tenant}"), "test_host": format!("{tenant}-ws1")});
+        let resp = reqwest::Client::new()
+            .post(url("/v1/ingest/edr"))
+            .bearer_auth(&ingest)
+            .body(format!("{event}\n"))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await?);
+    }
+    let (acme, globex, initech) = (&analysts[0].1, &analysts[1].1, &analysts[2].1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let acme_alert = loop {
+        let got = rows(&node, acme, "SELECT alert_id, tenant FROM alerts").await?;
+        let theirs = rows(&node, globex, "SELECT count(*) AS n FROM alerts").await?;
+        if got.as_array().is_some_and(|a| a.len() == 1) && theirs == json!([{"n": 1}]) {
+            break got[0].clone();
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "one alert per tenant expected: acme {got}, globex {theirs}; {}",
+                spoor_tests::tail(&node.log_path)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(acme_alert["tenant"], "acme");
+    let acme_alert_id = acme_alert["alert_id"].as_str().context("alert_id")?;
+    assert_eq!(
+        rows(&node, initech, "SELECT count(*) AS n FROM alerts").await?,
+        json!([{"n": 0}]),
+        "initech raised nothing and sees nothing"
+    );
+    assert_eq!(
+        rows(
+            &node,
+            &operator,
+            "SELECT tenant, count(*) AS n FROM alerts GROUP BY tenant ORDER BY tenant"
+        )
+        .await?,
+        json!([{"tenant": "acme", "n": 1}, {"tenant": "globex", "n": 1}]),
+        "the operator reads exactly its two tenants"
+    );
+    let message = refused(
+        &node,
+        &operator,
+        "SELECT count(*) FROM spoor.initech.alerts",
+    )
+    .await?;
+    assert!(message.contains("initech"), "{message}");
+
+    // Rules: a tenant's token lists its sets only, and another tenant's
+    // listing is refused without naming what is in it.
+    let (status, listed) = spoor_tests::call(
+        reqwest::Method::GET,
+        &url("/v1/rules/sets"),
+        Some(acme),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.to_string().contains("acme-secret-rules"), "{listed}");
+    assert!(!listed.to_string().contains("globex"), "{listed}");
+    let (status, refusal) = spoor_tests::call(
+        reqwest::Method::GET,
+        &url("/v1/rules/sets?tenant=globex"),
+        Some(acme),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 403, "{refusal}");
+    assert!(!refusal.to_string().contains("secret-rules"), "{refusal}");
+    let (status, both) = spoor_tests::call(
+        reqwest::Method::GET,
+        &url("/v1/rules/sets?tenant=globex"),
+        Some(&operator),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "the operator reads globex's rules: {both}");
+    assert!(both.to_string().contains("globex-secret-rules"), "{both}");
+    let (status, refusal) = spoor_tests::call(
+        reqwest::Method::PUT,
+        &url("/v1/rules/sets/globex/operator-rules"),
+        Some(&operator),
+        Some(json!({"bundle": {"rules": []}})),
+    )
+    .await?;
+    assert_eq!(
+        status, 403,
+        "an operator reads, it does not write: {refusal}"
+    );
+
+    // The alerts API: acme's alert is acme's.
+    for (who, want) in [(acme, 200), (globex, 403), (&operator, 200), (initech, 403)] {
+        let (status, body) = spoor_tests::call(
+            reqwest::Method::GET,
+            &url(&format!("/v1/alerts/acme/{acme_alert_id}")),
+            Some(who),
+            None,
+        )
+        .await?;
+        assert_eq!(status, want, "{body}");
+        if want == 403 {
+            assert!(!body.to_string().contains("powershell"), "{body}");
+        }
+    }
+
+    // PostgreSQL: the alerts table is the tenant's.
+    let postgres = node.postgres.clone().context("PostgreSQL listener")?;
+    let (host, port) = postgres.rsplit_once(':').context("host:port")?;
+    let psql = |token: &str, sql: &str| -> anyhow::Result<(bool, String)> {
+        let out = Command::new("psql")
+            .args([
+                "-h", host, "-p", port, "-U", "hunter", "-d", "spoor", "-At", "-c", sql,
+            ])
+            .env("PGPASSWORD", token)
+            .env("PGSSLMODE", "disable")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .context("running psql")?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ))
+    };
+    assert_eq!(
+        psql(
+            globex,
+            "SELECT tenant, count(*) FROM alerts GROUP BY tenant"
+        )?,
+        (true, "globex|1".to_string())
+    );
+    let (ok, out) = psql(globex, "SELECT count(*) FROM spoor.acme.alerts")?;
+    assert!(!ok && out.contains("acme"), "{out}");
+
+    // The audit trail: the cluster's admin reads every kind of record in
+    // SQL; a tenant's token does not even see the table.
+    // A token of the right shape whose secret is wrong: the id it claims
+    // is on record.
+    let forged = format!("spoor_0123456789abcdef_{}", "0".repeat(64));
+    let (ok, out) = psql(&forged, "SELECT 1")?;
+    assert!(!ok, "{out}");
+    let resp = reqwest::Client::new()
+        .post(url("/v1/ingest/edr"))
+        .bearer_auth(&forged)
+        .body("{}\n")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 401);
+    let want = [
+        ("auth_failure", 2),
+        ("query", 5),
+        ("rule_set_changed", 3),
+        ("tenant_changed", 3),
+        ("token_created", 6),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = rows(
+            &node,
+            &admin,
+            "SELECT kind, count(*) AS n FROM audit GROUP BY kind ORDER BY kind",
+        )
+        .await?;
+        let counts: Vec<(String, i64)> = got
+            .as_array()
+            .context("rows")?
+            .iter()
+            .map(|r| {
+                (
+                    r["kind"].as_str().unwrap_or_default().to_string(),
+                    r["n"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let complete = want
+            .iter()
+            .all(|(kind, at_least)| counts.iter().any(|(k, n)| k == kind && n >= at_least));
+        if complete {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("audit trail incomplete: {got}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let refusal = rows(
+        &node,
+        &admin,
+        "SELECT interface, outcome, actor FROM audit WHERE kind = 'auth_failure' \
+         AND actor = '0123456789abcdef' ORDER BY interface",
+    )
+    .await?;
+    assert_eq!(
+        refusal,
+        json!([
+            {"interface": "http_ingest", "outcome": "unauthenticated", "actor": "0123456789abcdef"},
+            {"interface": "postgres", "outcome": "unauthenticated", "actor": "0123456789abcdef"}
+        ])
+    );
+    let rule_change = rows(
+        &node,
+        &admin,
+        "SELECT tenants, target, actor IS NOT NULL AS by_token FROM audit \
+         WHERE kind = 'rule_set_changed' AND tenants = 'globex'",
+    )
+    .await?;
+    assert_eq!(
+        rule_change,
+        json!([{"tenants": "globex", "target": "globex/globex-secret-rules", "by_token": true}])
+    );
+    let message = refused(&node, acme, "SELECT count(*) FROM audit").await?;
+    assert!(message.contains("audit"), "{message}");
     Ok(())
 }

@@ -10,7 +10,7 @@ use spoor_common::catalog::{Catalog, CommitBatch, FileQuery};
 use spoor_common::config::CoordinatorConfig;
 use spoor_common::schema::Table;
 use spoor_common::tenant::TenantId;
-use spoor_coordinator::{CatalogGrpc, ClusterGrpc, ControlGrpc, CoordinatorNode, NetworkFaults};
+use spoor_coordinator::{CoordinatorNode, NetworkFaults};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) struct Member {
@@ -44,6 +44,7 @@ pub(crate) fn config() -> CoordinatorConfig {
         scheduler_interval_ms: 100,
         join: false,
         initial_members: Vec::new(),
+        peer_credential: Default::default(),
     }
 }
 
@@ -109,19 +110,13 @@ pub(crate) async fn serve(
             .await
             .expect("open");
     let stop = CancellationToken::new();
-    let (catalog, raft, cluster, control, token) = (
-        CatalogGrpc::for_node(node.clone()).into_server(),
-        node.raft_service().into_server(),
-        ClusterGrpc::new(node.clone()).into_server(),
-        ControlGrpc::new(node.clone()).into_server(),
+    let (routes, token) = (
+        spoor_coordinator::services(&node, None, Default::default()),
         stop.clone(),
     );
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(catalog)
-            .add_service(raft)
-            .add_service(cluster)
-            .add_service(control)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 spoor_coordinator::incoming(listener),
                 token.cancelled_owned(),

@@ -439,3 +439,65 @@ async fn time_bounds_skip_files_before_opening_them() {
     assert_eq!(count(&out), 7);
     assert!(engine.log().visible(&scope, 1)[0].bytes_scanned > 0);
 }
+
+/// `tenant`'s scope (as a token's) with `quotas`.
+fn scope_with(tenant: &TenantId, quotas: spoor_common::control::TenantQuotas) -> Scope {
+    Scope::for_token([tenant.clone()], "t".into(), false)
+        .expect("scope")
+        .with_quotas([(tenant.clone(), quotas)].into())
+}
+
+#[tokio::test]
+async fn a_tenants_quotas_bound_its_concurrency_and_what_one_query_reads() {
+    let (engine, acme, globex) = engine().await;
+    let one_at_a_time = scope_with(
+        &acme,
+        spoor_common::control::TenantQuotas {
+            max_concurrent_queries: 1,
+            ..Default::default()
+        },
+    );
+    let held = engine
+        .execute_stream(&one_at_a_time, "test", "SELECT raw FROM events")
+        .await
+        .expect("first");
+    let err = engine
+        .execute(&one_at_a_time, "test", "SELECT 1")
+        .await
+        .expect_err("its quota is one");
+    assert!(
+        matches!(err, QueryError::TooManyQueries { limit: 1, .. }),
+        "{err}"
+    );
+    // Without the quota the node's limit (4) applies again.
+    engine
+        .execute(&Scope::single(acme.clone()), "test", "SELECT 1")
+        .await
+        .expect("node limit");
+    drop(held);
+
+    let small = scope_with(
+        &globex,
+        spoor_common::control::TenantQuotas {
+            max_query_scanned_bytes: 1,
+            ..Default::default()
+        },
+    );
+    let err = engine
+        .execute(&small, "test", "SELECT raw FROM events")
+        .await
+        .expect_err("past one byte");
+    assert_eq!(err.code(), "scan_limit", "{err}");
+    assert!(err.to_string().contains("tenant globex"), "{err}");
+    let roomy = scope_with(
+        &globex,
+        spoor_common::control::TenantQuotas {
+            max_query_scanned_bytes: 1 << 30,
+            ..Default::default()
+        },
+    );
+    engine
+        .execute(&roomy, "test", "SELECT raw FROM events")
+        .await
+        .expect("within the limit");
+}

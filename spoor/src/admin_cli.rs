@@ -1,0 +1,479 @@
+//! `spoor tenant …` and `spoor token …`: tenants and API tokens, managed
+//! over the coordinators' gRPC with the caller's credential (an admin or
+//! tenant-admin token, or the cluster secret for the very first token).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use spoor_common::auth::Credential;
+use spoor_common::control::{ControlClient, TenantRecord, TokenRole, generate_token};
+use spoor_common::tenant::TenantId;
+
+/// Which coordinator to ask, and as whom.
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// gRPC endpoint of any coordinator of the group.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    pub(crate) coordinator: String,
+    /// The caller's token: the cluster's admin token for tenants and
+    /// membership, a tenant-admin token for its tenant's tokens.
+    #[arg(long, env = "SPOOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the cluster secret (`cluster.secret_file` of the
+    /// nodes): how the first admin token is created. Ignored with --token.
+    #[arg(long)]
+    cluster_secret_file: Option<std::path::PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The credential to present: the token, else the cluster secret, else none.
+    pub(crate) fn credential(&self) -> Result<Credential, String> {
+        if let Some(token) = &self.token {
+            return Credential::bearer(token.trim())
+                .ok_or_else(|| "--token: not a token (printable ASCII expected)".to_string());
+        }
+        let Some(path) = &self.cluster_secret_file else {
+            return Ok(Credential::none());
+        };
+        let config = spoor_common::config::ClusterConfig {
+            secret_file: path.display().to_string(),
+            ..Default::default()
+        };
+        config
+            .credential()
+            .map_err(|e| format!("--cluster-secret-file: {e}"))
+    }
+
+    /// A control client of `--coordinator` with the credential.
+    fn control(&self) -> Result<ControlClient, String> {
+        Ok(
+            ControlClient::connect_lazy(&self.coordinator, Duration::from_secs(10))
+                .map_err(|e| format!("--coordinator {:?}: {e}", self.coordinator))?
+                .with_credential(self.credential()?),
+        )
+    }
+}
+
+/// What `create` and `update` may set on a tenant.
+#[derive(Debug, Default, Args)]
+pub(crate) struct TenantSettings {
+    /// A name for people (default at creation: the id).
+    #[arg(long)]
+    display_name: Option<String>,
+    /// Days of events (and of every table without its own setting) kept;
+    /// 0 keeps them forever.
+    #[arg(long)]
+    retention_days: Option<u32>,
+    /// Days one table is kept, `TABLE=DAYS` (`alerts=730`,
+    /// `dead_letter=30`); repeatable; `TABLE=` removes the table's own
+    /// setting.
+    #[arg(long = "table-retention", value_name = "TABLE=DAYS")]
+    table_retention: Vec<String>,
+    /// While true, retention deletes nothing of the tenant.
+    #[arg(long)]
+    legal_hold: Option<bool>,
+    /// Where its data must stay, a label ("eu-west").
+    #[arg(long)]
+    region: Option<String>,
+    /// Events per second it may send to one ingest node (0: no limit).
+    #[arg(long)]
+    ingest_events_per_second: Option<u64>,
+    /// Raw bytes per second it may send to one ingest node (0: no limit).
+    #[arg(long)]
+    ingest_bytes_per_second: Option<u64>,
+    /// Queries it may run at once on one query node (0: the node's
+    /// query.max_concurrent_per_tenant).
+    #[arg(long)]
+    max_concurrent_queries: Option<u32>,
+    /// Bytes of Parquet one of its queries may read (0: no limit).
+    #[arg(long)]
+    max_query_scanned_bytes: Option<u64>,
+}
+
+impl TenantSettings {
+    /// Applies the settings given to `t`.
+    fn apply(self, t: &mut TenantRecord) -> Result<(), String> {
+        if let Some(v) = self.display_name {
+            t.display_name = v;
+        }
+        if let Some(v) = self.retention_days {
+            t.retention_days = v;
+        }
+        for entry in self.table_retention {
+            let (table, days) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("--table-retention {entry:?}: expected TABLE=DAYS"))?;
+            let table = table.trim().to_string();
+            if days.trim().is_empty() {
+                t.table_retention_days.remove(&table);
+            } else {
+                let days = days.trim().parse().map_err(|_| {
+                    format!("--table-retention {entry:?}: {days:?} is not a number of days")
+                })?;
+                t.table_retention_days.insert(table, days);
+            }
+        }
+        if let Some(v) = self.legal_hold {
+            t.legal_hold = v;
+        }
+        if let Some(v) = self.region {
+            t.region = v;
+        }
+        let q = &mut t.quotas;
+        if let Some(v) = self.ingest_events_per_second {
+            q.ingest_events_per_second = v;
+        }
+        if let Some(v) = self.ingest_bytes_per_second {
+            q.ingest_bytes_per_second = v;
+        }
+        if let Some(v) = self.max_concurrent_queries {
+            q.max_concurrent_queries = v;
+        }
+        if let Some(v) = self.max_query_scanned_bytes {
+            q.max_query_scanned_bytes = v;
+        }
+        Ok(())
+    }
+}
+
+/// `spoor tenant …`: the tenants registered with the coordinators.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Register a tenant (refused when the id is taken: use `update`).
+    #[command(alias = "add")]
+    Create {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// Tenant id: lowercase letters, digits, '-' and '_'.
+        id: String,
+        #[command(flatten)]
+        settings: TenantSettings,
+    },
+    /// Change a tenant's settings (only those given).
+    Update {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The tenant.
+        id: String,
+        #[command(flatten)]
+        settings: TenantSettings,
+    },
+    /// Stop a tenant: its tokens authenticate nothing and its events are
+    /// refused (or dead-lettered); its data stays and admins can read it.
+    Disable {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The tenant.
+        id: String,
+    },
+    /// Undo `disable`.
+    Enable {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The tenant.
+        id: String,
+    },
+    /// One tenant's settings.
+    Show {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The tenant.
+        id: String,
+    },
+    /// The registered tenants.
+    List(ClusterArgs),
+}
+
+/// The registered tenants, by id.
+async fn tenants(control: &ControlClient) -> Result<BTreeMap<TenantId, TenantRecord>, String> {
+    let status = control.cluster_status().await.map_err(|e| e.to_string())?;
+    Ok(status
+        .tenants
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect())
+}
+
+/// The registered tenant `id`, or an error saying it is not registered.
+async fn existing(control: &ControlClient, id: &TenantId) -> Result<TenantRecord, String> {
+    tenants(control)
+        .await?
+        .remove(id)
+        .ok_or_else(|| format!("tenant {id} is not registered (see `spoor tenant list`)"))
+}
+
+fn tenant_id(id: String) -> Result<TenantId, String> {
+    TenantId::new(id).map_err(|e| e.to_string())
+}
+
+fn json(value: &impl serde::Serialize) -> Result<Value, String> {
+    serde_json::to_value(value).map_err(|e| e.to_string())
+}
+
+async fn set_disabled(target: &ClusterArgs, id: String, disabled: bool) -> Result<Value, String> {
+    let control = target.control()?;
+    let mut record = existing(&control, &tenant_id(id)?).await?;
+    record.disabled = disabled;
+    control
+        .put_tenant(&record)
+        .await
+        .map_err(|e| e.to_string())?;
+    json(&record)
+}
+
+async fn run_tenant(command: TenantCommand) -> Result<Value, String> {
+    match command {
+        TenantCommand::Create {
+            target,
+            id,
+            settings,
+        } => {
+            let control = target.control()?;
+            let id = tenant_id(id)?;
+            if tenants(&control).await?.contains_key(&id) {
+                return Err(format!(
+                    "tenant {id} is already registered; change it with `spoor tenant update {id}`"
+                ));
+            }
+            let mut record = TenantRecord::new(id);
+            settings.apply(&mut record)?;
+            control
+                .put_tenant(&record)
+                .await
+                .map_err(|e| e.to_string())?;
+            json(&existing(&control, &record.id).await?)
+        }
+        TenantCommand::Update {
+            target,
+            id,
+            settings,
+        } => {
+            let control = target.control()?;
+            let mut record = existing(&control, &tenant_id(id)?).await?;
+            settings.apply(&mut record)?;
+            control
+                .put_tenant(&record)
+                .await
+                .map_err(|e| e.to_string())?;
+            json(&record)
+        }
+        TenantCommand::Disable { target, id } => set_disabled(&target, id, true).await,
+        TenantCommand::Enable { target, id } => set_disabled(&target, id, false).await,
+        TenantCommand::Show { target, id } => {
+            json(&existing(&target.control()?, &tenant_id(id)?).await?)
+        }
+        TenantCommand::List(target) => {
+            let all: Vec<TenantRecord> = tenants(&target.control()?).await?.into_values().collect();
+            json(&all)
+        }
+    }
+}
+
+/// Runs `spoor tenant …`: prints the tenant(s) as JSON.
+pub(crate) fn tenant(command: TenantCommand) -> ExitCode {
+    finish("spoor tenant", crate::client::block_on(run_tenant(command)))
+}
+
+/// `spoor token …`: API tokens (only their hash is stored).
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token and print it once (it cannot be shown again).
+    Create {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// What it may do: admin, mssp-operator, tenant-admin, analyst,
+        /// viewer or ingest (docs/security.md).
+        #[arg(long)]
+        role: String,
+        /// Tenants it acts for (repeatable); none only for admin tokens.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Who holds it and what for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// How long it authenticates: a number and a unit, `h` or `d`
+        /// (`90d`, `12h`); without it, until revoked.
+        #[arg(long = "expires-in", value_parser = parse_lifetime)]
+        expires_in: Option<Duration>,
+    },
+    /// The tokens the caller may see (never their secrets).
+    List {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// Only the tokens of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a token by its id (the hex part after `spoor_`); every node
+    /// refuses it within seconds.
+    Revoke {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The token id.
+        id: String,
+    },
+}
+
+async fn run_token(command: TokenCommand) -> Result<Value, String> {
+    match command {
+        TokenCommand::Create {
+            target,
+            role,
+            tenants,
+            description,
+            expires_in,
+        } => {
+            let names = TokenRole::ALL.map(TokenRole::name).join(", ");
+            let role = TokenRole::parse(&role)
+                .ok_or_else(|| format!("--role {role:?}: expected one of {names}"))?;
+            let tenants = tenants
+                .into_iter()
+                .map(TenantId::new)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("--tenant: {e}"))?;
+            let mut new = generate_token(tenants, role, description).map_err(|e| e.to_string())?;
+            new.record.expires_at_micros = expires_in.map(|d| {
+                spoor_common::time::now_micros()
+                    .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            });
+            target
+                .control()?
+                .create_token(&new.record)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({
+                "token": new.token,
+                "token_id": new.record.token_id,
+                "role": role.name(),
+                "tenants": new.record.tenants,
+                "expires_at": new.record.expires_at_micros.map(spoor_common::time::rfc3339),
+                "note": "store the token now: only its hash is kept",
+            }))
+        }
+        TokenCommand::List { target, tenant } => {
+            let tenant = tenant.map(tenant_id).transpose()?;
+            let tokens = target
+                .control()?
+                .list_tokens(tenant.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Value::Array(
+                tokens
+                    .into_iter()
+                    .map(|t| {
+                        json!({
+                            "token_id": t.token_id,
+                            "role": t.role.name(),
+                            "tenants": t.tenants,
+                            "description": t.description,
+                            "revoked": t.revoked,
+                            "expires_at": t.expires_at_micros.map(spoor_common::time::rfc3339),
+                        })
+                    })
+                    .collect(),
+            ))
+        }
+        TokenCommand::Revoke { target, id } => {
+            target
+                .control()?
+                .revoke_token(&id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({"revoked": id}))
+        }
+    }
+}
+
+/// Runs `spoor token …`: prints the outcome as JSON.
+pub(crate) fn token(command: TokenCommand) -> ExitCode {
+    finish("spoor token", crate::client::block_on(run_token(command)))
+}
+
+/// Prints `result` (JSON on stdout, or the error after `what` on stderr).
+fn finish(what: &str, result: Result<Value, String>) -> ExitCode {
+    match result {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--expires-in`: `90d`, `12h` (days or hours, at least one hour).
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, hours_per) = if let Some(n) = text.strip_suffix('d') {
+        (n, 24)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 1)
+    } else {
+        return Err(format!(
+            "{text:?}: a number of days or hours, like 90d or 12h"
+        ));
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number of days or hours, like 90d or 12h"))?;
+    if n == 0 || n > 36_500 * 24 / hours_per {
+        return Err(format!("{text:?}: between 1h and 100 years"));
+    }
+    Ok(Duration::from_secs(n * hours_per * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lifetimes_are_days_or_hours() {
+        assert_eq!(parse_lifetime("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(
+            parse_lifetime("90d"),
+            Ok(Duration::from_secs(90 * 24 * 3600))
+        );
+        for bad in ["0h", "0d", "5m", "soon", "d", "-1d", "36501d"] {
+            let e = parse_lifetime(bad).expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn tenant_settings_change_only_what_is_given() {
+        let mut t = TenantRecord::new(TenantId::new("acme").expect("id"));
+        t.region = "eu-west".into();
+        TenantSettings {
+            retention_days: Some(30),
+            table_retention: vec!["alerts=730".into(), "dead_letter=7".into()],
+            legal_hold: Some(true),
+            ingest_events_per_second: Some(5000),
+            max_concurrent_queries: Some(4),
+            ..TenantSettings::default()
+        }
+        .apply(&mut t)
+        .expect("apply");
+        assert_eq!(t.region, "eu-west");
+        assert_eq!(t.retention_days_of("events"), 30);
+        assert_eq!(t.retention_days_of("alerts"), 730);
+        assert!(t.legal_hold);
+        assert_eq!(t.quotas.ingest_events_per_second, 5000);
+        assert_eq!(t.quotas.max_concurrent_queries, 4);
+        let unset = TenantSettings {
+            table_retention: vec!["alerts=".into()],
+            ..TenantSettings::default()
+        };
+        unset.apply(&mut t).expect("apply");
+        assert_eq!(t.retention_days_of("alerts"), 30);
+        let bad = TenantSettings {
+            table_retention: vec!["alerts".into()],
+            ..TenantSettings::default()
+        };
+        assert!(bad.apply(&mut t).expect_err("no =").contains("TABLE=DAYS"));
+    }
+}
