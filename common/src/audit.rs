@@ -6,10 +6,11 @@
 //! blocks the request: records go into a bounded queue) and runs one
 //! [`AuditWriter`], which writes the queued records as Parquet files every
 //! [`FLUSH_EVERY`] and commits them to the catalog. A write that fails is
-//! retried with the same file ids (a commit is idempotent), keeping the
-//! records; only a queue full for longer than the writer can drain
-//! (coordinators unreachable for minutes under load) drops records, each
-//! drop counted in `spoor_audit_dropped_total` and logged, never silently.
+//! retried with the same records and file ids (a commit is idempotent);
+//! new records wait in the queue meanwhile. Only a queue full for longer
+//! than the writer can drain (coordinators unreachable for minutes under
+//! load) drops records, each drop counted in `spoor_audit_dropped_total`
+//! and logged, never silently.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
 /// Records queued per node before new ones are dropped (and counted).
 const QUEUE: usize = 100_000;
+
+/// Most records one write takes from the queue.
+const MAX_BATCH: usize = 50_000;
 
 /// Most bytes of a detail kept (a query's SQL can be a megabyte).
 const MAX_DETAIL_BYTES: usize = 16 * 1024;
@@ -159,9 +163,13 @@ impl AuditWriter {
     }
 
     /// Drains `queue` until `stop`, writing every [`FLUSH_EVERY`]; writes
-    /// what is left before returning.
+    /// what is left before returning. A batch that failed is retried as it
+    /// was (the same records, so the same objects and file ids: a commit
+    /// that applied but whose answer was lost is found committed); new
+    /// records wait in the queue meanwhile, and once it is full they are
+    /// dropped and counted, so memory stays bounded.
     pub async fn run(mut self, mut queue: mpsc::Receiver<AuditRecord>, stop: CancellationToken) {
-        let mut pending: Vec<AuditRecord> = Vec::new();
+        let mut batch: Vec<AuditRecord> = Vec::new();
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = FLUSH_EVERY;
@@ -170,21 +178,25 @@ impl AuditWriter {
                 () = stop.cancelled() => true,
                 _ = tick.tick() => false,
             };
-            while let Ok(r) = queue.try_recv() {
-                pending.push(r);
+            if batch.is_empty() {
+                while batch.len() < MAX_BATCH
+                    && let Ok(r) = queue.try_recv()
+                {
+                    batch.push(r);
+                }
             }
-            if !pending.is_empty() {
-                match self.write(&pending).await {
+            if !batch.is_empty() {
+                match self.write(&batch).await {
                     Ok(()) => {
                         metrics::counter!("spoor_audit_records_total")
-                            .increment(pending.len() as u64);
-                        pending.clear();
+                            .increment(batch.len() as u64);
+                        batch.clear();
                         self.batches += 1;
                         backoff = FLUSH_EVERY;
                     }
                     Err(e) => {
                         metrics::counter!("spoor_audit_write_failures_total").increment(1);
-                        tracing::warn!(error = %e, records = pending.len(), "writing the audit trail failed; retrying");
+                        tracing::warn!(error = %e, records = batch.len(), "writing the audit trail failed; retrying");
                         if !stopping {
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -193,11 +205,9 @@ impl AuditWriter {
                 }
             }
             if stopping {
-                if !pending.is_empty() {
-                    tracing::error!(
-                        records = pending.len(),
-                        "audit records not written at shutdown"
-                    );
+                let left = batch.len() + queue.len();
+                if left > 0 {
+                    tracing::error!(records = left, "audit records not written at shutdown");
                 }
                 return;
             }

@@ -109,7 +109,7 @@ pub const RUN_QUERIES: Permission = Permission {
 /// triage, retro-hunts.
 pub const CHANGE_DETECTIONS: Permission = Permission {
     roles: &[TokenRole::Admin, TokenRole::TenantAdmin, TokenRole::Analyst],
-    action: "change rules, triage alerts or run retro-hunts",
+    action: "change rules or indicator lists, triage alerts or run retro-hunts",
     allowed: "an analyst, tenant-admin or admin token",
 };
 
@@ -213,12 +213,26 @@ impl TokenVerifier for CoordinatorTokens {
                 return Err(AuthError::Unavailable(e.to_string()));
             }
             // The coordinators' reason ("token refused: revoked").
-            Err(CatalogError::Denied { reason }) => Err(AuthError::Invalid(
-                reason
-                    .strip_prefix(crate::catalog_client::UNAUTHENTICATED)
-                    .unwrap_or(&reason)
-                    .to_string(),
-            )),
+            Err(CatalogError::Denied { reason })
+                if reason.starts_with(&format!(
+                    "{}token refused",
+                    crate::catalog_client::UNAUTHENTICATED
+                )) =>
+            {
+                Err(AuthError::Invalid(
+                    reason
+                        .trim_start_matches(crate::catalog_client::UNAUTHENTICATED)
+                        .to_string(),
+                ))
+            }
+            // This node's own credential was refused (cluster.secret_file
+            // differs from the coordinators'): not the caller's fault, and
+            // not cached.
+            Err(CatalogError::Denied { reason }) => {
+                return Err(AuthError::Unavailable(format!(
+                    "this node's cluster credential was refused by the coordinators: {reason}"
+                )));
+            }
             Err(e) => Err(AuthError::Invalid(e.to_string())),
         };
         if let Ok(mut cache) = self.cache.lock() {

@@ -126,6 +126,12 @@ impl GrpcGuard {
                 "only the roles of the cluster may call this service: present the cluster secret",
             ));
         };
+        if spoor_common::control::token_id_of(presented).is_none() {
+            return Err(Status::unauthenticated(
+                "the credential is neither this cluster's secret nor an API token \
+                 (check cluster.secret_file on every node)",
+            ));
+        }
         let record = node.authenticate(presented).map_err(|e| match e {
             spoor_common::catalog::CatalogError::Conflict { reason } => {
                 Status::unauthenticated(reason)

@@ -48,8 +48,14 @@ use crate::retention::{self, DeleteReason, Janitor};
 pub const HOUR_MICROS: i64 = 3_600_000_000;
 
 /// The tables whose small files are compacted (alerts are few and large;
-/// an alert update is one small file per API call, so they are merged too).
-pub const COMPACTED_TABLES: [Table; 3] = [Table::Events, Table::DeadLetter, Table::AlertUpdates];
+/// an alert update is one small file per API call, and the audit trail one
+/// small file per node every few seconds, so they are merged too).
+pub const COMPACTED_TABLES: [Table; 4] = [
+    Table::Events,
+    Table::DeadLetter,
+    Table::AlertUpdates,
+    Table::Audit,
+];
 
 /// How often a swap refused as unavailable is retried before the output is
 /// left for a later round (the swap is idempotent, so a retry is harmless).

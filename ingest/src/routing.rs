@@ -357,11 +357,19 @@ impl TenantRouter {
 
     /// The tenant of an event or dead letter, or why there is none.
     fn tenant_of(&self, envelope: Envelope<'_>, field: Option<&str>) -> Result<TenantId, Unrouted> {
+        // A tenant the configuration names needs no registration, but a
+        // disabled one takes nothing.
+        let configured = |t: &TenantId| match self.known.registration(t) {
+            Registration::Disabled => Err(format!(
+                "tenant {t} (named by the configuration) is disabled; its events are refused"
+            )),
+            Registration::Active | Registration::Unknown => Ok(t.clone()),
+        };
         let Some(rule) = self.rule_for(envelope.topic) else {
-            return Ok(self.default_tenant.clone());
+            return configured(&self.default_tenant);
         };
         let (candidate, from) = match rule {
-            Rule::Fixed(t) => return Ok(t.clone()),
+            Rule::Fixed(t) => return configured(t),
             Rule::Topic(re) => {
                 let captured = re.captures(envelope.topic).and_then(|c| {
                     c.name("tenant")
@@ -702,6 +710,40 @@ mod tests {
                 .events
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn a_disabled_tenant_named_by_the_configuration_takes_nothing() {
+        let mut initech = TenantRecord::new(tenant("initech"));
+        initech.disabled = true;
+        let s = [source("fw", TenantFrom::Fixed, |s| {
+            s.tenant = "initech".into()
+        })];
+        let router = TenantRouter::new(
+            tenant("default"),
+            tenant("unrouted"),
+            &s,
+            KnownTenants::of_records([&initech]),
+        )
+        .expect("router");
+        let mut into = BTreeMap::new();
+        router.route(
+            Envelope {
+                topic: "fw",
+                headers: &[],
+            },
+            decode(&s, "fw", "{}"),
+            &mut into,
+        );
+        assert!(!into.contains_key(&tenant("initech")));
+        let letter = &into[&tenant("unrouted")].dead[0];
+        assert!(
+            letter
+                .error
+                .contains("initech (named by the configuration) is disabled"),
+            "{}",
+            letter.error
         );
     }
 

@@ -87,8 +87,14 @@ impl Scope {
             .filter(|n| *n > 0)
     }
 
-    /// The strictest scanned-bytes limit among its tenants, and whose.
+    /// The tenant's scanned-bytes limit, for a scope of one tenant. A
+    /// scope of several (an operator, the cluster's admin) has none: bytes
+    /// are counted per query, not per tenant, and one customer's limit must
+    /// not cut an operator's query over others.
     pub fn max_scanned_bytes(&self) -> Option<(u64, &TenantId)> {
+        if self.tenants.len() != 1 {
+            return None;
+        }
         self.quotas
             .iter()
             .filter(|(_, q)| q.max_query_scanned_bytes > 0)

@@ -28,13 +28,36 @@ pub struct CountingStore {
 }
 
 /// A read refused because the query passed a tenant's scanned-bytes limit.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the query passed tenant {tenant}'s scanned-bytes limit of {limit} bytes")]
 pub struct ScanLimitReached {
     /// The limit, bytes.
     pub limit: u64,
     /// Whose limit.
     pub tenant: String,
+}
+
+impl ScanLimitReached {
+    /// The limit reached somewhere in `error`'s chain: found by type where
+    /// the chain keeps it (object store, Parquet page reads), else by its
+    /// words where a layer kept only the message (Parquet metadata reads).
+    pub fn find_in(error: &(dyn std::error::Error + 'static)) -> Option<ScanLimitReached> {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(reached) = e.downcast_ref::<ScanLimitReached>() {
+                return Some(reached.clone());
+            }
+            next = e.source();
+        }
+        let text = error.to_string();
+        let (_, rest) = text.split_once("the query passed tenant ")?;
+        let (tenant, rest) = rest.split_once("'s scanned-bytes limit of ")?;
+        let limit = rest.split_once(" bytes")?.0.parse().ok()?;
+        Some(ScanLimitReached {
+            limit,
+            tenant: tenant.to_string(),
+        })
+    }
 }
 
 impl CountingStore {
@@ -138,5 +161,31 @@ impl ObjectStore for CountingStore {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reached_limit_is_found_by_type_or_by_its_words() {
+        let reached = ScanLimitReached {
+            limit: 1000,
+            tenant: "acme".into(),
+        };
+        let store = object_store::Error::Generic {
+            store: "lake",
+            source: Box::new(reached.clone()),
+        };
+        let parquet = parquet::errors::ParquetError::External(Box::new(store));
+        let wrapped = datafusion::error::DataFusionError::ParquetError(Box::new(parquet));
+        assert_eq!(ScanLimitReached::find_in(&wrapped), Some(reached.clone()));
+        let words = datafusion::error::DataFusionError::ParquetError(Box::new(
+            parquet::errors::ParquetError::General(format!("reading the footer: {reached}")),
+        ));
+        assert_eq!(ScanLimitReached::find_in(&words), Some(reached));
+        let other = datafusion::error::DataFusionError::Execution("boom".into());
+        assert_eq!(ScanLimitReached::find_in(&other), None);
     }
 }

@@ -131,12 +131,9 @@ impl QueryError {
 
 pub(crate) fn from_datafusion(e: DataFusionError) -> QueryError {
     // Unwrap DataFusion's context layers to decide the class by the root.
-    if let DataFusionError::ObjectStore(store_error) = e.find_root()
-        && let object_store::Error::Generic { source, .. } = store_error.as_ref()
-        && let Some(reached) = source.downcast_ref::<crate::counting_store::ScanLimitReached>()
-    {
+    if let Some(reached) = crate::counting_store::ScanLimitReached::find_in(&e) {
         return QueryError::ScanLimit {
-            tenant: reached.tenant.clone(),
+            tenant: reached.tenant,
             limit: reached.limit,
         };
     }

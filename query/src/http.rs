@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spoor_common::auth::{AuthError, bearer};
+use spoor_common::auth::{AuthError, CHANGE_DETECTIONS, bearer};
 
 use crate::access::{Access, AccessError};
 use crate::audit::Scope;
@@ -261,6 +261,20 @@ fn intel_error(e: &IntelError) -> Response {
     }
 }
 
+/// `403 forbidden` unless the caller may change its tenants' detection
+/// content (indicator lists feed detections): viewer and mssp-operator
+/// tokens read only.
+fn may_change(scope: &Scope) -> Option<Response> {
+    let role = scope.role()?;
+    (!CHANGE_DETECTIONS.allows(role)).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            CHANGE_DETECTIONS.refuse(role).to_string(),
+        )
+    })
+}
+
 async fn put_intel(
     State(api): State<QueryApi>,
     Caller(scope): Caller,
@@ -268,6 +282,9 @@ async fn put_intel(
     Query(param): Query<TenantParam>,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Some(r) = may_change(&scope) {
+        return r;
+    }
     let tenant = match target_tenant(&scope, param.tenant.as_deref()) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -290,6 +307,9 @@ async fn delete_intel(
     Path(name): Path<String>,
     Query(param): Query<TenantParam>,
 ) -> Response {
+    if let Some(r) = may_change(&scope) {
+        return r;
+    }
     let tenant = match target_tenant(&scope, param.tenant.as_deref()) {
         Ok(t) => t,
         Err(r) => return *r,

@@ -725,3 +725,56 @@ pub fn create_token(grpc: &str, role: &str, tenant: Option<&str>) -> Result<Stri
         .map(str::to_string)
         .context("spoor token create printed no token")
 }
+
+/// Seconds since the epoch as RFC 3339 UTC (days to civil date: Howard
+/// Hinnant's algorithm).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Now as RFC 3339 UTC, to the second.
+pub fn now_rfc3339() -> Result<String> {
+    Ok(rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    ))
+}
+
+/// The catalog's file count of `tenant` in a `/v1/status` answer (the
+/// cluster's own tenant `spoor` holds the audit trail's files besides).
+pub fn tenant_file_count(status: &Value, tenant: &str) -> Option<i64> {
+    status["catalog"]["tenants"]
+        .as_array()?
+        .iter()
+        .find(|t| t["tenant"] == tenant)?["file_count"]
+        .as_i64()
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_formats_civil_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_709_623_800), "2024-03-05T07:30:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use spoor_tests::{Broker, Spoor, SpoorOptions, encoded_shell_rule, kafka_env, spoor_cli, tail};
+use spoor_tests::{
+    Broker, Spoor, SpoorOptions, encoded_shell_rule, kafka_env, rfc3339, spoor_cli, tail,
+};
 
 const TOPIC: &str = "triage-events";
 const WAIT: Duration = Duration::from_secs(120);
@@ -74,28 +76,6 @@ async fn rows(node: &Spoor, token: &str, sql: &str) -> anyhow::Result<Vec<Value>
         .with_context(|| format!("{sql}: no rows in {body}"))
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (days to civil date: Howard
-/// Hinnant's algorithm).
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
 /// `n` events ten minutes ago, five seconds apart, the odd ones encoded
 /// shells.
 fn events(n: usize) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -114,13 +94,6 @@ fn events(n: usize) -> anyhow::Result<Vec<Vec<u8>>> {
                 .into_bytes()
         })
         .collect())
-}
-
-#[test]
-fn rfc3339_formats_civil_dates() {
-    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(1_709_623_800), "2024-03-05T07:30:00Z");
-    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -398,7 +398,11 @@ async fn http_ingest_sql_and_status_survive_restart() -> anyhow::Result<()> {
     let (code, out, err) = spoor(&["status", &endpoint], &[])?;
     assert_eq!(code, 0, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out)?;
-    assert_eq!(status["catalog"]["file_count"], 4);
+    assert_eq!(
+        spoor_tests::tenant_file_count(&status, "default"),
+        Some(4),
+        "{status}"
+    );
     assert_eq!(status["catalog"]["leader_id"], 1);
 
     let metrics = reqwest::get(format!("{}/metrics", node.http))

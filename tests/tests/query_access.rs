@@ -503,31 +503,6 @@ async fn tokens_keep_tenants_apart_on_http_flight_sql_and_postgres() -> anyhow::
     Ok(())
 }
 
-/// Now as RFC 3339 seconds (events the worker evaluates at once).
-fn now_rfc3339() -> anyhow::Result<String> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let days = secs / 86_400;
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let rest = secs % 86_400;
-    Ok(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        (rest / 60) % 60,
-        rest % 60
-    ))
-}
-
 /// Each tenant's rules and alerts are its own on every interface: the
 /// rules API lists a tenant's sets only to its tokens, alerts are rows of
 /// the tenant's `alerts` table over HTTP and PostgreSQL, the alerts API
@@ -606,7 +581,7 @@ async fn rules_and_alerts_stay_with_their_tenant() -> anyhow::Result<()> {
     }
     for (tenant, _) in &analysts[..2] {
         let ingest = token(&grpc, "ingest", Some(tenant))?;
-        let event = json!({"time": now_rfc3339()?, "test_action": "exec",
+        let event = json!({"time": spoor_tests::now_rfc3339()?, "test_action": "exec",
             "test_cmd": format!("powershell -enc {tenant}"), "test_host": format!("{tenant}-ws1")});
         let resp = reqwest::Client::new()
             .post(url("/v1/ingest/edr"))
@@ -698,6 +673,17 @@ async fn rules_and_alerts_stay_with_their_tenant() -> anyhow::Result<()> {
         status, 403,
         "an operator reads, it does not write: {refusal}"
     );
+    // Indicator lists feed detections: readers do not write them.
+    let viewer = token(&grpc, "viewer", Some("acme"))?;
+    for (who, want) in [(&viewer, 403), (&operator, 403), (acme, 200)] {
+        let resp = reqwest::Client::new()
+            .put(url("/v1/intel/watch?tenant=acme"))
+            .bearer_auth(who)
+            .body("10.9.9.9\n")
+            .send()
+            .await?;
+        assert_eq!(resp.status(), want, "{}", resp.text().await?);
+    }
 
     // The alerts API: acme's alert is acme's.
     for (who, want) in [(acme, 200), (globex, 403), (&operator, 200), (initech, 403)] {
@@ -765,7 +751,7 @@ async fn rules_and_alerts_stay_with_their_tenant() -> anyhow::Result<()> {
         ("query", 5),
         ("rule_set_changed", 3),
         ("tenant_changed", 3),
-        ("token_created", 6),
+        ("token_created", 7),
     ];
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -61,7 +61,11 @@ async fn coordinator_ingest_and_query_as_separate_processes() -> anyhow::Result<
             .await?
             .json()
             .await?;
-        assert_eq!(status["catalog"]["file_count"], 2, "{status}");
+        assert_eq!(
+            spoor_tests::tenant_file_count(&status, "default"),
+            Some(2),
+            "{status}"
+        );
         let metrics = reqwest::get(format!("{}/metrics", node.http))
             .await?
             .text()
