@@ -451,6 +451,30 @@ impl pb::cluster_service_server::ClusterService for ClusterGrpc {
     }
 }
 
+/// A token made by a tenant-admin may not outlive the tenant-admin's own
+/// token: an expiring tenant-admin cannot leave tokens behind that never
+/// expire.
+fn outlives_its_maker(
+    who: &crate::GrpcCaller,
+    new: &spoor_common::control::TokenRecord,
+) -> Result<(), Status> {
+    let crate::GrpcCaller::Token(maker) = who else {
+        return Ok(());
+    };
+    match (maker.expires_at_micros, new.expires_at_micros) {
+        (Some(limit), None) => Err(Status::permission_denied(format!(
+            "this token expires at {}: a token it creates must expire by then (--expires-in)",
+            spoor_common::time::rfc3339(limit)
+        ))),
+        (Some(limit), Some(at)) if at > limit => Err(Status::permission_denied(format!(
+            "this token expires at {}: a token it creates must expire by then, not at {}",
+            spoor_common::time::rfc3339(limit),
+            spoor_common::time::rfc3339(at)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Serves `spoor.v1.ControlService` (members, tenants, tokens, rule sets,
 /// shards) for a coordinator.
 #[derive(Clone)]
@@ -552,6 +576,7 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         let who = caller(&request)?.clone();
         let t = cc::token_from_pb(request.into_inner()).map_err(status)?;
         may_manage_tokens(&who, &t.tenants, t.role)?;
+        outlives_its_maker(&who, &t)?;
         let out = self
             .node
             .control(ControlOp::CreateToken(t.clone()))
@@ -727,5 +752,34 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         Ok(Response::new(spoor_common::control::cluster_status_to_pb(
             &s,
         )))
+    }
+}
+
+#[cfg(test)]
+mod token_lifetime_tests {
+    use super::*;
+    use spoor_common::control::{TokenRecord, TokenRole};
+
+    fn record(expires: Option<i64>) -> TokenRecord {
+        TokenRecord {
+            token_id: "0123456789abcdef".into(),
+            tenants: vec![spoor_common::TenantId::new("acme").expect("tenant")],
+            role: TokenRole::TenantAdmin,
+            secret_sha256: String::new(),
+            description: String::new(),
+            revoked: false,
+            expires_at_micros: expires,
+        }
+    }
+
+    #[test]
+    fn a_token_never_outlives_the_token_that_made_it() {
+        let maker = crate::GrpcCaller::Token(record(Some(1_000)));
+        assert!(outlives_its_maker(&maker, &record(Some(999))).is_ok());
+        assert!(outlives_its_maker(&maker, &record(Some(1_001))).is_err());
+        assert!(outlives_its_maker(&maker, &record(None)).is_err());
+        let forever = crate::GrpcCaller::Token(record(None));
+        assert!(outlives_its_maker(&forever, &record(None)).is_ok());
+        assert!(outlives_its_maker(&crate::GrpcCaller::Node, &record(None)).is_ok());
     }
 }
