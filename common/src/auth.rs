@@ -48,6 +48,18 @@ pub fn with_article(role: &str) -> String {
     format!("{article} {role}")
 }
 
+impl AuthError {
+    /// The audit trail's outcome for this refusal; `None` for a
+    /// coordinator outage, which is nobody's doing and is not recorded.
+    pub fn audit_outcome(&self) -> Option<&'static str> {
+        match self {
+            AuthError::Unavailable(_) => None,
+            AuthError::WrongRole { .. } => Some("forbidden"),
+            AuthError::Missing | AuthError::Invalid(_) => Some("unauthenticated"),
+        }
+    }
+}
+
 /// Checks a token string.
 #[async_trait]
 pub trait TokenVerifier: Send + Sync + std::fmt::Debug {

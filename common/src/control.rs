@@ -15,6 +15,7 @@ use spoor_proto::v1 as pb;
 
 use crate::catalog::{CatalogError, CommitBatch, CommitOutcome};
 use crate::catalog_client::{Coordinators, convert};
+use crate::schema::Table;
 use crate::tenant::TenantId;
 
 /// What a cluster member does.
@@ -144,13 +145,23 @@ impl TenantRecord {
         }
     }
 
-    /// Days `table` is kept: its own setting, else `retention_days`; 0 is
-    /// forever.
-    pub fn retention_days_of(&self, table: &str) -> u32 {
-        self.table_retention_days
-            .get(table)
-            .copied()
-            .unwrap_or(self.retention_days)
+    /// Days `table` is kept (0: forever). `events` and `dead_letter`
+    /// follow `retention_days` unless set per table; `alerts` and `audit`
+    /// are kept unless set per table (alerts are the record of what was
+    /// detected, kept longer than events), and `alert_updates` follows
+    /// `alerts` unless set: an alert's triage history lives as long as the
+    /// alert, or its status would fall back to `new`. A tenant under legal
+    /// hold keeps everything.
+    pub fn retention_days_of(&self, table: Table) -> u32 {
+        if self.legal_hold {
+            return 0;
+        }
+        let own = self.table_retention_days.get(table.name()).copied();
+        match table {
+            Table::Events | Table::DeadLetter => own.unwrap_or(self.retention_days),
+            Table::Alerts | Table::Audit => own.unwrap_or(0),
+            Table::AlertUpdates => own.unwrap_or_else(|| self.retention_days_of(Table::Alerts)),
+        }
     }
 }
 
@@ -249,6 +260,13 @@ pub struct TokenRecord {
     /// Absent in records of before expiry existed.
     #[serde(default)]
     pub expires_at_micros: Option<i64>,
+}
+
+impl TokenRecord {
+    /// Whether it is the cluster's admin: an admin token naming no tenant.
+    pub fn is_cluster_admin(&self) -> bool {
+        self.role == TokenRole::Admin && self.tenants.is_empty()
+    }
 }
 
 /// A newly generated token: the string to hand to its holder (shown once)

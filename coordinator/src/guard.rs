@@ -49,7 +49,7 @@ impl GrpcCaller {
     pub fn is_cluster(&self) -> bool {
         match self {
             GrpcCaller::Node => true,
-            GrpcCaller::Token(t) => t.role == TokenRole::Admin && t.tenants.is_empty(),
+            GrpcCaller::Token(t) => t.is_cluster_admin(),
         }
     }
 }
@@ -176,12 +176,11 @@ pub fn caller<T>(request: &Request<T>) -> Result<&GrpcCaller, Status> {
 /// `action` for everyone else.
 pub fn require_cluster<T>(request: &Request<T>, action: &str) -> Result<(), Status> {
     match caller(request)? {
-        c if c.is_cluster() => Ok(()),
-        GrpcCaller::Token(t) => Err(Status::permission_denied(format!(
+        GrpcCaller::Token(t) if !t.is_cluster_admin() => Err(Status::permission_denied(format!(
             "{} token may not {action}: that takes the cluster's admin token (an admin token naming no tenant)",
             spoor_common::auth::with_article(t.role.name())
         ))),
-        GrpcCaller::Node => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -190,7 +189,8 @@ pub fn require_cluster<T>(request: &Request<T>, action: &str) -> Result<(), Stat
 /// (or an admin naming tenants); a refusal for every other role.
 pub fn token_scope(caller: &GrpcCaller) -> Result<Option<&[TenantId]>, Status> {
     match caller {
-        c if c.is_cluster() => Ok(None),
+        GrpcCaller::Node => Ok(None),
+        GrpcCaller::Token(t) if t.is_cluster_admin() => Ok(None),
         GrpcCaller::Token(t) if matches!(t.role, TokenRole::TenantAdmin | TokenRole::Admin) => {
             Ok(Some(&t.tenants))
         }
@@ -199,7 +199,6 @@ pub fn token_scope(caller: &GrpcCaller) -> Result<Option<&[TenantId]>, Status> {
              or the cluster's admin token",
             spoor_common::auth::with_article(t.role.name())
         ))),
-        GrpcCaller::Node => Ok(None),
     }
 }
 

@@ -129,10 +129,8 @@ impl HttpIngest {
 
     /// Records a refused token (not a coordinator outage, nobody's doing).
     fn refused(&self, interface: &'static str, headers: &HeaderMap, e: &AuthError) {
-        let code = match e {
-            AuthError::Unavailable(_) => return,
-            AuthError::WrongRole { .. } => "forbidden",
-            AuthError::Missing | AuthError::Invalid(_) => "unauthenticated",
+        let Some(code) = e.audit_outcome() else {
+            return;
         };
         self.audit.record(AuditRecord {
             actor: bearer(headers)
@@ -166,6 +164,36 @@ impl HttpIngest {
         result
     }
 
+    /// Charges a request before parsing when its tenant is known
+    /// (`up_front`), with its `(inputs, bytes)`; nothing otherwise.
+    async fn charge_up_front(
+        &self,
+        up_front: Option<&TenantId>,
+        count: impl FnOnce() -> (u64, u64),
+    ) -> Result<(), QuotaExceeded> {
+        match up_front {
+            Some(tenant) => {
+                let (inputs, bytes) = count();
+                self.charge(&[Charge::new(tenant.clone(), inputs, bytes)])
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Charges routed rows to their tenants when the request was not
+    /// charged before parsing.
+    async fn charge_routed(
+        &self,
+        up_front: Option<&TenantId>,
+        rows: &BTreeMap<TenantId, TenantRows>,
+    ) -> Result<(), QuotaExceeded> {
+        match up_front {
+            Some(_) => Ok(()),
+            None => self.charge(&charges_of(rows)).await,
+        }
+    }
+
     /// The tenant of everything a request to `topic` sends, when it is
     /// known before parsing: the tenant of a token of one tenant, or a
     /// fixed (or the default) tenant the token may send for. Mirrors
@@ -176,7 +204,7 @@ impl HttpIngest {
         }
         let tenant = self.tenants.fixed_tenant(topic)?;
         let allowed = token.is_none_or(|t| {
-            (t.role == TokenRole::Admin && t.tenants.is_empty())
+            t.is_cluster_admin()
                 || tenant == self.tenants.unrouted_tenant()
                 || t.tenants.contains(tenant)
         });
@@ -442,21 +470,16 @@ async fn ingest(
     metrics::counter!("spoor_ingest_bytes_total", "source" => "http").increment(body.len() as u64);
     // Charged before parsing when the tenant is known, else after routing.
     let up_front = state.tenant_up_front(&topic, token.as_ref());
-    if let Some(tenant) = &up_front {
-        let (lines, bytes) = count_lines(&body);
-        if let Err(e) = state
-            .charge(&[Charge::new(tenant.clone(), lines, bytes)])
-            .await
-        {
-            return quota_error(&e);
-        }
+    if let Err(e) = state
+        .charge_up_front(up_front.as_ref(), || count_lines(&body))
+        .await
+    {
+        return quota_error(&e);
     }
     let now = spoor_common::time::now_micros();
     let decoded = decode_lines(&mut decoder, &topic, &body, now);
     let rows = route(&state, &topic, &headers, decoded, token.as_ref());
-    if up_front.is_none()
-        && let Err(e) = state.charge(&charges_of(&rows)).await
-    {
+    if let Err(e) = state.charge_routed(up_front.as_ref(), &rows).await {
         return quota_error(&e);
     }
     match commit(&state, &rows, now).await {
@@ -637,12 +660,12 @@ async fn hec_event(State(state): State<HttpIngest>, headers: HeaderMap, body: By
     // A token of one tenant decides every event's tenant: charged before
     // parsing; otherwise each sourcetype routes on its own, charged after.
     let up_front = token_tenant(&token).cloned();
-    if let Some(tenant) = &up_front {
+    let count = || {
         let bytes = events.iter().map(|e| e.input.len() as u64).sum();
-        let charge = Charge::new(tenant.clone(), events.len() as u64, bytes);
-        if let Err(e) = state.charge(&[charge]).await {
-            return hec_quota_error(&e);
-        }
+        (events.len() as u64, bytes)
+    };
+    if let Err(e) = state.charge_up_front(up_front.as_ref(), count).await {
+        return hec_quota_error(&e);
     }
     let now = spoor_common::time::now_micros();
     // One decoder per sourcetype, so stateful parsers see their own stream.
@@ -678,9 +701,7 @@ async fn hec_event(State(state): State<HttpIngest>, headers: HeaderMap, body: By
             into.dead.extend(r.dead);
         }
     }
-    if up_front.is_none()
-        && let Err(e) = state.charge(&charges_of(&rows)).await
-    {
+    if let Err(e) = state.charge_routed(up_front.as_ref(), &rows).await {
         return hec_quota_error(&e);
     }
     hec_commit_answer(commit(&state, &rows, now).await)
@@ -715,22 +736,17 @@ async fn hec_raw(
         .unwrap_or_else(|| "hec".to_string());
     let topic = format!("hec:{sourcetype}");
     let up_front = state.tenant_up_front(&topic, Some(&token));
-    if let Some(tenant) = &up_front {
-        let (lines, bytes) = count_lines(&body);
-        if let Err(e) = state
-            .charge(&[Charge::new(tenant.clone(), lines, bytes)])
-            .await
-        {
-            return hec_quota_error(&e);
-        }
+    if let Err(e) = state
+        .charge_up_front(up_front.as_ref(), || count_lines(&body))
+        .await
+    {
+        return hec_quota_error(&e);
     }
     let mut decoder = state.sources.decoder_for(&topic);
     let now = spoor_common::time::now_micros();
     let decoded = decode_lines(&mut decoder, &topic, &body, now);
     let rows = route(&state, &topic, &headers, decoded, Some(&token));
-    if up_front.is_none()
-        && let Err(e) = state.charge(&charges_of(&rows)).await
-    {
+    if let Err(e) = state.charge_routed(up_front.as_ref(), &rows).await {
         return hec_quota_error(&e);
     }
     hec_commit_answer(commit(&state, &rows, now).await)

@@ -2,7 +2,7 @@
 //! [`Janitor`] that deletes objects once no query can still be reading them.
 //!
 //! - **Retention.** For each registered tenant not under legal hold, every
-//!   file of a table with a retention ([`table_retention_days`]: `events`
+//!   file of a table with a retention ([`TenantRecord::retention_days_of`]: `events`
 //!   partitioned by event time, `dead_letter` by ingest time, `alerts` and
 //!   `alert_updates` only when set per table) whose whole hour partition
 //!   ended before now − retention is taken out of the catalog
@@ -40,26 +40,6 @@ use spoor_common::schema::Table;
 use spoor_common::tenant::TenantId;
 
 use crate::compaction::{Assignment, HOUR_MICROS, MaintenanceError, partition_of};
-
-/// Days `table` of `record`'s tenant is kept (0: forever). `events` and
-/// `dead_letter` follow `retention_days` unless set per table; `alerts`
-/// is kept unless set per table (alerts are the record of what was
-/// detected, kept longer than events), and `alert_updates` follows
-/// `alerts` unless set: an alert's triage history lives as long as the
-/// alert, or its status would fall back to `new`. A tenant under legal
-/// hold keeps everything.
-pub fn table_retention_days(record: &TenantRecord, table: Table) -> u32 {
-    if record.legal_hold {
-        return 0;
-    }
-    let own = record.table_retention_days.get(table.name()).copied();
-    match table {
-        Table::Events | Table::DeadLetter => own.unwrap_or(record.retention_days),
-        // The audit trail is kept unless its tenant says otherwise.
-        Table::Alerts | Table::Audit => own.unwrap_or(0),
-        Table::AlertUpdates => own.unwrap_or_else(|| table_retention_days(record, Table::Alerts)),
-    }
-}
 
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 24 * HOUR_MICROS;
@@ -174,7 +154,7 @@ async fn retain_tenant(
 ) -> Result<usize, MaintenanceError> {
     let mut removed = 0;
     for table in Table::ALL {
-        let days = table_retention_days(record, table);
+        let days = record.retention_days_of(table);
         if days > 0 {
             removed += retain_table(catalog, record, table, days, assignment, now_micros).await?;
         }
@@ -589,22 +569,22 @@ mod tests {
     #[test]
     fn each_table_has_its_retention_and_a_legal_hold_keeps_all() {
         let mut t = record("acme", 30);
-        assert_eq!(table_retention_days(&t, Table::Events), 30);
-        assert_eq!(table_retention_days(&t, Table::DeadLetter), 30);
-        assert_eq!(table_retention_days(&t, Table::Alerts), 0, "alerts kept");
-        assert_eq!(table_retention_days(&t, Table::AlertUpdates), 0);
+        assert_eq!(t.retention_days_of(Table::Events), 30);
+        assert_eq!(t.retention_days_of(Table::DeadLetter), 30);
+        assert_eq!(t.retention_days_of(Table::Alerts), 0, "alerts kept");
+        assert_eq!(t.retention_days_of(Table::AlertUpdates), 0);
         t.table_retention_days.insert("dead_letter".into(), 7);
         t.table_retention_days.insert("alerts".into(), 730);
-        assert_eq!(table_retention_days(&t, Table::DeadLetter), 7);
-        assert_eq!(table_retention_days(&t, Table::Alerts), 730);
+        assert_eq!(t.retention_days_of(Table::DeadLetter), 7);
+        assert_eq!(t.retention_days_of(Table::Alerts), 730);
         assert_eq!(
-            table_retention_days(&t, Table::AlertUpdates),
+            t.retention_days_of(Table::AlertUpdates),
             730,
             "triage follows its alerts"
         );
         t.legal_hold = true;
         for table in Table::ALL {
-            assert_eq!(table_retention_days(&t, table), 0, "{table} held");
+            assert_eq!(t.retention_days_of(table), 0, "{table} held");
         }
     }
 

@@ -503,7 +503,7 @@ impl TenantRouter {
         }
         let mut routed = BTreeMap::new();
         self.route(envelope, decoded, &mut routed);
-        let all = token.role == TokenRole::Admin && token.tenants.is_empty();
+        let all = token.is_cluster_admin();
         for (tenant, rows) in routed {
             if all || tenant == self.unrouted || token.tenants.contains(&tenant) {
                 let into = into.entry(tenant).or_default();

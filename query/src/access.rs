@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use spoor_common::audit::{AuditLog, AuditRecord};
 use spoor_common::auth::{AuthError, RUN_QUERIES, TOKEN_CACHE_TTL, TokenVerifier, authorize};
 use spoor_common::config::HttpAuth;
-use spoor_common::control::{ControlClient, TenantRecord, TokenRole, token_id_of};
+use spoor_common::control::{ControlClient, TenantRecord, token_id_of};
 use spoor_common::tenant::TenantId;
 
 use crate::audit::Scope;
@@ -157,15 +157,12 @@ impl Access {
         token: Option<&str>,
     ) -> Result<Scope, AccessError> {
         let scope = self.scope_of(token).await;
-        if let Err(e) = &scope
-            && !matches!(e, AccessError::Auth(AuthError::Unavailable(_)))
-        {
-            let code = match e {
-                AccessError::Auth(AuthError::WrongRole { .. }) | AccessError::NoTenants => {
-                    "forbidden"
-                }
-                _ => "unauthenticated",
-            };
+        let refused = match &scope {
+            Ok(_) => None,
+            Err(AccessError::Auth(e)) => e.audit_outcome(),
+            Err(AccessError::NoTenants) => Some("forbidden"),
+        };
+        if let (Some(code), Err(e)) = (refused, &scope) {
             self.audit.record(AuditRecord {
                 actor: token.and_then(token_id_of).map(str::to_string),
                 ..AuditRecord::refusal(interface, code, e.to_string())
@@ -183,7 +180,7 @@ impl Access {
         // Only an admin token naming no tenant is the cluster's admin (it
         // sees every query in the history); an admin token naming tenants
         // is an operator of those tenants and sees their queries only.
-        let cluster_admin = record.role == TokenRole::Admin && record.tenants.is_empty();
+        let cluster_admin = record.is_cluster_admin();
         let registered = self.tenant_records().await?;
         let tenants = if cluster_admin {
             // The cluster's admin also reads the cluster's own tenant: the
@@ -211,7 +208,7 @@ impl Access {
 pub(crate) mod tests {
     use super::*;
     use spoor_common::auth::StaticTokens;
-    use spoor_common::control::TokenRecord;
+    use spoor_common::control::{TokenRecord, TokenRole};
 
     pub(crate) fn tenant(name: &str) -> TenantId {
         TenantId::new(name).expect("tenant")

@@ -63,7 +63,8 @@ pub(crate) struct TenantSettings {
     /// A name for people (default at creation: the id).
     #[arg(long)]
     display_name: Option<String>,
-    /// Days of events (and of every table without its own setting) kept;
+    /// Days of events and dead letters kept (unless set per table; alerts
+    /// are kept unless set per table);
     /// 0 keeps them forever.
     #[arg(long)]
     retention_days: Option<u32>,
@@ -430,6 +431,7 @@ fn parse_lifetime(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spoor_common::schema::Table;
 
     #[test]
     fn token_lifetimes_are_days_or_hours() {
@@ -459,9 +461,14 @@ mod tests {
         .apply(&mut t)
         .expect("apply");
         assert_eq!(t.region, "eu-west");
-        assert_eq!(t.retention_days_of("events"), 30);
-        assert_eq!(t.retention_days_of("alerts"), 730);
+        assert_eq!(t.retention_days, 30);
+        assert_eq!(t.table_retention_days.get("alerts"), Some(&730));
         assert!(t.legal_hold);
+        assert_eq!(
+            t.retention_days_of(Table::Events),
+            0,
+            "held: nothing expires"
+        );
         assert_eq!(t.quotas.ingest_events_per_second, 5000);
         assert_eq!(t.quotas.max_concurrent_queries, 4);
         let unset = TenantSettings {
@@ -469,7 +476,11 @@ mod tests {
             ..TenantSettings::default()
         };
         unset.apply(&mut t).expect("apply");
-        assert_eq!(t.retention_days_of("alerts"), 30);
+        t.legal_hold = false;
+        assert_eq!(t.retention_days_of(Table::Events), 30);
+        // Without its own setting, alerts are kept (not `retention_days`).
+        assert_eq!(t.retention_days_of(Table::Alerts), 0);
+        assert!(!t.table_retention_days.contains_key("alerts"));
         let bad = TenantSettings {
             table_retention: vec!["alerts".into()],
             ..TenantSettings::default()

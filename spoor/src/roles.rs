@@ -305,13 +305,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         if role.runs_query() {
             let engine = QueryEngine::new(catalog.clone(), store.clone(), config.query.clone())
                 .with_audit(audit.clone());
-            let access = spoor_query::access::Access::new(
-                config.query.auth,
-                config.ingest_tenant(),
-                Arc::new(spoor_common::auth::CoordinatorTokens::new(control.clone())),
-                Arc::new(control.clone()),
-            )
-            .with_audit(audit.clone());
+            let access = crate::rules_api::access(&config, &control, &audit);
             if !config.query.flight_addr.is_empty() {
                 let addr: SocketAddr = config
                     .query

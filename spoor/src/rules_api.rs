@@ -81,9 +81,9 @@ pub(crate) fn router(control: ControlClient, access: Access) -> Router {
         })
 }
 
-/// Who may manage rules, as `query.auth` says, for nodes of any role: the
-/// same [`Access`] the query role builds.
-/// Refusals go to `audit`.
+/// Who may do what, as `query.auth` says, for nodes of any role: the rules,
+/// alerts and retro-hunt APIs and the query role share it. Refusals go to
+/// `audit`.
 pub(crate) fn access(config: &Config, control: &ControlClient, audit: &AuditLog) -> Access {
     Access::new(
         config.query.auth,
