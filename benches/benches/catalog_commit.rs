@@ -70,6 +70,7 @@ fn config() -> CoordinatorConfig {
         join: false,
         initial_members: Vec::new(),
         peer_credential: Default::default(),
+        peer_tls: Default::default(),
     }
 }
 

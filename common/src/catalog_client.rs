@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spoor_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::auth::{AuthChannel, Credential};
 
@@ -414,21 +414,25 @@ impl Coordinators {
     /// Channels to the coordinators at `endpoints` (comma-separated URLs).
     /// Connects lazily, so coordinators that start later are found.
     pub fn connect_lazy(endpoints: &str, timeout: Duration) -> Result<Self, CatalogError> {
+        Self::connect_lazy_with_tls(endpoints, timeout, None)
+    }
+
+    /// As [`Coordinators::connect_lazy`]; `https://` endpoints are reached
+    /// with `tls`'s client configuration (trusted CAs, and this node's
+    /// certificate where a coordinator demands one).
+    pub fn connect_lazy_with_tls(
+        endpoints: &str,
+        timeout: Duration,
+        tls: Option<&Arc<crate::tls::Tls>>,
+    ) -> Result<Self, CatalogError> {
         let mut clients = Vec::new();
         for endpoint in endpoints
             .split(',')
             .map(str::trim)
             .filter(|e| !e.is_empty())
         {
-            let channel = Endpoint::from_shared(endpoint.to_string())
-                .map_err(|e| {
-                    invalid(format!(
-                        "catalog endpoint {endpoint:?} is not a valid URI: {e}"
-                    ))
-                })?
-                .connect_timeout(timeout)
-                .timeout(timeout)
-                .connect_lazy();
+            let channel = crate::tls::lazy_channel(endpoint, timeout, tls)
+                .map_err(|e| invalid(format!("catalog endpoint: {e}")))?;
             clients.push((endpoint.to_string(), channel));
         }
         if clients.is_empty() {
@@ -510,8 +514,17 @@ impl GrpcCatalog {
     /// A client for the coordinators at `endpoints` (comma-separated URLs).
     /// Connects lazily, so coordinators that start later are found.
     pub fn connect_lazy(endpoints: &str, timeout: Duration) -> Result<Self, CatalogError> {
+        Self::connect_lazy_with_tls(endpoints, timeout, None)
+    }
+
+    /// As [`GrpcCatalog::connect_lazy`], with TLS for `https://` endpoints.
+    pub fn connect_lazy_with_tls(
+        endpoints: &str,
+        timeout: Duration,
+        tls: Option<&Arc<crate::tls::Tls>>,
+    ) -> Result<Self, CatalogError> {
         Ok(GrpcCatalog {
-            coordinators: Coordinators::connect_lazy(endpoints, timeout)?,
+            coordinators: Coordinators::connect_lazy_with_tls(endpoints, timeout, tls)?,
         })
     }
 

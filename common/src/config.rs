@@ -56,6 +56,54 @@ pub struct Config {
     /// What the roles of one cluster share.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// TLS on every listener and on calls to other roles.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// TLS (docs/security.md). With a certificate, every listener of the node
+/// (HTTP, gRPC, Flight SQL, PostgreSQL) speaks only TLS; the files are
+/// re-read every `reload_interval_ms` and a change is served to new
+/// connections without a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first) served on every listener and
+    /// presented to coordinators that demand a client certificate. Empty:
+    /// plaintext listeners.
+    #[serde(default)]
+    pub cert_file: String,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_file: String,
+    /// PEM CA bundle trusted when this node calls `https://` coordinators
+    /// (catalog.endpoint, Raft peers). Empty: the system's roots.
+    #[serde(default)]
+    pub ca_file: String,
+    /// PEM CA bundle of the client certificates the gRPC listener demands
+    /// (mutual TLS between roles; the CLI then needs `--client-cert` too).
+    /// Empty: no client certificate is asked for.
+    #[serde(default)]
+    pub client_ca_file: String,
+    /// How often the files are re-read, in milliseconds.
+    #[serde(default = "default_tls_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_tls_reload_interval_ms() -> u64 {
+    10_000
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval_ms: default_tls_reload_interval_ms(),
+        }
+    }
 }
 
 /// What the roles of one cluster share: the secret they present to each
@@ -235,6 +283,10 @@ pub struct CoordinatorConfig {
     /// from a file under this section.
     #[serde(skip)]
     pub peer_credential: crate::auth::Credential,
+    /// How this coordinator reaches `https://` peers: `[tls]`, loaded at
+    /// start-up.
+    #[serde(skip)]
+    pub peer_tls: crate::tls::PeerTls,
 }
 
 /// How roles other than the coordinator reach the catalog.
@@ -928,6 +980,12 @@ impl Config {
         };
         if self.ingest.flush_interval_ms == 0 {
             return bad("ingest.flush_interval_ms", "must be at least 1");
+        }
+        if self.tls.reload_interval_ms < 100 {
+            return bad(
+                "tls.reload_interval_ms",
+                "must be at least 100: every reload reads and hashes the files",
+            );
         }
         if self.ingest.max_batch_events == 0 {
             return bad("ingest.max_batch_events", "must be at least 1");

@@ -751,8 +751,17 @@ pub struct ControlClient {
 impl ControlClient {
     /// A client for the coordinators at `endpoints` (comma-separated URLs).
     pub fn connect_lazy(endpoints: &str, timeout: Duration) -> Result<Self, CatalogError> {
+        Self::connect_lazy_with_tls(endpoints, timeout, None)
+    }
+
+    /// As [`ControlClient::connect_lazy`], with TLS for `https://` endpoints.
+    pub fn connect_lazy_with_tls(
+        endpoints: &str,
+        timeout: Duration,
+        tls: Option<&std::sync::Arc<crate::tls::Tls>>,
+    ) -> Result<Self, CatalogError> {
         Ok(ControlClient {
-            coordinators: Coordinators::connect_lazy(endpoints, timeout)?,
+            coordinators: Coordinators::connect_lazy_with_tls(endpoints, timeout, tls)?,
         })
     }
 

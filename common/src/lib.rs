@@ -16,6 +16,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod tenant;
 pub mod time;
+pub mod tls;
 
 /// An error with its chain of causes, `: `-separated: many libraries'
 /// top-level messages (reqwest's, the evtx crate's) name only the place,

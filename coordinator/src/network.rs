@@ -21,7 +21,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spoor_common::auth::{AuthChannel, Credential};
 use spoor_proto::v1 as pb;
-use tonic::transport::Endpoint;
 
 use crate::raft_types::TypeConfig;
 
@@ -32,23 +31,27 @@ pub struct GrpcRaftNetwork {
     from: u64,
     faults: NetworkFaults,
     credential: Credential,
+    tls: spoor_common::tls::PeerTls,
 }
 
 impl GrpcRaftNetwork {
     /// Clients of node `from` whose calls give up after `timeout` (openraft
     /// also bounds each RPC), passing every message through `faults` and
-    /// presenting `credential` (the cluster secret).
+    /// presenting `credential` (the cluster secret) and reaching
+    /// `https://` peers with `tls`.
     pub fn new(
         from: u64,
         timeout: Duration,
         faults: NetworkFaults,
         credential: Credential,
+        tls: spoor_common::tls::PeerTls,
     ) -> Self {
         GrpcRaftNetwork {
             timeout,
             from,
             faults,
             credential,
+            tls,
         }
     }
 }
@@ -191,13 +194,10 @@ impl RaftNetworkFactory<TypeConfig> for GrpcRaftNetwork {
     type Network = RaftPeer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        let client = Endpoint::from_shared(node.addr.clone())
+        // An unusable address leaves the peer without a client: its calls
+        // fail as unreachable, as a down peer's would.
+        let client = spoor_common::tls::lazy_channel(&node.addr, self.timeout, self.tls.0.as_ref())
             .ok()
-            .map(|e| {
-                e.connect_timeout(self.timeout)
-                    .timeout(self.timeout)
-                    .connect_lazy()
-            })
             .map(|channel| AuthChannel::new(channel, self.credential.clone()))
             .map(pb::raft_service_client::RaftServiceClient::new);
         RaftPeer {

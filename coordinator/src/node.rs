@@ -142,6 +142,8 @@ pub struct CoordinatorNode {
     faults: NetworkFaults,
     /// Presented to the other coordinators (the cluster secret).
     credential: Credential,
+    /// How `https://` peers are reached (`[tls]`).
+    tls: spoor_common::tls::PeerTls,
     stopped: Arc<std::sync::atomic::AtomicBool>,
     /// Flips to true at shutdown, ending open catalog watches.
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
@@ -235,6 +237,7 @@ impl CoordinatorNode {
             Duration::from_millis(config.election_timeout_min_ms),
             faults.clone(),
             config.peer_credential.clone(),
+            config.peer_tls.clone(),
         );
         let raft = Raft::new(id, Arc::new(raft_config), network, log, state.clone())
             .await
@@ -275,6 +278,7 @@ impl CoordinatorNode {
             liveness: Arc::default(),
             faults,
             credential: config.peer_credential.clone(),
+            tls: config.peer_tls.clone(),
             stopped: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         };
@@ -346,12 +350,20 @@ impl CoordinatorNode {
         {
             return Ok(clients.clone());
         }
-        let channel = lazy_channel(addr, FORWARD_TIMEOUT, &self.credential)?;
+        let channel = lazy_channel(addr, FORWARD_TIMEOUT, &self.credential, &self.tls)?;
         let clients = LeaderClients {
-            catalog: GrpcCatalog::connect_lazy(addr, FORWARD_TIMEOUT)?
-                .with_credential(self.credential.clone()),
-            control: ControlClient::connect_lazy(addr, FORWARD_TIMEOUT)?
-                .with_credential(self.credential.clone()),
+            catalog: GrpcCatalog::connect_lazy_with_tls(
+                addr,
+                FORWARD_TIMEOUT,
+                self.tls.0.as_ref(),
+            )?
+            .with_credential(self.credential.clone()),
+            control: ControlClient::connect_lazy_with_tls(
+                addr,
+                FORWARD_TIMEOUT,
+                self.tls.0.as_ref(),
+            )?
+            .with_credential(self.credential.clone()),
             channel,
         };
         *cached = Some((addr.to_string(), clients.clone()));
@@ -491,7 +503,7 @@ impl CoordinatorNode {
         let hold = lease * 4;
         let peer = |id: u64| -> Result<_, CatalogError> {
             let addr = self.leader_addr(membership.get_node(&id).cloned())?;
-            let channel = lazy_channel(&addr, FORWARD_TIMEOUT, &self.credential)?;
+            let channel = lazy_channel(&addr, FORWARD_TIMEOUT, &self.credential, &self.tls)?;
             Ok(spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel))
         };
         let others: Vec<u64> = membership
@@ -568,7 +580,7 @@ impl CoordinatorNode {
         change: MembershipChange,
     ) -> Result<Membership, CatalogError> {
         let addr = self.leader_addr(leader)?;
-        let channel = lazy_channel(&addr, FORWARD_TIMEOUT * 6, &self.credential)?;
+        let channel = lazy_channel(&addr, FORWARD_TIMEOUT * 6, &self.credential, &self.tls)?;
         let mut client =
             spoor_proto::v1::cluster_service_client::ClusterServiceClient::new(channel);
         let reply = match change {
@@ -912,13 +924,13 @@ fn lazy_channel(
     addr: &str,
     timeout: Duration,
     credential: &Credential,
+    tls: &spoor_common::tls::PeerTls,
 ) -> Result<AuthChannel, CatalogError> {
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
-        .map_err(|e| CatalogError::Invalid {
-            reason: format!("coordinator address {addr:?}: {e}"),
-        })?
-        .timeout(timeout)
-        .connect_lazy();
+    let channel = spoor_common::tls::lazy_channel(addr, timeout, tls.0.as_ref()).map_err(|e| {
+        CatalogError::Invalid {
+            reason: format!("coordinator address: {e}"),
+        }
+    })?;
     Ok(AuthChannel::new(channel, credential.clone()))
 }
 
@@ -1113,6 +1125,7 @@ mod tests {
             join: false,
             initial_members: Vec::new(),
             peer_credential: Default::default(),
+            peer_tls: Default::default(),
         }
     }
 

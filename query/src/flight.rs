@@ -479,15 +479,14 @@ pub fn ticket_sql(ticket: &[u8]) -> Option<String> {
     String::from_utf8(statement.statement_handle.to_vec()).ok()
 }
 
-/// Runs the Flight SQL server on `listener` until `stop`.
+/// Runs the Flight SQL server on `incoming` (plain or TLS) until `stop`.
 pub async fn serve(
     service: SpoorFlightSql,
-    listener: tokio::net::TcpListener,
+    incoming: spoor_common::tls::Incoming,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, stop)
+        .serve_with_incoming_shutdown(incoming.into_stream(), stop)
         .await
 }

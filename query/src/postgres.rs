@@ -72,6 +72,9 @@ pub struct PgHandlers {
     engine: QueryEngine,
     access: Arc<Access>,
     parser: Arc<SqlText>,
+    /// With TLS configured, a client that did not negotiate it is refused
+    /// before it can send a token in the clear.
+    require_tls: bool,
 }
 
 impl Debug for PgHandlers {
@@ -82,11 +85,12 @@ impl Debug for PgHandlers {
 
 impl PgHandlers {
     /// Handlers answering from `engine` for callers `access` admits.
-    pub fn new(engine: QueryEngine, access: Access) -> Arc<Self> {
+    pub fn new(engine: QueryEngine, access: Access, require_tls: bool) -> Arc<Self> {
         Arc::new(PgHandlers {
             engine,
             access: Arc::new(access),
             parser: Arc::new(SqlText),
+            require_tls,
         })
     }
 
@@ -349,6 +353,17 @@ impl StartupHandler for PgHandlers {
         let parameters = server_parameters();
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
+                if self.require_tls && !client.is_secure() {
+                    // As PostgreSQL answers when pg_hba.conf has only
+                    // hostssl lines.
+                    return Err(error(
+                        "FATAL",
+                        "28000",
+                        "this server requires TLS: connect with sslmode=require (or verify-full \
+                         with the cluster's CA as sslrootcert)"
+                            .into(),
+                    ));
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 if self.access.requires_token() {
@@ -533,14 +548,20 @@ impl PgWireServerHandlers for PgServer {
 }
 
 /// Accepts PostgreSQL connections on `listener` until `stop`. A connection
-/// that breaks the protocol is closed alone.
+/// that breaks the protocol is closed alone. With `tls` serving a
+/// certificate, clients negotiate TLS (SSLRequest, or PostgreSQL 17's
+/// direct TLS) and a client that does not is refused; each connection
+/// gets the certificate of the latest reload.
 pub async fn serve(
     engine: QueryEngine,
     access: Access,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<spoor_common::tls::Tls>>,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let server = PgServer(PgHandlers::new(engine, access));
+    use spoor_common::tls::Listener;
+    let require_tls = tls.as_ref().is_some_and(|t| t.serves());
+    let server = PgServer(PgHandlers::new(engine, access, require_tls));
     tokio::pin!(stop);
     loop {
         let (socket, peer) = tokio::select! {
@@ -554,8 +575,12 @@ pub async fn serve(
             },
         };
         let server = server.clone();
+        let acceptor = tls
+            .as_ref()
+            .and_then(|t| t.server(Listener::Postgres))
+            .map(pgwire::tokio::TlsAcceptor::from);
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, server).await {
+            if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, server).await {
                 tracing::debug!(%peer, error = %e, "PostgreSQL connection ended with an error");
             }
         });

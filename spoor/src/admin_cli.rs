@@ -12,6 +12,9 @@ use spoor_common::auth::Credential;
 use spoor_common::control::{ControlClient, TenantRecord, TokenRole, generate_token};
 use spoor_common::tenant::TenantId;
 
+/// How long one call to a coordinator may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Which coordinator to ask, and as whom.
 #[derive(Debug, Args)]
 pub(crate) struct ClusterArgs {
@@ -26,6 +29,9 @@ pub(crate) struct ClusterArgs {
     /// nodes): how the first admin token is created. Ignored with --token.
     #[arg(long)]
     cluster_secret_file: Option<std::path::PathBuf>,
+    /// TLS to `https://` coordinators.
+    #[command(flatten)]
+    tls: crate::tls_cli::TlsArgs,
 }
 
 impl ClusterArgs {
@@ -49,11 +55,27 @@ impl ClusterArgs {
 
     /// A control client of `--coordinator` with the credential.
     fn control(&self) -> Result<ControlClient, String> {
-        Ok(
-            ControlClient::connect_lazy(&self.coordinator, Duration::from_secs(10))
-                .map_err(|e| format!("--coordinator {:?}: {e}", self.coordinator))?
-                .with_credential(self.credential()?),
+        Ok(ControlClient::connect_lazy_with_tls(
+            &self.coordinator,
+            CALL_TIMEOUT,
+            self.tls.grpc()?.as_ref(),
         )
+        .map_err(|e| format!("--coordinator {:?}: {e}", self.coordinator))?
+        .with_credential(self.credential()?))
+    }
+
+    /// A channel to `--coordinator` presenting the credential.
+    pub(crate) fn channel(&self) -> Result<spoor_common::auth::AuthChannel, String> {
+        let channel = spoor_common::tls::lazy_channel(
+            &self.coordinator,
+            CALL_TIMEOUT,
+            self.tls.grpc()?.as_ref(),
+        )
+        .map_err(|e| format!("--coordinator: {e}"))?;
+        Ok(spoor_common::auth::AuthChannel::new(
+            channel,
+            self.credential()?,
+        ))
     }
 }
 

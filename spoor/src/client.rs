@@ -24,6 +24,8 @@ pub(crate) struct SqlArgs {
     /// An analyst or admin token (needed when the node has `query.auth = "token"`).
     #[arg(long, env = "SPOOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls_cli::TlsArgs,
 }
 
 /// Options of `spoor status`.
@@ -36,6 +38,8 @@ pub(crate) struct StatusArgs {
     /// when the node has `query.auth = "token"`.
     #[arg(long, env = "SPOOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls_cli::TlsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,7 +128,7 @@ async fn run_sql(
 
 pub(crate) fn sql(args: SqlArgs) -> ExitCode {
     let result = runtime().and_then(|rt| {
-        let client = reqwest::Client::new();
+        let client = args.tls.http_client()?;
         match &args.sql {
             Some(sql) => rt.block_on(run_sql(&client, &args, sql, args.format)),
             None => repl(&rt, &client, &args),
@@ -255,7 +259,7 @@ pub(crate) fn status(args: StatusArgs) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let url = format!("{}/v1/status", args.endpoint.trim_end_matches('/'));
-            let mut req = reqwest::Client::new().get(url);
+            let mut req = args.tls.http_client()?.get(url);
             if let Some(token) = &args.token {
                 req = req.bearer_auth(token);
             }
@@ -316,27 +320,14 @@ use crate::admin_cli::ClusterArgs;
 pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
-            let endpoint = match &command {
-                ClusterCommand::Members(a) => &a.coordinator,
-                ClusterCommand::AddNode { target, .. }
-                | ClusterCommand::RemoveNode { target, .. }
-                | ClusterCommand::TransferLeader { target, .. } => &target.coordinator,
-            };
-            let credential = match &command {
+            let target = match &command {
                 ClusterCommand::Members(a) => a,
                 ClusterCommand::AddNode { target, .. }
                 | ClusterCommand::RemoveNode { target, .. }
                 | ClusterCommand::TransferLeader { target, .. } => target,
-            }
-            .credential()?;
-            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-                .map_err(|e| format!("--coordinator {endpoint:?}: {e}"))?
-                .connect()
-                .await
-                .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
-            let mut client = pb::cluster_service_client::ClusterServiceClient::new(
-                spoor_common::auth::AuthChannel::new(channel, credential),
-            );
+            };
+            let endpoint = target.coordinator.clone();
+            let mut client = pb::cluster_service_client::ClusterServiceClient::new(target.channel()?);
             let reply = match command {
                 ClusterCommand::Members(_) => client.membership(pb::MembershipRequest {}).await,
                 ClusterCommand::AddNode { id, url, .. } => client.add_node(pb::AddNodeRequest { node_id: id, url }).await,
@@ -347,7 +338,15 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
                         .await
                 }
             }
-            .map_err(|s| spoor_common::catalog_client::status_to_error(s).to_string())?
+            .map_err(|s| {
+                let unreachable = s.code() == tonic::Code::Unavailable;
+                let e = spoor_common::catalog_client::status_to_error(s);
+                if unreachable {
+                    format!("cannot reach {endpoint}: {e}")
+                } else {
+                    e.to_string()
+                }
+            })?
             .into_inner();
             Ok(serde_json::json!({"voters": reply.voters, "learners": reply.learners, "leader_id": reply.leader_id}))
         })

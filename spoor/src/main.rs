@@ -13,6 +13,7 @@ mod retro_api;
 mod roles;
 mod rules_api;
 mod rules_cli;
+mod tls_cli;
 mod tools;
 
 use std::path::PathBuf;
@@ -62,6 +63,10 @@ enum Command {
     /// `apply` and `list` rule sets on the cluster.
     #[command(subcommand)]
     Rules(rules_cli::RulesCommand),
+    /// TLS helpers: `dev-certs` writes a private CA and certificates for
+    /// trying TLS on one machine.
+    #[command(subcommand)]
+    Tls(tls_cli::TlsCommand),
 }
 
 /// Options shared by every role.
@@ -123,14 +128,17 @@ impl RoleArgs {
 }
 
 /// `SPOOR_*` variables that are not configuration keys: the config file's
-/// path, the client commands' endpoint and token, and the test-only fault
-/// hook. Every
+/// path, the client commands' endpoint, token and TLS files, and the
+/// test-only fault hook. Every
 /// other `SPOOR_*` variable must name a key, so a typo stops start-up.
 pub(crate) const NOT_CONFIG_KEYS: &[&str] = &[
     "SPOOR_CONFIG",
     "SPOOR_ENDPOINT",
     "SPOOR_TOKEN",
     "SPOOR_TEST_FAULT",
+    "SPOOR_CA_FILE",
+    "SPOOR_CLIENT_CERT",
+    "SPOOR_CLIENT_KEY",
 ];
 
 fn main() -> ExitCode {
@@ -143,6 +151,7 @@ fn main() -> ExitCode {
         Command::Token(command) => return admin_cli::token(command),
         Command::Import(args) => return tools::import(args),
         Command::Rules(command) => return rules_cli::rules(command),
+        Command::Tls(command) => return tls_cli::tls(command),
         Command::Standalone(a) => (roles::Role::Standalone, a),
         Command::Coordinator(a) => (roles::Role::Coordinator, a),
         Command::Ingest(IngestArgs {

@@ -19,6 +19,7 @@ use spoor_common::config::Config;
 use spoor_common::control::{ControlClient, Heartbeat, MemberInfo};
 use spoor_common::storage::open_lake;
 use spoor_common::tenant::TenantId;
+use spoor_common::tls::{Incoming, Listener as TlsListener};
 use spoor_coordinator::CoordinatorNode;
 use spoor_ingest::flush::{Fault, Flusher};
 use spoor_ingest::lake_writer::LakeWriter;
@@ -88,11 +89,24 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     // What this node presents to the coordinators, and (as one) demands.
     let secret = config.cluster.secret().context("cluster")?;
     let credential = config.cluster.credential().context("cluster")?;
+    // TLS on every listener and on calls to https:// coordinators; the
+    // files are re-read and a change applies to new connections.
+    let tls = spoor_common::tls::Tls::from_config(&config.tls)?;
+    if let Some(tls) = &tls {
+        let interval = Duration::from_millis(config.tls.reload_interval_ms);
+        let (tls, stop) = (tls.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            tls.watch(interval, stop).await;
+            Ok(())
+        });
+    }
+    let listener_tls = tls.clone().filter(|t| t.serves());
     // The audit trail of everything this node sees (docs/security.md).
     let (audit, audit_queue) = spoor_common::audit::AuditLog::new();
     // The catalog: served here (coordinator, standalone) or reached over gRPC.
     let mut coordinator = None;
     let mut grpc_addr = None;
+    let mut own_grpc_url = None;
     let catalog: Arc<dyn Catalog> = if role.runs_coordinator() {
         // Bind first: with port 0 the advertised URL is known only after binding.
         let listener = bind(config.node.grpc_addr, "node.grpc_addr").await?;
@@ -101,6 +115,16 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         let members = config
             .coordinator_members()
             .context("coordinator.initial_members")?;
+        let own_member_url = members.get(&config.node.id).cloned();
+        if listener_tls.is_some()
+            && let Some(plain) = members.values().find(|url| url.starts_with("http://"))
+        {
+            anyhow::bail!(
+                "coordinator.initial_members: {plain} is http:// but this node serves gRPC over \
+                 TLS (tls.cert_file); list the coordinators as https:// URLs with the names \
+                 their certificates carry"
+            );
+        }
         if secret.is_none() && !bound.ip().is_loopback() {
             tracing::warn!(
                 grpc = %bound,
@@ -110,6 +134,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         }
         let coordinator_config = spoor_common::config::CoordinatorConfig {
             peer_credential: credential.clone(),
+            peer_tls: spoor_common::tls::PeerTls(tls.clone()),
             ..config.coordinator.clone()
         };
         let node = CoordinatorNode::open(
@@ -127,13 +152,25 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         })?;
         let services = spoor_coordinator::services(&node, secret.clone(), audit.clone());
         let stop = shutdown.clone();
+        let incoming = Incoming::new(
+            listener,
+            listener_tls.clone(),
+            TlsListener::Grpc,
+            stop.clone(),
+        )
+        .context("serving gRPC")?;
+        // This node's own clients (control, heartbeats) reach its gRPC by
+        // the name its certificate carries: its URL among the members, or
+        // localhost.
+        own_grpc_url = Some(match (&listener_tls, own_member_url) {
+            (Some(_), Some(url)) => url,
+            (Some(_), None) => format!("https://localhost:{}", bound.port()),
+            (None, _) => format!("http://{bound}"),
+        });
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_routes(services)
-                .serve_with_incoming_shutdown(
-                    spoor_coordinator::incoming(listener),
-                    stop.cancelled_owned(),
-                )
+                .serve_with_incoming_shutdown(incoming.into_stream(), stop.cancelled_owned())
                 .await
                 .context("gRPC server")
         });
@@ -152,21 +189,20 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         Arc::new(node)
     } else {
         Arc::new(
-            GrpcCatalog::connect_lazy(
+            GrpcCatalog::connect_lazy_with_tls(
                 &config.catalog.endpoint,
                 Duration::from_millis(config.catalog.timeout_ms),
+                tls.as_ref(),
             )
             .context("configuring the catalog client (catalog.endpoint)")?
             .with_credential(credential.clone()),
         )
     };
 
-    let control = ControlClient::connect_lazy(
-        &match grpc_addr {
-            Some(a) => format!("http://{a}"),
-            None => config.catalog.endpoint.clone(),
-        },
+    let control = ControlClient::connect_lazy_with_tls(
+        own_grpc_url.as_deref().unwrap_or(&config.catalog.endpoint),
         Duration::from_millis(config.catalog.timeout_ms),
+        tls.as_ref(),
     )
     .context("configuring the control client (catalog.endpoint)")?
     .with_credential(credential.clone());
@@ -323,8 +359,15 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                         .map_err(anyhow::Error::msg)
                         .context("building the Flight SQL service")?;
                 let stop = shutdown.clone();
+                let incoming = Incoming::new(
+                    listener,
+                    listener_tls.clone(),
+                    TlsListener::Flight,
+                    stop.clone(),
+                )
+                .context("serving Flight SQL")?;
                 tasks.spawn(async move {
-                    spoor_query::flight::serve(service, listener, stop.cancelled_owned())
+                    spoor_query::flight::serve(service, incoming, stop.cancelled_owned())
                         .await
                         .context("Flight SQL server")
                 });
@@ -342,10 +385,17 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                         .context("reading the PostgreSQL address")?,
                 );
                 let (engine, access, stop) = (engine.clone(), access.clone(), shutdown.clone());
+                let tls = listener_tls.clone();
                 tasks.spawn(async move {
-                    spoor_query::postgres::serve(engine, access, listener, stop.cancelled_owned())
-                        .await
-                        .context("PostgreSQL server")
+                    spoor_query::postgres::serve(
+                        engine,
+                        access,
+                        listener,
+                        tls,
+                        stop.cancelled_owned(),
+                    )
+                    .await
+                    .context("PostgreSQL server")
                 });
             }
             app = app.merge(spoor_query::http::router(engine, access));
@@ -356,8 +406,15 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     let http_addr = listener.local_addr().context("reading the HTTP address")?;
     {
         let stop = shutdown.clone();
+        let incoming = Incoming::new(
+            listener,
+            listener_tls.clone(),
+            TlsListener::Http,
+            stop.clone(),
+        )
+        .context("serving HTTP")?;
         tasks.spawn(async move {
-            axum::serve(listener, app)
+            axum::serve(incoming, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
                 .context("HTTP server")
@@ -390,8 +447,9 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     let postgres = postgres_addr
         .map(|a| format!(" postgres={a}"))
         .unwrap_or_default();
+    let tls_on = if listener_tls.is_some() { " tls" } else { "" };
     println!(
-        "spoor {} ready http={http_addr}{grpc}{flight}{postgres}",
+        "spoor {} ready http={http_addr}{grpc}{flight}{postgres}{tls_on}",
         role.name()
     );
     let _ = std::io::stdout().flush();

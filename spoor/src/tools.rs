@@ -277,7 +277,8 @@ async fn check_tenant(config: &Config, tenant: &TenantId, timeout: Duration) -> 
         return Ok(());
     }
     let endpoint = &config.catalog.endpoint;
-    let control = ControlClient::connect_lazy(endpoint, timeout)
+    let tls = spoor_common::tls::Tls::from_config(&config.tls)?;
+    let control = ControlClient::connect_lazy_with_tls(endpoint, timeout, tls.as_ref())
         .with_context(|| format!("catalog.endpoint {endpoint:?}"))?
         .with_credential(config.cluster.credential().context("cluster")?);
     let status = control.cluster_status().await.with_context(|| {
@@ -298,9 +299,13 @@ async fn run_import(args: &ImportArgs, config: &Config) -> anyhow::Result<ExitCo
     let timeout = Duration::from_millis(config.catalog.timeout_ms);
     check_tenant(config, &tenant, timeout).await?;
     let catalog: Arc<dyn Catalog> = Arc::new(
-        GrpcCatalog::connect_lazy(&config.catalog.endpoint, timeout)
-            .context("configuring the catalog client (catalog.endpoint)")?
-            .with_credential(config.cluster.credential().context("cluster")?),
+        GrpcCatalog::connect_lazy_with_tls(
+            &config.catalog.endpoint,
+            timeout,
+            spoor_common::tls::Tls::from_config(&config.tls)?.as_ref(),
+        )
+        .context("configuring the catalog client (catalog.endpoint)")?
+        .with_credential(config.cluster.credential().context("cluster")?),
     );
     let store = spoor_common::storage::open_lake(config)
         .context("opening the lake (storage.url / data_dir)")?;

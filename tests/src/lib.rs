@@ -278,6 +278,8 @@ pub struct Spoor {
     pub postgres: Option<String>,
     /// Captured stderr, kept for diagnostics.
     pub log_path: PathBuf,
+    /// An HTTP client of the node (trusting `SpoorOptions::ca_file`).
+    pub client: reqwest::Client,
 }
 
 /// How to start `spoor standalone`.
@@ -285,6 +287,9 @@ pub struct Spoor {
 pub struct SpoorOptions {
     /// Environment variables (`SPOOR_*` config, `SPOOR_TEST_FAULT`).
     pub env: Vec<(String, String)>,
+    /// The CA that signed the node's certificate, when it serves TLS: its
+    /// URLs are then `https://localhost:PORT` and `client` trusts the CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Spoor {
@@ -340,6 +345,12 @@ impl Spoor {
                 tail(&log_path)
             )
         })?;
+        // Over TLS the node is reached by the name on its certificate.
+        let tls = line.split_whitespace().any(|w| w == "tls");
+        let url = |addr: &str| match (tls, addr.rsplit_once(':')) {
+            (true, Some((_, port))) => format!("https://localhost:{port}"),
+            _ => format!("http://{addr}"),
+        };
         let http = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("http="))
@@ -347,7 +358,7 @@ impl Spoor {
         let grpc = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("grpc="))
-            .map(|g| format!("http://{g}"));
+            .map(url);
         let flight = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("flight="))
@@ -356,19 +367,26 @@ impl Spoor {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("postgres="))
             .map(str::to_string);
+        let mut client = reqwest::Client::builder().tls_info(true);
+        if let Some(ca) = &options.ca_file {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
         Ok(Spoor {
             child: Some(child),
-            http: format!("http://{http}"),
+            http: url(http),
             grpc,
             flight,
             postgres,
             log_path,
+            client: client.build()?,
         })
     }
 
     /// Runs SQL over HTTP and returns the JSON body (error bodies included).
     pub async fn sql(&self, sql: &str) -> Result<Value> {
-        let resp = reqwest::Client::new()
+        let resp = self
+            .client
             .post(format!("{}/v1/query", self.http))
             .json(&serde_json::json!({ "sql": sql }))
             .send()
@@ -409,7 +427,10 @@ impl Spoor {
 
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Value> {
-        Ok(reqwest::get(format!("{}/v1/status", self.http))
+        Ok(self
+            .client
+            .get(format!("{}/v1/status", self.http))
+            .send()
             .await?
             .json()
             .await?)

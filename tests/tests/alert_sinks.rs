@@ -160,7 +160,10 @@ fn start_node(dir: &Path, broker: &Broker, webhook: &str) -> anyhow::Result<Spoo
         "standalone",
         &dir.join("standalone"),
         &settings(dir, broker, webhook),
-        &SpoorOptions { env },
+        &SpoorOptions {
+            env,
+            ..SpoorOptions::default()
+        },
     )
 }
 

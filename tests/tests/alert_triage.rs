@@ -114,6 +114,7 @@ async fn analysts_acknowledge_and_close_alerts_and_mttr_is_sql() -> anyhow::Resu
         ],
         &SpoorOptions {
             env: kafka_env(&broker, TOPIC, "triage"),
+            ..SpoorOptions::default()
         },
     )?;
     let grpc = node.grpc.clone().context("standalone serves gRPC")?;

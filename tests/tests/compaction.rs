@@ -43,6 +43,7 @@ async fn small_files_are_merged_and_deleted_after_the_grace() -> anyhow::Result<
             // The grace must cover the longest query.
             env("SPOOR_QUERY__TIMEOUT_MS", "2000"),
         ],
+        ..SpoorOptions::default()
     };
     let node = Spoor::standalone(&data, &opts)?;
     let events_dir = data.join("lake/tenants/default/events");

@@ -137,7 +137,10 @@ async fn start_cluster(dir: &Path, rules: &Path) -> anyhow::Result<(Broker, Spoo
         "standalone",
         &dir.join("standalone"),
         &cluster_settings(&lake),
-        &SpoorOptions { env },
+        &SpoorOptions {
+            env,
+            ..SpoorOptions::default()
+        },
     )?;
     node.apply_rules(rules, Some(BUCKETS))?;
     Ok((broker, node))

@@ -105,6 +105,7 @@ async fn nodes_joining_and_leaving_mid_stream_lose_and_duplicate_nothing() -> an
     )?;
     let kafka = SpoorOptions {
         env: kafka_env(&broker, topic, "failover-group"),
+        ..SpoorOptions::default()
     };
     let ingest = |id: u32| {
         Spoor::role(

@@ -70,6 +70,7 @@ async fn configured_parsers_and_tenant_routing() -> anyhow::Result<()> {
     let data = dir.path().join("node");
     let opts = SpoorOptions {
         env: vec![("SPOOR_CONFIG".into(), config.display().to_string())],
+        ..SpoorOptions::default()
     };
     let node = Spoor::standalone(&data, &opts)?;
     let lake = data.join("lake");

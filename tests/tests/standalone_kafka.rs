@@ -23,6 +23,7 @@ async fn kafka_events_land_exactly_once_and_survive_restart() -> anyhow::Result<
     let data = tempfile::tempdir()?;
     let opts = SpoorOptions {
         env: kafka_env(&broker, "security-events", "e2e-restart"),
+        ..SpoorOptions::default()
     };
     let mut spoor = Spoor::standalone(data.path(), &opts)?;
     spoor.wait_for(EVENTS, 300, WAIT).await?;
@@ -93,7 +94,13 @@ async fn crash_and_recover(fault: &str, group: &str) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let mut env = kafka_env(&broker, &topic, group);
     env.push(("SPOOR_TEST_FAULT".into(), fault.into()));
-    let mut crashing = Spoor::standalone(data.path(), &SpoorOptions { env })?;
+    let mut crashing = Spoor::standalone(
+        data.path(),
+        &SpoorOptions {
+            env,
+            ..SpoorOptions::default()
+        },
+    )?;
     let status = crashing.wait_exit(WAIT)?;
     assert!(
         !status.success(),
@@ -112,6 +119,7 @@ async fn crash_and_recover(fault: &str, group: &str) -> anyhow::Result<()> {
         data.path(),
         &SpoorOptions {
             env: kafka_env(&broker, &topic, group),
+            ..SpoorOptions::default()
         },
     )?;
     spoor.wait_for(EVENTS, 200, WAIT).await?;

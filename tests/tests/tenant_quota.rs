@@ -361,6 +361,7 @@ async fn kafka_waits_for_the_quota_and_loses_nothing() -> Result<()> {
         &[],
         &SpoorOptions {
             env: kafka_env(&broker, "quota-events", "e2e-quota"),
+            ..SpoorOptions::default()
         },
     )?;
     let grpc = node.grpc.clone().context("standalone serves gRPC")?;

@@ -45,6 +45,7 @@ pub(crate) fn config() -> CoordinatorConfig {
         join: false,
         initial_members: Vec::new(),
         peer_credential: Default::default(),
+        peer_tls: Default::default(),
     }
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct Remote {
     /// node has `query.auth = "token"`).
     #[arg(long, env = "SPOOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls_cli::TlsArgs,
 }
 
 /// Options of `spoor rules apply`.
@@ -68,8 +70,8 @@ pub(crate) struct ListArgs {
 
 impl Remote {
     /// A client of the node at `--endpoint`.
-    fn api(&self) -> Result<Api, String> {
-        Api::new(&self.endpoint, self.token.clone())
+    pub(super) fn api(&self) -> Result<Api, String> {
+        Api::new(&self.endpoint, self.token.clone(), self.tls.http_client()?)
     }
 }
 
@@ -327,6 +329,7 @@ mod tests {
             remote: Remote {
                 endpoint: DEFAULT_ENDPOINT.into(),
                 token: None,
+                tls: Default::default(),
             },
         }
     }

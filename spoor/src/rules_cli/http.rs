@@ -42,14 +42,18 @@ pub(super) struct Api {
 impl Api {
     /// A client of the node at `endpoint` (`--endpoint`), sending `token`
     /// as a bearer token.
-    pub(super) fn new(endpoint: &str, token: Option<String>) -> Result<Api, String> {
+    pub(super) fn new(
+        endpoint: &str,
+        token: Option<String>,
+        client: reqwest::Client,
+    ) -> Result<Api, String> {
         let url = Url::parse(endpoint)
             .map_err(|e| format!("--endpoint {endpoint:?} is not a URL: {e}"))?;
         if url.cannot_be_a_base() {
             return Err(format!("--endpoint {endpoint:?} is not an HTTP URL"));
         }
         Ok(Api {
-            client: reqwest::Client::new(),
+            client,
             endpoint: url,
             token,
         })
@@ -134,12 +138,12 @@ mod tests {
 
     #[test]
     fn urls_escape_their_segments() {
-        let api = Api::new("http://127.0.0.1:7080/", None).expect("api");
+        let api = Api::new("http://127.0.0.1:7080/", None, reqwest::Client::new()).expect("api");
         assert_eq!(
             api.url(&["v1", "rules", "sets", "acme", "my rules?"])
                 .as_str(),
             "http://127.0.0.1:7080/v1/rules/sets/acme/my%20rules%3F"
         );
-        assert!(Api::new("localhost", None).is_err());
+        assert!(Api::new("localhost", None, reqwest::Client::new()).is_err());
     }
 }

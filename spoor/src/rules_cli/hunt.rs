@@ -13,7 +13,7 @@ use spoor_common::tenant::TenantId;
 
 use super::CompileArgs;
 use super::apply::checked_bundle;
-use super::http::{Api, DEFAULT_ENDPOINT, runtime};
+use super::http::runtime;
 
 /// How often `--wait` asks for progress.
 const POLL: Duration = Duration::from_secs(1);
@@ -47,13 +47,9 @@ pub(crate) struct HuntArgs {
     wait: bool,
     #[command(flatten)]
     compile: CompileArgs,
-    /// HTTP endpoint of any node (the job runs on it).
-    #[arg(long, env = "SPOOR_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
-    endpoint: String,
-    /// An admin token, or an analyst token of the tenant (needed when the
-    /// node has `query.auth = "token"`).
-    #[arg(long, env = "SPOOR_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// The node the job runs on, and who asks.
+    #[command(flatten)]
+    remote: super::apply::Remote,
 }
 
 /// One line of progress.
@@ -82,7 +78,7 @@ fn progress(job: &Json) -> String {
 pub(super) fn hunt(args: &HuntArgs) -> Result<ExitCode, String> {
     let tenant =
         TenantId::new(args.tenant.clone()).map_err(|e| format!("--tenant {}: {e}", args.tenant))?;
-    let api = Api::new(&args.endpoint, args.token.clone())?;
+    let api = args.remote.api()?;
     let mut body = json!({
         "tenant": tenant,
         "from": args.from,
