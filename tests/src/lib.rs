@@ -49,18 +49,75 @@ pub fn tansu_binary() -> Result<PathBuf> {
 /// A running broker with in-memory storage.
 pub struct Broker {
     child: Child,
-    /// `127.0.0.1:port`.
+    /// Where clients bootstrap: `127.0.0.1:port`, or the TLS proxy's
+    /// `localhost:port`.
     pub bootstrap: String,
+    /// The broker's own listener.
+    listen: String,
+    /// librdkafka properties every client of the harness sets (TLS).
+    client_properties: Vec<(String, String)>,
+    /// The TLS proxy in front of the broker, if any.
+    proxy: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Broker {
     /// Starts a broker on a free port and waits until it answers metadata.
     pub fn start() -> Result<Broker> {
+        Broker::launch(None)
+    }
+
+    /// Starts a broker reachable only over TLS: tansu speaks no TLS, so a
+    /// proxy terminates it (demanding client certificates from the CA in
+    /// `client_ca`) and the broker advertises the proxy. Clients of the
+    /// harness set `client_properties`. Needs a Tokio runtime.
+    pub fn start_behind_tls(
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+        client_properties: Vec<(String, String)>,
+    ) -> Result<Broker> {
+        use spoor_common::tls::{Listener, Tls, TlsFiles};
+        let tls = Tls::load(TlsFiles {
+            cert: Some(("cert", cert.to_path_buf())),
+            key: Some(("key", key.to_path_buf())),
+            ca: None,
+            client_ca: Some(("client_ca", client_ca.to_path_buf())),
+        })?;
+        // The gRPC listener's configuration is the one that demands client
+        // certificates; Kafka clients send no ALPN, so its h2 is moot.
+        let config = tls
+            .server(Listener::Grpc)
+            .context("a TLS server configuration")?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let mut broker = Broker::launch(Some(format!("localhost:{port}")))?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let upstream = broker.listen.clone();
+        broker.proxy = Some(tokio::spawn(tls_proxy(listener, upstream, config)));
+        broker.client_properties = client_properties;
+        Ok(broker)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.client_properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    fn launch(advertised: Option<String>) -> Result<Broker> {
         let bin = tansu_binary()?;
         let mut last_err = anyhow!("not started");
         for _ in 0..3 {
             let port = free_port()?;
             let url = format!("tcp://127.0.0.1:{port}");
+            let advertised_url = advertised
+                .as_ref()
+                .map(|a| format!("tcp://{a}"))
+                .unwrap_or_else(|| url.clone());
             let child = Command::new(&bin)
                 .args([
                     "broker",
@@ -69,7 +126,7 @@ impl Broker {
                     "--listener-url",
                     &url,
                     "--advertised-listener-url",
-                    &url,
+                    &advertised_url,
                 ])
                 .env(
                     "RUST_LOG",
@@ -90,7 +147,12 @@ impl Broker {
                 .with_context(|| format!("starting {}", bin.display()))?;
             let broker = Broker {
                 child,
-                bootstrap: format!("127.0.0.1:{port}"),
+                bootstrap: advertised
+                    .clone()
+                    .unwrap_or_else(|| format!("127.0.0.1:{port}")),
+                listen: format!("127.0.0.1:{port}"),
+                client_properties: Vec::new(),
+                proxy: None,
             };
             match broker.wait_ready(Duration::from_secs(30)) {
                 Ok(()) => return Ok(broker),
@@ -103,23 +165,21 @@ impl Broker {
     fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(&self.bootstrap).is_ok() {
+            if std::net::TcpStream::connect(&self.listen).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!(
             "broker at {} did not start listening within {timeout:?}",
-            self.bootstrap
+            self.listen
         )
     }
 
     /// Creates a topic with `partitions` partitions.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .context("admin client")?;
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().context("admin client")?;
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let results = admin
             .create_topics(
@@ -147,9 +207,8 @@ impl Broker {
         payloads: &[Vec<u8>],
         properties: &[(&str, &str)],
     ) -> Result<()> {
-        let mut config = ClientConfig::new();
+        let mut config = self.client_config();
         config
-            .set("bootstrap.servers", &self.bootstrap)
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "5");
         for (k, v) in properties {
@@ -183,8 +242,8 @@ impl Broker {
     /// `i` gets offset `first + i` in every run (`produce` sends from many
     /// tasks at once, in no fixed order).
     pub async fn produce_in_order(&self, topic: &str, payloads: &[Vec<u8>]) -> Result<()> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        let producer: FutureProducer = self
+            .client_config()
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "5")
             // A retried batch must not overtake the next one.
@@ -213,8 +272,33 @@ impl Broker {
     }
 }
 
+/// Terminates TLS on `listener` and forwards each connection to
+/// `upstream`; a failed handshake closes only that connection.
+async fn tls_proxy(
+    listener: tokio::net::TcpListener,
+    upstream: String,
+    config: std::sync::Arc<spoor_common::tls::rustls::ServerConfig>,
+) {
+    let acceptor = spoor_common::tls::TlsAcceptor::from(config);
+    while let Ok((socket, _)) = listener.accept().await {
+        let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+        tokio::spawn(async move {
+            let Ok(mut tls) = acceptor.accept(socket).await else {
+                return;
+            };
+            let Ok(mut broker) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+        });
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
+        if let Some(proxy) = self.proxy.take() {
+            proxy.abort();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

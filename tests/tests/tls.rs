@@ -411,3 +411,71 @@ async fn roles_prove_themselves_to_the_coordinators_with_certificates() -> anyho
     drop((ingest, query, coordinator));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_is_consumed_over_mutual_tls() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki)?;
+    let ca = DevCa::new("kafka CA", 30).map_err(anyhow::Error::msg)?;
+    let broker_cert = ca
+        .issue("broker", &["localhost".into()], Usage::Node)
+        .map_err(anyhow::Error::msg)?;
+    let client_cert = ca
+        .issue("ingest", &[], Usage::Client)
+        .map_err(anyhow::Error::msg)?;
+    let path = |name: &str| pki.join(name);
+    std::fs::write(path("ca.pem"), ca.cert_pem())?;
+    std::fs::write(path("broker.pem"), &broker_cert.cert_pem)?;
+    std::fs::write(path("broker.key"), &broker_cert.key_pem)?;
+    std::fs::write(path("client.pem"), &client_cert.cert_pem)?;
+    std::fs::write(path("client.key"), &client_cert.key_pem)?;
+    // librdkafka's TLS properties, as an operator writes them.
+    let properties = [
+        ("security.protocol", "ssl".to_string()),
+        ("ssl.ca.location", path("ca.pem").display().to_string()),
+        (
+            "ssl.certificate.location",
+            path("client.pem").display().to_string(),
+        ),
+        ("ssl.key.location", path("client.key").display().to_string()),
+    ];
+    let broker = spoor_tests::Broker::start_behind_tls(
+        &path("broker.pem"),
+        &path("broker.key"),
+        &path("ca.pem"),
+        properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )?;
+    assert!(
+        broker.bootstrap.starts_with("localhost:"),
+        "{}",
+        broker.bootstrap
+    );
+    let topic = "tls-events";
+    broker.create_topic(topic, 2).await?;
+    broker
+        .produce(topic, &spoor_tests::good_events(0, 40))
+        .await?;
+
+    let config = dir.path().join("spoor.toml");
+    let mut toml = String::from("[ingest.kafka.properties]\n");
+    for (k, v) in &properties {
+        toml.push_str(&format!("{k:?} = {v:?}\n"));
+    }
+    std::fs::write(&config, toml)?;
+    let mut env = spoor_tests::kafka_env(&broker, topic, "tls-group");
+    env.push(("SPOOR_CONFIG".into(), config.display().to_string()));
+    let node = Spoor::standalone(
+        &dir.path().join("data"),
+        &SpoorOptions {
+            env,
+            ..SpoorOptions::default()
+        },
+    )?;
+    node.wait_for("SELECT count(*) FROM events", 40, Duration::from_secs(60))
+        .await?;
+    Ok(())
+}
