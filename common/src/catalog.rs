@@ -239,6 +239,22 @@ pub struct TenantTotals {
     pub row_count: u64,
     /// Bytes over all files.
     pub byte_size: u64,
+    /// The same per table, by table name.
+    #[serde(default)]
+    pub tables: Vec<TableTotals>,
+}
+
+/// One table's files of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TableTotals {
+    /// Table name (`events`, `alerts`, …).
+    pub table: String,
+    /// Files in the catalog.
+    pub file_count: u64,
+    /// Rows over its files.
+    pub row_count: u64,
+    /// Bytes over its files.
+    pub byte_size: u64,
 }
 
 /// What a catalog node reports about itself.
@@ -834,12 +850,27 @@ impl CatalogState {
     pub fn tenant_totals(&self) -> Vec<TenantTotals> {
         self.files
             .iter()
-            .map(|(tenant, files)| TenantTotals {
-                tenant: tenant.clone(),
-                last_sequence: self.last_sequence.get(tenant).copied().unwrap_or(0),
-                file_count: files.len() as u64,
-                row_count: files.values().map(|f| f.file.row_count).sum(),
-                byte_size: files.values().map(|f| f.file.byte_size).sum(),
+            .map(|(tenant, files)| {
+                let mut tables = BTreeMap::<&str, TableTotals>::new();
+                for f in files.values() {
+                    let t = tables
+                        .entry(f.file.table.name())
+                        .or_insert_with(|| TableTotals {
+                            table: f.file.table.name().to_string(),
+                            ..TableTotals::default()
+                        });
+                    t.file_count += 1;
+                    t.row_count += f.file.row_count;
+                    t.byte_size += f.file.byte_size;
+                }
+                TenantTotals {
+                    tenant: tenant.clone(),
+                    last_sequence: self.last_sequence.get(tenant).copied().unwrap_or(0),
+                    file_count: files.len() as u64,
+                    row_count: files.values().map(|f| f.file.row_count).sum(),
+                    byte_size: files.values().map(|f| f.file.byte_size).sum(),
+                    tables: tables.into_values().collect(),
+                }
             })
             .collect()
     }

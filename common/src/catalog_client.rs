@@ -24,6 +24,8 @@ use crate::tenant::TenantId;
 pub const UNAUTHENTICATED: &str = "unauthenticated: ";
 /// How a [`CatalogError::Denied`] of a credential that may not begins.
 pub const PERMISSION_DENIED: &str = "permission denied: ";
+/// How a [`CatalogError::Invalid`] of a gRPC `NOT_FOUND` begins.
+pub const NOT_FOUND: &str = "not found: ";
 
 /// Maps a catalog error to a gRPC status (the one place this is decided).
 pub fn error_to_status(err: &CatalogError) -> tonic::Status {
@@ -61,7 +63,7 @@ pub fn status_to_error(status: tonic::Status) -> CatalogError {
             reason: format!("{PERMISSION_DENIED}{reason}"),
         },
         tonic::Code::NotFound => CatalogError::Invalid {
-            reason: format!("not found: {reason}"),
+            reason: format!("{NOT_FOUND}{reason}"),
         },
         // A connection broken mid-call (a coordinator killed or restarting)
         // reaches tonic as Internal/Unknown with the transport's words; the
@@ -353,15 +355,47 @@ pub mod convert {
             last_log_index: s.last_log_index,
             last_applied_index: s.last_applied_index,
             file_count: s.file_count,
-            tenants: s
-                .tenants
+            tenants: s.tenants.iter().map(tenant_totals_to_pb).collect(),
+        }
+    }
+
+    /// A tenant's totals to protobuf.
+    pub fn tenant_totals_to_pb(t: &TenantTotals) -> pb::TenantStatus {
+        pb::TenantStatus {
+            tenant: t.tenant.clone(),
+            last_sequence: t.last_sequence,
+            file_count: t.file_count,
+            row_count: t.row_count,
+            byte_size: t.byte_size,
+            tables: t
+                .tables
                 .iter()
-                .map(|t| pb::TenantStatus {
-                    tenant: t.tenant.clone(),
-                    last_sequence: t.last_sequence,
-                    file_count: t.file_count,
-                    row_count: t.row_count,
-                    byte_size: t.byte_size,
+                .map(|x| pb::TableStatus {
+                    table: x.table.clone(),
+                    file_count: x.file_count,
+                    row_count: x.row_count,
+                    byte_size: x.byte_size,
+                })
+                .collect(),
+        }
+    }
+
+    /// A tenant's totals from protobuf.
+    pub fn tenant_totals_from_pb(t: pb::TenantStatus) -> TenantTotals {
+        TenantTotals {
+            tenant: t.tenant,
+            last_sequence: t.last_sequence,
+            file_count: t.file_count,
+            row_count: t.row_count,
+            byte_size: t.byte_size,
+            tables: t
+                .tables
+                .into_iter()
+                .map(|x| crate::catalog::TableTotals {
+                    table: x.table,
+                    file_count: x.file_count,
+                    row_count: x.row_count,
+                    byte_size: x.byte_size,
                 })
                 .collect(),
         }
@@ -376,17 +410,7 @@ pub mod convert {
             last_log_index: s.last_log_index,
             last_applied_index: s.last_applied_index,
             file_count: s.file_count,
-            tenants: s
-                .tenants
-                .into_iter()
-                .map(|t| TenantTotals {
-                    tenant: t.tenant,
-                    last_sequence: t.last_sequence,
-                    file_count: t.file_count,
-                    row_count: t.row_count,
-                    byte_size: t.byte_size,
-                })
-                .collect(),
+            tenants: s.tenants.into_iter().map(tenant_totals_from_pb).collect(),
         }
     }
 }

@@ -515,6 +515,8 @@ pub struct ClusterStatus {
     pub shards: Vec<Shard>,
     /// Tenants.
     pub tenants: Vec<TenantRecord>,
+    /// What each tenant stores, per the catalog (tenants with files).
+    pub usage: Vec<crate::catalog::TenantTotals>,
 }
 
 /// Conversions between control types and protobuf.
@@ -1014,6 +1016,11 @@ pub fn cluster_status_to_pb(s: &ClusterStatus) -> pb::ClusterStatusReply {
             .collect(),
         shards: s.shards.iter().map(cc::shard_to_pb).collect(),
         tenants: s.tenants.iter().map(cc::tenant_to_pb).collect(),
+        usage: s
+            .usage
+            .iter()
+            .map(crate::catalog_client::convert::tenant_totals_to_pb)
+            .collect(),
     }
 }
 
@@ -1064,6 +1071,11 @@ pub fn cluster_status_from_pb(s: pb::ClusterStatusReply) -> Result<ClusterStatus
             .into_iter()
             .map(cc::tenant_from_pb)
             .collect::<Result<_, _>>()?,
+        usage: s
+            .usage
+            .into_iter()
+            .map(crate::catalog_client::convert::tenant_totals_from_pb)
+            .collect(),
     })
 }
 

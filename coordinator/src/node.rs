@@ -286,6 +286,7 @@ impl CoordinatorNode {
             node.clone()
                 .run_scheduler(Duration::from_millis(config.scheduler_interval_ms)),
         );
+        tokio::spawn(node.clone().run_usage_report(USAGE_REPORT_INTERVAL));
         Ok(node)
     }
 
@@ -806,7 +807,7 @@ impl CoordinatorNode {
             })
             .collect();
         let now = std::time::Instant::now();
-        let (members, shards, tenants) = {
+        let (members, shards, tenants, usage) = {
             let l = self.lock_liveness()?;
             self.state.read(|d| {
                 let shards = d.control.shards();
@@ -822,7 +823,12 @@ impl CoordinatorNode {
                         member: member.clone(),
                     })
                     .collect();
-                (members, shards, d.control.tenants())
+                (
+                    members,
+                    shards,
+                    d.control.tenants(),
+                    d.catalog.tenant_totals(),
+                )
             })?
         };
         Ok(ClusterStatus {
@@ -834,6 +840,7 @@ impl CoordinatorNode {
             members,
             shards,
             tenants,
+            usage,
         })
     }
 
@@ -855,6 +862,49 @@ impl CoordinatorNode {
     /// Token records, hashes included (this node's applied state).
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, CatalogError> {
         self.state.read(|d| d.control.tokens())
+    }
+
+    /// Exports what each tenant stores, per table, as gauges from this
+    /// node's applied state (every coordinator reports the same figures:
+    /// aggregate them with `max`, not `sum`). A table or tenant whose files
+    /// are all gone reports 0 rather than its last figures.
+    async fn run_usage_report(self, interval: Duration) {
+        let mut reported = std::collections::BTreeSet::<(String, String)>::new();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let Ok(totals) = self.state.read(|d| d.catalog.tenant_totals()) else {
+                continue;
+            };
+            let mut now = std::collections::BTreeSet::new();
+            for tenant in totals {
+                for t in tenant.tables {
+                    let labels = [
+                        ("tenant", tenant.tenant.clone()),
+                        ("table", t.table.clone()),
+                    ];
+                    metrics::gauge!("spoor_tenant_stored_bytes", &labels).set(t.byte_size as f64);
+                    metrics::gauge!("spoor_tenant_stored_rows", &labels).set(t.row_count as f64);
+                    metrics::gauge!("spoor_tenant_stored_files", &labels).set(t.file_count as f64);
+                    now.insert((tenant.tenant.clone(), t.table));
+                }
+            }
+            for (tenant, table) in reported.difference(&now) {
+                let labels = [("tenant", tenant.clone()), ("table", table.clone())];
+                for name in [
+                    "spoor_tenant_stored_bytes",
+                    "spoor_tenant_stored_rows",
+                    "spoor_tenant_stored_files",
+                ] {
+                    metrics::gauge!(name, &labels).set(0.0);
+                }
+            }
+            reported.extend(now);
+        }
     }
 
     /// The leader's periodic work: expire silent members, then move shard
@@ -918,6 +968,9 @@ impl CoordinatorNode {
         Ok(())
     }
 }
+
+/// How often each coordinator exports the tenants' storage figures.
+const USAGE_REPORT_INTERVAL: Duration = Duration::from_secs(15);
 
 /// A lazily connecting channel to a coordinator's gRPC URL.
 fn lazy_channel(

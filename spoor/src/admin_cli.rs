@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 use spoor_common::auth::Credential;
-use spoor_common::control::{ControlClient, TenantRecord, TokenRole, generate_token};
-use spoor_common::tenant::TenantId;
+use spoor_common::control::ControlClient;
+
+use crate::admin::{self, TenantChanges};
 
 /// How long one call to a coordinator may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,48 +118,33 @@ pub(crate) struct TenantSettings {
 }
 
 impl TenantSettings {
-    /// Applies the settings given to `t`.
-    fn apply(self, t: &mut TenantRecord) -> Result<(), String> {
-        if let Some(v) = self.display_name {
-            t.display_name = v;
-        }
-        if let Some(v) = self.retention_days {
-            t.retention_days = v;
-        }
+    /// The changes these flags make.
+    fn changes(self) -> Result<TenantChanges, String> {
+        let mut table_retention_days = BTreeMap::new();
         for entry in self.table_retention {
             let (table, days) = entry
                 .split_once('=')
                 .ok_or_else(|| format!("--table-retention {entry:?}: expected TABLE=DAYS"))?;
-            let table = table.trim().to_string();
-            if days.trim().is_empty() {
-                t.table_retention_days.remove(&table);
-            } else {
-                let days = days.trim().parse().map_err(|_| {
+            let days = match days.trim() {
+                "" => None,
+                d => Some(d.parse().map_err(|_| {
                     format!("--table-retention {entry:?}: {days:?} is not a number of days")
-                })?;
-                t.table_retention_days.insert(table, days);
-            }
+                })?),
+            };
+            table_retention_days.insert(table.trim().to_string(), days);
         }
-        if let Some(v) = self.legal_hold {
-            t.legal_hold = v;
-        }
-        if let Some(v) = self.region {
-            t.region = v;
-        }
-        let q = &mut t.quotas;
-        if let Some(v) = self.ingest_events_per_second {
-            q.ingest_events_per_second = v;
-        }
-        if let Some(v) = self.ingest_bytes_per_second {
-            q.ingest_bytes_per_second = v;
-        }
-        if let Some(v) = self.max_concurrent_queries {
-            q.max_concurrent_queries = v;
-        }
-        if let Some(v) = self.max_query_scanned_bytes {
-            q.max_query_scanned_bytes = v;
-        }
-        Ok(())
+        Ok(TenantChanges {
+            display_name: self.display_name,
+            retention_days: self.retention_days,
+            table_retention_days,
+            legal_hold: self.legal_hold,
+            region: self.region,
+            disabled: None,
+            ingest_events_per_second: self.ingest_events_per_second,
+            ingest_bytes_per_second: self.ingest_bytes_per_second,
+            max_concurrent_queries: self.max_concurrent_queries,
+            max_query_scanned_bytes: self.max_query_scanned_bytes,
+        })
     }
 }
 
@@ -210,89 +196,36 @@ pub(crate) enum TenantCommand {
     List(ClusterArgs),
 }
 
-/// The registered tenants, by id.
-async fn tenants(control: &ControlClient) -> Result<BTreeMap<TenantId, TenantRecord>, String> {
-    let status = control.cluster_status().await.map_err(|e| e.to_string())?;
-    Ok(status
-        .tenants
-        .into_iter()
-        .map(|t| (t.id.clone(), t))
-        .collect())
-}
-
-/// The registered tenant `id`, or an error saying it is not registered.
-async fn existing(control: &ControlClient, id: &TenantId) -> Result<TenantRecord, String> {
-    tenants(control)
-        .await?
-        .remove(id)
-        .ok_or_else(|| format!("tenant {id} is not registered (see `spoor tenant list`)"))
-}
-
-fn tenant_id(id: String) -> Result<TenantId, String> {
-    TenantId::new(id).map_err(|e| e.to_string())
-}
-
-fn json(value: &impl serde::Serialize) -> Result<Value, String> {
-    serde_json::to_value(value).map_err(|e| e.to_string())
-}
-
-async fn set_disabled(target: &ClusterArgs, id: String, disabled: bool) -> Result<Value, String> {
-    let control = target.control()?;
-    let mut record = existing(&control, &tenant_id(id)?).await?;
-    record.disabled = disabled;
-    control
-        .put_tenant(&record)
-        .await
-        .map_err(|e| e.to_string())?;
-    json(&record)
-}
-
 async fn run_tenant(command: TenantCommand) -> Result<Value, String> {
-    match command {
+    let disabled = |b: bool| TenantChanges {
+        disabled: Some(b),
+        ..TenantChanges::default()
+    };
+    let result = match command {
         TenantCommand::Create {
             target,
             id,
             settings,
-        } => {
-            let control = target.control()?;
-            let id = tenant_id(id)?;
-            if tenants(&control).await?.contains_key(&id) {
-                return Err(format!(
-                    "tenant {id} is already registered; change it with `spoor tenant update {id}`"
-                ));
-            }
-            let mut record = TenantRecord::new(id);
-            settings.apply(&mut record)?;
-            control
-                .put_tenant(&record)
-                .await
-                .map_err(|e| e.to_string())?;
-            json(&existing(&control, &record.id).await?)
-        }
+        } => admin::create_tenant(&target.control()?, &id, settings.changes()?).await,
         TenantCommand::Update {
             target,
             id,
             settings,
-        } => {
-            let control = target.control()?;
-            let mut record = existing(&control, &tenant_id(id)?).await?;
-            settings.apply(&mut record)?;
-            control
-                .put_tenant(&record)
-                .await
-                .map_err(|e| e.to_string())?;
-            json(&record)
+        } => admin::update_tenant(&target.control()?, &id, settings.changes()?).await,
+        TenantCommand::Disable { target, id } => {
+            admin::update_tenant(&target.control()?, &id, disabled(true)).await
         }
-        TenantCommand::Disable { target, id } => set_disabled(&target, id, true).await,
-        TenantCommand::Enable { target, id } => set_disabled(&target, id, false).await,
-        TenantCommand::Show { target, id } => {
-            json(&existing(&target.control()?, &tenant_id(id)?).await?)
+        TenantCommand::Enable { target, id } => {
+            admin::update_tenant(&target.control()?, &id, disabled(false)).await
         }
-        TenantCommand::List(target) => {
-            let all: Vec<TenantRecord> = tenants(&target.control()?).await?.into_values().collect();
-            json(&all)
-        }
-    }
+        TenantCommand::Show { target, id } => admin::show_tenant(&target.control()?, &id).await,
+        TenantCommand::List(target) => admin::list_tenants(&target.control()?).await,
+    };
+    result.map_err(|e| match e {
+        admin::AdminError::NotFound(m) => format!("{m} (see `spoor tenant list`)"),
+        admin::AdminError::Conflict(m) => m.replace("with an update", "with `spoor tenant update`"),
+        e => e.to_string(),
+    })
 }
 
 /// Runs `spoor tenant …`: prints the tenant(s) as JSON.
@@ -341,7 +274,7 @@ pub(crate) enum TokenCommand {
 }
 
 async fn run_token(command: TokenCommand) -> Result<Value, String> {
-    match command {
+    let result = match command {
         TokenCommand::Create {
             target,
             role,
@@ -349,65 +282,27 @@ async fn run_token(command: TokenCommand) -> Result<Value, String> {
             description,
             expires_in,
         } => {
-            let names = TokenRole::ALL.map(TokenRole::name).join(", ");
-            let role = TokenRole::parse(&role)
-                .ok_or_else(|| format!("--role {role:?}: expected one of {names}"))?;
-            let tenants = tenants
-                .into_iter()
-                .map(TenantId::new)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("--tenant: {e}"))?;
-            let mut new = generate_token(tenants, role, description).map_err(|e| e.to_string())?;
-            new.record.expires_at_micros = expires_in.map(|d| {
-                spoor_common::time::now_micros()
-                    .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            });
-            target
-                .control()?
-                .create_token(&new.record)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(json!({
-                "token": new.token,
-                "token_id": new.record.token_id,
-                "role": role.name(),
-                "tenants": new.record.tenants,
-                "expires_at": new.record.expires_at_micros.map(spoor_common::time::rfc3339),
-                "note": "store the token now: only its hash is kept",
-            }))
+            let new = admin::NewToken {
+                role,
+                tenants,
+                description,
+                expires_in_seconds: expires_in.map(|d| d.as_secs()),
+            };
+            admin::create_token(&target.control()?, new).await
         }
         TokenCommand::List { target, tenant } => {
-            let tenant = tenant.map(tenant_id).transpose()?;
-            let tokens = target
-                .control()?
-                .list_tokens(tenant.as_ref())
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(Value::Array(
-                tokens
-                    .into_iter()
-                    .map(|t| {
-                        json!({
-                            "token_id": t.token_id,
-                            "role": t.role.name(),
-                            "tenants": t.tenants,
-                            "description": t.description,
-                            "revoked": t.revoked,
-                            "expires_at": t.expires_at_micros.map(spoor_common::time::rfc3339),
-                        })
-                    })
-                    .collect(),
-            ))
+            admin::list_tokens(&target.control()?, tenant.as_deref()).await
         }
-        TokenCommand::Revoke { target, id } => {
-            target
-                .control()?
-                .revoke_token(&id)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(json!({"revoked": id}))
+        TokenCommand::Revoke { target, id } => admin::revoke_token(&target.control()?, &id).await,
+    };
+    result.map_err(|e| match e {
+        // The flag's name, as the user typed it.
+        admin::AdminError::Invalid(m) if m.starts_with("role ") => format!("--{m}"),
+        admin::AdminError::Invalid(m) if m.starts_with("tenants: ") => {
+            format!("--tenant: {}", &m["tenants: ".len()..])
         }
-    }
+        e => e.to_string(),
+    })
 }
 
 /// Runs `spoor token …`: prints the outcome as JSON.
@@ -453,7 +348,9 @@ fn parse_lifetime(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spoor_common::control::TenantRecord;
     use spoor_common::schema::Table;
+    use spoor_common::tenant::TenantId;
 
     #[test]
     fn token_lifetimes_are_days_or_hours() {
@@ -480,8 +377,9 @@ mod tests {
             max_concurrent_queries: Some(4),
             ..TenantSettings::default()
         }
-        .apply(&mut t)
-        .expect("apply");
+        .changes()
+        .expect("changes")
+        .apply(&mut t);
         assert_eq!(t.region, "eu-west");
         assert_eq!(t.retention_days, 30);
         assert_eq!(t.table_retention_days.get("alerts"), Some(&730));
@@ -497,7 +395,7 @@ mod tests {
             table_retention: vec!["alerts=".into()],
             ..TenantSettings::default()
         };
-        unset.apply(&mut t).expect("apply");
+        unset.changes().expect("changes").apply(&mut t);
         t.legal_hold = false;
         assert_eq!(t.retention_days_of(Table::Events), 30);
         // Without its own setting, alerts are kept (not `retention_days`).
@@ -507,6 +405,6 @@ mod tests {
             table_retention: vec!["alerts".into()],
             ..TenantSettings::default()
         };
-        assert!(bad.apply(&mut t).expect_err("no =").contains("TABLE=DAYS"));
+        assert!(bad.changes().expect_err("no =").contains("TABLE=DAYS"));
     }
 }

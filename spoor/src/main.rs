@@ -5,6 +5,8 @@
 //! `spoor sql` and `spoor status` are clients of a running node; `spoor import`
 //! loads files into a running cluster's lake.
 
+mod admin;
+mod admin_api;
 mod admin_cli;
 mod alerts_api;
 mod api;

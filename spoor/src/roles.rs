@@ -217,6 +217,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         control.clone(),
         crate::rules_api::access(&config, &control, &audit),
     ));
+    app = app.merge(crate::admin_api::router(control.clone(), audit.clone()));
     app = app.merge(crate::alerts_api::router(
         &config, &catalog, &control, &audit,
     )?);

@@ -71,6 +71,7 @@ const OK: Want = Want::Allow;
 /// HTTP statuses.
 const H401: Want = Want::Refuse("401");
 const H403: Want = Want::Refuse("403");
+const H404: Want = Want::Refuse("404");
 /// Splunk HEC: HTTP status / HEC code (2 token required, 4 invalid token).
 const HEC401: Want = Want::Refuse("401/2");
 const HEC403: Want = Want::Refuse("403/4");
@@ -118,6 +119,16 @@ enum Action {
     TokenRevoke(&'static str),
     /// `spoor cluster members`.
     Members,
+    /// `POST /v1/tenants`.
+    HttpTenantCreate,
+    /// `GET /v1/tenants/acme`.
+    HttpTenantShow,
+    /// `POST /v1/tokens` of an analyst token of the tenant.
+    HttpTokenCreate(&'static str),
+    /// `GET /v1/tokens?tenant=acme`.
+    HttpTokenList,
+    /// `DELETE /v1/tokens/{id}` of a fresh analyst token of the tenant.
+    HttpTokenRevoke(&'static str),
 }
 
 impl Action {
@@ -130,7 +141,12 @@ impl Action {
             | Action::GetAlert
             | Action::PatchAlert
             | Action::RetroHunt
-            | Action::Status => "http",
+            | Action::Status
+            | Action::HttpTenantCreate
+            | Action::HttpTenantShow
+            | Action::HttpTokenCreate(_)
+            | Action::HttpTokenList
+            | Action::HttpTokenRevoke(_) => "http",
             Action::Hec => "hec",
             Action::Flight => "flight-sql",
             Action::Postgres => "postgres",
@@ -163,6 +179,11 @@ impl Action {
             Action::TokenList => "token list --tenant acme".into(),
             Action::TokenRevoke(t) => format!("token revoke ({t} analyst)"),
             Action::Members => "cluster members".into(),
+            Action::HttpTenantCreate => "POST /v1/tenants".into(),
+            Action::HttpTenantShow => "GET /v1/tenants/acme".into(),
+            Action::HttpTokenCreate(t) => format!("POST /v1/tokens ({t} analyst)"),
+            Action::HttpTokenList => "GET /v1/tokens?tenant=acme".into(),
+            Action::HttpTokenRevoke(t) => format!("DELETE /v1/tokens/{{id}} ({t} analyst)"),
         }
     }
 
@@ -252,6 +273,33 @@ const BEYOND_TENANT_GRPC: Wants = &[
     (ANALYST, DENIED),
     (VIEWER, DENIED),
     (INGEST, DENIED),
+];
+
+/// What only the cluster's admin may do over HTTP.
+const CLUSTER_HTTP: Wants = &[
+    (ADMIN, OK),
+    (MSSP, H403),
+    (TENANT_ADMIN, H403),
+    (ANALYST, H403),
+    (VIEWER, H403),
+    (INGEST, H403),
+    (NO_TOKEN, H401),
+    (BAD_TOKEN, H401),
+    (REVOKED, H401),
+];
+
+/// Managing acme's tokens over HTTP: the cluster's admin and acme's
+/// tenant-admin.
+const ACME_TOKENS_HTTP: Wants = &[
+    (ADMIN, OK),
+    (MSSP, H403),
+    (TENANT_ADMIN, OK),
+    (ANALYST, H403),
+    (VIEWER, H403),
+    (INGEST, H403),
+    (NO_TOKEN, H401),
+    (BAD_TOKEN, H401),
+    (REVOKED, H401),
 ];
 
 /// The matrix: each action with who may (`OK`) and how everyone else is
@@ -358,6 +406,33 @@ const MATRIX: &[(Action, Wants)] = &[
         ],
     ),
     (Action::Members, CLUSTER_GRPC),
+    (Action::HttpTenantCreate, CLUSTER_HTTP),
+    (Action::HttpTenantShow, CLUSTER_HTTP),
+    (Action::HttpTokenCreate("acme"), ACME_TOKENS_HTTP),
+    (
+        Action::HttpTokenCreate("globex"),
+        &[
+            (ADMIN, OK),
+            (MSSP, H403),
+            (TENANT_ADMIN, H403),
+            (ANALYST, H403),
+            (VIEWER, H403),
+            (INGEST, H403),
+        ],
+    ),
+    (Action::HttpTokenList, ACME_TOKENS_HTTP),
+    (Action::HttpTokenRevoke("acme"), ACME_TOKENS_HTTP),
+    (
+        Action::HttpTokenRevoke("globex"),
+        &[
+            (ADMIN, OK),
+            (MSSP, H403),
+            (TENANT_ADMIN, H404),
+            (ANALYST, H403),
+            (VIEWER, H403),
+            (INGEST, H403),
+        ],
+    ),
 ];
 
 /// A caller's credential.
@@ -821,6 +896,39 @@ async fn run(ctx: &Ctx, action: Action, who: &'static str) -> anyhow::Result<Out
             cli_outcome(&ctx.grpc, cred, &["token", "revoke", &victim])
         }
         Action::Members => cli_outcome(&ctx.grpc, cred, &["cluster", "members"]),
+        Action::HttpTenantCreate => {
+            let body = json!({"id": format!("mxh-{who}"), "retention_days": 30});
+            http_outcome(
+                node,
+                Method::POST,
+                "/v1/tenants",
+                cred,
+                Some(body.to_string()),
+            )
+            .await
+        }
+        Action::HttpTenantShow => {
+            http_outcome(node, Method::GET, "/v1/tenants/acme", cred, None).await
+        }
+        Action::HttpTokenCreate(tenant) => {
+            let body = json!({"role": "analyst", "tenants": [tenant], "expires_in_seconds": 3600});
+            http_outcome(
+                node,
+                Method::POST,
+                "/v1/tokens",
+                cred,
+                Some(body.to_string()),
+            )
+            .await
+        }
+        Action::HttpTokenList => {
+            http_outcome(node, Method::GET, "/v1/tokens?tenant=acme", cred, None).await
+        }
+        Action::HttpTokenRevoke(tenant) => {
+            let (_, victim) = new_token(&ctx.grpc, &ctx.admin, "analyst", &[tenant])?;
+            let path = format!("/v1/tokens/{victim}");
+            http_outcome(node, Method::DELETE, &path, cred, None).await
+        }
     }
 }
 
