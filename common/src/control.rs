@@ -127,6 +127,11 @@ pub struct TenantRecord {
     /// Its limits.
     #[serde(default)]
     pub quotas: TenantQuotas,
+    /// Changes applied to it so far, counted by the coordinators (1 after
+    /// registration). A writer that read version N and stores with
+    /// `expected_version` N is refused if someone changed it since.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl TenantRecord {
@@ -142,7 +147,33 @@ impl TenantRecord {
             disabled: false,
             created_at_micros: 0,
             quotas: TenantQuotas::default(),
+            version: 0,
         }
+    }
+
+    /// Why these retention settings cannot be stored, if they cannot: an
+    /// alert's triage history (`alert_updates`) kept shorter than the
+    /// alert would make a kept alert fall back to status `new`. Checked
+    /// before a change is proposed (not when the log is applied, so
+    /// entries stored before this check replay as they applied).
+    pub fn retention_problem(&self) -> Option<String> {
+        let unheld = TenantRecord {
+            legal_hold: false,
+            ..self.clone()
+        };
+        let alerts = unheld.retention_days_of(Table::Alerts);
+        let updates = unheld.retention_days_of(Table::AlertUpdates);
+        (updates != 0 && (alerts == 0 || updates < alerts)).then(|| {
+            let alerts = match alerts {
+                0 => "forever".to_string(),
+                days => format!("{days} days"),
+            };
+            format!(
+                "tenant {}: alert_updates would be kept {updates} days but alerts {alerts}: \
+                 the triage history must be kept at least as long as the alerts",
+                self.id
+            )
+        })
     }
 
     /// Days `table` is kept (0: forever). `events` and `dead_letter`
@@ -628,6 +659,8 @@ pub mod control_convert {
             ingest_bytes_per_second: t.quotas.ingest_bytes_per_second,
             max_concurrent_queries: t.quotas.max_concurrent_queries,
             max_query_scanned_bytes: t.quotas.max_query_scanned_bytes,
+            version: t.version,
+            expected_version: None,
         }
     }
 
@@ -648,6 +681,7 @@ pub mod control_convert {
                 max_concurrent_queries: t.max_concurrent_queries,
                 max_query_scanned_bytes: t.max_query_scanned_bytes,
             },
+            version: t.version,
         })
     }
 
@@ -823,7 +857,21 @@ impl ControlClient {
 
     /// Creates or updates a tenant.
     pub async fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), CatalogError> {
-        let req = cc::tenant_to_pb(tenant);
+        self.put_tenant_as_of(tenant, None).await
+    }
+
+    /// Stores `tenant` only if it is still at `expected_version` (0: not
+    /// registered yet); otherwise `CatalogError::Conflict`. A retry of a put
+    /// that applied is not a conflict.
+    pub async fn put_tenant_as_of(
+        &self,
+        tenant: &TenantRecord,
+        expected_version: Option<u64>,
+    ) -> Result<(), CatalogError> {
+        let req = pb::Tenant {
+            expected_version,
+            ..cc::tenant_to_pb(tenant)
+        };
         self.call("PutTenant", |mut c| {
             let req = req.clone();
             async move { c.put_tenant(req).await }
@@ -1082,6 +1130,27 @@ pub fn cluster_status_from_pb(s: pb::ClusterStatusReply) -> Result<ClusterStatus
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn triage_history_is_never_kept_shorter_than_alerts() {
+        let mut t = TenantRecord::new(TenantId::new("acme").expect("tenant"));
+        t.table_retention_days.insert("alerts".into(), 365);
+        t.table_retention_days.insert("alert_updates".into(), 30);
+        let problem = t.retention_problem().expect("shorter");
+        assert!(
+            problem.contains("at least as long as the alerts"),
+            "{problem}"
+        );
+        t.table_retention_days.remove("alerts");
+        let problem = t.retention_problem().expect("alerts kept forever");
+        assert!(problem.contains("alerts forever"), "{problem}");
+        t.table_retention_days.insert("alerts".into(), 30);
+        assert_eq!(t.retention_problem(), None);
+        t.table_retention_days.insert("alert_updates".into(), 400);
+        assert_eq!(t.retention_problem(), None);
+        t.table_retention_days.remove("alert_updates");
+        assert_eq!(t.retention_problem(), None, "unset: follows alerts");
+    }
 
     #[test]
     fn tokens_are_random_hashed_and_recognizable() {

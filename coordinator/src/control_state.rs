@@ -35,6 +35,14 @@ pub enum ControlOp {
     },
     /// Creates or updates a tenant.
     PutTenant(TenantRecord),
+    /// Creates or updates a tenant still at `expected_version` (0: not
+    /// registered): a writer never overwrites a change it did not read.
+    PutTenantAsOf {
+        /// The new record.
+        record: TenantRecord,
+        /// The version the writer read.
+        expected_version: u64,
+    },
     /// Stores a token (hash only).
     CreateToken(TokenRecord),
     /// Revokes a token.
@@ -136,40 +144,11 @@ impl ControlState {
                 }
                 done(false)
             }
-            ControlOp::PutTenant(t) => {
-                if t.display_name.len() > 200 {
-                    return invalid(format!(
-                        "tenant {}: display_name is longer than 200 bytes",
-                        t.id
-                    ));
-                }
-                if t.id.as_str() == TenantId::CLUSTER {
-                    return invalid(format!(
-                        "tenant id {} is reserved for the cluster's own records (the audit trail)",
-                        t.id
-                    ));
-                }
-                if let Some(table) = t
-                    .table_retention_days
-                    .keys()
-                    .find(|k| !Table::ALL.iter().any(|table| table.name() == k.as_str()))
-                {
-                    return invalid(format!(
-                        "tenant {}: table_retention_days names {table:?}, not a table (one of {})",
-                        t.id,
-                        Table::ALL.map(Table::name).join(", ")
-                    ));
-                }
-                let mut stored = t.clone();
-                // Registration time is the coordinator's, and stays.
-                stored.created_at_micros = self
-                    .tenants
-                    .get(t.id.as_str())
-                    .map_or(now_micros, |old| old.created_at_micros);
-                let same = self.tenants.get(t.id.as_str()) == Some(&stored);
-                self.tenants.insert(t.id.to_string(), stored);
-                done(same)
-            }
+            ControlOp::PutTenant(t) => self.put_tenant(t, None, now_micros),
+            ControlOp::PutTenantAsOf {
+                record,
+                expected_version,
+            } => self.put_tenant(record, Some(*expected_version), now_micros),
             ControlOp::CreateToken(t) => self.create_token(t),
             ControlOp::RevokeToken { token_id } => match self.tokens.get_mut(token_id) {
                 None => invalid(format!("no token with id {token_id}")),
@@ -283,6 +262,70 @@ impl ControlState {
                 registered_at_micros: now_micros,
             },
         );
+        done(false)
+    }
+
+    /// Stores a tenant (checked), keeping the coordinator's registration
+    /// time and counting its version; with `expected_version`, only if no
+    /// one changed it since the writer read it.
+    fn put_tenant(
+        &mut self,
+        t: &TenantRecord,
+        expected_version: Option<u64>,
+        now_micros: i64,
+    ) -> Result<ControlOutcome, CatalogError> {
+        if t.display_name.len() > 200 {
+            return invalid(format!(
+                "tenant {}: display_name is longer than 200 bytes",
+                t.id
+            ));
+        }
+        if t.id.as_str() == TenantId::CLUSTER {
+            return invalid(format!(
+                "tenant id {} is reserved for the cluster's own records (the audit trail)",
+                t.id
+            ));
+        }
+        if let Some(table) = t
+            .table_retention_days
+            .keys()
+            .find(|k| !Table::ALL.iter().any(|table| table.name() == k.as_str()))
+        {
+            return invalid(format!(
+                "tenant {}: table_retention_days names {table:?}, not a table (one of {})",
+                t.id,
+                Table::ALL.map(Table::name).join(", ")
+            ));
+        }
+        let current = self.tenants.get(t.id.as_str());
+        let mut stored = t.clone();
+        // Registration time and the version are the coordinator's.
+        stored.created_at_micros = current.map_or(now_micros, |old| old.created_at_micros);
+        stored.version = current.map_or(0, |old| old.version);
+        // The same content again (a retried put) changes nothing.
+        if current == Some(&stored) {
+            return done(true);
+        }
+        if let Some(expected) = expected_version
+            && expected != stored.version
+        {
+            return conflict(match current {
+                None => format!(
+                    "tenant {} is not registered (it was read at version {expected})",
+                    t.id
+                ),
+                Some(_) if expected == 0 => {
+                    format!("tenant {} is already registered", t.id)
+                }
+                Some(_) => format!(
+                    "tenant {} changed since it was read (version {expected}, now {}): \
+                         read it again and reapply the change",
+                    t.id, stored.version
+                ),
+            });
+        }
+        stored.version += 1;
+        self.tenants.insert(t.id.to_string(), stored);
         done(false)
     }
 
@@ -552,6 +595,44 @@ mod tests {
 
     fn apply(s: &mut ControlState, op: ControlOp) -> ControlOutcome {
         s.apply(&op, 7).expect("apply")
+    }
+
+    #[test]
+    fn a_tenant_is_stored_only_over_the_version_its_writer_read() {
+        let mut s = ControlState::default();
+        let put = |record: &TenantRecord, expected_version| ControlOp::PutTenantAsOf {
+            record: record.clone(),
+            expected_version,
+        };
+        let mut t = TenantRecord::new(acme());
+        assert!(!apply(&mut s, put(&t, 0)).already_applied);
+        assert_eq!(s.tenants()[0].version, 1);
+        // A second create of the same id is refused, not merged.
+        t.region = "eu-west".into();
+        let err = s.apply(&put(&t, 0), 7).expect_err("taken");
+        assert!(err.to_string().contains("already registered"), "{err}");
+
+        // Two writers read version 1: one sets a legal hold, the other, on
+        // its stale copy, changes the region; the stale write is refused
+        // and the hold stays.
+        let mut held = s.tenants()[0].clone();
+        held.legal_hold = true;
+        assert!(!apply(&mut s, put(&held, 1)).already_applied);
+        let err = s.apply(&put(&t, 1), 7).expect_err("stale");
+        assert!(
+            err.to_string()
+                .contains("changed since it was read (version 1, now 2)"),
+            "{err}"
+        );
+        assert!(s.tenants()[0].legal_hold);
+        // A retried put of what was stored is no conflict and no change.
+        assert!(apply(&mut s, put(&held, 1)).already_applied);
+        assert_eq!(s.tenants()[0].version, 2);
+        // Unconditional puts (log entries of before versions) still apply
+        // and count.
+        assert!(!apply(&mut s, ControlOp::PutTenant(t)).already_applied);
+        assert_eq!(s.tenants()[0].version, 3);
+        assert_eq!(s.tenants()[0].region, "eu-west");
     }
 
     #[test]

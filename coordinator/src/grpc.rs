@@ -552,12 +552,20 @@ impl pb::control_service_server::ControlService for ControlGrpc {
     ) -> Result<Response<pb::PutTenantReply>, Status> {
         require_cluster(&request, "manage tenants")?;
         let who = caller(&request)?.clone();
-        let t = cc::tenant_from_pb(request.into_inner()).map_err(status)?;
-        let out = self
-            .node
-            .control(ControlOp::PutTenant(t.clone()))
-            .await
-            .map_err(status)?;
+        let request = request.into_inner();
+        let expected_version = request.expected_version;
+        let t = cc::tenant_from_pb(request).map_err(status)?;
+        if let Some(problem) = t.retention_problem() {
+            return Err(Status::invalid_argument(problem));
+        }
+        let op = match expected_version {
+            Some(expected_version) => ControlOp::PutTenantAsOf {
+                record: t.clone(),
+                expected_version,
+            },
+            None => ControlOp::PutTenant(t.clone()),
+        };
+        let out = self.node.control(op).await.map_err(status)?;
         if !out.already_applied {
             self.audit.record(spoor_common::audit::AuditRecord {
                 tenants: vec![t.id.to_string()],

@@ -75,22 +75,22 @@ pub(crate) const TENANT_FIELDS: &str = "an object with any of display_name, rete
 
 impl TenantChanges {
     /// Sets the fields given on `t`.
-    pub(crate) fn apply(self, t: &mut TenantRecord) {
+    pub(crate) fn apply(&self, t: &mut TenantRecord) {
         fn set<T>(field: &mut T, value: Option<T>) {
             if let Some(v) = value {
                 *field = v;
             }
         }
-        set(&mut t.display_name, self.display_name);
+        set(&mut t.display_name, self.display_name.clone());
         set(&mut t.retention_days, self.retention_days);
-        for (table, days) in self.table_retention_days {
+        for (table, days) in &self.table_retention_days {
             match days {
-                Some(days) => t.table_retention_days.insert(table, days),
-                None => t.table_retention_days.remove(&table),
+                Some(days) => t.table_retention_days.insert(table.clone(), *days),
+                None => t.table_retention_days.remove(table),
             };
         }
         set(&mut t.legal_hold, self.legal_hold);
-        set(&mut t.region, self.region);
+        set(&mut t.region, self.region.clone());
         set(&mut t.disabled, self.disabled);
         let q = &mut t.quotas;
         set(
@@ -178,34 +178,60 @@ pub(crate) async fn show_tenant(control: &ControlClient, id: &str) -> Result<Val
     view(&record, usage.as_ref())
 }
 
-/// Registers `id`; refused when it is taken.
+/// Registers `id`; refused when it is taken (also by a concurrent create).
 pub(crate) async fn create_tenant(
     control: &ControlClient,
     id: &str,
     changes: TenantChanges,
 ) -> Result<Value, AdminError> {
     let id = tenant_id(id)?;
-    if tenants(control).await?.contains_key(&id) {
-        return Err(AdminError::Conflict(format!(
+    let taken = || {
+        AdminError::Conflict(format!(
             "tenant {id} is already registered; change it with an update"
-        )));
+        ))
+    };
+    if tenants(control).await?.contains_key(&id) {
+        return Err(taken());
     }
-    let mut record = TenantRecord::new(id);
+    let mut record = TenantRecord::new(id.clone());
     changes.apply(&mut record);
-    control.put_tenant(&record).await?;
+    match control.put_tenant_as_of(&record, Some(0)).await {
+        Err(CatalogError::Conflict { .. }) => return Err(taken()),
+        other => other?,
+    }
     show_tenant(control, record.id.as_str()).await
 }
 
-/// Changes the fields of `changes` on the registered tenant `id`.
+/// How often an update is reapplied when others changed the tenant in
+/// between.
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// Changes the fields of `changes` on the registered tenant `id`, and only
+/// those: the change is applied to the version read and stored only if no
+/// one changed the tenant since (else read again and reapplied), so two
+/// concurrent updates of different fields both take effect, and a legal
+/// hold set meanwhile is never undone by a stale record.
 pub(crate) async fn update_tenant(
     control: &ControlClient,
     id: &str,
     changes: TenantChanges,
 ) -> Result<Value, AdminError> {
-    let (mut record, usage) = existing(control, &tenant_id(id)?).await?;
-    changes.apply(&mut record);
-    control.put_tenant(&record).await?;
-    view(&record, usage.as_ref())
+    let id = tenant_id(id)?;
+    let mut last = None;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let (mut record, _) = existing(control, &id).await?;
+        let read = record.version;
+        changes.apply(&mut record);
+        match control.put_tenant_as_of(&record, Some(read)).await {
+            Ok(()) => return show_tenant(control, id.as_str()).await,
+            Err(CatalogError::Conflict { reason }) => last = Some(reason),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AdminError::Conflict(format!(
+        "tenant {id} kept changing while it was updated ({}); try again",
+        last.unwrap_or_default()
+    )))
 }
 
 /// A token to create.

@@ -158,6 +158,40 @@ async fn tenants_and_tokens_over_http_with_storage_usage() -> anyhow::Result<()>
         "{text}"
     );
 
+    // Concurrent updates of different fields all take effect: each is
+    // stored only over the version it read, and reapplied otherwise.
+    let patch = |body: serde_json::Value| {
+        let url = url("/v1/tenants/acme");
+        async move { call(Method::PATCH, &url, admin, Some(body)).await }
+    };
+    let (a, b, c, d) = tokio::join!(
+        patch(json!({"region": "us-east"})),
+        patch(json!({"display_name": "Acme Inc"})),
+        patch(json!({"ingest_bytes_per_second": 1000000})),
+        patch(json!({"max_concurrent_queries": 3})),
+    );
+    for (status, body) in [a?, b?, c?, d?] {
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, shown) = call(Method::GET, &url("/v1/tenants/acme"), admin, None).await?;
+    assert_eq!(shown["region"], "us-east", "{shown}");
+    assert_eq!(shown["display_name"], "Acme Inc", "{shown}");
+    assert_eq!(
+        shown["quotas"]["ingest_bytes_per_second"], 1000000,
+        "{shown}"
+    );
+    assert_eq!(shown["quotas"]["max_concurrent_queries"], 3, "{shown}");
+    assert_eq!(shown["version"], 5, "one version per change: {shown}");
+    // Triage history kept shorter than the alerts is refused.
+    let (status, body) = call(
+        Method::PATCH,
+        &url("/v1/tenants/acme"),
+        admin,
+        Some(json!({"table_retention_days": {"alert_updates": 30}})),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+
     // Update: a legal hold, then disabling stops the tenant's tokens.
     let (status, updated) = call(
         Method::PATCH,
