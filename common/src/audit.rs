@@ -40,6 +40,12 @@ const MAX_BATCH: usize = 50_000;
 /// Most bytes of a detail kept (a query's SQL can be a megabyte).
 const MAX_DETAIL_BYTES: usize = 16 * 1024;
 
+/// Refusals (`auth_failure` rows) recorded one by one per second per
+/// node. A flood of bad credentials beyond it is counted, not recorded row
+/// by row: one `suppressed` row per second says how many were left out,
+/// so a credential-stuffing run cannot fill the audit table or its queue.
+pub const REFUSALS_PER_SECOND: u32 = 200;
+
 /// One row of the `audit` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -96,17 +102,92 @@ impl AuditRecord {
 #[derive(Debug, Clone, Default)]
 pub struct AuditLog {
     queue: Option<mpsc::Sender<AuditRecord>>,
+    refusals: Arc<std::sync::Mutex<RefusalWindow>>,
+}
+
+/// The refusals of the current second.
+#[derive(Debug)]
+struct RefusalWindow {
+    started: std::time::Instant,
+    recorded: u32,
+    suppressed: u64,
+}
+
+impl Default for RefusalWindow {
+    fn default() -> Self {
+        RefusalWindow {
+            started: std::time::Instant::now(),
+            recorded: 0,
+            suppressed: 0,
+        }
+    }
 }
 
 impl AuditLog {
     /// A log and the receiver its [`AuditWriter`] drains.
     pub fn new() -> (Self, mpsc::Receiver<AuditRecord>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (AuditLog { queue: Some(tx) }, rx)
+        (
+            AuditLog {
+                queue: Some(tx),
+                refusals: Arc::default(),
+            },
+            rx,
+        )
     }
 
-    /// Queues `record`; never waits.
-    pub fn record(&self, mut record: AuditRecord) {
+    /// Queues `record`; never waits. Refusals past
+    /// [`REFUSALS_PER_SECOND`] are counted instead, and the count is
+    /// recorded with the next refusal after that second.
+    pub fn record(&self, record: AuditRecord) {
+        if self.queue.is_none() {
+            return;
+        }
+        if record.kind == "auth_failure" {
+            let (admitted, summary) = self.admit_refusal(record.interface);
+            if let Some(summary) = summary {
+                self.enqueue(summary);
+            }
+            if !admitted {
+                metrics::counter!("spoor_audit_refusals_suppressed_total").increment(1);
+                return;
+            }
+        }
+        self.enqueue(record);
+    }
+
+    /// Whether one more refusal is recorded row by row this second, and
+    /// the summary of the last second's suppressed ones, if any.
+    fn admit_refusal(&self, interface: &'static str) -> (bool, Option<AuditRecord>) {
+        let mut window = match self.refusals.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut summary = None;
+        if window.started.elapsed() >= Duration::from_secs(1) {
+            if window.suppressed > 0 {
+                summary = Some(AuditRecord::refusal(
+                    interface,
+                    "suppressed",
+                    format!(
+                        "{} more refusals in one second were not recorded one by one (over \
+                         {REFUSALS_PER_SECOND} a second on this node)",
+                        window.suppressed
+                    ),
+                ));
+            }
+            *window = RefusalWindow::default();
+        }
+        let admitted = window.recorded < REFUSALS_PER_SECOND;
+        if admitted {
+            window.recorded += 1;
+        } else {
+            window.suppressed += 1;
+        }
+        (admitted, summary)
+    }
+
+    fn enqueue(&self, mut record: AuditRecord) {
         let Some(queue) = &self.queue else {
             return;
         };
@@ -299,6 +380,42 @@ fn audit_batch(
 mod tests {
     use super::*;
     use crate::catalog::{FileQuery, MemoryCatalog};
+
+    #[test]
+    fn a_flood_of_refusals_is_counted_not_recorded_row_by_row() {
+        let (log, mut rx) = AuditLog::new();
+        for i in 0..REFUSALS_PER_SECOND + 50 {
+            log.record(AuditRecord::refusal(
+                "http",
+                "unauthenticated",
+                format!("bad {i}"),
+            ));
+        }
+        // Other kinds are never limited.
+        log.record(AuditRecord::new("token_created", "grpc"));
+        let mut rows = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            rows.push(r);
+        }
+        assert_eq!(rows.len() as u32, REFUSALS_PER_SECOND + 1);
+        assert_eq!(rows.last().map(|r| r.kind), Some("token_created"));
+        // The next second's first refusal brings the count of the last.
+        log.refusals.lock().expect("lock").started -= Duration::from_secs(1);
+        log.record(AuditRecord::refusal("http", "unauthenticated", "again"));
+        let summary = rx.try_recv().expect("summary");
+        assert_eq!(summary.outcome, "suppressed");
+        assert!(
+            summary
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("50 more refusals")),
+            "{summary:?}"
+        );
+        assert_eq!(
+            rx.try_recv().expect("the refusal").detail.as_deref(),
+            Some("again")
+        );
+    }
 
     #[tokio::test]
     async fn records_become_rows_of_the_clusters_audit_table_once() {

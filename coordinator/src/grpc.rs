@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::CoordinatorNode;
 use crate::control_state::ControlOp;
-use crate::guard::{GrpcGuard, caller, may_manage_tokens, require_cluster, token_scope};
+use crate::guard::{GrpcGuard, audited, caller, may_manage_tokens, require_cluster, token_scope};
 
 /// A service behind its credential guard.
 pub type Guarded<S> = tonic::service::interceptor::InterceptedService<S, GrpcGuard>;
@@ -583,8 +583,9 @@ impl pb::control_service_server::ControlService for ControlGrpc {
     ) -> Result<Response<pb::CreateTokenReply>, Status> {
         let who = caller(&request)?.clone();
         let t = cc::token_from_pb(request.into_inner()).map_err(status)?;
-        may_manage_tokens(&who, &t.tenants, t.role)?;
-        outlives_its_maker(&who, &t)?;
+        may_manage_tokens(&who, &t.tenants, t.role)
+            .and_then(|()| outlives_its_maker(&who, &t))
+            .map_err(|s| audited(&self.audit, &who, s))?;
         let out = self
             .node
             .control(ControlOp::CreateToken(t.clone()))
@@ -613,7 +614,10 @@ impl pb::control_service_server::ControlService for ControlGrpc {
     ) -> Result<Response<pb::RevokeTokenReply>, Status> {
         let who = caller(&request)?.clone();
         let token_id = request.into_inner().token_id;
-        if token_scope(&who)?.is_some() {
+        if token_scope(&who)
+            .map_err(|s| audited(&self.audit, &who, s))?
+            .is_some()
+        {
             // Someone else's token is "not found", not "forbidden": the
             // answer must not tell which tokens other tenants have.
             let theirs = self.node.tokens().map_err(status)?.into_iter().any(|t| {
@@ -652,7 +656,9 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         } else {
             Some(tenant(req.tenant)?)
         };
-        let scoped = token_scope(&who)?.is_some();
+        let scoped = token_scope(&who)
+            .map_err(|s| audited(&self.audit, &who, s))?
+            .is_some();
         let tokens = self
             .node
             .tokens()

@@ -159,8 +159,35 @@ impl tonic::service::Interceptor for GrpcGuard {
             });
         })?;
         request.extensions_mut().insert(caller);
+        request
+            .extensions_mut()
+            .insert(GuardAudit(self.audit.clone()));
         Ok(request)
     }
+}
+
+/// The guard's audit trail, handed to the handlers with the caller so a
+/// refusal of an authenticated caller (`PERMISSION_DENIED`) is recorded
+/// too.
+#[derive(Clone)]
+struct GuardAudit(AuditLog);
+
+/// Records `status` in `audit` when it refuses `who` an action
+/// (`PERMISSION_DENIED`: a valid credential that may not), and passes it
+/// on.
+pub fn audited(audit: &AuditLog, who: &GrpcCaller, status: Status) -> Status {
+    if status.code() == tonic::Code::PermissionDenied {
+        let mut record = who.audit("auth_failure");
+        if let GrpcCaller::Token(t) = who {
+            record.tenants = t.tenants.iter().map(ToString::to_string).collect();
+        }
+        audit.record(AuditRecord {
+            outcome: "forbidden".into(),
+            detail: Some(status.message().to_string()),
+            ..record
+        });
+    }
+    status
 }
 
 /// The caller the guard established. A service served without a guard
@@ -175,11 +202,18 @@ pub fn caller<T>(request: &Request<T>) -> Result<&GrpcCaller, Status> {
 /// `Ok` for nodes and the cluster's admin; `PERMISSION_DENIED` naming
 /// `action` for everyone else.
 pub fn require_cluster<T>(request: &Request<T>, action: &str) -> Result<(), Status> {
-    match caller(request)? {
-        GrpcCaller::Token(t) if !t.is_cluster_admin() => Err(Status::permission_denied(format!(
-            "{} token may not {action}: that takes the cluster's admin token (an admin token naming no tenant)",
-            spoor_common::auth::with_article(t.role.name())
-        ))),
+    let who = caller(request)?;
+    match who {
+        GrpcCaller::Token(t) if !t.is_cluster_admin() => {
+            let refused = Status::permission_denied(format!(
+                "{} token may not {action}: that takes the cluster's admin token (an admin token naming no tenant)",
+                spoor_common::auth::with_article(t.role.name())
+            ));
+            Err(match request.extensions().get::<GuardAudit>() {
+                Some(GuardAudit(audit)) => audited(audit, who, refused),
+                None => refused,
+            })
+        }
         _ => Ok(()),
     }
 }

@@ -171,6 +171,12 @@ impl Access {
         scope
     }
 
+    /// Records that the caller of `scope`, whose token is valid, was
+    /// refused an action (`403`): `reason` says which and why.
+    pub fn record_forbidden(&self, scope: &Scope, interface: &'static str, reason: &str) {
+        self.audit.record(forbidden(scope, interface, reason));
+    }
+
     async fn scope_of(&self, token: Option<&str>) -> Result<Scope, AccessError> {
         if self.mode == HttpAuth::None {
             return Ok(Scope::single(self.default_tenant.clone()));
@@ -201,6 +207,17 @@ impl Access {
         Scope::for_token(tenants, record.token_id, cluster_admin)
             .map(|s| s.with_role(record.role).with_quotas(quotas))
             .ok_or(AccessError::NoTenants)
+    }
+}
+
+/// The audit row of a caller with a valid token refused an action
+/// (`403`): who, with which role and tenants, and `reason`.
+pub fn forbidden(scope: &Scope, interface: &'static str, reason: &str) -> AuditRecord {
+    AuditRecord {
+        actor: scope.token_id().map(str::to_string),
+        role: scope.role().map(|r| r.name().to_string()),
+        tenants: scope.tenants().iter().map(ToString::to_string).collect(),
+        ..AuditRecord::refusal(interface, "forbidden", reason)
     }
 }
 

@@ -184,6 +184,17 @@ struct Running {
     cancel: CancellationToken,
 }
 
+/// What a cancellation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// The query is told to stop.
+    Cancelled,
+    /// No running query of that id the caller may see.
+    NotFound,
+    /// The caller sees it but may cancel only its own queries.
+    NotYours,
+}
+
 #[derive(Default)]
 struct LogState {
     running: HashMap<QueryId, Running>,
@@ -327,18 +338,29 @@ impl QueryLog {
         state.history.push_back((running.tenants, record));
     }
 
-    /// Cancels a running query the caller may see. False when there is no
-    /// such query (or it is not the caller's to see).
-    pub fn cancel(&self, scope: &Scope, id: &str) -> bool {
+    /// Cancels a running query the caller may see: its own (the same
+    /// token), or any in its tenants for a tenant-admin or admin token (and
+    /// for everyone with `query.auth = "none"`). A viewer's dashboard or an
+    /// analyst's hunt is not another user's to stop.
+    pub fn cancel(&self, scope: &Scope, id: &str) -> Cancel {
         let Ok(state) = self.state.lock() else {
-            return false;
+            return Cancel::NotFound;
         };
         match state.running.get(id) {
             Some(r) if scope.may_see(&r.tenants) => {
-                r.cancel.cancel();
-                true
+                let own =
+                    scope.token_id().is_some() && r.record.token_id.as_deref() == scope.token_id();
+                let manages = scope
+                    .role()
+                    .is_none_or(|role| matches!(role, TokenRole::Admin | TokenRole::TenantAdmin));
+                if own || manages {
+                    r.cancel.cancel();
+                    Cancel::Cancelled
+                } else {
+                    Cancel::NotYours
+                }
             }
-            _ => false,
+            _ => Cancel::NotFound,
         }
     }
 
@@ -414,9 +436,9 @@ mod tests {
         let (a1, _) = log.start(&acme, "http", "SELECT 1");
         let (g1, g1_cancel) = log.start(&globex, "http", "SELECT 2");
         // Another tenant can neither see nor cancel it.
-        assert!(!log.cancel(&acme, &g1));
+        assert_eq!(log.cancel(&acme, &g1), Cancel::NotFound);
         assert!(!g1_cancel.is_cancelled());
-        assert!(log.cancel(&globex, &g1));
+        assert_eq!(log.cancel(&globex, &g1), Cancel::Cancelled);
         assert!(g1_cancel.is_cancelled());
         log.finish(&a1, done());
         let seen = log.visible(&acme, 10);

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use spoor_common::auth::{AuthError, CHANGE_DETECTIONS, bearer};
 
 use crate::access::{Access, AccessError};
-use crate::audit::Scope;
+use crate::audit::{Cancel, Scope};
 use crate::engine::{QueryEngine, QueryError, QueryOutput, QueryStream};
 use crate::intel::IntelError;
 use spoor_common::tenant::TenantId;
@@ -206,14 +206,23 @@ async fn cancel_query(
     Caller(scope): Caller,
     Path(id): Path<String>,
 ) -> Response {
-    if api.engine.log().cancel(&scope, &id) {
-        axum::Json(json!({ "query_id": id, "cancelled": true })).into_response()
-    } else {
-        error(
+    match api.engine.log().cancel(&scope, &id) {
+        Cancel::Cancelled => {
+            axum::Json(json!({ "query_id": id, "cancelled": true })).into_response()
+        }
+        Cancel::NotFound => error(
             StatusCode::NOT_FOUND,
             "no_such_query",
             format!("no running query {id} of yours"),
-        )
+        ),
+        Cancel::NotYours => {
+            let reason = format!(
+                "query {id} is another user's: a token cancels its own queries; a tenant-admin \
+                 or admin token cancels any of its tenants'"
+            );
+            api.access.record_forbidden(&scope, "http", &reason);
+            error(StatusCode::FORBIDDEN, "forbidden", reason)
+        }
     }
 }
 
@@ -224,18 +233,20 @@ struct TenantParam {
 
 /// The tenant a write is for: `?tenant=` (one of the caller's), or the
 /// caller's only tenant.
-fn target_tenant(scope: &Scope, param: Option<&str>) -> Result<TenantId, Box<Response>> {
+fn target_tenant(
+    access: &Access,
+    scope: &Scope,
+    param: Option<&str>,
+) -> Result<TenantId, Box<Response>> {
     match (param, scope.tenants()) {
         (Some(name), tenants) => tenants
             .iter()
             .find(|t| t.as_str() == name)
             .cloned()
             .ok_or_else(|| {
-                Box::new(error(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("tenant {name:?} is not one of this token's tenants"),
-                ))
+                let reason = format!("tenant {name:?} is not one of this token's tenants");
+                access.record_forbidden(scope, "http", &reason);
+                Box::new(error(StatusCode::FORBIDDEN, "forbidden", reason))
             }),
         (None, [only]) => Ok(only.clone()),
         (None, _) => Err(Box::new(error(
@@ -264,14 +275,12 @@ fn intel_error(e: &IntelError) -> Response {
 /// `403 forbidden` unless the caller may change its tenants' detection
 /// content (indicator lists feed detections): viewer and mssp-operator
 /// tokens read only.
-fn may_change(scope: &Scope) -> Option<Response> {
+fn may_change(access: &Access, scope: &Scope) -> Option<Response> {
     let role = scope.role()?;
     (!CHANGE_DETECTIONS.allows(role)).then(|| {
-        error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            CHANGE_DETECTIONS.refuse(role).to_string(),
-        )
+        let reason = CHANGE_DETECTIONS.refuse(role).to_string();
+        access.record_forbidden(scope, "http", &reason);
+        error(StatusCode::FORBIDDEN, "forbidden", reason)
     })
 }
 
@@ -282,10 +291,10 @@ async fn put_intel(
     Query(param): Query<TenantParam>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = may_change(&scope) {
+    if let Some(r) = may_change(&api.access, &scope) {
         return r;
     }
-    let tenant = match target_tenant(&scope, param.tenant.as_deref()) {
+    let tenant = match target_tenant(&api.access, &scope, param.tenant.as_deref()) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -307,10 +316,10 @@ async fn delete_intel(
     Path(name): Path<String>,
     Query(param): Query<TenantParam>,
 ) -> Response {
-    if let Some(r) = may_change(&scope) {
+    if let Some(r) = may_change(&api.access, &scope) {
         return r;
     }
-    let tenant = match target_tenant(&scope, param.tenant.as_deref()) {
+    let tenant = match target_tenant(&api.access, &scope, param.tenant.as_deref()) {
         Ok(t) => t,
         Err(r) => return *r,
     };

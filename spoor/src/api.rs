@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use spoor_common::audit::AuditLog;
 use spoor_common::auth::{CHANGE_DETECTIONS, bearer};
 use spoor_common::tenant::TenantId;
 use spoor_query::access::Access;
@@ -94,6 +95,8 @@ pub(crate) struct Caller {
     doing: &'static str,
     /// [`TenantApi::WITHOUT_TOKENS`] of the API called.
     without_tokens: &'static str,
+    /// Where refusals of a valid token are recorded.
+    audit: AuditLog,
 }
 
 impl<S: TenantApi> FromRequestParts<S> for Caller {
@@ -109,6 +112,7 @@ impl<S: TenantApi> FromRequestParts<S> for Caller {
                 token: access.requires_token(),
                 doing: S::DOING,
                 without_tokens: S::WITHOUT_TOKENS,
+                audit: access.audit().clone(),
             })
             .map_err(|e| access_error(&e))
     }
@@ -127,13 +131,18 @@ impl Caller {
     /// admin tokens; else `403 forbidden` saying which tokens may.
     pub(crate) fn may_change(&self) -> Result<(), Box<Response>> {
         match self.scope.role() {
-            Some(role) if !CHANGE_DETECTIONS.allows(role) => Err(Box::new(error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                CHANGE_DETECTIONS.refuse(role).to_string(),
-            ))),
+            Some(role) if !CHANGE_DETECTIONS.allows(role) => {
+                Err(self.forbidden(CHANGE_DETECTIONS.refuse(role).to_string()))
+            }
             _ => Ok(()),
         }
+    }
+
+    /// `403 forbidden` with `reason`, recorded in the audit trail.
+    pub(crate) fn forbidden(&self, reason: String) -> Box<Response> {
+        self.audit
+            .record(spoor_query::access::forbidden(&self.scope, "http", &reason));
+        Box::new(error(StatusCode::FORBIDDEN, "forbidden", reason))
     }
 
     /// Whether the caller reaches `tenant`.
@@ -167,7 +176,7 @@ impl Caller {
                 self.without_tokens
             )
         };
-        Err(Box::new(error(StatusCode::FORBIDDEN, "forbidden", message)))
+        Err(self.forbidden(message))
     }
 
     /// The tenant named (`param`), or the caller's only tenant: else

@@ -600,9 +600,7 @@ fn status_router(
 /// read it; liveness is `/health`, for anyone.
 async fn status(State(state): State<StatusState>, caller: crate::api::Caller) -> Response {
     if !caller.is_cluster_admin() {
-        return crate::api::error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return *caller.forbidden(
             "the cluster status names every tenant and node: it needs an admin token that names \
              no tenant (liveness is GET /health)"
                 .to_string(),

@@ -783,20 +783,37 @@ async fn rules_and_alerts_stay_with_their_tenant() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let refusal = rows(
+    rows_eventually(
         &node,
         &admin,
         "SELECT interface, outcome, actor FROM audit WHERE kind = 'auth_failure' \
          AND actor = '0123456789abcdef' ORDER BY interface",
-    )
-    .await?;
-    assert_eq!(
-        refusal,
         json!([
             {"interface": "http_ingest", "outcome": "unauthenticated", "actor": "0123456789abcdef"},
             {"interface": "postgres", "outcome": "unauthenticated", "actor": "0123456789abcdef"}
-        ])
-    );
+        ]),
+    )
+    .await?;
+    // A valid token refused one action (403, PERMISSION_DENIED) is on
+    // record too: the viewer writing an indicator list over HTTP, and
+    // listing tenants over gRPC.
+    let (code, _, err) =
+        spoor_tests::spoor_cli(&["tenant", "list", "--coordinator", &grpc, "--token", &viewer])?;
+    assert!(code != 0 && err.contains("permission denied"), "{err}");
+    let viewer_id = viewer.split('_').nth(1).context("token id")?;
+    rows_eventually(
+        &node,
+        &admin,
+        &format!(
+            "SELECT interface, outcome, role, tenants FROM audit WHERE kind = 'auth_failure' \
+             AND actor = '{viewer_id}' ORDER BY interface"
+        ),
+        json!([
+            {"interface": "grpc", "outcome": "forbidden", "role": "viewer", "tenants": "acme"},
+            {"interface": "http", "outcome": "forbidden", "role": "viewer", "tenants": "acme"}
+        ]),
+    )
+    .await?;
     let rule_change = rows(
         &node,
         &admin,
@@ -811,4 +828,20 @@ async fn rules_and_alerts_stay_with_their_tenant() -> anyhow::Result<()> {
     let message = refused(&node, acme, "SELECT count(*) FROM audit").await?;
     assert!(message.contains("audit"), "{message}");
     Ok(())
+}
+
+/// Polls `sql` as `token` until its rows are `want` (audit records are
+/// written every 2 s); fails after 20 s with what it last saw.
+async fn rows_eventually(node: &Spoor, token: &str, sql: &str, want: Value) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = rows(node, token, sql).await?;
+        if got == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{sql}: {got}, wanted {want}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

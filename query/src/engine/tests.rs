@@ -1,6 +1,8 @@
 use super::*;
+use crate::audit::Cancel;
 use arrow::array::{Array, Int64Array};
 use spoor_common::catalog::{CommitBatch, MemoryCatalog, NewFile};
+use spoor_common::control::TokenRole;
 use spoor_common::layout;
 use spoor_common::schema::EVENT_SCHEMA_VERSION;
 
@@ -377,12 +379,34 @@ async fn queries_past_the_tenant_limit_are_refused_and_cancel_works() {
     assert_eq!(err.code(), "too_many_queries", "{err}");
     // Other tenants are not affected.
     engine
-        .execute(&Scope::single(globex), "test", "SELECT 1")
+        .execute(&Scope::single(globex.clone()), "test", "SELECT 1")
         .await
         .expect("globex");
     // Cancelling one ends its stream with an error and frees its slot.
     let mut first = held.remove(0);
-    assert!(engine.log().cancel(&scope, &first.query_id));
+    // Seen by other users of the tenant, but not theirs to stop: a viewer
+    // or an analyst with another token; a tenant-admin may.
+    for role in [TokenRole::Viewer, TokenRole::Analyst] {
+        let other = Scope::for_token([acme.clone()], "0123456789abcdef".into(), false)
+            .expect("scope")
+            .with_role(role);
+        assert_eq!(
+            engine.log().cancel(&other, &first.query_id),
+            Cancel::NotYours
+        );
+    }
+    let stranger = Scope::single(globex.clone());
+    assert_eq!(
+        engine.log().cancel(&stranger, &first.query_id),
+        Cancel::NotFound
+    );
+    let manager = Scope::for_token([acme.clone()], "fedcba9876543210".into(), false)
+        .expect("scope")
+        .with_role(TokenRole::TenantAdmin);
+    assert_eq!(
+        engine.log().cancel(&manager, &first.query_id),
+        Cancel::Cancelled
+    );
     let next = first.batches.next().await.expect("an item");
     assert_eq!(next.expect_err("cancelled").code(), "query_cancelled");
     drop(first);
