@@ -330,6 +330,11 @@ pub struct IngestConfig {
     /// "delay"`, milliseconds; past it the request is refused as with
     /// `reject`.
     pub quota_max_delay_ms: u64,
+    /// Most requests held waiting at once on this node with `quota_exceeded
+    /// = "delay"` (each holds its body, up to `http_max_body_bytes`); an
+    /// over-quota request beyond them is refused at once as with `reject`.
+    #[serde(default = "default_quota_max_delayed_requests")]
+    pub quota_max_delayed_requests: usize,
     /// Kafka source.
     pub kafka: KafkaConfig,
     /// Compaction of small files, retention, and the deletion of objects the
@@ -366,6 +371,10 @@ pub enum QuotaExceededAction {
     /// Hold it until the tenant's budget allows it, at most
     /// `ingest.quota_max_delay_ms`, then refuse it as `reject` does.
     Delay,
+}
+
+fn default_quota_max_delayed_requests() -> usize {
+    32
 }
 
 /// Longest `ingest.quota_max_delay_ms`: HTTP clients and proxies give up
@@ -995,6 +1004,12 @@ impl Config {
         }
         if !(1..=22).contains(&self.ingest.zstd_level) {
             return bad("ingest.zstd_level", "must be between 1 and 22");
+        }
+        if self.ingest.quota_max_delayed_requests == 0 {
+            return bad(
+                "ingest.quota_max_delayed_requests",
+                "must be at least 1 (use quota_exceeded = \"reject\" to hold none)",
+            );
         }
         if self.ingest.quota_max_delay_ms > MAX_QUOTA_DELAY_MS {
             return bad(

@@ -74,6 +74,9 @@ pub struct HttpIngest {
     pub quota_exceeded: QuotaExceededAction,
     /// Longest wait with [`QuotaExceededAction::Delay`].
     pub quota_max_delay: Duration,
+    /// Requests that may wait at once with [`QuotaExceededAction::Delay`]:
+    /// each holds its body, so the wait is bounded in memory too.
+    pub delay_slots: Arc<tokio::sync::Semaphore>,
     /// Where refused tokens are recorded.
     pub audit: AuditLog,
     counter: Arc<AtomicU64>,
@@ -101,6 +104,7 @@ impl HttpIngest {
             quotas: IngestQuotas::unlimited(),
             quota_exceeded: QuotaExceededAction::Reject,
             quota_max_delay: Duration::ZERO,
+            delay_slots: Arc::new(tokio::sync::Semaphore::new(1)),
             audit: AuditLog::default(),
             counter: Arc::new(AtomicU64::new(0)),
         }
@@ -108,16 +112,19 @@ impl HttpIngest {
 
     /// The same routes, charging each request to `quotas` and treating a
     /// request over quota as `action` says (`ingest.quota_exceeded`,
-    /// `ingest.quota_max_delay_ms`).
+    /// `ingest.quota_max_delay_ms`), holding at most `max_delayed`
+    /// requests at once (`ingest.quota_max_delayed_requests`).
     pub fn with_quotas(
         mut self,
         quotas: IngestQuotas,
         action: QuotaExceededAction,
         max_delay: Duration,
+        max_delayed: usize,
     ) -> Self {
         self.quotas = quotas;
         self.quota_exceeded = action;
         self.quota_max_delay = max_delay;
+        self.delay_slots = Arc::new(tokio::sync::Semaphore::new(max_delayed.max(1)));
         self
     }
 
@@ -145,16 +152,24 @@ impl HttpIngest {
     async fn charge(&self, charges: &[Charge]) -> Result<(), QuotaExceeded> {
         let result = match self.quota_exceeded {
             QuotaExceededAction::Reject => self.quotas.try_acquire_all(charges),
-            QuotaExceededAction::Delay => self
-                .quotas
-                .acquire_all(charges, Some(self.quota_max_delay))
-                .await
-                .map(|waited| {
-                    if !waited.is_zero() {
-                        metrics::histogram!("spoor_ingest_quota_delayed_seconds")
-                            .record(waited.as_secs_f64());
+            QuotaExceededAction::Delay => match self.quotas.try_acquire_all(charges) {
+                Ok(()) => Ok(()),
+                // Over quota: wait, if a slot is free; else refuse now.
+                Err(over) => match self.delay_slots.clone().try_acquire_owned() {
+                    Err(_) => {
+                        metrics::counter!("spoor_ingest_quota_delay_full_total").increment(1);
+                        Err(over)
                     }
-                }),
+                    Ok(_slot) => self
+                        .quotas
+                        .acquire_all(charges, Some(self.quota_max_delay))
+                        .await
+                        .map(|waited| {
+                            metrics::histogram!("spoor_ingest_quota_delayed_seconds")
+                                .record(waited.as_secs_f64());
+                        }),
+                },
+            },
         };
         if let Err(e) = &result {
             metrics::counter!("spoor_ingest_quota_rejected_total", "tenant" => e.tenant.to_string())
@@ -804,6 +819,7 @@ mod tests {
                 quotas.clone(),
                 action,
                 max_delay,
+                1,
             ),
         )
     }
@@ -1230,6 +1246,43 @@ mod tests {
         assert_eq!(body["error"]["code"], "quota_exceeded");
         assert_eq!(headers[header::RETRY_AFTER], "1");
         assert_eq!(rows(&catalog, "acme", Table::Events).await, 15);
+
+        // One request may wait at once (quota_max_delayed_requests = 1):
+        // while it waits, the next over-quota request is refused at once
+        // instead of holding its body too.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let app = delayed(3000);
+        let (status, _) = send(
+            app.clone(),
+            "POST",
+            "/v1/ingest/fw",
+            acme,
+            &"{}\n".repeat(10),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let waiting = tokio::spawn(send(
+            app.clone(),
+            "POST",
+            "/v1/ingest/fw",
+            acme,
+            "{}\n{}\n{}\n{}\n{}\n",
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        // Three events: more than the ~1 the bucket refilled meanwhile.
+        let (status, _, body) =
+            send_with_headers(app, "POST", "/v1/ingest/fw", acme, "{}\n{}\n{}\n").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "refused at once"
+        );
+        assert_eq!(
+            waiting.await.expect("join").0,
+            StatusCode::OK,
+            "the first still waits its turn"
+        );
     }
 
     #[test]

@@ -301,6 +301,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                     quotas.clone(),
                     config.ingest.quota_exceeded,
                     Duration::from_millis(config.ingest.quota_max_delay_ms),
+                    config.ingest.quota_max_delayed_requests,
                 )
                 .with_audit(audit.clone()),
             ));
