@@ -5,7 +5,7 @@
 //! checks tokens the same way; what a role allows is its own decision.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -386,18 +386,178 @@ mod tests {
     }
 }
 
+type HeaderValue = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// `Bearer <secret>` as a header value, marked sensitive; `None` when it
+/// cannot be one.
+fn bearer_header(secret: &str) -> Option<HeaderValue> {
+    let mut value: HeaderValue = format!("Bearer {secret}").parse().ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// The cluster's secrets, as `cluster.secret_file` lists them, one per
+/// line: nodes present the first on every call between roles, and the
+/// coordinators accept each of them. [`ClusterSecrets::watch`] re-reads
+/// the file, so a secret is rotated without a restart: add the new one as
+/// a second line on every node, then move it first on every node, then
+/// drop the old one (docs/security.md, Rotation).
+#[derive(Clone)]
+pub struct ClusterSecrets(Arc<RwLock<SecretSet>>);
+
+struct SecretSet {
+    accepted: Vec<String>,
+    presented: HeaderValue,
+}
+
+impl std::fmt::Debug for ClusterSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecrets(<redacted>)")
+    }
+}
+
+impl ClusterSecrets {
+    /// The secrets, the first presented; `None` for none, or when the
+    /// first cannot be a header value (checked secrets are printable
+    /// ASCII, so always can).
+    pub fn new(secrets: Vec<String>) -> Option<Self> {
+        let presented = bearer_header(secrets.first()?)?;
+        Some(ClusterSecrets(Arc::new(RwLock::new(SecretSet {
+            accepted: secrets,
+            presented,
+        }))))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, SecretSet> {
+        // A poisoned lock only means a writer panicked between two whole
+        // values; the set inside is whole.
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `presented` is one of the secrets (compared in constant
+    /// time).
+    pub fn accepts(&self, presented: &str) -> bool {
+        self.read().accepted.iter().fold(false, |hit, s| {
+            crate::control::constant_time_eq(presented, s) | hit
+        })
+    }
+
+    /// How many secrets are accepted.
+    pub fn len(&self) -> usize {
+        self.read().accepted.len()
+    }
+
+    /// Whether there are none (never, once made).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn presented(&self) -> HeaderValue {
+        self.read().presented.clone()
+    }
+
+    /// Replaces the secrets (non-empty, the first presented); whether they
+    /// changed.
+    pub fn replace(&self, secrets: Vec<String>) -> bool {
+        let Some(presented) = secrets.first().and_then(|s| bearer_header(s)) else {
+            return false;
+        };
+        let mut set = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if set.accepted == secrets {
+            return false;
+        }
+        *set = SecretSet {
+            accepted: secrets,
+            presented,
+        };
+        true
+    }
+
+    /// Re-reads `config`'s secrets every `interval` until `stop`. A file
+    /// that cannot be read or holds a bad secret keeps the secrets in
+    /// force (warned and counted in `spoor_cluster_secret_reloads_total`).
+    pub async fn watch(
+        self,
+        config: crate::config::ClusterConfig,
+        interval: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            match config.secrets() {
+                Ok(secrets) if secrets.is_empty() => {
+                    metrics::counter!("spoor_cluster_secret_reloads_total", "outcome" => "failed")
+                        .increment(1);
+                    tracing::warn!(
+                        "cluster.secret_file is empty now; the secrets read before stay in force \
+                         (a cluster does not drop its secret without a restart)"
+                    );
+                }
+                Ok(secrets) => {
+                    let count = secrets.len();
+                    if self.replace(secrets) {
+                        metrics::counter!("spoor_cluster_secret_reloads_total", "outcome" => "loaded")
+                            .increment(1);
+                        tracing::info!(
+                            accepted = count,
+                            "cluster secrets changed: presenting the first, accepting all"
+                        );
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("spoor_cluster_secret_reloads_total", "outcome" => "failed")
+                        .increment(1);
+                    tracing::warn!(error = %e, "cluster secrets not reloaded; the previous ones stay in force");
+                }
+            }
+        }
+    }
+}
+
 /// The credential a node (or the CLI) presents on its gRPC calls to the
-/// coordinators: the cluster secret between roles, or an API token for
-/// the CLI. Never printed.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+/// coordinators: the cluster secret between roles (the first of
+/// [`ClusterSecrets`], as of the last reload), or an API token for the
+/// CLI. Never printed.
+#[derive(Clone, Default)]
+pub struct Credential(Presented);
+
+#[derive(Clone, Default)]
+enum Presented {
+    #[default]
+    Nothing,
+    Fixed(HeaderValue),
+    Cluster(ClusterSecrets),
+}
+
+impl PartialEq for Credential {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Presented::Nothing, Presented::Nothing) => true,
+            (Presented::Fixed(a), Presented::Fixed(b)) => a == b,
+            (Presented::Cluster(a), Presented::Cluster(b)) => Arc::ptr_eq(&a.0, &b.0),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Credential {}
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Credential(<redacted>)"
-        } else {
-            "Credential(none)"
+        f.write_str(match self.0 {
+            Presented::Nothing => "Credential(none)",
+            Presented::Fixed(_) | Presented::Cluster(_) => "Credential(<redacted>)",
         })
     }
 }
@@ -405,21 +565,23 @@ impl std::fmt::Debug for Credential {
 impl Credential {
     /// No credential: for clusters without a secret (loopback, tests).
     pub fn none() -> Self {
-        Credential(None)
+        Credential(Presented::Nothing)
     }
 
     /// `authorization: Bearer <secret>` on every call. `None` when the
     /// secret cannot be a header value (it is printable ASCII).
     pub fn bearer(secret: &str) -> Option<Self> {
-        let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-            format!("Bearer {secret}").parse().ok()?;
-        value.set_sensitive(true);
-        Some(Credential(Some(value)))
+        bearer_header(secret).map(|v| Credential(Presented::Fixed(v)))
+    }
+
+    /// The first of `secrets` on every call, as of the call.
+    pub fn cluster(secrets: &ClusterSecrets) -> Self {
+        Credential(Presented::Cluster(secrets.clone()))
     }
 
     /// Whether a credential is presented at all.
     pub fn is_some(&self) -> bool {
-        self.0.is_some()
+        !matches!(self.0, Presented::Nothing)
     }
 }
 
@@ -428,11 +590,12 @@ impl tonic::service::Interceptor for Credential {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
+        let value = match &self.0 {
+            Presented::Nothing => return Ok(request),
+            Presented::Fixed(v) => v.clone(),
+            Presented::Cluster(s) => s.presented(),
+        };
+        request.metadata_mut().insert("authorization", value);
         Ok(request)
     }
 }

@@ -108,7 +108,7 @@ impl Default for TlsConfig {
 
 /// What the roles of one cluster share: the secret they present to each
 /// other on gRPC.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The cluster secret, inline (prefer `secret_file`). Empty with an
@@ -117,9 +117,27 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub secret: String,
     /// A file holding the cluster secret (surrounding whitespace ignored),
-    /// read at start-up.
+    /// or several, one per line, during a rotation: the first is presented,
+    /// all are accepted. Re-read every `reload_interval_ms`.
     #[serde(default)]
     pub secret_file: String,
+    /// How often `secret_file` is re-read, in milliseconds.
+    #[serde(default = "default_secret_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_secret_reload_interval_ms() -> u64 {
+    10_000
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            secret: String::new(),
+            secret_file: String::new(),
+            reload_interval_ms: default_secret_reload_interval_ms(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -134,6 +152,7 @@ impl std::fmt::Debug for ClusterConfig {
                 },
             )
             .field("secret_file", &self.secret_file)
+            .field("reload_interval_ms", &self.reload_interval_ms)
             .finish()
     }
 }
@@ -142,23 +161,24 @@ impl std::fmt::Debug for ClusterConfig {
 pub const MIN_CLUSTER_SECRET_CHARS: usize = 32;
 
 impl ClusterConfig {
-    /// The cluster secret from `secret` or `secret_file`; `None` when
-    /// neither is set. An unreadable file, both keys set, or a short or
-    /// unprintable secret is an error naming the key.
-    pub fn secret(&self) -> Result<Option<String>, ConfigError> {
+    /// The cluster secrets: `secret`, or the non-empty lines of
+    /// `secret_file` (several during a rotation; the first is presented);
+    /// none when neither is set. An unreadable file, both keys set, or a
+    /// short or unprintable secret is an error naming the key (and line).
+    pub fn secrets(&self) -> Result<Vec<String>, ConfigError> {
         let bad = |key: &str, reason: String| ConfigError::Value {
             key: key.to_string(),
             reason,
         };
-        let (key, secret) = match (self.secret.is_empty(), self.secret_file.is_empty()) {
-            (true, true) => return Ok(None),
+        let (key, secrets) = match (self.secret.is_empty(), self.secret_file.is_empty()) {
+            (true, true) => return Ok(Vec::new()),
             (false, false) => {
                 return Err(bad(
                     "cluster.secret",
                     "set cluster.secret or cluster.secret_file, not both".into(),
                 ));
             }
-            (false, true) => ("cluster.secret", self.secret.trim().to_string()),
+            (false, true) => ("cluster.secret", vec![self.secret.trim().to_string()]),
             (true, false) => (
                 "cluster.secret_file",
                 std::fs::read_to_string(&self.secret_file)
@@ -168,39 +188,62 @@ impl ClusterConfig {
                             format!("cannot read {}: {e}", self.secret_file),
                         )
                     })?
-                    .trim()
-                    .to_string(),
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect(),
             ),
         };
-        if secret.chars().count() < MIN_CLUSTER_SECRET_CHARS {
-            return Err(bad(
-                key,
-                format!(
-                    "the cluster secret must be at least {MIN_CLUSTER_SECRET_CHARS} characters \
-                     (for example `openssl rand -hex 32`)"
-                ),
-            ));
+        for (i, secret) in secrets.iter().enumerate() {
+            let which = if secrets.len() > 1 {
+                format!(" (line {} of the secrets)", i + 1)
+            } else {
+                String::new()
+            };
+            if secret.chars().count() < MIN_CLUSTER_SECRET_CHARS {
+                return Err(bad(
+                    key,
+                    format!(
+                        "the cluster secret{which} must be at least {MIN_CLUSTER_SECRET_CHARS} \
+                         characters (for example `openssl rand -hex 32`)"
+                    ),
+                ));
+            }
+            if !secret.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(bad(
+                    key,
+                    format!(
+                        "the cluster secret{which} may hold only printable ASCII without spaces"
+                    ),
+                ));
+            }
         }
-        if !secret.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(bad(
-                key,
-                "the cluster secret may hold only printable ASCII without spaces".into(),
-            ));
+        if secrets.is_empty() {
+            return Err(bad(key, format!("{} holds no secret", self.secret_file)));
         }
-        Ok(Some(secret))
+        Ok(secrets)
     }
 
-    /// The credential for gRPC calls between roles: the secret, or none.
+    /// The secrets as the coordinators check them and nodes present them,
+    /// or `None` without any.
+    pub fn cluster_secrets(&self) -> Result<Option<crate::auth::ClusterSecrets>, ConfigError> {
+        Ok(crate::auth::ClusterSecrets::new(self.secrets()?))
+    }
+
+    /// The first secret, or none: what a node presents.
+    pub fn secret(&self) -> Result<Option<String>, ConfigError> {
+        Ok(self.secrets()?.into_iter().next())
+    }
+
+    /// The credential for gRPC calls between roles: the (first) secret, or
+    /// none.
     pub fn credential(&self) -> Result<crate::auth::Credential, ConfigError> {
-        Ok(match self.secret()? {
-            // `secret()` allows only printable ASCII, which always makes a
-            // header value.
-            Some(s) => crate::auth::Credential::bearer(&s).ok_or_else(|| ConfigError::Value {
-                key: "cluster.secret".into(),
-                reason: "not a valid header value".into(),
-            })?,
-            None => crate::auth::Credential::none(),
-        })
+        Ok(self
+            .cluster_secrets()?
+            .map_or_else(crate::auth::Credential::none, |s| {
+                crate::auth::Credential::cluster(&s)
+            }))
     }
 }
 
@@ -990,6 +1033,12 @@ impl Config {
         if self.ingest.flush_interval_ms == 0 {
             return bad("ingest.flush_interval_ms", "must be at least 1");
         }
+        if self.cluster.reload_interval_ms < 100 {
+            return bad(
+                "cluster.reload_interval_ms",
+                "must be at least 100: every reload reads the secret file",
+            );
+        }
         if self.tls.reload_interval_ms < 100 {
             return bad(
                 "tls.reload_interval_ms",
@@ -1545,6 +1594,35 @@ mod tests {
             vec!["a".to_string(), "b".to_string()]
         );
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn a_secret_file_lists_the_secrets_of_a_rotation() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("cluster.secret");
+        let cluster = ClusterConfig {
+            secret_file: file.display().to_string(),
+            ..ClusterConfig::default()
+        };
+        let (old, new) = ("o".repeat(40), "n".repeat(40));
+        std::fs::write(&file, format!("{new}\n\n  {old}  \n")).expect("write");
+        assert_eq!(
+            cluster.secrets().expect("two"),
+            vec![new.clone(), old.clone()]
+        );
+        assert_eq!(cluster.secret().expect("first"), Some(new.clone()));
+        std::fs::write(&file, format!("{new}\nshort\n")).expect("write");
+        let e = cluster
+            .secrets()
+            .expect_err("short second line")
+            .to_string();
+        assert!(
+            e.contains("cluster.secret_file") && e.contains("line 2"),
+            "{e}"
+        );
+        std::fs::write(&file, "\n \n").expect("write");
+        let e = cluster.secrets().expect_err("empty").to_string();
+        assert!(e.contains("holds no secret"), "{e}");
     }
 
     #[test]

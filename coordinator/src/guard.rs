@@ -9,11 +9,9 @@
 //! credential is taken as a node's: a coordinator reachable from an
 //! untrusted network must have a secret, which start-up warns about.
 
-use std::sync::Arc;
-
 use spoor_common::audit::{AuditLog, AuditRecord};
-use spoor_common::auth::bearer_value;
-use spoor_common::control::{TokenRecord, TokenRole, constant_time_eq};
+use spoor_common::auth::{ClusterSecrets, bearer_value};
+use spoor_common::control::{TokenRecord, TokenRole};
 use spoor_common::tenant::TenantId;
 use tonic::{Request, Status};
 
@@ -57,7 +55,8 @@ impl GrpcCaller {
 /// Checks the credential of every call to the services it wraps.
 #[derive(Clone)]
 pub struct GrpcGuard {
-    secret: Option<Arc<str>>,
+    /// The cluster's secrets (reloaded in place); `None`: no secret.
+    secret: Option<ClusterSecrets>,
     /// Where tokens are looked up; `None` for services only nodes call.
     tokens: Option<CoordinatorNode>,
     /// Where refusals are recorded.
@@ -76,9 +75,9 @@ impl std::fmt::Debug for GrpcGuard {
 impl GrpcGuard {
     /// A guard for services that only the cluster's roles call (catalog,
     /// Raft): the cluster secret, or nothing when there is none.
-    pub fn nodes_only(secret: Option<String>) -> Self {
+    pub fn nodes_only(secret: Option<ClusterSecrets>) -> Self {
         GrpcGuard {
-            secret: secret.map(Arc::from),
+            secret,
             tokens: None,
             audit: AuditLog::default(),
         }
@@ -86,9 +85,9 @@ impl GrpcGuard {
 
     /// A guard that also takes API tokens, looked up in `node`'s state
     /// (control, membership).
-    pub fn with_tokens(secret: Option<String>, node: CoordinatorNode) -> Self {
+    pub fn with_tokens(secret: Option<ClusterSecrets>, node: CoordinatorNode) -> Self {
         GrpcGuard {
-            secret: secret.map(Arc::from),
+            secret,
             tokens: Some(node),
             audit: AuditLog::default(),
         }
@@ -116,8 +115,8 @@ impl GrpcGuard {
                 )),
             };
         };
-        if let Some(secret) = &self.secret
-            && constant_time_eq(presented, secret)
+        if let Some(secrets) = &self.secret
+            && secrets.accepts(presented)
         {
             return Ok(GrpcCaller::Node);
         }
@@ -294,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_secret_is_needed_when_configured_and_refused_when_wrong() {
-        let guard = GrpcGuard::nodes_only(Some("s".repeat(40)));
+        let guard = GrpcGuard::nodes_only(ClusterSecrets::new(vec!["s".repeat(40)]));
         let mut md = tonic::metadata::MetadataMap::new();
         let e = guard.caller(&md).expect_err("no credential");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
@@ -309,6 +308,22 @@ mod tests {
         assert!(matches!(guard.caller(&md), Ok(GrpcCaller::Node)));
         md.insert("authorization", "Basic abc".parse().expect("value"));
         assert!(guard.caller(&md).is_err());
+        // A rotation: the new secret beside the old, then alone.
+        let secrets = ClusterSecrets::new(vec!["s".repeat(40)]).expect("secrets");
+        let rotating = GrpcGuard::nodes_only(Some(secrets.clone()));
+        let with = |s: &str| {
+            let mut md = tonic::metadata::MetadataMap::new();
+            md.insert(
+                "authorization",
+                format!("Bearer {s}").parse().expect("value"),
+            );
+            rotating.caller(&md).is_ok()
+        };
+        assert!(with(&"s".repeat(40)) && !with(&"n".repeat(40)));
+        assert!(secrets.replace(vec!["s".repeat(40), "n".repeat(40)]));
+        assert!(with(&"s".repeat(40)) && with(&"n".repeat(40)));
+        assert!(secrets.replace(vec!["n".repeat(40)]));
+        assert!(!with(&"s".repeat(40)) && with(&"n".repeat(40)));
         // Without a secret, a call without a credential is a node's.
         let open = GrpcGuard::nodes_only(None);
         assert!(matches!(

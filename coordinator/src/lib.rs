@@ -28,7 +28,7 @@ pub use node::{CoordinatorError, CoordinatorNode, Membership};
 /// Refused calls, token and tenant changes go to `audit`.
 pub fn services(
     node: &CoordinatorNode,
-    secret: Option<String>,
+    secret: Option<spoor_common::auth::ClusterSecrets>,
     audit: spoor_common::audit::AuditLog,
 ) -> tonic::service::Routes {
     let nodes_only = GrpcGuard::nodes_only(secret.clone()).with_audit(audit.clone());

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use spoor_common::auth::Credential;
 use spoor_common::catalog::Catalog;
 use spoor_common::catalog_client::GrpcCatalog;
 use spoor_common::config::Config;
@@ -87,8 +88,22 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
 
     // What this node presents to the coordinators, and (as one) demands.
-    let secret = config.cluster.secret().context("cluster")?;
-    let credential = config.cluster.credential().context("cluster")?;
+    // The cluster secrets, re-read from cluster.secret_file so a secret is
+    // rotated without a restart; this node presents the first.
+    let secret = config.cluster.cluster_secrets().context("cluster")?;
+    let credential = secret
+        .as_ref()
+        .map_or_else(Credential::none, Credential::cluster);
+    if let Some(secrets) = &secret
+        && !config.cluster.secret_file.is_empty()
+    {
+        let interval = Duration::from_millis(config.cluster.reload_interval_ms);
+        let (secrets, cluster, stop) = (secrets.clone(), config.cluster.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            secrets.watch(cluster, interval, stop).await;
+            Ok(())
+        });
+    }
     // TLS on every listener and on calls to https:// coordinators; the
     // files are re-read and a change applies to new connections.
     let tls = spoor_common::tls::Tls::from_config(&config.tls)?;
