@@ -53,6 +53,24 @@ async fn served_certificate(node: &Spoor, ca: &Path) -> anyhow::Result<Vec<u8>> 
         .to_vec())
 }
 
+/// Sends `n` events to `node` over HTTP (TLS with its client) and checks
+/// they were taken.
+async fn send_events(node: &Spoor, n: usize) -> anyhow::Result<()> {
+    let body: String = (0..n)
+        .map(|i| format!("{{\"src_ip\":\"10.0.0.{i}\"}}\n"))
+        .collect();
+    let resp: Value = node
+        .client
+        .post(format!("{}/v1/ingest/fw", node.http))
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(resp["accepted"] == n, "{resp}");
+    Ok(())
+}
+
 fn psql(postgres: &str, options: &str, sql: &str) -> anyhow::Result<(bool, String, String)> {
     let (_, port) = postgres.rsplit_once(':').context("host:port")?;
     let out = Command::new("psql")
@@ -111,15 +129,7 @@ async fn every_listener_speaks_tls_and_renewed_certificates_are_served_without_r
     let port = |url: &str| url.rsplit(':').next().unwrap_or_default().to_string();
 
     // HTTP: ingest and query over TLS.
-    let resp: Value = node
-        .client
-        .post(format!("{}/v1/ingest/fw", node.http))
-        .body("{\"src_ip\":\"10.0.0.1\"}\n{\"src_ip\":\"10.0.0.2\"}\n{\"src_ip\":\"10.0.0.3\"}\n")
-        .send()
-        .await?
-        .json()
-        .await?;
-    assert_eq!(resp["accepted"], 3, "{resp}");
+    send_events(&node, 3).await?;
     node.wait_for("SELECT count(*) FROM events", 3, Duration::from_secs(20))
         .await?;
     // Plaintext on the TLS port, and a client that trusts only the
@@ -330,15 +340,7 @@ async fn roles_prove_themselves_to_the_coordinators_with_certificates() -> anyho
     let mut sets = tls.to_vec();
     sets.extend([lake_url.clone(), catalog.clone(), "node.id=21".into()]);
     let query = Spoor::role("query", &dir.path().join("query"), &sets, &opts)?;
-    let resp: Value = ingest
-        .client
-        .post(format!("{}/v1/ingest/fw", ingest.http))
-        .body("{\"src_ip\":\"10.0.0.1\"}\n{\"src_ip\":\"10.0.0.2\"}\n")
-        .send()
-        .await?
-        .json()
-        .await?;
-    assert_eq!(resp["accepted"], 2, "{resp}");
+    send_events(&ingest, 2).await?;
     query
         .wait_for("SELECT count(*) FROM events", 2, Duration::from_secs(20))
         .await?;
