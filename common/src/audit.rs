@@ -40,8 +40,8 @@ const MAX_BATCH: usize = 50_000;
 /// Most bytes of a detail kept (a query's SQL can be a megabyte).
 const MAX_DETAIL_BYTES: usize = 16 * 1024;
 
-/// Refusals (`auth_failure` rows) recorded one by one per second per
-/// node. A flood of bad credentials beyond it is counted, not recorded row
+/// Refusals of bad credentials (`auth_failure` rows other than
+/// `forbidden`) recorded one by one per second per node. A flood of bad credentials beyond it is counted, not recorded row
 /// by row: one `suppressed` row per second says how many were left out,
 /// so a credential-stuffing run cannot fill the audit table or its queue.
 pub const REFUSALS_PER_SECOND: u32 = 200;
@@ -143,7 +143,9 @@ impl AuditLog {
         if self.queue.is_none() {
             return;
         }
-        if record.kind == "auth_failure" {
+        // Refusals of valid tokens (`forbidden`) name an insider and are
+        // never summarized; bad credentials are anyone's and can flood.
+        if record.kind == "auth_failure" && record.outcome != "forbidden" {
             let (admitted, summary) = self.admit_refusal(record.interface);
             if let Some(summary) = summary {
                 self.enqueue(summary);

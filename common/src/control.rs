@@ -127,11 +127,6 @@ pub struct TenantRecord {
     /// Its limits.
     #[serde(default)]
     pub quotas: TenantQuotas,
-    /// Changes applied to it so far, counted by the coordinators (1 after
-    /// registration). A writer that read version N and stores with
-    /// `expected_version` N is refused if someone changed it since.
-    #[serde(default)]
-    pub version: u64,
 }
 
 impl TenantRecord {
@@ -147,8 +142,19 @@ impl TenantRecord {
             disabled: false,
             created_at_micros: 0,
             quotas: TenantQuotas::default(),
-            version: 0,
         }
+    }
+
+    /// A digest of the whole record (hex SHA-256 of its JSON): what a
+    /// writer read, so the coordinators store its change only over that
+    /// same content. Made of replicated content only, so every coordinator
+    /// computes the same one (a counter kept beside the record would not
+    /// survive snapshots of older versions alike).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        // Serializing plain fields and maps cannot fail.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(&json))
     }
 
     /// Why these retention settings cannot be stored, if they cannot: an
@@ -659,8 +665,7 @@ pub mod control_convert {
             ingest_bytes_per_second: t.quotas.ingest_bytes_per_second,
             max_concurrent_queries: t.quotas.max_concurrent_queries,
             max_query_scanned_bytes: t.quotas.max_query_scanned_bytes,
-            version: t.version,
-            expected_version: None,
+            expected_fingerprint: None,
         }
     }
 
@@ -681,7 +686,6 @@ pub mod control_convert {
                 max_concurrent_queries: t.max_concurrent_queries,
                 max_query_scanned_bytes: t.max_query_scanned_bytes,
             },
-            version: t.version,
         })
     }
 
@@ -857,21 +861,26 @@ impl ControlClient {
 
     /// Creates or updates a tenant.
     pub async fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), CatalogError> {
-        self.put_tenant_as_of(tenant, None).await
+        self.send_tenant(cc::tenant_to_pb(tenant)).await
     }
 
-    /// Stores `tenant` only if it is still at `expected_version` (0: not
-    /// registered yet); otherwise `CatalogError::Conflict`. A retry of a put
-    /// that applied is not a conflict.
-    pub async fn put_tenant_as_of(
+    /// Stores `tenant` only over `read`, the record the writer read (`None`:
+    /// only if the tenant is not registered); otherwise
+    /// `CatalogError::Conflict`. A retry of a put that applied is not a
+    /// conflict.
+    pub async fn put_tenant_over(
         &self,
         tenant: &TenantRecord,
-        expected_version: Option<u64>,
+        read: Option<&TenantRecord>,
     ) -> Result<(), CatalogError> {
-        let req = pb::Tenant {
-            expected_version,
+        self.send_tenant(pb::Tenant {
+            expected_fingerprint: Some(read.map(TenantRecord::fingerprint).unwrap_or_default()),
             ..cc::tenant_to_pb(tenant)
-        };
+        })
+        .await
+    }
+
+    async fn send_tenant(&self, req: pb::Tenant) -> Result<(), CatalogError> {
         self.call("PutTenant", |mut c| {
             let req = req.clone();
             async move { c.put_tenant(req).await }
@@ -1023,9 +1032,20 @@ impl ControlClient {
 
     /// The cluster as the leader sees it.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, CatalogError> {
+        self.cluster_status_of(false).await
+    }
+
+    /// [`ControlClient::cluster_status`] with what each tenant stores
+    /// (`usage`, a walk over the catalog: for the tenant commands and API).
+    pub async fn cluster_status_with_usage(&self) -> Result<ClusterStatus, CatalogError> {
+        self.cluster_status_of(true).await
+    }
+
+    async fn cluster_status_of(&self, include_usage: bool) -> Result<ClusterStatus, CatalogError> {
         let resp = self
             .call("ClusterStatus", |mut c| async move {
-                c.cluster_status(pb::ClusterStatusRequest {}).await
+                c.cluster_status(pb::ClusterStatusRequest { include_usage })
+                    .await
             })
             .await?;
         cluster_status_from_pb(resp)

@@ -35,13 +35,14 @@ pub enum ControlOp {
     },
     /// Creates or updates a tenant.
     PutTenant(TenantRecord),
-    /// Creates or updates a tenant still at `expected_version` (0: not
-    /// registered): a writer never overwrites a change it did not read.
-    PutTenantAsOf {
+    /// Creates or updates a tenant whose current record is the one the
+    /// writer read: a writer never overwrites a change it did not read.
+    PutTenantOver {
         /// The new record.
         record: TenantRecord,
-        /// The version the writer read.
-        expected_version: u64,
+        /// The fingerprint of the record read (`TenantRecord::fingerprint`);
+        /// empty: only if the tenant is not registered.
+        read: String,
     },
     /// Stores a token (hash only).
     CreateToken(TokenRecord),
@@ -145,10 +146,9 @@ impl ControlState {
                 done(false)
             }
             ControlOp::PutTenant(t) => self.put_tenant(t, None, now_micros),
-            ControlOp::PutTenantAsOf {
-                record,
-                expected_version,
-            } => self.put_tenant(record, Some(*expected_version), now_micros),
+            ControlOp::PutTenantOver { record, read } => {
+                self.put_tenant(record, Some(read), now_micros)
+            }
             ControlOp::CreateToken(t) => self.create_token(t),
             ControlOp::RevokeToken { token_id } => match self.tokens.get_mut(token_id) {
                 None => invalid(format!("no token with id {token_id}")),
@@ -266,12 +266,12 @@ impl ControlState {
     }
 
     /// Stores a tenant (checked), keeping the coordinator's registration
-    /// time and counting its version; with `expected_version`, only if no
-    /// one changed it since the writer read it.
+    /// time; with `read` (the fingerprint of what the writer read; empty:
+    /// nothing), only if the tenant is still that.
     fn put_tenant(
         &mut self,
         t: &TenantRecord,
-        expected_version: Option<u64>,
+        read: Option<&str>,
         now_micros: i64,
     ) -> Result<ControlOutcome, CatalogError> {
         if t.display_name.len() > 200 {
@@ -299,32 +299,25 @@ impl ControlState {
         }
         let current = self.tenants.get(t.id.as_str());
         let mut stored = t.clone();
-        // Registration time and the version are the coordinator's.
+        // Registration time is the coordinator's, and stays.
         stored.created_at_micros = current.map_or(now_micros, |old| old.created_at_micros);
-        stored.version = current.map_or(0, |old| old.version);
         // The same content again (a retried put) changes nothing.
         if current == Some(&stored) {
             return done(true);
         }
-        if let Some(expected) = expected_version
-            && expected != stored.version
-        {
-            return conflict(match current {
-                None => format!(
-                    "tenant {} is not registered (it was read at version {expected})",
-                    t.id
-                ),
-                Some(_) if expected == 0 => {
-                    format!("tenant {} is already registered", t.id)
-                }
-                Some(_) => format!(
-                    "tenant {} changed since it was read (version {expected}, now {}): \
-                         read it again and reapply the change",
-                    t.id, stored.version
-                ),
-            });
+        if let Some(read) = read {
+            let now = current.map(TenantRecord::fingerprint).unwrap_or_default();
+            if now != read {
+                return conflict(match (current, read.is_empty()) {
+                    (Some(_), true) => format!("tenant {} is already registered", t.id),
+                    (None, _) => format!("tenant {} is not registered (any more)", t.id),
+                    (Some(_), false) => format!(
+                        "tenant {} changed since it was read: read it again and reapply the change",
+                        t.id
+                    ),
+                });
+            }
         }
-        stored.version += 1;
         self.tenants.insert(t.id.to_string(), stored);
         done(false)
     }
@@ -598,41 +591,48 @@ mod tests {
     }
 
     #[test]
-    fn a_tenant_is_stored_only_over_the_version_its_writer_read() {
+    fn a_tenant_is_stored_only_over_the_record_its_writer_read() {
         let mut s = ControlState::default();
-        let put = |record: &TenantRecord, expected_version| ControlOp::PutTenantAsOf {
+        let put = |record: &TenantRecord, read: &str| ControlOp::PutTenantOver {
             record: record.clone(),
-            expected_version,
+            read: read.to_string(),
         };
         let mut t = TenantRecord::new(acme());
-        assert!(!apply(&mut s, put(&t, 0)).already_applied);
-        assert_eq!(s.tenants()[0].version, 1);
+        assert!(!apply(&mut s, put(&t, "")).already_applied);
         // A second create of the same id is refused, not merged.
         t.region = "eu-west".into();
-        let err = s.apply(&put(&t, 0), 7).expect_err("taken");
+        let err = s.apply(&put(&t, ""), 7).expect_err("taken");
         assert!(err.to_string().contains("already registered"), "{err}");
 
-        // Two writers read version 1: one sets a legal hold, the other, on
-        // its stale copy, changes the region; the stale write is refused
-        // and the hold stays.
-        let mut held = s.tenants()[0].clone();
+        // Two writers read the same record: one sets a legal hold, the
+        // other, on its stale copy, changes the region; the stale write is
+        // refused and the hold stays.
+        let read = s.tenants()[0].clone();
+        let mut held = read.clone();
         held.legal_hold = true;
-        assert!(!apply(&mut s, put(&held, 1)).already_applied);
-        let err = s.apply(&put(&t, 1), 7).expect_err("stale");
+        assert!(!apply(&mut s, put(&held, &read.fingerprint())).already_applied);
+        let mut stale = read.clone();
+        stale.region = "eu-west".into();
+        let err = s
+            .apply(&put(&stale, &read.fingerprint()), 7)
+            .expect_err("stale");
         assert!(
-            err.to_string()
-                .contains("changed since it was read (version 1, now 2)"),
+            err.to_string().contains("changed since it was read"),
             "{err}"
         );
         assert!(s.tenants()[0].legal_hold);
         // A retried put of what was stored is no conflict and no change.
-        assert!(apply(&mut s, put(&held, 1)).already_applied);
-        assert_eq!(s.tenants()[0].version, 2);
-        // Unconditional puts (log entries of before versions) still apply
-        // and count.
+        assert!(apply(&mut s, put(&held, &read.fingerprint())).already_applied);
+        // Reapplied over what is there now, the region lands beside the hold.
+        let now = s.tenants()[0].clone();
+        let mut both = now.clone();
+        both.region = "eu-west".into();
+        assert!(!apply(&mut s, put(&both, &now.fingerprint())).already_applied);
+        assert!(s.tenants()[0].legal_hold && s.tenants()[0].region == "eu-west");
+        // Unconditional puts (log entries of before this check) still apply.
+        t.region = "us-east".into();
         assert!(!apply(&mut s, ControlOp::PutTenant(t)).already_applied);
-        assert_eq!(s.tenants()[0].version, 3);
-        assert_eq!(s.tenants()[0].region, "eu-west");
+        assert_eq!(s.tenants()[0].region, "us-east");
     }
 
     #[test]

@@ -553,15 +553,25 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         require_cluster(&request, "manage tenants")?;
         let who = caller(&request)?.clone();
         let request = request.into_inner();
-        let expected_version = request.expected_version;
+        let read = request.expected_fingerprint.clone();
         let t = cc::tenant_from_pb(request).map_err(status)?;
+        // Refused when the change brings the problem; a tenant stored with
+        // it before this check existed can still be updated otherwise.
         if let Some(problem) = t.retention_problem() {
-            return Err(Status::invalid_argument(problem));
+            let current = self.node.tenants().map_err(status)?;
+            let had_it = current.iter().any(|c| {
+                c.id == t.id
+                    && c.retention_days == t.retention_days
+                    && c.table_retention_days == t.table_retention_days
+            });
+            if !had_it {
+                return Err(Status::invalid_argument(problem));
+            }
         }
-        let op = match expected_version {
-            Some(expected_version) => ControlOp::PutTenantAsOf {
+        let op = match read {
+            Some(read) => ControlOp::PutTenantOver {
                 record: t.clone(),
-                expected_version,
+                read,
             },
             None => ControlOp::PutTenant(t.clone()),
         };
@@ -614,20 +624,21 @@ impl pb::control_service_server::ControlService for ControlGrpc {
     ) -> Result<Response<pb::RevokeTokenReply>, Status> {
         let who = caller(&request)?.clone();
         let token_id = request.into_inner().token_id;
-        if token_scope(&who)
+        let scoped = token_scope(&who)
             .map_err(|s| audited(&self.audit, &who, s))?
-            .is_some()
-        {
-            // Someone else's token is "not found", not "forbidden": the
-            // answer must not tell which tokens other tenants have.
-            let theirs = self.node.tokens().map_err(status)?.into_iter().any(|t| {
-                t.token_id == token_id && may_manage_tokens(&who, &t.tenants, t.role).is_ok()
-            });
-            if !theirs {
-                return Err(Status::not_found(format!(
-                    "no token with id {token_id} among the tokens of this token's tenants"
-                )));
-            }
+            .is_some();
+        // Someone else's token is "not found", not "forbidden": the answer
+        // must not tell which tokens other tenants have.
+        let theirs = self.node.tokens().map_err(status)?.into_iter().any(|t| {
+            t.token_id == token_id
+                && (!scoped || may_manage_tokens(&who, &t.tenants, t.role).is_ok())
+        });
+        if !theirs {
+            return Err(Status::not_found(if scoped {
+                format!("no token with id {token_id} among the tokens of this token's tenants")
+            } else {
+                format!("no token with id {token_id}")
+            }));
         }
         let out = self
             .node
@@ -762,7 +773,12 @@ impl pb::control_service_server::ControlService for ControlGrpc {
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusReply>, Status> {
         require_cluster(&request, "read the cluster status")?;
-        let s = self.node.cluster_status().await.map_err(status)?;
+        let include_usage = request.get_ref().include_usage;
+        let s = self
+            .node
+            .cluster_status(include_usage)
+            .await
+            .map_err(status)?;
         Ok(Response::new(spoor_common::control::cluster_status_to_pb(
             &s,
         )))

@@ -308,6 +308,14 @@ impl CoordinatorNode {
     /// Adds a started, uninitialized coordinator: as a learner until it has
     /// caught up, then as a voter. Forwarded to the leader from a follower.
     pub async fn add_node(&self, id: u64, url: String) -> Result<Membership, CatalogError> {
+        if self.tls.0.is_some() && url.starts_with("http://") {
+            return Err(CatalogError::Invalid {
+                reason: format!(
+                    "url {url:?} is http:// but this cluster uses TLS ([tls]): the cluster secret \
+                     would cross the network in clear text; give the coordinator's https:// URL"
+                ),
+            });
+        }
         let node = BasicNode { addr: url.clone() };
         match retry_in_progress(|| self.raft.add_learner(id, node.clone(), true)).await {
             Ok(()) => {}
@@ -774,14 +782,17 @@ impl CoordinatorNode {
     }
 
     /// The cluster as the leader sees it; a follower asks the leader.
-    pub async fn cluster_status(&self) -> Result<ClusterStatus, CatalogError> {
+    /// `include_usage` adds what each tenant stores (a walk over every
+    /// file of the catalog, under the state's read lock).
+    pub async fn cluster_status(&self, include_usage: bool) -> Result<ClusterStatus, CatalogError> {
         let m = self.raft.metrics().borrow().clone();
         if m.current_leader != Some(self.id) {
-            return self
-                .current_leader_clients(&m)?
-                .control
-                .cluster_status()
-                .await;
+            let control = &self.current_leader_clients(&m)?.control;
+            return if include_usage {
+                control.cluster_status_with_usage().await
+            } else {
+                control.cluster_status().await
+            };
         }
         let last_log_index = m.last_log_index.unwrap_or(0);
         let membership = m.membership_config.membership();
@@ -827,7 +838,11 @@ impl CoordinatorNode {
                     members,
                     shards,
                     d.control.tenants(),
-                    d.catalog.tenant_totals(),
+                    if include_usage {
+                        d.catalog.tenant_totals()
+                    } else {
+                        Vec::new()
+                    },
                 )
             })?
         };

@@ -136,7 +136,7 @@ fn view(record: &TenantRecord, usage: Option<&TenantTotals>) -> Result<Value, Ad
 async fn tenants(
     control: &ControlClient,
 ) -> Result<BTreeMap<TenantId, (TenantRecord, Option<TenantTotals>)>, AdminError> {
-    let status = control.cluster_status().await?;
+    let status = control.cluster_status_with_usage().await?;
     let mut usage: BTreeMap<String, TenantTotals> = status
         .usage
         .into_iter()
@@ -195,7 +195,7 @@ pub(crate) async fn create_tenant(
     }
     let mut record = TenantRecord::new(id.clone());
     changes.apply(&mut record);
-    match control.put_tenant_as_of(&record, Some(0)).await {
+    match control.put_tenant_over(&record, None).await {
         Err(CatalogError::Conflict { .. }) => return Err(taken()),
         other => other?,
     }
@@ -219,10 +219,10 @@ pub(crate) async fn update_tenant(
     let id = tenant_id(id)?;
     let mut last = None;
     for _ in 0..UPDATE_ATTEMPTS {
-        let (mut record, _) = existing(control, &id).await?;
-        let read = record.version;
+        let (read, _) = existing(control, &id).await?;
+        let mut record = read.clone();
         changes.apply(&mut record);
-        match control.put_tenant_as_of(&record, Some(read)).await {
+        match control.put_tenant_over(&record, Some(&read)).await {
             Ok(()) => return show_tenant(control, id.as_str()).await,
             Err(CatalogError::Conflict { reason }) => last = Some(reason),
             Err(e) => return Err(e.into()),

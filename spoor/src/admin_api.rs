@@ -18,7 +18,9 @@
 //! `query.auth` says: the token goes to the coordinators as the caller's
 //! credential, and they decide what it may (docs/security.md: the
 //! cluster's admin for tenants, a tenant-admin for its tenant's tokens).
-//! This node's own cluster secret is never used for a caller.
+//! This node's own cluster secret is never used for a caller, and a
+//! caller presenting the cluster secret is refused: over HTTP only API
+//! tokens manage the cluster.
 //!
 //! Errors are `{"error": {"code", "message"}}`: 401 `unauthenticated`,
 //! 403 `forbidden`, 404 `not_found`, 409 `conflict`, 400
@@ -65,6 +67,15 @@ impl AdminApi {
                  cluster's admin token, or a tenant-admin token for its tenant's tokens)",
             )
         })?;
+        // Only API tokens: the cluster secret is for the roles' gRPC, and
+        // must not open the cluster from an HTTP port (where no client
+        // certificate is asked for).
+        if spoor_common::control::token_id_of(token).is_none() {
+            return Err(refuse(
+                "the credential is not an API token (spoor_<id>_<secret>); tenants and tokens \
+                 are managed over HTTP with an admin or tenant-admin token",
+            ));
+        }
         let credential =
             Credential::bearer(token).ok_or_else(|| refuse("the token is not printable ASCII"))?;
         Ok(self.control.clone().with_credential(credential))

@@ -175,11 +175,14 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         )
         .context("serving gRPC")?;
         // This node's own clients (control, heartbeats) reach its gRPC by
-        // the name its certificate carries: its URL among the members, or
-        // localhost.
+        // the name its certificate carries: its URL among the members, else
+        // the address it listens on (localhost when that is 0.0.0.0 or ::).
         own_grpc_url = Some(match (&listener_tls, own_member_url) {
             (Some(_), Some(url)) => url,
-            (Some(_), None) => format!("https://localhost:{}", bound.port()),
+            (Some(_), None) if bound.ip().is_unspecified() => {
+                format!("https://localhost:{}", bound.port())
+            }
+            (Some(_), None) => format!("https://{bound}"),
             (None, _) => format!("http://{bound}"),
         });
         tasks.spawn(async move {

@@ -637,7 +637,8 @@ impl PartialEq for PeerTls {
 
 /// A lazily connecting gRPC channel to `endpoint`. An `https://` endpoint
 /// is reached over TLS with `tls`'s client configuration (or the system's
-/// roots without one), checked against the endpoint's host name or IP.
+/// roots without one), checked against the endpoint's host name or IP;
+/// with `tls`, any other endpoint is refused.
 pub fn lazy_channel(
     endpoint: &str,
     timeout: Duration,
@@ -648,6 +649,15 @@ pub fn lazy_channel(
         .connect_timeout(timeout)
         .timeout(timeout);
     if ep.uri().scheme_str() != Some("https") {
+        // With [tls] configured, a plaintext endpoint is a mistake that
+        // would send the cluster secret (or a token) in clear text.
+        if tls.is_some() {
+            return Err(format!(
+                "{endpoint:?} is not https:// but TLS is configured ([tls]): the credential \
+                 would cross the network in clear text; use https:// with the name on the \
+                 coordinator's certificate"
+            ));
+        }
         return Ok(ep.connect_lazy());
     }
     let tls = match tls {
@@ -881,6 +891,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(refused.contains("UnknownIssuer"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn with_tls_a_plaintext_endpoint_is_refused() {
+        let tls = Tls::system_roots().unwrap();
+        let e =
+            lazy_channel("http://10.0.0.1:7070", Duration::from_secs(1), Some(&tls)).unwrap_err();
+        assert!(e.contains("clear text"), "{e}");
+        lazy_channel("https://10.0.0.1:7070", Duration::from_secs(1), Some(&tls)).unwrap();
+        lazy_channel("http://10.0.0.1:7070", Duration::from_secs(1), None).unwrap();
     }
 
     #[test]
