@@ -131,13 +131,13 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
             .coordinator_members()
             .context("coordinator.initial_members")?;
         let own_member_url = members.get(&config.node.id).cloned();
-        if listener_tls.is_some()
+        if tls.is_some()
             && let Some(plain) = members.values().find(|url| url.starts_with("http://"))
         {
             anyhow::bail!(
-                "coordinator.initial_members: {plain} is http:// but this node serves gRPC over \
-                 TLS (tls.cert_file); list the coordinators as https:// URLs with the names \
-                 their certificates carry"
+                "coordinator.initial_members: {plain} is http:// but TLS is configured ([tls]): \
+                 the cluster secret would cross the network in clear text; list the \
+                 coordinators as https:// URLs with the names their certificates carry"
             );
         }
         if secret.is_none() && !bound.ip().is_loopback() {
@@ -217,10 +217,15 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         )
     };
 
+    // A coordinator that serves plaintext gRPC calls itself in plaintext,
+    // whatever client TLS it has for its peers.
+    let own_plaintext = own_grpc_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("http://"));
     let control = ControlClient::connect_lazy_with_tls(
         own_grpc_url.as_deref().unwrap_or(&config.catalog.endpoint),
         Duration::from_millis(config.catalog.timeout_ms),
-        tls.as_ref(),
+        if own_plaintext { None } else { tls.as_ref() },
     )
     .context("configuring the control client (catalog.endpoint)")?
     .with_credential(credential.clone());
