@@ -115,10 +115,13 @@ impl Cluster {
             // sockets included, so the figures are those of the shipped path.
             let server = tonic::transport::Server::builder()
                 .add_routes(spoor_coordinator::services(&node, None, Default::default()))
-                .serve_with_incoming_shutdown(spoor_coordinator::incoming(listener), async {
-                    // Sent or dropped: either way the bench is done with the node.
-                    let _ = stopped.await;
-                });
+                .serve_with_incoming_shutdown(
+                    spoor_coordinator::incoming(listener, Default::default()).expect("listen"),
+                    async {
+                        // Sent or dropped: either way the bench is done with the node.
+                        let _ = stopped.await;
+                    },
+                );
             tokio::spawn(server);
             members.push(Member {
                 node,

@@ -863,13 +863,15 @@ impl CatalogState {
                     t.row_count += f.file.row_count;
                     t.byte_size += f.file.byte_size;
                 }
+                // One pass over the files: the tenant's totals are its tables'.
+                let tables: Vec<TableTotals> = tables.into_values().collect();
                 TenantTotals {
                     tenant: tenant.clone(),
                     last_sequence: self.last_sequence.get(tenant).copied().unwrap_or(0),
-                    file_count: files.len() as u64,
-                    row_count: files.values().map(|f| f.file.row_count).sum(),
-                    byte_size: files.values().map(|f| f.file.byte_size).sum(),
-                    tables: tables.into_values().collect(),
+                    file_count: tables.iter().map(|t| t.file_count).sum(),
+                    row_count: tables.iter().map(|t| t.row_count).sum(),
+                    byte_size: tables.iter().map(|t| t.byte_size).sum(),
+                    tables,
                 }
             })
             .collect()

@@ -307,7 +307,9 @@ mod tests {
             tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .add_service(service)
-                    .serve_with_incoming(crate::incoming(listener))
+                    .serve_with_incoming(
+                        crate::incoming(listener, Default::default()).expect("listen"),
+                    )
                     .await
             });
             GrpcCatalog::connect_lazy(&format!("http://{addr}"), Duration::from_secs(5))

@@ -43,18 +43,12 @@ pub fn services(
         )
 }
 
+/// The connections of `listener` as `spoor coordinator` serves them
+/// (plaintext, TCP_NODELAY: [`spoor_common::tls::Incoming`]), until `stop`.
 pub fn incoming(
     listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    futures::stream::unfold(listener, |l| async move {
-        let next = l.accept().await.and_then(|(s, _)| {
-            // Replies are small: without TCP_NODELAY, Nagle's algorithm holds
-            // them for the peer's delayed ACK (~40 ms tails in the commit
-            // benchmark). tonic's own nodelay setting does not reach sockets
-            // handed to `serve_with_incoming`.
-            s.set_nodelay(true)?;
-            Ok(s)
-        });
-        Some((next, l))
-    })
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<impl futures::Stream<Item = std::io::Result<spoor_common::tls::Conn>>> {
+    spoor_common::tls::Incoming::new(listener, None, spoor_common::tls::Listener::Grpc, stop)
+        .map(spoor_common::tls::Incoming::into_stream)
 }

@@ -132,11 +132,17 @@ fn view(record: &TenantRecord, usage: Option<&TenantTotals>) -> Result<Value, Ad
     Ok(v)
 }
 
-/// The registered tenants by id, with what each stores.
+/// The registered tenants by id, with what each stores when `with_usage`
+/// (a walk over the whole catalog: only for what is shown).
 async fn tenants(
     control: &ControlClient,
+    with_usage: bool,
 ) -> Result<BTreeMap<TenantId, (TenantRecord, Option<TenantTotals>)>, AdminError> {
-    let status = control.cluster_status_with_usage().await?;
+    let status = if with_usage {
+        control.cluster_status_with_usage().await?
+    } else {
+        control.cluster_status().await?
+    };
     let mut usage: BTreeMap<String, TenantTotals> = status
         .usage
         .into_iter()
@@ -155,8 +161,9 @@ async fn tenants(
 async fn existing(
     control: &ControlClient,
     id: &TenantId,
+    with_usage: bool,
 ) -> Result<(TenantRecord, Option<TenantTotals>), AdminError> {
-    tenants(control)
+    tenants(control, with_usage)
         .await?
         .remove(id)
         .ok_or_else(|| AdminError::NotFound(format!("tenant {id} is not registered")))
@@ -164,7 +171,7 @@ async fn existing(
 
 /// Every registered tenant, with its usage.
 pub(crate) async fn list_tenants(control: &ControlClient) -> Result<Value, AdminError> {
-    let views = tenants(control)
+    let views = tenants(control, true)
         .await?
         .values()
         .map(|(t, u)| view(t, u.as_ref()))
@@ -174,7 +181,7 @@ pub(crate) async fn list_tenants(control: &ControlClient) -> Result<Value, Admin
 
 /// One tenant, with its usage.
 pub(crate) async fn show_tenant(control: &ControlClient, id: &str) -> Result<Value, AdminError> {
-    let (record, usage) = existing(control, &tenant_id(id)?).await?;
+    let (record, usage) = existing(control, &tenant_id(id)?, true).await?;
     view(&record, usage.as_ref())
 }
 
@@ -190,7 +197,7 @@ pub(crate) async fn create_tenant(
             "tenant {id} is already registered; change it with an update"
         ))
     };
-    if tenants(control).await?.contains_key(&id) {
+    if tenants(control, false).await?.contains_key(&id) {
         return Err(taken());
     }
     let mut record = TenantRecord::new(id.clone());
@@ -207,7 +214,7 @@ pub(crate) async fn create_tenant(
 const UPDATE_ATTEMPTS: usize = 5;
 
 /// Changes the fields of `changes` on the registered tenant `id`, and only
-/// those: the change is applied to the version read and stored only if no
+/// those: the change is applied to the record read and stored only if no
 /// one changed the tenant since (else read again and reapplied), so two
 /// concurrent updates of different fields both take effect, and a legal
 /// hold set meanwhile is never undone by a stale record.
@@ -219,7 +226,7 @@ pub(crate) async fn update_tenant(
     let id = tenant_id(id)?;
     let mut last = None;
     for _ in 0..UPDATE_ATTEMPTS {
-        let (read, _) = existing(control, &id).await?;
+        let (read, _) = existing(control, &id, false).await?;
         let mut record = read.clone();
         changes.apply(&mut record);
         match control.put_tenant_over(&record, Some(&read)).await {

@@ -13,20 +13,14 @@ import sys
 import adbc_driver_flightsql.dbapi as flightsql
 from adbc_driver_flightsql import DatabaseOptions
 
+# The helpers of the other Flight SQL checks (same folder).
+from flight_sql_client import error_of
+from flight_sql_client import scalar as scalar_of
+
 
 def scalar(uri, sql, db_kwargs):
     with flightsql.connect(uri, db_kwargs=db_kwargs) as conn:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchone()[0]
-
-
-def error_of(fn):
-    try:
-        fn()
-    except Exception as e:  # the driver's error classes vary by version
-        return f"{type(e).__name__}: {e}"
-    return None
+        return scalar_of(conn, sql)
 
 
 def main():

@@ -71,6 +71,13 @@ async fn send_events(node: &Spoor, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `spoor cluster members --coordinator <grpc>` with `extra` flags.
+fn members(grpc: &str, extra: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let mut args = vec!["cluster", "members", "--coordinator", grpc];
+    args.extend_from_slice(extra);
+    spoor_cli(&args)
+}
+
 fn psql(postgres: &str, options: &str, sql: &str) -> anyhow::Result<(bool, String, String)> {
     let (_, port) = postgres.rsplit_once(':').context("host:port")?;
     let out = Command::new("psql")
@@ -205,24 +212,17 @@ async fn every_listener_speaks_tls_and_renewed_certificates_are_served_without_r
     // gRPC: the CLI reaches the coordinator with the CA, and not without.
     let grpc = node.grpc.clone().context("standalone serves gRPC")?;
     let ca_arg = ca_pem.display().to_string();
-    let (code, out, err) = spoor_cli(&[
-        "cluster",
-        "members",
-        "--coordinator",
-        &grpc,
-        "--ca-file",
-        &ca_arg,
-    ])?;
+    let (code, out, err) = members(&grpc, &["--ca-file", &ca_arg])?;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"voters\""), "{out}");
-    let (code, _, err) = spoor_cli(&["cluster", "members", "--coordinator", &grpc])?;
+    let (code, _, err) = members(&grpc, &[])?;
     assert_ne!(code, 0);
     assert!(
         err.contains("UnknownIssuer") || err.contains("certificate"),
         "{err}"
     );
     let plain_grpc = format!("http://localhost:{}", port(&grpc));
-    let (code, _, err) = spoor_cli(&["cluster", "members", "--coordinator", &plain_grpc])?;
+    let (code, _, err) = members(&plain_grpc, &[])?;
     assert_ne!(code, 0, "plaintext gRPC answered: {err}");
 
     // Renewal: the same CA signs a new key; new connections get it within
@@ -366,28 +366,22 @@ async fn roles_prove_themselves_to_the_coordinators_with_certificates() -> anyho
 
     // The CLI: the CA alone is not enough; the client certificate is; one
     // from another CA is not.
-    let (code, _, err) = spoor_cli(&[
-        "cluster",
-        "members",
-        "--coordinator",
-        &grpc,
-        "--ca-file",
-        &file("ca.pem"),
-    ])?;
+    let with_certificate = |cert: &str, key: &str| {
+        members(
+            &grpc,
+            &[
+                "--ca-file",
+                &file("ca.pem"),
+                "--client-cert",
+                &file(cert),
+                "--client-key",
+                &file(key),
+            ],
+        )
+    };
+    let (code, _, err) = members(&grpc, &["--ca-file", &file("ca.pem")])?;
     assert_ne!(code, 0, "no client certificate, yet: {err}");
-    let member = [
-        "cluster",
-        "members",
-        "--coordinator",
-        &grpc,
-        "--ca-file",
-        &file("ca.pem"),
-        "--client-cert",
-        &file("client.pem"),
-        "--client-key",
-        &file("client.key"),
-    ];
-    let (code, out, err) = spoor_cli(&member)?;
+    let (code, out, err) = with_certificate("client.pem", "client.key")?;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"voters\""), "{out}");
 
@@ -397,18 +391,7 @@ async fn roles_prove_themselves_to_the_coordinators_with_certificates() -> anyho
         .map_err(anyhow::Error::msg)?;
     std::fs::write(pki.join("stranger.pem"), &stranger.cert_pem)?;
     std::fs::write(pki.join("stranger.key"), &stranger.key_pem)?;
-    let (code, _, err) = spoor_cli(&[
-        "cluster",
-        "members",
-        "--coordinator",
-        &grpc,
-        "--ca-file",
-        &file("ca.pem"),
-        "--client-cert",
-        &file("stranger.pem"),
-        "--client-key",
-        &file("stranger.key"),
-    ])?;
+    let (code, _, err) = with_certificate("stranger.pem", "stranger.key")?;
     assert_ne!(code, 0, "another CA's certificate got in: {err}");
     drop((ingest, query, coordinator));
     Ok(())

@@ -117,12 +117,6 @@ impl TlsFiles {
             client_ca: file("tls.client_ca_file", &config.client_ca_file),
         }
     }
-
-    fn paths(&self) -> impl Iterator<Item = &(&'static str, PathBuf)> {
-        [&self.cert, &self.key, &self.ca, &self.client_ca]
-            .into_iter()
-            .flatten()
-    }
 }
 
 /// The configurations made from one reading of the files.
@@ -159,7 +153,7 @@ impl Tls {
     /// Loads `files`; every unreadable or unusable file is an error naming
     /// its key.
     pub fn load(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
-        let loaded = load(&files)?;
+        let loaded = load(&files, &Contents::read(&files)?)?;
         Ok(Arc::new(Tls {
             files,
             loaded: RwLock::new(Arc::new(loaded)),
@@ -201,11 +195,12 @@ impl Tls {
     /// Re-reads the files and swaps in new configurations if their contents
     /// changed. `Ok(false)`: nothing changed.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let digest = digest(&self.files)?;
-        if digest == self.current().digest {
+        // Each file is read once a round: hashed, and parsed only if changed.
+        let contents = Contents::read(&self.files)?;
+        if contents.digest == self.current().digest {
             return Ok(false);
         }
-        let loaded = Arc::new(load(&self.files)?);
+        let loaded = Arc::new(load(&self.files, &contents)?);
         match self.loaded.write() {
             Ok(mut l) => *l = loaded,
             Err(poisoned) => *poisoned.into_inner() = loaded,
@@ -257,14 +252,39 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn digest(files: &TlsFiles) -> Result<[u8; 32], TlsError> {
-    let mut hash = Sha256::new();
-    for (key, path) in files.paths() {
-        let bytes = read(key, path)?;
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(&bytes);
+/// The files' bytes, read once, and a digest over all of them.
+struct Contents {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca: Vec<u8>,
+    client_ca: Vec<u8>,
+    digest: [u8; 32],
+}
+
+impl Contents {
+    fn read(files: &TlsFiles) -> Result<Contents, TlsError> {
+        let mut hash = Sha256::new();
+        let mut read_one = |file: &Option<(&'static str, PathBuf)>| -> Result<Vec<u8>, TlsError> {
+            let bytes = match file {
+                Some((key, path)) => read(key, path)?,
+                None => Vec::new(),
+            };
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(&bytes);
+            Ok(bytes)
+        };
+        let cert = read_one(&files.cert)?;
+        let key = read_one(&files.key)?;
+        let ca = read_one(&files.ca)?;
+        let client_ca = read_one(&files.client_ca)?;
+        Ok(Contents {
+            cert,
+            key,
+            ca,
+            client_ca,
+            digest: hash.finalize().into(),
+        })
     }
-    Ok(hash.finalize().into())
 }
 
 fn certificates(
@@ -312,8 +332,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
-    let digest = digest(files)?;
+fn load(files: &TlsFiles, contents: &Contents) -> Result<Loaded, TlsError> {
+    let digest = contents.digest;
     let provider = provider();
     let tls_error = |(key, path): &(&'static str, PathBuf), e: rustls::Error| TlsError {
         key,
@@ -323,13 +343,12 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     let identity = match (&files.cert, &files.key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
-            let certs = certificates(cert.0, &cert.1, &read(cert.0, &cert.1)?)?;
-            let private =
-                PrivateKeyDer::from_pem_slice(&read(key.0, &key.1)?).map_err(|e| TlsError {
-                    key: key.0,
-                    path: key.1.display().to_string(),
-                    reason: format!("holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
-                })?;
+            let certs = certificates(cert.0, &cert.1, &contents.cert)?;
+            let private = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|e| TlsError {
+                key: key.0,
+                path: key.1.display().to_string(),
+                reason: format!("holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+            })?;
             // A key that is not the certificate's would fail every
             // handshake; refuse it here, naming both files.
             rustls::sign::CertifiedKey::from_der(certs.clone(), private.clone_key(), &provider)
@@ -361,7 +380,7 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
                         .into(),
                 });
             }
-            Some(Arc::new(roots(key, path, &read(key, path)?)?))
+            Some(Arc::new(roots(key, path, &contents.client_ca)?))
         }
         None => None,
     };
@@ -410,7 +429,7 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     };
 
     let trusted = match &files.ca {
-        Some((key, path)) => roots(key, path, &read(key, path)?)?,
+        Some((key, path)) => roots(key, path, &contents.ca)?,
         None => system_roots(),
     };
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -697,9 +716,9 @@ mod tests {
 
     #[test]
     fn a_certificate_without_its_key_names_both_keys() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let cert = dir.path().join("cert.pem");
-        std::fs::write(&cert, "").unwrap();
+        std::fs::write(&cert, "").expect("write a test file");
         let e = Tls::load(TlsFiles {
             cert: Some(("tls.cert_file", cert)),
             ..TlsFiles::default()
@@ -711,7 +730,7 @@ mod tests {
 
     #[test]
     fn unreadable_and_empty_files_are_named() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let missing = dir.path().join("missing.pem");
         let e = Tls::load(TlsFiles {
             ca: Some(("tls.ca_file", missing)),
@@ -723,7 +742,7 @@ mod tests {
         assert!(e.reason.contains("cannot read"), "{e}");
 
         let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "not pem at all\n").unwrap();
+        std::fs::write(&empty, "not pem at all\n").expect("write a test file");
         let e = Tls::load(TlsFiles {
             ca: Some(("tls.ca_file", empty)),
             ..TlsFiles::default()
@@ -734,17 +753,17 @@ mod tests {
 
     /// A CA, and a node certificate for localhost it signed, in `dir`.
     fn pki(dir: &Path) -> (dev::DevCa, TlsFiles) {
-        let ca = dev::DevCa::new("test CA", 30).unwrap();
+        let ca = dev::DevCa::new("test CA", 30).expect("a test CA");
         let node = ca
             .issue(
                 "node",
                 &["localhost".into(), "127.0.0.1".into()],
                 dev::Usage::Node,
             )
-            .unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
-        std::fs::write(dir.join("node.pem"), &node.cert_pem).unwrap();
-        std::fs::write(dir.join("node.key"), &node.key_pem).unwrap();
+            .expect("issue a certificate");
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("write a test file");
+        std::fs::write(dir.join("node.pem"), &node.cert_pem).expect("write a test file");
+        std::fs::write(dir.join("node.key"), &node.key_pem).expect("write a test file");
         let files = TlsFiles {
             cert: Some(("tls.cert_file", dir.join("node.pem"))),
             key: Some(("tls.key_file", dir.join("node.key"))),
@@ -762,21 +781,21 @@ mod tests {
         kind: Listener,
     ) -> Result<CertificateDer<'static>, String> {
         let stop = CancellationToken::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mut incoming =
-            Incoming::new(listener, Some(server.clone()), kind, stop.clone()).unwrap();
-        let addr = axum::serve::Listener::local_addr(&incoming).unwrap();
+            Incoming::new(listener, Some(server.clone()), kind, stop.clone()).expect("listen");
+        let addr = axum::serve::Listener::local_addr(&incoming).expect("address");
         let server_side = tokio::spawn(async move {
             let (mut conn, _) = axum::serve::Listener::accept(&mut incoming).await;
             tokio::io::AsyncWriteExt::write_all(&mut conn, b"ok")
                 .await
-                .unwrap();
+                .expect("write to the client");
         });
         let mut config = (*client.client()).clone();
         config.alpn_protocols = kind.alpn();
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tcp = TcpStream::connect(addr).await.expect("connect");
         let result = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
             .await;
         let outcome = match result {
             Ok(mut stream) => {
@@ -784,7 +803,13 @@ mod tests {
                 // the first read, after the client's handshake finished.
                 let mut buf = [0u8; 2];
                 match tokio::io::AsyncReadExt::read_exact(&mut stream, &mut buf).await {
-                    Ok(_) => Ok(stream.get_ref().1.peer_certificates().unwrap()[0].clone()),
+                    Ok(_) => Ok(stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .expect("a peer certificate")
+                        .clone()),
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -797,96 +822,119 @@ mod tests {
 
     #[tokio::test]
     async fn a_renewed_certificate_is_served_after_reload_and_a_bad_one_is_not() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let (ca, files) = pki(dir.path());
-        let server = Tls::load(files.clone()).unwrap();
+        let server = Tls::load(files.clone()).expect("load the TLS files");
         let client = Tls::load(TlsFiles {
             ca: files.ca.clone(),
             ..TlsFiles::default()
         })
-        .unwrap();
-        let first = handshake(&server, &client, Listener::Http).await.unwrap();
+        .expect("load the TLS files");
+        let first = handshake(&server, &client, Listener::Http)
+            .await
+            .expect("handshake");
         assert!(
-            !server.reload().unwrap(),
+            !server.reload().expect("reload"),
             "unchanged files are not reloaded"
         );
 
         // Renewal: same CA, new key and certificate.
         let renewed = ca
             .issue("node", &["localhost".into()], dev::Usage::Node)
-            .unwrap();
-        std::fs::write(dir.path().join("node.pem"), &renewed.cert_pem).unwrap();
-        std::fs::write(dir.path().join("node.key"), &renewed.key_pem).unwrap();
-        assert!(server.reload().unwrap());
-        let second = handshake(&server, &client, Listener::Http).await.unwrap();
+            .expect("issue a certificate");
+        std::fs::write(dir.path().join("node.pem"), &renewed.cert_pem).expect("write a test file");
+        std::fs::write(dir.path().join("node.key"), &renewed.key_pem).expect("write a test file");
+        assert!(server.reload().expect("reload"));
+        let second = handshake(&server, &client, Listener::Http)
+            .await
+            .expect("handshake");
         assert_ne!(first, second, "the renewed certificate is served");
 
         // Half a renewal (a new certificate, the old key) is refused and
         // the working pair stays in force.
         let other = ca
             .issue("node", &["localhost".into()], dev::Usage::Node)
-            .unwrap();
-        std::fs::write(dir.path().join("node.pem"), &other.cert_pem).unwrap();
+            .expect("issue a certificate");
+        std::fs::write(dir.path().join("node.pem"), &other.cert_pem).expect("write a test file");
         let e = server.reload().unwrap_err();
         assert_eq!(e.key, "tls.key_file", "{e}");
         assert!(e.reason.contains("does not fit the certificate"), "{e}");
-        let third = handshake(&server, &client, Listener::Http).await.unwrap();
+        let third = handshake(&server, &client, Listener::Http)
+            .await
+            .expect("handshake");
         assert_eq!(second, third);
     }
 
     #[tokio::test]
     async fn grpc_demands_a_client_certificate_from_the_cluster_ca() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let (ca, mut files) = pki(dir.path());
-        files.client_ca = files.ca.clone();
-        let server = Tls::load(files.clone()).unwrap();
+        let clients = dir.path().join("clients.pem");
+        std::fs::write(&clients, ca.cert_pem()).expect("write a test file");
+        files.client_ca = Some(("tls.client_ca_file", clients.clone()));
+        let server = Tls::load(files.clone()).expect("load the TLS files");
         // A client with the CA's node certificate is let in, on gRPC and
         // elsewhere.
-        let member = Tls::load(files.clone()).unwrap();
-        handshake(&server, &member, Listener::Grpc).await.unwrap();
+        let member = Tls::load(files.clone()).expect("load the TLS files");
+        handshake(&server, &member, Listener::Grpc)
+            .await
+            .expect("handshake");
         // Without a certificate: refused on gRPC only (HTTP, Flight SQL and
         // PostgreSQL authenticate users with tokens).
         let anonymous = Tls::load(TlsFiles {
             ca: files.ca.clone(),
             ..TlsFiles::default()
         })
-        .unwrap();
+        .expect("load the TLS files");
         let refused = handshake(&server, &anonymous, Listener::Grpc).await;
         assert!(refused.is_err(), "{refused:?}");
         handshake(&server, &anonymous, Listener::Http)
             .await
-            .unwrap();
+            .expect("handshake");
         // A certificate from another CA: refused.
-        let stranger_ca = dev::DevCa::new("another CA", 30).unwrap();
+        let stranger_ca = dev::DevCa::new("another CA", 30).expect("a test CA");
         let stranger = stranger_ca
             .issue("intruder", &["localhost".into()], dev::Usage::Node)
-            .unwrap();
-        std::fs::write(dir.path().join("stranger.pem"), &stranger.cert_pem).unwrap();
-        std::fs::write(dir.path().join("stranger.key"), &stranger.key_pem).unwrap();
+            .expect("issue a certificate");
+        std::fs::write(dir.path().join("stranger.pem"), &stranger.cert_pem)
+            .expect("write a test file");
+        std::fs::write(dir.path().join("stranger.key"), &stranger.key_pem)
+            .expect("write a test file");
         let intruder = Tls::load(TlsFiles {
             cert: Some(("tls.cert_file", dir.path().join("stranger.pem"))),
             key: Some(("tls.key_file", dir.path().join("stranger.key"))),
             ca: files.ca.clone(),
             client_ca: None,
         })
-        .unwrap();
+        .expect("load the TLS files");
         let refused = handshake(&server, &intruder, Listener::Grpc).await;
         assert!(refused.is_err(), "{refused:?}");
-        drop(ca);
+        // The client CA bundle is reloaded like the certificate: once the
+        // other CA is added to it, its certificates get in.
+        std::fs::write(
+            &clients,
+            format!("{}{}", ca.cert_pem(), stranger_ca.cert_pem()),
+        )
+        .expect("write a test file");
+        assert!(server.reload().expect("reload"));
+        handshake(&server, &intruder, Listener::Grpc)
+            .await
+            .expect("handshake after the CA bundle grew");
     }
 
     #[tokio::test]
     async fn a_client_refuses_a_server_from_another_ca() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let (_ca, files) = pki(dir.path());
-        let server = Tls::load(files).unwrap();
-        let stranger_ca = dev::DevCa::new("another CA", 30).unwrap();
-        std::fs::write(dir.path().join("other-ca.pem"), stranger_ca.cert_pem()).unwrap();
+        let server = Tls::load(files).expect("load the TLS files");
+        let stranger_ca = dev::DevCa::new("another CA", 30).expect("a test CA");
+        std::fs::write(dir.path().join("other-ca.pem"), stranger_ca.cert_pem())
+            .expect("write a test file");
         let client = Tls::load(TlsFiles {
             ca: Some(("tls.ca_file", dir.path().join("other-ca.pem"))),
             ..TlsFiles::default()
         })
-        .unwrap();
+        .expect("load the TLS files");
         let refused = handshake(&server, &client, Listener::Http)
             .await
             .unwrap_err();
@@ -895,17 +943,18 @@ mod tests {
 
     #[tokio::test]
     async fn with_tls_a_plaintext_endpoint_is_refused() {
-        let tls = Tls::system_roots().unwrap();
+        let tls = Tls::system_roots().expect("system roots");
         let e =
             lazy_channel("http://10.0.0.1:7070", Duration::from_secs(1), Some(&tls)).unwrap_err();
         assert!(e.contains("clear text"), "{e}");
-        lazy_channel("https://10.0.0.1:7070", Duration::from_secs(1), Some(&tls)).unwrap();
-        lazy_channel("http://10.0.0.1:7070", Duration::from_secs(1), None).unwrap();
+        lazy_channel("https://10.0.0.1:7070", Duration::from_secs(1), Some(&tls))
+            .expect("a channel");
+        lazy_channel("http://10.0.0.1:7070", Duration::from_secs(1), None).expect("a channel");
     }
 
     #[test]
     fn system_roots_make_a_client_without_a_server() {
-        let tls = Tls::system_roots().unwrap();
+        let tls = Tls::system_roots().expect("system roots");
         assert!(!tls.serves());
         assert!(tls.server(Listener::Http).is_none());
         assert_eq!(tls.client().alpn_protocols, vec![b"h2".to_vec()]);

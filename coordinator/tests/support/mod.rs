@@ -119,7 +119,7 @@ pub(crate) async fn serve(
         tonic::transport::Server::builder()
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                spoor_coordinator::incoming(listener),
+                spoor_coordinator::incoming(listener, token.clone()).expect("listen"),
                 token.cancelled_owned(),
             )
             .await
