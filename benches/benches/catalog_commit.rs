@@ -33,6 +33,9 @@ use spoor_common::catalog_client::GrpcCatalog;
 use spoor_common::config::CoordinatorConfig;
 use spoor_coordinator::CoordinatorNode;
 
+mod support;
+use support::report_line;
+
 /// Alternating rounds per scenario; the better one is reported.
 const ROUNDS: usize = 3;
 /// Commits before the measured window: connections, leader client, caches.
@@ -435,6 +438,53 @@ async fn bench() {
     }
     println!();
     println!("total {:.1} s", started.elapsed().as_secs_f64());
+    let figures = |r: &Run| {
+        serde_json::json!({
+            "commits_per_s": r.commits_per_s,
+            "p50_ms": ms(r.percentile(0.5)),
+            "p99_ms": ms(r.percentile(0.99)),
+        })
+    };
+    let rows: Vec<serde_json::Value> = scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, &(path, clients))| {
+            let (single, triple) = &results[i];
+            let reference = match path {
+                Path::GrpcFollower => scenarios
+                    .iter()
+                    .position(|s| *s == (Path::GrpcLeader, clients))
+                    .and_then(|j| results[j].0.clone()),
+                _ => single.clone(),
+            };
+            let ratio = |f: fn(&Run) -> f64| match (triple, &reference) {
+                (Some(t), Some(r)) if f(r) > 0.0 => Some(f(t) / f(r)),
+                _ => None,
+            };
+            serde_json::json!({
+                "path": path.label(),
+                "clients": clients,
+                "one_node": single.as_ref().map(figures),
+                "three_nodes": triple.as_ref().map(figures),
+                "commits_per_s_3_over_1": ratio(|r| r.commits_per_s),
+                "p50_3_over_1": ratio(|r| ms(r.percentile(0.5))),
+                "p99_3_over_1": ratio(|r| ms(r.percentile(0.99))),
+            })
+        })
+        .collect();
+    report_line(
+        "catalog_commit",
+        serde_json::json!({
+            "files_per_commit": FILES_PER_COMMIT,
+            "rounds": ROUNDS,
+            "window_s": WINDOW.as_secs_f64(),
+            "disk_floor_p50_ms": ms(floor.percentile(0.5)),
+            "disk_floor_p99_ms": ms(floor.percentile(0.99)),
+            "snapshots": snapshots,
+            "stable": stable,
+            "rows": rows,
+        }),
+    );
     one.stop().await;
     three.stop().await;
 }

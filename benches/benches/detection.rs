@@ -47,7 +47,7 @@ use spoor_correlate::sigma;
 use spoor_ingest::parse::{Decoded, EventRow};
 
 mod support;
-use support::{corpus, event_files};
+use support::{corpus, event_files, report_line};
 
 /// Rows per Arrow batch, as `spoor rules test` evaluates them.
 const BATCH_ROWS: usize = 8192;
@@ -311,6 +311,18 @@ fn main() -> Result<()> {
     }
     println!("spoor hits, also of rules that do not alert: {hits}");
     let Some(sq) = sq else {
+        report_line(
+            "detection",
+            serde_json::json!({
+                "events": events,
+                "detections": engine.detections.len(),
+                "runs": runs,
+                "spoor_median_s": median.as_secs_f64(),
+                "spoor_median_events_per_s": eps(median),
+                "spoor_best_events_per_s": eps(best),
+                "sqlite": null,
+            }),
+        );
         return Ok(());
     };
     println!(
@@ -336,6 +348,28 @@ fn main() -> Result<()> {
     println!(
         "target: spoor ≥ 100× sqlite (median): {}",
         if ratio >= 100.0 { "met" } else { "missed" }
+    );
+    report_line(
+        "detection",
+        serde_json::json!({
+            "events": events,
+            "detections": engine.detections.len(),
+            "runs": runs,
+            "spoor_median_s": median.as_secs_f64(),
+            "spoor_median_events_per_s": eps(median),
+            "spoor_best_events_per_s": eps(best),
+            "spoor_matches": alerts,
+            "sqlite": {
+                "rules": sq.rules,
+                "refused": sq.refused,
+                "events": sq.events,
+                "seconds_per_pass": sq.seconds / sq.repeat as f64,
+                "events_per_s": sq.events_per_second,
+                "matches": sq.matches,
+            },
+            "spoor_median_over_sqlite": ratio,
+            "spoor_best_over_sqlite": eps(best) / sq.events_per_second,
+        }),
     );
     Ok(())
 }

@@ -80,10 +80,9 @@
 //! [`DEFAULT_KAFKA_PROPERTIES`]), `TANSU_BIN`. (Not `SPOOR_*`: spoor reads
 //! those as configuration.)
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -97,10 +96,11 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use serde_json::{Value, json};
 
 mod support;
+use support::cluster::{Node, lake_sets, report_slow_stops, slow_stops};
 use support::{
     Broker, Deliveries, corpus, env_choices, env_kafka_properties, env_number, http_get,
     http_get_json, http_post_json, kafka_properties_toml, load_average, load_corpus, metric,
-    process_cpu, ready_line, release_spoor_binary, stop_spoor,
+    release_spoor_binary, report_line,
 };
 
 /// librdkafka properties of Spoor's consumer unless
@@ -1219,38 +1219,83 @@ fn report(settings: &Settings, latencies: &[LatencyRun], scaling: &[ScalingRun])
     }
     println!();
     println!("load average after the runs: {}", load_average());
-    if let Ok(stops) = SLOW_STOPS.lock()
-        && !stops.is_empty()
-    {
-        println!();
-        println!(
-            "SLOW STOPS ({}): nodes killed after not stopping within 30 s of SIGTERM:",
-            stops.len()
-        );
-        for s in stops.iter() {
-            println!("- {s}");
-        }
-    }
+    report_slow_stops();
+    report_summary(settings, latencies, scaling);
+}
+
+/// The machine-readable summary of the figures printed by [`report`].
+fn report_summary(settings: &Settings, latencies: &[LatencyRun], scaling: &[ScalingRun]) {
+    let number = |v: f64| {
+        if v.is_finite() { json!(v) } else { Value::Null }
+    };
+    let latency: Vec<Value> = latencies
+        .iter()
+        .flat_map(|run| {
+            [
+                ("one-event probe", &run.probes, run.missing_probes),
+                ("event_count pair", &run.pairs, run.missing_pairs),
+            ]
+            .map(|(rule, values, missing)| {
+                let p99 = percentile(values, 0.99);
+                json!({
+                    "workers": run.workers,
+                    "rule": rule,
+                    "count": values.len(),
+                    "missing": missing,
+                    "p50_s": number(percentile(values, 0.5)),
+                    "p99_s": number(p99),
+                    "max_s": number(max(values)),
+                    "vs_sentinel_nrt_60s": number(ANCHORS[0].1 / p99),
+                    "vs_elastic_default_300s": number(ANCHORS[1].1 / p99),
+                })
+            })
+        })
+        .collect();
+    let runs: Vec<Value> = scaling
+        .iter()
+        .map(|run| {
+            json!({
+                "workers": run.workers,
+                "buckets": run.buckets,
+                "events_per_s": number(run.rate()),
+                "span_s": number(run.span),
+                "stagger_s": number(run.stagger),
+                "cpu_s": run.cpu.iter().map(|(id, s)| json!({"node": id, "cpu_s": number(*s)})).collect::<Vec<_>>(),
+                "alerts": number(run.alerts),
+            })
+        })
+        .collect();
+    let find = |w: usize, b: u32| scaling.iter().find(|r| r.workers == w && r.buckets == b);
+    let ratio = |a: Option<&ScalingRun>, b: Option<&ScalingRun>| match (a, b) {
+        (Some(a), Some(b)) => number(a.rate() / b.rate()),
+        _ => Value::Null,
+    };
+    report_line(
+        "detection_latency",
+        json!({
+            "settings": {
+                "seconds": settings.seconds,
+                "background_events_per_s": settings.rate,
+                "probe_ms": settings.probe_ms,
+                "poll_ms": settings.poll_ms,
+                "backlog": settings.backlog,
+            },
+            "latency": latency,
+            "scaling": {
+                "rules": scaling.first().map(|r| r.rules),
+                "runs": runs,
+                "workers_2_over_1_buckets_2": ratio(find(2, 2), find(1, 2)),
+                "buckets_2_over_1_workers_1": ratio(find(1, 2), find(1, 1)),
+                "workers_2x2_over_1x1": ratio(find(2, 2), find(1, 1)),
+            },
+            "slow_stops": slow_stops(),
+            "load_average_after": load_average(),
+        }),
+    );
 }
 
 // ---------------------------------------------------------------------------
-// Cluster
-
-/// A running spoor process, killed on drop if not stopped.
-/// Nodes that had to be killed, for the summary.
-static SLOW_STOPS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Node {
-    child: Option<Child>,
-    /// `host:port` of its HTTP listener.
-    http: String,
-    /// `host:port` of its gRPC listener, if it serves one.
-    grpc: Option<String>,
-    /// The last lines of its log, for failure messages.
-    log: Arc<Mutex<VecDeque<String>>>,
-    /// When each `shard started` line was logged, and its shard.
-    starts: Arc<Mutex<Vec<(Instant, String)>>>,
-}
+// Cluster (the process handling is `support::cluster`)
 
 impl Node {
     /// `spoor standalone` reading `topic` with the `source_type` parser.
@@ -1299,152 +1344,14 @@ impl Node {
         let all = node_sets(lake, settings, &extra);
         Node::start(bin, "worker", &dir.join(format!("worker{id}")), &all)
     }
-
-    fn start(bin: &Path, role: &str, data: &Path, args: &[String]) -> Result<Node> {
-        let mut child = Command::new(bin)
-            .arg(role)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-            .args(args)
-            .env("SPOOR_LOG__FILTER", "info,openraft=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {} {role}", bin.display()))?;
-        let stdout = child.stdout.take().context("spoor stdout")?;
-        let stderr = child.stderr.take().context("spoor stderr")?;
-        let ready_rx = ready_line(stdout);
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let starts = Arc::new(Mutex::new(Vec::new()));
-        {
-            let (log, starts) = (log.clone(), starts.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let line = strip_ansi(&line);
-                    if line.contains("shard started")
-                        && let Some(shard) = field(&line, "shard")
-                        && let Ok(mut s) = starts.lock()
-                    {
-                        s.push((Instant::now(), shard));
-                    }
-                    if let Ok(mut log) = log.lock() {
-                        if log.len() >= 40 {
-                            log.pop_front();
-                        }
-                        log.push_back(line);
-                    }
-                }
-            });
-        }
-        let mut node = Node {
-            child: Some(child),
-            http: String::new(),
-            grpc: None,
-            log,
-            starts,
-        };
-        let ready = ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|_| {
-                anyhow!(
-                    "spoor {role} printed no ready line in 60 s; log:\n{}",
-                    node.log_tail()
-                )
-            })?;
-        let word = |key: &str| {
-            ready
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .map(str::to_string)
-        };
-        node.http = word("http=").with_context(|| format!("no http= in {ready:?}"))?;
-        node.grpc = word("grpc=");
-        Ok(node)
-    }
-
-    fn log_tail(&self) -> String {
-        self.log
-            .lock()
-            .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default()
-    }
-
-    fn shard_starts(&self) -> Vec<(Instant, String)> {
-        self.starts.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn cpu(&self) -> Result<f64> {
-        let pid = self.child.as_ref().context("not running")?.id();
-        process_cpu(pid)
-    }
-
-    /// SIGTERM and wait for a clean exit (falls back to SIGKILL). A node
-    /// that does not stop within 30 s is killed and reported, with the end
-    /// of its log, in the summary: the figures were taken before, so they
-    /// stand, but a slow stop is a defect to see, not to hide.
-    fn stop(&mut self) -> Result<()> {
-        if let Err(e) = stop_spoor(&mut self.child) {
-            let tail: Vec<String> = self
-                .log
-                .lock()
-                .map(|l| l.iter().rev().take(8).rev().cloned().collect())
-                .unwrap_or_default();
-            let note = format!("{e:#}; its last log lines:\n  {}", tail.join("\n  "));
-            eprintln!("warning: node at {}: {note}", self.http);
-            if let Ok(mut stops) = SLOW_STOPS.lock() {
-                stops.push(format!("node at {}: {note}", self.http));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// `--set` flags every node gets: the shared lake, the Flight SQL and
-/// PostgreSQL listeners off (their default ports are fixed), the extras.
+/// PostgreSQL listeners off, the extras and `LATENCY_BENCH_SETS`.
 fn node_sets(lake: &Path, settings: &Settings, extra: &[String]) -> Vec<String> {
-    let mut sets = vec![
-        format!("storage.url=\"file://{}\"", lake.display()),
-        "query.flight_addr=\"\"".to_string(),
-        "query.postgres_addr=\"\"".to_string(),
-    ];
-    sets.extend(extra.iter().cloned());
+    let mut sets = extra.to_vec();
     sets.extend(settings.extra_sets.iter().cloned());
-    sets.into_iter().flat_map(|s| ["--set".into(), s]).collect()
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The value of `key=value` in a text log line.
-fn field(line: &str, key: &str) -> Option<String> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim_matches('"').to_string())
+    lake_sets(lake, &sets)
 }
 
 /// `spoor rules apply` of `paths` as rule set `name` of the tenant.

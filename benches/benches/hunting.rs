@@ -24,10 +24,12 @@
 //! Both use every core of the machine. The issue's targets: no query slower
 //! than DuckDB (ratio spoor/duckdb ≤ 1) and needle lookups under 200 ms warm.
 //!
-//! Run: `cargo bench -p spoor-benches --bench hunting`.
+//! Run: `cargo bench -p spoor-benches --bench hunting`. Knobs:
+//! `HUNT_BENCH_EVENTS`, `HUNT_BENCH_RUNS`, `HUNT_BENCH_PYTHON` (a Python
+//! with `duckdb`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,9 @@ use spoor_common::layout;
 use spoor_common::schema::{EVENT_COLUMNS, EVENT_SCHEMA_VERSION, Table, event_schema};
 use spoor_common::tenant::TenantId;
 use spoor_query::{QueryEngine, Scope};
+
+mod support;
+use support::{duckdb_python, report_line};
 
 /// Events per file (one compacted hour).
 const FILE_ROWS: usize = 1_000_000;
@@ -256,36 +261,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// A Python that imports `duckdb` (the venv the ingest bench uses).
-fn duckdb_python() -> Result<PathBuf> {
-    let home = std::env::var("HOME").context("HOME is not set")?;
-    let venv = PathBuf::from(home).join(".cache/spoor/duckdb-venv");
-    let python = venv.join("bin/python");
-    let ok = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import duckdb"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(&python) {
-        eprintln!("installing duckdb into {} (pip)...", venv.display());
-        let created = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()?;
-        let installed = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "duckdb"])
-            .status()?;
-        if !created.success() || !installed.success() || !ok(&python) {
-            bail!("could not install duckdb into {}", venv.display());
-        }
-    }
-    Ok(python)
-}
-
-/// DuckDB's median per query, and its row counts, over the same files.
-fn duckdb(dir: &Path, runs: usize) -> Result<Vec<(Duration, usize)>> {
+/// DuckDB's median per query, and its row counts, over the same files;
+/// also DuckDB's version.
+fn duckdb(dir: &Path, runs: usize) -> Result<(Vec<(Duration, usize)>, String)> {
     let script = r#"
 import json, statistics, sys, time, duckdb
 args = json.loads(sys.argv[1])
@@ -298,25 +276,31 @@ for sql in args["queries"]:
     for _ in range(args["runs"]):
         t = time.perf_counter(); con.execute(sql).fetchall(); times.append(time.perf_counter() - t)
     out.append([statistics.median(times), rows])
-print(json.dumps(out))
+print(json.dumps({"version": duckdb.__version__, "results": out}))
 "#;
     let args = serde_json::json!({
         "glob": format!("{}/tenants/*/events/*/*/*.parquet", dir.display()),
         "queries": queries().into_iter().map(|(_, q)| q).collect::<Vec<_>>(),
         "runs": runs,
     });
-    let out = Command::new(duckdb_python()?)
+    let out = Command::new(duckdb_python("HUNT_BENCH_PYTHON")?)
         .args(["-c", script])
         .arg(args.to_string())
         .output()?;
     if !out.status.success() {
         bail!("duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let parsed: Vec<(f64, usize)> = serde_json::from_slice(&out.stdout)?;
-    Ok(parsed
-        .into_iter()
-        .map(|(s, rows)| (Duration::from_secs_f64(s), rows))
-        .collect())
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let version = parsed["version"].as_str().unwrap_or("?").to_string();
+    let results: Vec<(f64, usize)> =
+        serde_json::from_value(parsed["results"].clone()).context("duckdb results")?;
+    Ok((
+        results
+            .into_iter()
+            .map(|(s, rows)| (Duration::from_secs_f64(s), rows))
+            .collect(),
+        version,
+    ))
 }
 
 fn main() -> Result<()> {
@@ -371,10 +355,10 @@ fn main() -> Result<()> {
         }
         spoor.push((median(times), rows));
     }
-    let duck = duckdb(&dir, runs)?;
+    let (duck, duck_version) = duckdb(&dir, runs)?;
 
     println!(
-        "hunting queries over {events} events ({} files), median of {runs} warm runs, {} cores",
+        "hunting queries over {events} events ({} files), median of {runs} warm runs, {} cores, DuckDB {duck_version}",
         events.div_ceil(FILE_ROWS),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
@@ -383,6 +367,7 @@ fn main() -> Result<()> {
         "query", "spoor ms", "duckdb ms", "spoor/duckdb", "rows"
     );
     let mut slower = Vec::new();
+    let mut summary = Vec::new();
     for (((name, _), (s, rows)), (d, duck_rows)) in queries().iter().zip(&spoor).zip(&duck) {
         if rows != duck_rows {
             bail!("{name}: spoor returned {rows} rows, duckdb {duck_rows}");
@@ -391,6 +376,13 @@ fn main() -> Result<()> {
         if ratio > 1.0 {
             slower.push(*name);
         }
+        summary.push(serde_json::json!({
+            "query": name,
+            "spoor_ms": s.as_secs_f64() * 1e3,
+            "duckdb_ms": d.as_secs_f64() * 1e3,
+            "spoor_over_duckdb": ratio,
+            "rows": rows,
+        }));
         println!(
             "{name:<14} {:>12.1} {:>12.1} {ratio:>14.2} {rows:>6}",
             s.as_secs_f64() * 1e3,
@@ -409,6 +401,18 @@ fn main() -> Result<()> {
             format!("missed ({})", slower.join(", "))
         },
         if needles_ms < 200.0 { "met" } else { "missed" }
+    );
+    report_line(
+        "hunting",
+        serde_json::json!({
+            "events": events,
+            "files": events.div_ceil(FILE_ROWS),
+            "runs": runs,
+            "duckdb": duck_version,
+            "queries": summary,
+            "slower_than_duckdb": slower,
+            "needle_max_ms": needles_ms,
+        }),
     );
     Ok(())
 }

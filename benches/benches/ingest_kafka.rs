@@ -64,17 +64,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 mod support;
 use support::{
-    Broker, env_choices, env_kafka_properties, env_number, http_get, http_post_json,
+    Broker, duckdb_python, env_choices, env_kafka_properties, env_number, http_get, http_post_json,
     kafka_properties_toml, load_average, load_corpus, metric, process_cpu, ready_line,
-    release_spoor_binary, stat_cpu, stop_spoor,
+    release_spoor_binary, report_line, stat_cpu, stop_spoor,
 };
 
 const TOPIC: &str = "bench-windows";
@@ -85,8 +81,6 @@ const TOPIC: &str = "bench-windows";
 /// whatever it does with the messages; a Kafka broker answers at once when
 /// data is waiting. With no wait the broker's read speed is the limit again.
 const DEFAULT_KAFKA_PROPERTIES: &str = "fetch.wait.max.ms=0";
-/// Env var that turns this binary into the bare-consumer child.
-const ROLE_VAR: &str = "INGEST_BENCH_ROLE";
 /// The longest any one contender may take before the run fails.
 const CONTENDER_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often the bench reads Spoor's `/metrics` while it ingests: often
@@ -119,8 +113,8 @@ print(json.dumps({"version": duckdb.__version__, "threads": nthreads, "wall_s": 
 "#;
 
 fn main() -> Result<()> {
-    if std::env::var(ROLE_VAR).as_deref() == Ok("bare-consumer") {
-        return bare_consumer_child();
+    if let Some(done) = support::bare::child_main() {
+        return done;
     }
     let settings = Settings::from_env()?;
     let corpus = load_corpus()?;
@@ -130,7 +124,7 @@ fn main() -> Result<()> {
         .context("temporary folder")?;
     let spoor_bin = release_spoor_binary("INGEST_BENCH_SPOOR_BIN")?;
     let python = if settings.contenders.iter().any(|c| c.duckdb().is_some()) {
-        Some(duckdb_python()?)
+        Some(duckdb_python("INGEST_BENCH_PYTHON")?)
     } else {
         None
     };
@@ -366,44 +360,6 @@ fn write_ndjson(path: &Path, lines: &[&[u8]]) -> Result<()> {
 // ---------------------------------------------------------------------------
 // Binaries
 
-/// A Python that imports `duckdb`: `INGEST_BENCH_PYTHON`, else the venv under
-/// `~/.cache/spoor/duckdb-venv`, created with pip if missing.
-fn duckdb_python() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("INGEST_BENCH_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").context("HOME is not set")?;
-    let venv = PathBuf::from(home).join(".cache/spoor/duckdb-venv");
-    let python = venv.join("bin/python");
-    let has_duckdb = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import duckdb"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has_duckdb(&python) {
-        return Ok(python);
-    }
-    eprintln!("installing duckdb into {} (pip)...", venv.display());
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .context("running python3 -m venv")?;
-    if !status.success() {
-        bail!("python3 -m venv {} failed", venv.display());
-    }
-    let status = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "duckdb"])
-        .status()
-        .context("running pip install duckdb")?;
-    if !status.success() || !has_duckdb(&python) {
-        bail!("pip install duckdb into {} failed", venv.display());
-    }
-    Ok(python)
-}
-
 // ---------------------------------------------------------------------------
 // CPU accounting from /proc
 
@@ -447,124 +403,22 @@ fn thread_group(name: &str) -> String {
 // ---------------------------------------------------------------------------
 // Bare consumer
 
-/// Runs the bare consumer as a child process of this binary and reads its
-/// self-measured window.
+/// Runs the bare consumer (`support::bare`) over the topic.
 fn run_bare(broker: &Broker, settings: &Settings) -> Result<Sample> {
-    let exe = std::env::current_exe().context("this bench's executable")?;
-    let broker_cpu0 = broker.cpu()?;
-    let child = Command::new(exe)
-        .env(ROLE_VAR, "bare-consumer")
-        .env("INGEST_BENCH_BOOTSTRAP", &broker.bootstrap)
-        .env("INGEST_BENCH_PARTITIONS", settings.partitions.to_string())
-        .env("INGEST_BENCH_EVENTS", settings.events.to_string())
-        .env(
-            "INGEST_BENCH_KAFKA_PROPERTIES",
-            settings
-                .kafka_properties
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the bare consumer")?;
-    let out = child
-        .wait_with_output()
-        .context("waiting for the bare consumer")?;
-    let broker_cpu_s = broker.cpu()? - broker_cpu0;
-    if !out.status.success() {
-        bail!("the bare consumer failed ({})", out.status);
-    }
-    let report: Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "bare consumer output {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })?;
-    let messages = report["messages"].as_u64().context("messages")?;
-    if messages != settings.events as u64 {
-        bail!(
-            "the bare consumer read {messages} messages, wanted {}",
-            settings.events
-        );
-    }
+    let bare = support::bare::run(
+        broker,
+        TOPIC,
+        settings.partitions,
+        settings.events,
+        &settings.kafka_properties,
+        CONTENDER_TIMEOUT,
+    )?;
     Ok(Sample {
-        wall: Duration::from_secs_f64(report["wall_s"].as_f64().context("wall_s")?),
-        cpu_s: report["cpu_s"].as_f64().context("cpu_s")?,
-        // The child's window is inside ours, so the broker's CPU over ours
-        // is an upper bound (it includes the child's start-up, which reads
-        // nothing).
-        broker_cpu_s,
+        wall: bare.wall,
+        cpu_s: bare.cpu_s,
+        broker_cpu_s: bare.broker_cpu_s,
         out_bytes: 0,
     })
-}
-
-/// The child: assign every partition from the beginning, read `events`
-/// messages touching each payload's length, print the window as JSON.
-fn bare_consumer_child() -> Result<()> {
-    let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-    let bootstrap = var("INGEST_BENCH_BOOTSTRAP")?;
-    let partitions: i32 = var("INGEST_BENCH_PARTITIONS")?.parse()?;
-    let events: u64 = var("INGEST_BENCH_EVENTS")?.parse()?;
-    // Spoor's consumer settings minus group management (an assignment needs
-    // no group join, which would only add a fixed delay).
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "spoor-bench-bare")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
-    for (k, v) in Settings::from_env()?.kafka_properties {
-        config.set(k, v);
-    }
-    let consumer: BaseConsumer = config.create().context("bare consumer")?;
-    let pid = std::process::id();
-    let (cpu0, t0) = (process_cpu(pid)?, Instant::now());
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl).context("assign")?;
-    let (mut messages, mut bytes) = (0u64, 0u64);
-    while messages < events {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                messages += 1;
-                bytes += m.payload().map_or(0, <[u8]>::len) as u64;
-            }
-            Some(Err(e)) => bail!("bare consumer: {e}"),
-            None if t0.elapsed() > CONTENDER_TIMEOUT => {
-                bail!("bare consumer read {messages} of {events} in {CONTENDER_TIMEOUT:?}")
-            }
-            None => {}
-        }
-    }
-    let wall = t0.elapsed();
-    let cpu = process_cpu(pid)? - cpu0;
-    // Outside the window: the topic must hold exactly `events` messages.
-    let extra_until = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < extra_until {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            bail!(
-                "the topic holds more than {events} messages (partition {} offset {})",
-                m.partition(),
-                m.offset()
-            );
-        }
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "messages": messages,
-            "bytes": bytes,
-            "wall_s": wall.as_secs_f64(),
-            "cpu_s": cpu,
-        })
-    );
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -969,6 +823,58 @@ fn report(
     }
     println!();
     println!("load average after the rounds: {}", load_average());
+
+    let contenders: Vec<serde_json::Value> = order
+        .iter()
+        .filter_map(|&c| {
+            let (w, p) = (best_wall(c)?, best_cpu(c)?);
+            let wall = w.wall.as_secs_f64();
+            Some(serde_json::json!({
+                "contender": c.key(),
+                "label": c.label(),
+                "wall_s": wall,
+                "events_per_s": events / wall,
+                "mb_per_s": mb / wall,
+                "cpu_s": p.cpu_s,
+                "events_per_cpu_s": events / p.cpu_s,
+                "broker_cpu_s": c.duckdb().is_none().then_some(w.broker_cpu_s),
+            }))
+        })
+        .collect();
+    let mut ratios = serde_json::Map::new();
+    if let Some(r) = by_wall(Contender::Bare) {
+        ratios.insert("spoor_over_bare_events_per_s".into(), r.into());
+    }
+    if let Some(r) = by_cpu(Contender::Bare) {
+        ratios.insert("spoor_over_bare_events_per_cpu_s".into(), r.into());
+    }
+    for peer in [
+        Contender::DuckDbMap1,
+        Contender::DuckDbColumns1,
+        Contender::DuckDbMapAll,
+        Contender::DuckDbColumnsAll,
+    ] {
+        let key = peer.key().replace('-', "_");
+        if let Some(r) = by_cpu(peer) {
+            ratios.insert(format!("spoor_over_{key}_events_per_cpu_s"), r.into());
+        }
+        if let Some(r) = by_wall(peer) {
+            ratios.insert(format!("spoor_over_{key}_events_per_s"), r.into());
+        }
+    }
+    report_line(
+        "ingest_kafka",
+        serde_json::json!({
+            "events": settings.events,
+            "json_mb": mb,
+            "partitions": settings.partitions,
+            "rounds": settings.rounds,
+            "duckdb": duckdb_info,
+            "contenders": contenders,
+            "ratios": ratios,
+            "load_average_after": load_average(),
+        }),
+    );
 }
 
 fn verdict(met: bool) -> &'static str {

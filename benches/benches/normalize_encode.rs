@@ -28,7 +28,7 @@ use spoor_ingest::lake_writer::{encode_parquet, event_batch};
 use spoor_ingest::parse::{JsonNormalizer, Provenance};
 
 mod support;
-use support::load_corpus;
+use support::{load_corpus, report_line};
 
 const ROUNDS: usize = 5;
 /// Rows per Arrow batch and Parquet file, close to a busy partition's flush.
@@ -159,6 +159,25 @@ fn main() {
     println!(
         "ratio  spoor time / peer time: {:.2}",
         o.as_secs_f64() / p.as_secs_f64()
+    );
+    report_line(
+        "normalize_encode",
+        serde_json::json!({
+            "events": lines.len(),
+            "json_mb": input_bytes as f64 / 1e6,
+            "rounds": ROUNDS,
+            "spoor_ms": o.as_secs_f64() * 1e3,
+            "spoor_events_per_s": eps(o),
+            "peer": "arrow-json",
+            "peer_ms": p.as_secs_f64() * 1e3,
+            "peer_events_per_s": eps(p),
+            "spoor_time_over_peer_time": o.as_secs_f64() / p.as_secs_f64(),
+            "spoor_phases_ms": {
+                "normalize": best_phases.normalize.as_secs_f64() * 1e3,
+                "arrow": best_phases.arrow.as_secs_f64() * 1e3,
+                "parquet": best_phases.parquet.as_secs_f64() * 1e3,
+            },
+        }),
     );
 }
 

@@ -1,8 +1,9 @@
 //! Helpers shared by the benches, each of which includes this folder with
 //! `mod support;` (a folder under `benches/` without a `main.rs` is no bench
 //! target of its own): the Windows event corpus, the release `spoor` binary,
-//! CPU accounting from `/proc`, a loopback tansu broker, and plain HTTP to
-//! Spoor's listeners.
+//! CPU accounting from `/proc`, a loopback tansu broker, plain HTTP to
+//! Spoor's listeners, the machine-readable summary line, a local cluster of
+//! spoor processes ([`cluster`]) and the bare Kafka consumer ([`bare`]).
 
 // Every bench is a crate of its own that uses a subset of these helpers
 // (`normalize_encode` and `detection` only the corpus, only `ingest_kafka`
@@ -26,6 +27,23 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde_json::Value;
+
+pub(crate) mod bare;
+pub(crate) mod cluster;
+
+// ---------------------------------------------------------------------------
+// Summary
+
+/// Prints the bench's machine-readable summary: one line `REPORT <json>`
+/// with `"bench": name` added, which `benches/run-report.sh` collects into
+/// `benches/report/REPORT.md`. Every figure in it is one the bench printed
+/// above in its human-readable report.
+pub(crate) fn report_line(name: &str, mut summary: Value) {
+    if let Value::Object(map) = &mut summary {
+        map.insert("bench".into(), Value::String(name.into()));
+    }
+    println!("REPORT {summary}");
+}
 
 // ---------------------------------------------------------------------------
 // Input
@@ -231,6 +249,55 @@ pub(crate) fn ready_line(stdout: ChildStdout) -> mpsc::Receiver<String> {
         for _ in lines {}
     });
     ready_rx
+}
+
+// ---------------------------------------------------------------------------
+// Peers
+
+/// The DuckDB release the peers are measured with (PyPI package `duckdb`),
+/// installed when no venv has it; `benches/run-report.sh` installs the same.
+pub(crate) const DUCKDB_VERSION: &str = "2.0.1";
+
+/// A Python that imports `duckdb`: the one in the environment variable
+/// `env_var` if set, else the venv under `~/.cache/spoor/duckdb-venv`,
+/// created with pip ([`DUCKDB_VERSION`]) if missing.
+pub(crate) fn duckdb_python(env_var: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(env_var) {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").context("HOME is not set")?;
+    let venv = PathBuf::from(home).join(".cache/spoor/duckdb-venv");
+    let python = venv.join("bin/python");
+    let has_duckdb = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import duckdb"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_duckdb(&python) {
+        return Ok(python);
+    }
+    eprintln!(
+        "installing duckdb {DUCKDB_VERSION} into {} (pip)...",
+        venv.display()
+    );
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("running python3 -m venv")?;
+    if !status.success() {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", &format!("duckdb=={DUCKDB_VERSION}")])
+        .status()
+        .context("running pip install duckdb")?;
+    if !status.success() || !has_duckdb(&python) {
+        bail!("pip install duckdb into {} failed", venv.display());
+    }
+    Ok(python)
 }
 
 // ---------------------------------------------------------------------------
