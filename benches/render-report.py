@@ -18,7 +18,7 @@ status = {b["bench"]: b for b in run["benches"]}
 
 def load(bench):
     p = raw / f"{bench}.json"
-    if bench not in status or not p.exists():
+    if bench not in status or status[bench].get("skipped") or not p.exists():
         return None
     return json.loads(p.read_text())
 
@@ -51,7 +51,12 @@ p("")
 p("| | |")
 p("| --- | --- |")
 p(f"| started | {run['started']} |")
-p(f"| whole run | {run['seconds'] / 60:.1f} min (builds before it not counted) |")
+if run.get("skip_build"):
+    p(f"| whole run | {run['seconds'] / 60:.1f} min (each bench's minutes include its own build: `REPORT_SKIP_BUILD=1`) |")
+else:
+    p(f"| whole run | {run['seconds'] / 60:.1f} min (builds before it not counted) |")
+if run.get("stop_at"):
+    p(f"| benches not started by | {run['stop_at']} UTC (`REPORT_STOP_AT`) |")
 changed = run.get("bench_files_changed_since_commit", 0)
 p(
     f"| commit | `{run['commit'][:10]}`"
@@ -67,6 +72,9 @@ p("")
 p("| bench | exit | minutes | load average before → after |")
 p("| --- | ---: | ---: | --- |")
 for b in run["benches"]:
+    if b.get("skipped"):
+        p(f"| {b['bench']} | not run (`REPORT_STOP_AT`) | | |")
+        continue
     note = "" if b["exit"] == 0 else " (failed: see raw log)"
     p(f"| [{b['bench']}](raw/{b['bench']}.log) | {b['exit']}{note} | {b['seconds'] / 60:.1f} | {b['load_before']} → {b['load_after']} |")
 p("")
@@ -170,9 +178,12 @@ else:
     missing.append("detection_latency")
 p("")
 if missing:
-    p("Not measured in this run: " + ", ".join(
-        f"{m} ({'not run' if m not in status else 'exit ' + str(status[m]['exit']) + ', no REPORT line'})" for m in missing
-    ) + ".")
+    def why(m):
+        if m not in status or status[m].get("skipped"):
+            return "not run"
+        return f"exit {status[m]['exit']}, no REPORT line"
+
+    p("Not measured in this run: " + ", ".join(f"{m} ({why(m)})" for m in missing) + ".")
     p("")
 
 # ---------------------------------------------------------------------------

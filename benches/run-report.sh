@@ -22,7 +22,10 @@
 # keep the whole run within about 40 minutes):
 #   REPORT_BENCHES   the benches to run, in order (default: all, see below)
 #   REPORT_DIR       default benches/report
-#   REPORT_SKIP_BUILD=1  skip the up-front release builds
+#   REPORT_SKIP_BUILD=1  skip the up-front release builds (each bench is then
+#                    built by its own `cargo bench`, before its timed part)
+#   REPORT_STOP_AT   a UTC time (HH:MM): benches not started by then are
+#                    skipped and listed as not run
 #   HUNT_BENCH_EVENTS (10000000), HUNT_BENCH_RUNS (5)
 #   INGEST_BENCH_EVENTS (250000), INGEST_BENCH_ROUNDS (2)
 #   DETECTION_BENCH_RUNS (10), DETECTION_BENCH_SQLITE_REPEAT (1)
@@ -88,7 +91,15 @@ start_s="$(date +%s)"
 load_before="$(loadavg)"
 busy_before="$(busy)"
 results=()
+stop_at_s=""
+[ -n "${REPORT_STOP_AT:-}" ] && stop_at_s="$(date -u -d "$REPORT_STOP_AT" +%s)"
 for bench in "${benches[@]}"; do
+  rm -f "$raw/$bench.json"
+  if [ -n "$stop_at_s" ] && [ "$(date +%s)" -ge "$stop_at_s" ]; then
+    step "skipping $bench (REPORT_STOP_AT=$REPORT_STOP_AT)"
+    results+=("{\"bench\":\"$bench\",\"exit\":null,\"skipped\":true,\"seconds\":0,\"load_before\":\"\",\"load_after\":\"\"}")
+    continue
+  fi
   step "bench $bench"
   log="$raw/$bench.log"
   t0="$(date +%s)"
@@ -116,6 +127,8 @@ json.dump({
   "commit": "$commit",
   "bench_files_changed_since_commit": $dirty,
   "command": "bash benches/run-report.sh",
+  "skip_build": "${REPORT_SKIP_BUILD:-0}" == "1",
+  "stop_at": "${REPORT_STOP_AT:-}",
   "nproc": $(nproc),
   "cpu_model": """$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)""",
   "memory": """$(free -h | awk '/^Mem:/ {print $2}')""",
@@ -131,12 +144,12 @@ json.dump({
   "knobs": {k: v for k, v in {
 $(for k in HUNT_BENCH_EVENTS HUNT_BENCH_RUNS INGEST_BENCH_EVENTS INGEST_BENCH_ROUNDS DETECTION_BENCH_RUNS DETECTION_BENCH_SQLITE_REPEAT LATENCY_BENCH_SECONDS LATENCY_BENCH_BACKLOG INGEST_SCALING_EVENTS INGEST_SCALING_ROUNDS; do printf '    "%s": "%s",\n' "$k" "${!k}"; done)
   }.items()},
-  "benches": [$(IFS=,; echo "${results[*]}")],
+  "benches": json.loads("""[$(IFS=,; echo "${results[*]}")]"""),
 }, open(sys.argv[1], "w"), indent=1)
 EOF
 step "writing $out/REPORT.md"
 python3 benches/render-report.py "$raw" >"$out/REPORT.md" || exit 1
 echo "$out/REPORT.md" >&2
 failed=0
-for r in "${results[@]}"; do case "$r" in *'"exit":0,'*) ;; *) failed=$((failed + 1)) ;; esac; done
+for r in "${results[@]}"; do case "$r" in *'"exit":0,'* | *'"skipped":true'*) ;; *) failed=$((failed + 1)) ;; esac; done
 [ "$failed" = 0 ] || { echo "$failed bench(es) failed: see $raw/*.log" >&2; exit 1; }
