@@ -22,8 +22,9 @@
 # keep the whole run within about 40 minutes):
 #   REPORT_BENCHES   the benches to run, in order (default: all, see below)
 #   REPORT_DIR       default benches/report
-#   REPORT_SKIP_BUILD=1  skip the up-front release builds (each bench is then
-#                    built by its own `cargo bench`, before its timed part)
+#   REPORT_SKIP_BUILD=1  skip the up-front release build: each bench is then
+#                    built and run by its own `cargo bench`, its build inside
+#                    its minutes
 #   REPORT_STOP_AT   a UTC time (HH:MM): benches not started by then are
 #                    skipped and listed as not run
 #   HUNT_BENCH_EVENTS (10000000), HUNT_BENCH_RUNS (5)
@@ -80,10 +81,40 @@ pysigma_python="$(bash scripts/pysigma-venv.sh | tail -1)" || exit 1
 export INGEST_BENCH_PYTHON="${INGEST_BENCH_PYTHON:-$duckdb_venv/bin/python}"
 export HUNT_BENCH_PYTHON="${HUNT_BENCH_PYTHON:-$duckdb_venv/bin/python}"
 
+# One release build of the spoor binary and every bench, with the features
+# of both unified (a `cargo bench` of the benches alone resolves features
+# differently and rebuilds the whole dependency tree a second time); the
+# benches then run as built, with the binary given to those that start it.
+declare -A bench_exe=()
 if [ "${REPORT_SKIP_BUILD:-0}" != 1 ]; then
   step "building the release spoor binary and the benches (not timed)"
-  { cargo build --release --locked -p spoor --bin spoor && cargo bench --locked -p spoor-benches --no-run; } \
-    >"$raw/build.log" 2>&1 || { echo "build failed, see $raw/build.log" >&2; tail -20 "$raw/build.log" >&2; exit 1; }
+  cargo build --release --locked -p spoor -p spoor-benches --bin spoor --benches \
+    --message-format json-render-diagnostics >"$raw/build.json" 2>"$raw/build.log" \
+    || { echo "build failed, see $raw/build.log" >&2; tail -20 "$raw/build.log" >&2; exit 1; }
+  while read -r name exe; do
+    bench_exe[$name]="$exe"
+  done < <(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        kind = m["target"]["kind"]
+        if "bin" in kind:
+            # --benches also builds the binary as a bench harness: not that one.
+            if not m["profile"]["test"]:
+                print("bin:" + m["target"]["name"], m["executable"])
+        elif "bench" in kind:
+            print(m["target"]["name"], m["executable"])
+' "$raw/build.json")
+  rm -f "$raw/build.json"
+  spoor_bin="${bench_exe[bin:spoor]:-}"
+  [ -n "$spoor_bin" ] || { echo "the build named no spoor executable" >&2; exit 1; }
+  export INGEST_BENCH_SPOOR_BIN="${INGEST_BENCH_SPOOR_BIN:-$spoor_bin}"
+  export LATENCY_BENCH_SPOOR_BIN="${LATENCY_BENCH_SPOOR_BIN:-$spoor_bin}"
+  export INGEST_SCALING_SPOOR_BIN="${INGEST_SCALING_SPOOR_BIN:-$spoor_bin}"
 fi
 
 started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -104,7 +135,12 @@ for bench in "${benches[@]}"; do
   log="$raw/$bench.log"
   t0="$(date +%s)"
   lb="$(loadavg)"
-  cargo bench --locked -q -p spoor-benches --bench "$bench" >"$log" 2>&1
+  if [ -n "${bench_exe[$bench]:-}" ]; then
+    # As `cargo bench` runs it: from the package's folder, with --bench.
+    (cd benches && "${bench_exe[$bench]}" --bench) >"$log" 2>&1
+  else
+    cargo bench --locked -q -p spoor-benches --bench "$bench" >"$log" 2>&1
+  fi
   rc=$?
   t1="$(date +%s)"
   la="$(loadavg)"
