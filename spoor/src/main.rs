@@ -11,6 +11,7 @@ mod admin_cli;
 mod alerts_api;
 mod api;
 mod client;
+mod r#gen;
 mod retro_api;
 mod roles;
 mod rules_api;
@@ -69,6 +70,11 @@ enum Command {
     /// trying TLS on one machine.
     #[command(subcommand)]
     Tls(tls_cli::TlsCommand),
+    /// Generate realistic security events (Windows, Zeek, syslog, CEF) for
+    /// tenants at a rate, with attack scenarios the rules in deploy/rules
+    /// detect, to a file, a node's HTTP ingest or Kafka; `--manifest`
+    /// writes what was produced and which alerts it must raise.
+    Gen(r#gen::GenArgs),
 }
 
 /// Options shared by every role.
@@ -154,6 +160,7 @@ fn main() -> ExitCode {
         Command::Import(args) => return tools::import(args),
         Command::Rules(command) => return rules_cli::rules(command),
         Command::Tls(command) => return tls_cli::tls(command),
+        Command::Gen(args) => return r#gen::run(args),
         Command::Standalone(a) => (roles::Role::Standalone, a),
         Command::Coordinator(a) => (roles::Role::Coordinator, a),
         Command::Ingest(IngestArgs {
