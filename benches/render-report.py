@@ -57,10 +57,10 @@ else:
     p(f"| whole run | {run['seconds'] / 60:.1f} min (builds before it not counted) |")
 if run.get("stop_at"):
     p(f"| benches not started by | {run['stop_at']} UTC (`REPORT_STOP_AT`) |")
-changed = run.get("bench_files_changed_since_commit", 0)
+changed = run.get("files_changed_since_commit", run.get("bench_files_changed_since_commit", 0))
 p(
     f"| commit | `{run['commit'][:10]}`"
-    + (f" (with {changed} uncommitted change(s) in benches/ or docs/performance.md)" if changed else "")
+    + (f" (the work tree, with {changed} tracked file(s) changed since)" if changed else "")
     + " |"
 )
 p(f"| machine | {run['nproc']} CPUs ({run['cpu_model'] or 'model unknown'}), {run['memory']} memory, Linux {run['kernel']} |")

@@ -154,14 +154,14 @@ end_s="$(date +%s)"
 
 # The run's conditions, for the renderer.
 commit="$(git rev-parse HEAD)"
-dirty="$(git status --porcelain -- benches docs/performance.md | grep -v "^?? $out/" | grep -v "^ M $out/" | wc -l)"
+dirty="$(git status --porcelain --untracked-files=no | grep -v " $out/" | wc -l)"
 python3 - "$raw/run.json" <<EOF
 import json, sys
 json.dump({
   "started": "$started",
   "seconds": $((end_s - start_s)),
   "commit": "$commit",
-  "bench_files_changed_since_commit": $dirty,
+  "files_changed_since_commit": $dirty,
   "command": "bash benches/run-report.sh",
   "skip_build": "${REPORT_SKIP_BUILD:-0}" == "1",
   "stop_at": "${REPORT_STOP_AT:-}",
