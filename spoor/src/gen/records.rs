@@ -390,6 +390,7 @@ pub(crate) fn zeek_uid(rng: &mut Rng) -> String {
 
 /// An RFC 5424 syslog line: `<PRI>1 TIME HOST APP PROCID - SD MSG`. The
 /// marker is structured data (`[spoor@32473 spoor_scenario="…"]`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn syslog(
     facility: u8,
     severity: u8,
