@@ -1436,16 +1436,6 @@ fn wait_for_holders(
 // Broker
 
 impl Broker {
-    /// [`Broker::create_topic`] on a runtime of its own, for this bench's
-    /// synchronous code.
-    fn create_topic_blocking(&self, name: &str, partitions: i32) -> Result<()> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("tokio runtime for the admin client")?
-            .block_on(self.create_topic(name, partitions))
-    }
-
     /// A producer whose delivery reports fill in the positions of `tags`.
     fn producer(
         &self,

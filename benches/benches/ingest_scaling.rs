@@ -532,17 +532,6 @@ fn run_bare(broker: &Broker, settings: &Settings, topic: &str) -> Result<Run> {
     })
 }
 
-impl Broker {
-    /// [`Broker::create_topic`] on a runtime of its own.
-    fn create_topic_blocking(&self, name: &str, partitions: i32) -> Result<()> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("tokio runtime for the admin client")?
-            .block_on(self.create_topic(name, partitions))
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Report
 

@@ -394,6 +394,16 @@ impl Broker {
         process_cpu(self.child.id())
     }
 
+    /// [`Broker::create_topic`] on a runtime of its own, for the benches'
+    /// synchronous code.
+    pub(crate) fn create_topic_blocking(&self, name: &str, partitions: i32) -> Result<()> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime for the admin client")?
+            .block_on(self.create_topic(name, partitions))
+    }
+
     pub(crate) async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
