@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace on a fresh machine: installs what
-# the tests need (cargo-nextest, the tansu Kafka-protocol broker), then
+# the tests need (cargo-nextest, the tansu Kafka-protocol broker, the s3s-fs
+# S3-compatible server), then
 # formatting, lints, the crate dependency rule, and all tests.
 #
 # Caches (kept between runs on the same machine, so repeat runs are warm):
 #   CARGO_TARGET_DIR   default ~/.cache/spoor/target
 #   TANSU_ROOT   default ~/.cache/spoor/tansu  (tansu 0.6.0 binary)
+#   S3S_ROOT     default ~/.cache/spoor/s3s  (s3s-fs 0.14.1, the S3-compatible
+#                server of the object-storage tests; S3S_BIN overrides the binary)
 #   PYCLIENTS    default ~/.cache/spoor/pyclients (a Python venv with pyarrow,
 #                the ADBC Flight SQL driver and psycopg, for the query tests)
 #   PYSIGMA_VENV  default ~/.cache/spoor/pysigma-venv (pySigma 2.0.1 and
@@ -37,6 +40,16 @@ if [ ! -x "$TANSU_BIN" ]; then
   cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$tansu_root"
 fi
 "$TANSU_BIN" --version || true
+
+# s3s-fs 0.14.1: the newest release that builds with this toolchain
+# (0.15 and later need rustc 1.96).
+s3s_root="${S3S_ROOT:-$cache/s3s}"
+export S3S_BIN="${S3S_BIN:-$s3s_root/bin/s3s-fs}"
+if [ ! -x "$S3S_BIN" ]; then
+  step "installing the s3s-fs S3-compatible server into $s3s_root (a few minutes, once)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$s3s_root"
+fi
+"$S3S_BIN" --version || true
 
 pyclients="${PYCLIENTS:-$cache/pyclients}"
 export PYCLIENT_PYTHON="$pyclients/bin/python"

@@ -285,8 +285,205 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Lake root as a URL (`file:///var/lib/spoor/lake`). Empty: `{data_dir}/lake` on local disk.
+    /// Lake root as a URL: `file:///var/lib/spoor/lake`, or
+    /// `s3://bucket/optional/prefix` for an S3-compatible object store
+    /// (`[storage.s3]`). Empty: `{data_dir}/lake` on local disk.
     pub url: String,
+    /// The S3 client, for an `s3://` URL (docs/object-storage.md).
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// Default `storage.s3.multipart_threshold_bytes`: 16 MiB.
+pub const DEFAULT_MULTIPART_THRESHOLD_BYTES: u64 = 16 << 20;
+
+/// Smallest `storage.s3.multipart_threshold_bytes`: S3 demands parts of at
+/// least 5 MiB (but the last), so a smaller threshold buys nothing.
+pub const MIN_MULTIPART_THRESHOLD_BYTES: u64 = 5 << 20;
+
+/// Largest `storage.s3.multipart_threshold_bytes`: S3 takes at most 5 GiB in
+/// one PUT.
+pub const MAX_MULTIPART_THRESHOLD_BYTES: u64 = 5 << 30;
+
+/// The S3 client of an `s3://` lake. Secrets are never inline: the secret
+/// key comes from `secret_access_key_file` (or, with neither key set, the
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment variables).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible server (`http://127.0.0.1:9000`);
+    /// empty: AWS S3 of `region`.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Region the requests are signed for.
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Access key id; set together with `secret_access_key_file`.
+    #[serde(default)]
+    pub access_key_id: String,
+    /// A file holding the secret access key (surrounding whitespace ignored).
+    #[serde(default)]
+    pub secret_access_key_file: String,
+    /// Allow a plain `http://` endpoint (credentials are still signed, never
+    /// sent, but the data crosses the network in clear text).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Virtual-hosted-style requests (`bucket.host/key`, AWS) instead of
+    /// path-style (`host/bucket/key`, MinIO-like servers).
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    /// Files larger than this are uploaded in parts (multipart upload).
+    #[serde(default = "default_multipart_threshold_bytes")]
+    pub multipart_threshold_bytes: u64,
+    /// How long start-up waits for an unreachable store before it fails,
+    /// milliseconds; wrong credentials or a missing bucket fail at once.
+    #[serde(default = "default_s3_startup_timeout_ms")]
+    pub startup_timeout_ms: u64,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_multipart_threshold_bytes() -> u64 {
+    DEFAULT_MULTIPART_THRESHOLD_BYTES
+}
+
+fn default_s3_startup_timeout_ms() -> u64 {
+    60_000
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            region: default_s3_region(),
+            access_key_id: String::new(),
+            secret_access_key_file: String::new(),
+            allow_http: false,
+            virtual_hosted_style: false,
+            multipart_threshold_bytes: default_multipart_threshold_bytes(),
+            startup_timeout_ms: default_s3_startup_timeout_ms(),
+        }
+    }
+}
+
+/// A static S3 credential: the access key id and its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credential {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credential")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// The configured credential: `access_key_id` with the secret read from
+    /// `secret_access_key_file`; `None` when neither is set (the caller
+    /// falls back to the environment). One without the other, or an
+    /// unreadable or empty file, is an error naming the key.
+    pub fn credential(&self) -> Result<Option<S3Credential>, ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Value {
+            key: format!("storage.s3.{key}"),
+            reason,
+        };
+        match (
+            self.access_key_id.trim().is_empty(),
+            self.secret_access_key_file.is_empty(),
+        ) {
+            (true, true) => Ok(None),
+            (false, true) => Err(bad(
+                "secret_access_key_file",
+                "must be set with storage.s3.access_key_id (a file holding the secret key)".into(),
+            )),
+            (true, false) => Err(bad(
+                "access_key_id",
+                "must be set with storage.s3.secret_access_key_file".into(),
+            )),
+            (false, false) => {
+                let secret = std::fs::read_to_string(&self.secret_access_key_file)
+                    .map_err(|e| {
+                        bad(
+                            "secret_access_key_file",
+                            format!("cannot read {}: {e}", self.secret_access_key_file),
+                        )
+                    })?
+                    .trim()
+                    .to_string();
+                if secret.is_empty() {
+                    return Err(bad(
+                        "secret_access_key_file",
+                        format!("{} holds no secret key", self.secret_access_key_file),
+                    ));
+                }
+                Ok(Some(S3Credential {
+                    access_key_id: self.access_key_id.trim().to_string(),
+                    secret_access_key: secret,
+                }))
+            }
+        }
+    }
+
+    /// Checks the values (for an `s3://` lake).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Value {
+            key: format!("storage.s3.{key}"),
+            reason,
+        };
+        if self.region.trim().is_empty() {
+            return Err(bad(
+                "region",
+                "must not be empty (us-east-1 for most S3-compatible servers)".into(),
+            ));
+        }
+        if !self.endpoint.is_empty() {
+            let url = url::Url::parse(&self.endpoint).map_err(|e| {
+                bad(
+                    "endpoint",
+                    format!(
+                        "{:?} is not a URL like http://127.0.0.1:9000: {e}",
+                        self.endpoint
+                    ),
+                )
+            })?;
+            match url.scheme() {
+                "https" => {}
+                "http" if self.allow_http => {}
+                "http" => {
+                    return Err(bad(
+                        "allow_http",
+                        format!(
+                            "must be true for the http:// endpoint {} (or use https://)",
+                            self.endpoint
+                        ),
+                    ));
+                }
+                other => {
+                    return Err(bad(
+                        "endpoint",
+                        format!(
+                            "{:?}: scheme {other:?} is neither http nor https",
+                            self.endpoint
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.startup_timeout_ms == 0 {
+            return Err(bad("startup_timeout_ms", "must be at least 1".into()));
+        }
+        self.credential()?;
+        Ok(())
+    }
 }
 
 /// The coordinator role.
@@ -1164,14 +1361,7 @@ impl Config {
                 });
             }
         }
-        if !self.storage.url.is_empty()
-            && let Err(e) = url::Url::parse(&self.storage.url)
-        {
-            return Err(ConfigError::Value {
-                key: "storage.url".into(),
-                reason: format!("not a URL: {e}"),
-            });
-        }
+        self.validate_storage()?;
         if let Err(e) = TenantId::new(self.ingest.unrouted_tenant.clone()) {
             return Err(ConfigError::Value {
                 key: "ingest.unrouted_tenant".into(),
@@ -1272,6 +1462,50 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Checks `[storage]`: the URL, and `[storage.s3]` for an `s3://` lake.
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        let threshold = self.storage.s3.multipart_threshold_bytes;
+        if !(MIN_MULTIPART_THRESHOLD_BYTES..=MAX_MULTIPART_THRESHOLD_BYTES).contains(&threshold) {
+            return Err(ConfigError::Value {
+                key: "storage.s3.multipart_threshold_bytes".into(),
+                reason: format!(
+                    "must be between {MIN_MULTIPART_THRESHOLD_BYTES} (5 MiB, the smallest S3 \
+                     part) and {MAX_MULTIPART_THRESHOLD_BYTES} (5 GiB, the largest single PUT)"
+                ),
+            });
+        }
+        if self.storage.url.is_empty() {
+            return Ok(());
+        }
+        let bad = |reason: String| ConfigError::Value {
+            key: "storage.url".into(),
+            reason,
+        };
+        let url = url::Url::parse(&self.storage.url).map_err(|e| bad(format!("not a URL: {e}")))?;
+        match url.scheme() {
+            "file" => Ok(()),
+            "s3" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(bad(format!(
+                        "{:?} names no bucket (s3://bucket/optional/prefix)",
+                        self.storage.url
+                    )));
+                }
+                if url.query().is_some() || url.fragment().is_some() {
+                    return Err(bad(format!(
+                        "{:?}: an s3:// URL takes no query or fragment; the client is set in [storage.s3]",
+                        self.storage.url
+                    )));
+                }
+                self.storage.s3.validate()
+            }
+            other => Err(bad(format!(
+                "unsupported scheme {other:?} in {:?} (file:// or s3://)",
+                self.storage.url
+            ))),
+        }
     }
 
     /// Checks `[worker]`.

@@ -310,6 +310,7 @@ pub struct Compactor {
     store: Arc<dyn ObjectStore>,
     config: CompactionConfig,
     zstd_level: i32,
+    multipart_threshold: usize,
 }
 
 impl std::fmt::Debug for Compactor {
@@ -347,7 +348,15 @@ impl Compactor {
             store,
             config,
             zstd_level,
+            multipart_threshold: spoor_common::config::DEFAULT_MULTIPART_THRESHOLD_BYTES as usize,
         }
+    }
+
+    /// Outputs larger than `bytes` go up as multipart uploads
+    /// (`storage.s3.multipart_threshold_bytes`).
+    pub fn with_multipart_threshold(mut self, bytes: usize) -> Self {
+        self.multipart_threshold = bytes;
+        self
     }
 
     /// The plans for one tenant's table from its file listing: per
@@ -590,17 +599,20 @@ impl Compactor {
             });
         }
         let size = merged.bytes.len() as u64;
-        self.store
-            .put(
-                &ObjectPath::from(key.as_str()),
-                PutPayload::from(merged.bytes),
-            )
-            .await
-            .map_err(|source| MaintenanceError::Store {
-                context: "writing compaction output",
-                key: key.clone(),
-                source,
-            })?;
+        // The output's key derives from its inputs, so a retried plan
+        // overwrites its own earlier output rather than adding a file.
+        spoor_common::storage::put_object(
+            self.store.as_ref(),
+            &ObjectPath::from(key.as_str()),
+            PutPayload::from(merged.bytes),
+            self.multipart_threshold,
+        )
+        .await
+        .map_err(|source| MaintenanceError::Store {
+            context: "writing compaction output",
+            key: key.clone(),
+            source,
+        })?;
         Ok(NewFile {
             file_id,
             tenant: plan.tenant.clone(),
@@ -737,6 +749,13 @@ impl Maintenance {
             catalog,
             last_orphan_scan_micros: None,
         }
+    }
+
+    /// Compaction outputs larger than `bytes` go up as multipart uploads
+    /// (`storage.s3.multipart_threshold_bytes`).
+    pub fn with_multipart_threshold(mut self, bytes: usize) -> Self {
+        self.compactor = self.compactor.with_multipart_threshold(bytes);
+        self
     }
 
     /// Runs a round every `interval_ms` until `stop`. Every step is safe to

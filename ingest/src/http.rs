@@ -512,6 +512,17 @@ async fn ingest(
             "catalog_unavailable",
             format!("{e}; retry the request"),
         ),
+        // Nothing was committed: the sender keeps the events and retries
+        // (a retry gets new file ids, and files of this attempt that did
+        // reach the store are orphans the maintenance scan deletes).
+        Err(e @ IngestError::WriteFile { .. }) => {
+            tracing::warn!(error = %e, source, "http ingest could not write to the lake");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!("{e}; retry the request"),
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, source, "http ingest failed");
             error(
@@ -564,6 +575,15 @@ fn hec_commit_answer(result: Result<Flushed, IngestError>) -> Response {
             "Server is busy",
             json!({"detail": format!("{e}; retry the request")}),
         ),
+        Err(e @ IngestError::WriteFile { .. }) => {
+            tracing::warn!(error = %e, "hec ingest could not write to the lake");
+            hec(
+                StatusCode::SERVICE_UNAVAILABLE,
+                9,
+                "Server is busy",
+                json!({"detail": format!("{e}; retry the request")}),
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "hec ingest failed");
             hec(

@@ -354,6 +354,10 @@ pub async fn run(
     let mut in_flight: Option<InFlight> = None;
     // A flush that failed (not refused), retried after a pause.
     let mut retry: Option<(Arc<[PartitionBatch]>, tokio::time::Instant)> = None;
+    // The pause before that retry: doubles while flushes keep failing (a
+    // store or catalog that is down is not hammered), back to the first
+    // after a success.
+    let mut retry_pause = FLUSH_RETRY_PAUSE;
     loop {
         let full = buffers.buffered_events() >= config.max_batch_events
             || buffers.buffered_bytes() >= config.max_batch_bytes;
@@ -386,7 +390,7 @@ pub async fn run(
             }
             (batches, result) = InFlight::finished(&mut in_flight), if in_flight.is_some() => {
                 match result {
-                    Ok(()) => {}
+                    Ok(()) => retry_pause = FLUSH_RETRY_PAUSE,
                     Err(IngestError::Catalog(CatalogError::Conflict { reason })) => {
                         // Someone committed these partitions further (a zombie of
                         // ours, or a rebalance race): restart at the catalog.
@@ -398,8 +402,12 @@ pub async fn run(
                         buffers.reset_to(reset);
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "flush failed; retrying in 1 s");
-                        retry = Some((batches, tokio::time::Instant::now() + FLUSH_RETRY_PAUSE));
+                        // Nothing of the batch is committed (catalog or Kafka): the
+                        // same rows are written again under the same file ids.
+                        tracing::error!(error = %e, retry_in = ?retry_pause, "flush failed; retrying the same batch");
+                        metrics::counter!("spoor_ingest_flush_failures_total").increment(1);
+                        retry = Some((batches, tokio::time::Instant::now() + retry_pause));
+                        retry_pause = (retry_pause * 2).min(FLUSH_RETRY_PAUSE_MAX);
                     }
                 }
             }
@@ -501,6 +509,10 @@ pub async fn run(
 
 /// Pause before retrying a flush that failed (storage or catalog down).
 const FLUSH_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Longest pause between retries of a failing flush: bounds how long ingest
+/// lags behind once the store or catalog is back.
+const FLUSH_RETRY_PAUSE_MAX: Duration = Duration::from_secs(8);
 
 /// Waiting for the tenants of a batch to have the budget for it (no limit
 /// on the wait: Kafka data is never refused; the wait is finite, see

@@ -12,14 +12,19 @@ use arrow::compute::{SortOptions, sort_to_indices, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, PutPayload};
 use spoor_common::catalog::{NewFile, SourceRange};
 use spoor_common::schema::{
     ColumnDef, ColumnKind, DEAD_LETTER_COLUMNS, DEAD_LETTER_SCHEMA_VERSION, EVENT_COLUMNS,
     EVENT_SCHEMA_VERSION, Table, dead_letter_schema, event_schema,
 };
+use spoor_common::storage::put_object;
 use spoor_common::tenant::TenantId;
 use spoor_common::{lake_file, layout};
+
+/// The default multipart threshold, bytes (`storage.s3.multipart_threshold_bytes`).
+const DEFAULT_MULTIPART_THRESHOLD: usize =
+    spoor_common::config::DEFAULT_MULTIPART_THRESHOLD_BYTES as usize;
 
 use crate::error::IngestError;
 use crate::parse::{Cell, EventRow};
@@ -55,20 +60,34 @@ pub enum FileOrigin {
 pub struct LakeWriter {
     store: Arc<dyn ObjectStore>,
     zstd_level: i32,
+    multipart_threshold: usize,
 }
 
 impl std::fmt::Debug for LakeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LakeWriter")
             .field("zstd_level", &self.zstd_level)
+            .field("multipart_threshold", &self.multipart_threshold)
             .finish()
     }
 }
 
 impl LakeWriter {
-    /// A writer into `store` with the given zstd level.
+    /// A writer into `store` with the given zstd level, uploading files
+    /// above the default multipart threshold in parts.
     pub fn new(store: Arc<dyn ObjectStore>, zstd_level: i32) -> Self {
-        LakeWriter { store, zstd_level }
+        LakeWriter {
+            store,
+            zstd_level,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+        }
+    }
+
+    /// Files larger than `bytes` go up as multipart uploads
+    /// (`storage.s3.multipart_threshold_bytes`).
+    pub fn with_multipart_threshold(mut self, bytes: usize) -> Self {
+        self.multipart_threshold = bytes;
+        self
     }
 
     /// Writes the rows of one source range (events and dead letters) as one
@@ -173,14 +192,20 @@ impl LakeWriter {
         let EncodedFile { bytes, file } = encoded;
         let key = &file.object_key;
         // A put is atomic (local disk: temp file + rename; S3: single PUT or
-        // completed multipart), so a crash never leaves a half file at `key`.
-        self.store
-            .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
-            .await
-            .map_err(|source| IngestError::WriteFile {
-                key: key.clone(),
-                source,
-            })?;
+        // completed multipart), so a crash never leaves a half file at `key`;
+        // and the key is the file's deterministic id, so a retried flush
+        // writes the same object again rather than a second one.
+        put_object(
+            self.store.as_ref(),
+            &ObjectPath::from(key.as_str()),
+            PutPayload::from(bytes),
+            self.multipart_threshold,
+        )
+        .await
+        .map_err(|source| IngestError::WriteFile {
+            key: key.clone(),
+            source,
+        })?;
         let table = file.table.name();
         metrics::counter!("spoor_ingest_files_written_total", "table" => table).increment(1);
         metrics::counter!("spoor_ingest_bytes_written_total", "table" => table)
@@ -357,6 +382,7 @@ fn build_column<'a>(
 mod tests {
     use super::*;
     use crate::parse::{JsonNormalizer, Provenance};
+    use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::basic::Compression;

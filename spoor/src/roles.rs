@@ -18,7 +18,7 @@ use spoor_common::catalog::Catalog;
 use spoor_common::catalog_client::GrpcCatalog;
 use spoor_common::config::Config;
 use spoor_common::control::{ControlClient, Heartbeat, MemberInfo};
-use spoor_common::storage::open_lake;
+use spoor_common::storage::{check_lake, multipart_threshold, open_lake};
 use spoor_common::tenant::TenantId;
 use spoor_common::tls::{Incoming, Listener as TlsListener};
 use spoor_coordinator::CoordinatorNode;
@@ -116,6 +116,14 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         });
     }
     let listener_tls = tls.clone().filter(|t| t.serves());
+    // The lake, checked before anything serves: with an s3:// lake, wrong
+    // credentials or a missing bucket stop start-up here, and an unreachable
+    // store is waited for (bounded by storage.s3.startup_timeout_ms).
+    let lake = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
+    check_lake(&config, lake.as_ref())
+        .await
+        .context("checking the lake (storage.url, [storage.s3])")?;
+    let multipart_threshold = multipart_threshold(&config);
     // The audit trail of everything this node sees (docs/security.md).
     let (audit, audit_queue) = spoor_common::audit::AuditLog::new();
     // The catalog: served here (coordinator, standalone) or reached over gRPC.
@@ -248,7 +256,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         &config, &catalog, &control, &audit,
     )?);
     {
-        let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
+        let store = lake.clone();
         let writer = spoor_common::audit::AuditWriter::new(config.node.id, catalog.clone(), store);
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -262,7 +270,7 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     let (leases_tx, leases_rx) = tokio::sync::watch::channel(Vec::new());
     let mut loads = None;
     if role.runs_worker() {
-        let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
+        let store = lake.clone();
         let sinks = spoor_correlate::worker::Sinks::new(&config.alerts.sinks)
             .map_err(anyhow::Error::msg)
             .context("starting the alert sinks (alerts.sinks)")?;
@@ -282,9 +290,10 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
         });
     }
     if role.runs_ingest() || role.runs_query() {
-        let store = open_lake(&config).context("opening the lake (storage.url / data_dir)")?;
+        let store = lake.clone();
         if role.runs_ingest() {
-            let writer = LakeWriter::new(store.clone(), config.ingest.zstd_level);
+            let writer = LakeWriter::new(store.clone(), config.ingest.zstd_level)
+                .with_multipart_threshold(multipart_threshold);
             let flusher = Flusher::new(writer, catalog.clone(), Fault::from_env());
             let sources = spoor_ingest::parse::Sources::new(config.ingest.sources.clone())
                 .context("ingest.sources")?;
@@ -355,7 +364,8 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                     config.ingest.zstd_level,
                     catalog.clone(),
                     store.clone(),
-                );
+                )
+                .with_multipart_threshold(multipart_threshold);
                 let (control, stop) = (control.clone(), shutdown.clone());
                 tasks.spawn(async move {
                     maintenance.run(control, stop).await;
