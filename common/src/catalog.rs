@@ -846,6 +846,30 @@ impl CatalogState {
         self.file_index.len() as u64
     }
 
+    /// Number of source checkpoints (source, topic, partition) over all sources.
+    pub fn checkpoint_count(&self) -> u64 {
+        self.checkpoints.len() as u64
+    }
+
+    /// What the catalog holds, for a refusal to overwrite it ("12 files,
+    /// 2 source checkpoints"); `None` when it never held anything: no
+    /// file, no checkpoint, and no tenant ever took a sequence (a tenant
+    /// whose files were all removed has used sequences, so it counts).
+    pub fn contents(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.file_index.is_empty() {
+            parts.push(format!("{} files", self.file_index.len()));
+        }
+        if !self.checkpoints.is_empty() {
+            parts.push(format!("{} source checkpoints", self.checkpoints.len()));
+        }
+        let sequenced = self.last_sequence.values().filter(|s| **s > 0).count();
+        if parts.is_empty() && (sequenced > 0 || !self.history.is_empty()) {
+            parts.push(format!("the change history of {sequenced} tenants"));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
     /// Totals per tenant.
     pub fn tenant_totals(&self) -> Vec<TenantTotals> {
         self.files

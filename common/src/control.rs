@@ -358,7 +358,12 @@ pub fn generate_token(
 
 /// Hex SHA-256 of a token string.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    sha256_hex(token.as_bytes())
+}
+
+/// Hex SHA-256 of `bytes` (a backup's body, a token).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// The token id inside a token string, if it has the token's shape.

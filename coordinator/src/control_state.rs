@@ -557,6 +557,82 @@ impl ControlState {
     pub fn tokens(&self) -> Vec<TokenRecord> {
         self.tokens.values().cloned().collect()
     }
+
+    /// How many tenants, tokens, rule sets, shards and members it holds.
+    pub fn counts(&self) -> ControlCounts {
+        ControlCounts {
+            tenants: self.tenants.len() as u64,
+            tokens: self.tokens.len() as u64,
+            rule_sets: self.rule_sets.len() as u64,
+            shards: self.shards.len() as u64,
+            members: self.members.len() as u64,
+        }
+    }
+
+    /// What it holds besides member registrations, for a refusal to
+    /// overwrite it ("1 tenants, 2 tokens"); `None` when nothing.
+    pub fn contents(&self) -> Option<String> {
+        let c = self.counts();
+        let parts: Vec<String> = [
+            (c.tenants, "tenants"),
+            (c.tokens, "tokens"),
+            (c.rule_sets, "rule sets"),
+            (c.shards, "shards"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
+    /// The state a restore puts in place: `backup`'s tenants, tokens, rule
+    /// sets and shards with their checkpoints, but the member registrations
+    /// of the group restored into (`here`): the backup's members are nodes
+    /// of another place, which a new leader would count as live for a
+    /// whole member timeout and hand shards to. Every shard a backup's
+    /// worker held is released and its epoch bumped, as when its holder
+    /// dies: the scheduler hands it to a live worker of this group, which
+    /// resumes from the shard's checkpoint, and a commit under the old
+    /// lease is refused.
+    pub fn restored(backup: &ControlState, here: &ControlState) -> (ControlState, RestoreEffects) {
+        let mut state = backup.clone();
+        let effects = RestoreEffects {
+            members_dropped: state.members.len() as u64,
+            leases_released: state.shards.values().filter(|s| s.holder.is_some()).count() as u64,
+        };
+        state.members = here.members.clone();
+        for shard in state.shards.values_mut() {
+            if shard.holder.take().is_some() {
+                shard.epoch += 1;
+            }
+        }
+        (state, effects)
+    }
+}
+
+/// Sizes of a control state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlCounts {
+    /// Tenant records.
+    pub tenants: u64,
+    /// Token records (revoked ones too).
+    pub tokens: u64,
+    /// Rule sets (their latest versions).
+    pub rule_sets: u64,
+    /// Shards.
+    pub shards: u64,
+    /// Member registrations.
+    pub members: u64,
+}
+
+/// What a restore left out of the backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreEffects {
+    /// The backup's member registrations, not restored.
+    pub members_dropped: u64,
+    /// Shard leases the backup's workers held, released.
+    pub leases_released: u64,
 }
 
 #[cfg(test)]

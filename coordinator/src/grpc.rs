@@ -514,6 +514,63 @@ impl ControlGrpc {
 
 #[tonic::async_trait]
 impl pb::control_service_server::ControlService for ControlGrpc {
+    type BackupCatalogStream = ChannelStream<pb::BackupChunk>;
+
+    async fn backup_catalog(
+        &self,
+        request: Request<pb::BackupCatalogRequest>,
+    ) -> Result<Response<Self::BackupCatalogStream>, Status> {
+        require_cluster(&request, "back up the catalog")?;
+        let who = caller(&request)?.clone();
+        let (bytes, header) = self.node.backup().await.map_err(status)?;
+        self.audit.record(spoor_common::audit::AuditRecord {
+            detail: Some(format!(
+                "{} bytes; last applied index {}; {} files, {} tenants, {} source checkpoints",
+                bytes.len(),
+                header.last_applied.map_or(0, |l| l.index),
+                header.summary.files,
+                header.summary.tenants,
+                header.summary.checkpoints
+            )),
+            ..who.audit("catalog_backup")
+        });
+        let chunks: Vec<Result<pb::BackupChunk, Status>> = bytes
+            .chunks(crate::backup::CHUNK_BYTES)
+            .map(|c| Ok(pb::BackupChunk { data: c.to_vec() }))
+            .collect();
+        let stream: Self::BackupCatalogStream = Box::pin(futures::stream::iter(chunks));
+        Ok(Response::new(stream))
+    }
+
+    async fn restore_catalog(
+        &self,
+        request: Request<tonic::Streaming<pb::RestoreChunk>>,
+    ) -> Result<Response<pb::RestoreCatalogReply>, Status> {
+        require_cluster(&request, "restore the catalog")?;
+        let who = caller(&request)?.clone();
+        let forwarded = request.metadata().contains_key(crate::backup::FORWARDED);
+        let mut chunks = request.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.message().await? {
+            if bytes.len() + chunk.data.len() > crate::backup::MAX_BACKUP_BYTES {
+                return Err(Status::resource_exhausted(
+                    crate::backup::BackupError::TooLarge.to_string(),
+                ));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let out = self.node.restore(&bytes, forwarded).await.map_err(status)?;
+        // Recorded where the caller called, with the caller's token; the
+        // leader a follower forwarded it to does not record it again.
+        if !out.already_applied && !forwarded {
+            self.audit.record(spoor_common::audit::AuditRecord {
+                detail: serde_json::to_string(&out).ok(),
+                ..who.audit("catalog_restored")
+            });
+        }
+        Ok(Response::new(crate::backup::outcome_to_pb(&out)))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,

@@ -5,6 +5,7 @@
 //! client in `spoor-common`, or, inside `spoor standalone`, through the
 //! [`spoor_common::Catalog`] trait that [`CoordinatorNode`] implements.
 
+pub mod backup;
 pub mod control_state;
 pub mod grpc;
 pub mod guard;

@@ -324,7 +324,14 @@ impl RaftGrpc {
         self,
         guard: crate::GrpcGuard,
     ) -> crate::grpc::Guarded<pb::raft_service_server::RaftServiceServer<Self>> {
-        crate::grpc::Guarded::new(pb::raft_service_server::RaftServiceServer::new(self), guard)
+        // Raft messages are JSON: a restore's entry holds the whole state,
+        // and a snapshot chunk of openraft's 3 MiB is about 12 MiB; tonic's
+        // 4 MiB default refused both (a follower joining a group whose
+        // snapshot passed ~1 MiB never caught up). Only the cluster's roles
+        // reach this service (the guard runs before the body is read).
+        let server = pb::raft_service_server::RaftServiceServer::new(self)
+            .max_decoding_message_size(crate::backup::MAX_RAFT_MESSAGE_BYTES);
+        crate::grpc::Guarded::new(server, guard)
     }
 }
 

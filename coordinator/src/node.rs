@@ -32,6 +32,13 @@ use spoor_common::auth::{AuthChannel, Credential};
 /// How long a write forwarded to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long taking a backup (on the leader) or committing a restore (one
+/// entry holding the whole state) may take.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long sending one snapshot chunk to a peer may take.
+const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+
 /// Why a coordinator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -228,6 +235,10 @@ impl CoordinatorNode {
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+            // Per snapshot chunk (3 MiB, about 12 MiB as JSON): openraft's
+            // 200 ms default is too short for a large catalog's snapshot,
+            // which a joining coordinator then never finishes receiving.
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
             max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
             ..Default::default()
         }
@@ -613,6 +624,18 @@ impl CoordinatorNode {
         })
     }
 
+    /// Builds a snapshot now (after which the log up to it may be purged,
+    /// per `coordinator.log_kept_after_snapshot`).
+    pub async fn trigger_snapshot(&self) -> Result<(), CatalogError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| CatalogError::Unavailable {
+                reason: format!("node {}: cannot build a snapshot: {e}", self.id),
+            })
+    }
+
     /// This node's current Raft metrics (leader, term, log, snapshot, purge point).
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
         self.raft.metrics().borrow().clone()
@@ -666,13 +689,21 @@ impl CoordinatorNode {
 
     /// Proposes on this node only: a follower answers with where the leader is.
     pub(crate) async fn propose_local(&self, command: Command) -> Result<Outcome, Forward> {
-        let written =
-            tokio::time::timeout(self.write_timeout, self.raft.client_write(command)).await;
+        self.propose_local_within(command, self.write_timeout).await
+    }
+
+    /// [`Self::propose_local`], waiting at most `timeout` for the quorum.
+    async fn propose_local_within(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Outcome, Forward> {
+        let written = tokio::time::timeout(timeout, self.raft.client_write(command)).await;
         let Ok(written) = written else {
             return Err(Forward::Failed(CatalogError::Unavailable {
                 reason: format!(
                     "node {}: the write was not acknowledged by a quorum within {:?}; it may still be applied, retry (writes are idempotent)",
-                    self.id, self.write_timeout
+                    self.id, timeout
                 ),
             }));
         };
@@ -857,6 +888,153 @@ impl CoordinatorNode {
             tenants,
             usage,
         })
+    }
+
+    /// A backup of everything committed when it was asked for: read on the
+    /// leader after a read barrier (its leadership confirmed by a quorum
+    /// and everything committed applied), fetched from the leader by a
+    /// follower. The file's bytes and header.
+    pub async fn backup(&self) -> Result<(Vec<u8>, crate::backup::BackupHeader), CatalogError> {
+        let confirmed =
+            tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await;
+        match confirmed {
+            Err(_) => Err(CatalogError::Unavailable {
+                reason: format!(
+                    "node {}: leadership not confirmed by a quorum within {:?}",
+                    self.id, self.write_timeout
+                ),
+            }),
+            Ok(Ok(_)) => {
+                // A copy under the lock, the encoding outside it: applying
+                // entries waits only for the copy.
+                let (catalog, control, last_applied) = self
+                    .state
+                    .read(|d| (d.catalog.clone(), d.control.clone(), d.last_applied))?;
+                let id = self.id;
+                tokio::task::spawn_blocking(move || {
+                    crate::backup::encode(
+                        &catalog,
+                        &control,
+                        last_applied,
+                        id,
+                        spoor_common::time::now_micros(),
+                    )
+                })
+                .await
+                .map_err(|e| CatalogError::Internal {
+                    reason: format!("encoding the backup: {e}"),
+                })?
+                .map_err(CatalogError::from)
+            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => {
+                let addr = self.leader_addr(f.leader_node)?;
+                let channel = lazy_channel(&addr, BACKUP_TIMEOUT, &self.credential, &self.tls)?;
+                let bytes = crate::backup::download(channel)
+                    .await
+                    .map_err(spoor_common::catalog_client::status_to_error)?;
+                let header = crate::backup::verify(&bytes)?;
+                Ok((bytes, header))
+            }
+            Ok(Err(e)) => Err(CatalogError::Unavailable {
+                reason: format!("linearizable read: {e}"),
+            }),
+        }
+    }
+
+    /// Restores the backup file `bytes` into this group through one Raft
+    /// entry, refused unless the state is empty (see
+    /// [`crate::state_machine::StateMachineData`]). A follower forwards the
+    /// file to the leader, unless it was itself `forwarded` (leadership
+    /// moved meanwhile: the caller retries, a retry of an applied restore
+    /// is recognized).
+    pub async fn restore(
+        &self,
+        bytes: &[u8],
+        forwarded: bool,
+    ) -> Result<crate::backup::RestoreOutcome, CatalogError> {
+        let restore = crate::backup::decode(bytes)?;
+        let command = Command {
+            op: Op::RestoreCatalog(Box::new(restore)),
+            now_micros: spoor_common::time::now_micros(),
+        };
+        match self.propose_local_within(command, BACKUP_TIMEOUT).await {
+            Ok(Outcome::Restored(outcome)) => {
+                if !outcome.already_applied {
+                    tokio::spawn(self.clone().snapshot_past_restore());
+                }
+                Ok(outcome)
+            }
+            Ok(other) => Err(unexpected(other)),
+            Err(Forward::Failed(e)) => Err(e),
+            Err(Forward::To(leader_id, _)) if forwarded => Err(CatalogError::Unavailable {
+                reason: format!(
+                    "node {} is no longer the leader (leader now: {leader_id:?}); retry",
+                    self.id
+                ),
+            }),
+            Err(Forward::To(leader_id, leader)) => {
+                if let Some(l) = leader_id
+                    && self.faults.is_cut(self.id, l)
+                {
+                    return Err(CatalogError::Unavailable {
+                        reason: format!(
+                            "node {}: leader {l} unreachable (injected fault)",
+                            self.id
+                        ),
+                    });
+                }
+                let addr = self.leader_addr(leader)?;
+                let channel = lazy_channel(&addr, BACKUP_TIMEOUT, &self.credential, &self.tls)?;
+                crate::backup::upload(channel, bytes, true)
+                    .await
+                    .map_err(spoor_common::catalog_client::status_to_error)
+            }
+        }
+    }
+
+    /// After a restore: a snapshot holding it, and the log up to it
+    /// purged, so coordinators added later receive the restored state by
+    /// snapshot (in chunks) rather than as one log entry: openraft bounds
+    /// an AppendEntries call by the heartbeat interval, far too short to
+    /// send the whole state in one message.
+    async fn snapshot_past_restore(self) {
+        let restored = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        let done =
+            async {
+                self.trigger_snapshot().await?;
+                self.raft
+                    .wait(Some(BACKUP_TIMEOUT))
+                    .metrics(
+                        |m| m.snapshot.is_some_and(|s| s.index >= restored),
+                        "a snapshot holds the restore",
+                    )
+                    .await
+                    .map_err(|e| CatalogError::Unavailable {
+                        reason: format!("waiting for the snapshot: {e}"),
+                    })?;
+                self.raft.trigger().purge_log(restored).await.map_err(|e| {
+                    CatalogError::Unavailable {
+                        reason: format!("purging the log: {e}"),
+                    }
+                })
+            };
+        match done.await {
+            Ok(()) => tracing::info!(
+                node_id = self.id,
+                index = restored,
+                "snapshot taken after a restore; log purged up to it"
+            ),
+            Err(e) => {
+                tracing::warn!(node_id = self.id, error = %e, "no snapshot after the restore: coordinators added now may not catch up until the next snapshot")
+            }
+        }
     }
 
     /// A token's record if it is valid (read from this node's applied state).

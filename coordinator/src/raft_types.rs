@@ -68,6 +68,11 @@ pub enum Op {
         /// Files (alerts) committed with it.
         batch: Option<CommitBatch>,
     },
+    /// A backup's state replaces an empty state (`spoor cluster restore`).
+    /// It replaces the catalog as well as the control state, so it is an
+    /// operation of its own rather than a [`ControlOp`]; added after the
+    /// other forms, which decode as they did.
+    RestoreCatalog(Box<crate::backup::CatalogRestore>),
 }
 
 /// What an operation produced.
@@ -79,6 +84,8 @@ pub enum Outcome {
     Change(ChangeOutcome),
     /// For `Control`.
     Control(ControlOutcome),
+    /// For `RestoreCatalog`.
+    Restored(crate::backup::RestoreOutcome),
     /// For entries that are not commands (blank, membership).
     None,
 }

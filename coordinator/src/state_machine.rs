@@ -20,7 +20,8 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use spoor_common::catalog::{CatalogError, CatalogState, CommitOutcome};
 
-use crate::control_state::{ControlOp, ControlState};
+use crate::backup::{CatalogRestore, RestoreOutcome, RestoredFrom};
+use crate::control_state::{ControlOp, ControlState, RestoreEffects};
 use crate::raft_types::{Command, LogId, Op, Outcome, Reply, StorageError, TypeConfig};
 
 /// What the state machine holds: the catalog and Raft's bookkeeping.
@@ -35,6 +36,9 @@ pub struct StateMachineData {
     /// Members, tenants, tokens, rule sets, shards.
     #[serde(default)]
     pub control: ControlState,
+    /// The backup this state was restored from, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<RestoredFrom>,
 }
 
 impl StateMachineData {
@@ -74,7 +78,73 @@ impl StateMachineData {
                     ..outcome
                 }))
             }
+            Op::RestoreCatalog(restore) => self.restore(restore, now).map(Outcome::Restored),
         }
+    }
+
+    /// Puts a backup's state in place of an empty one, keeping this
+    /// group's Raft membership and member registrations
+    /// ([`ControlState::restored`]). Refused when the state holds anything
+    /// but member registrations; the same backup again is a retry.
+    fn restore(
+        &mut self,
+        restore: &CatalogRestore,
+        now_micros: i64,
+    ) -> Result<RestoreOutcome, CatalogError> {
+        let counts = |catalog: &CatalogState, control: &ControlState, effects: RestoreEffects| {
+            let c = control.counts();
+            RestoreOutcome {
+                already_applied: false,
+                backup_last_applied_index: restore.backup_last_applied.map_or(0, |l| l.index),
+                files: catalog.file_count(),
+                tenants: c.tenants,
+                checkpoints: catalog.checkpoint_count(),
+                tokens: c.tokens,
+                rule_sets: c.rule_sets,
+                shards: c.shards,
+                members_dropped: effects.members_dropped,
+                leases_released: effects.leases_released,
+            }
+        };
+        // Checked before the entry was proposed; an entry whose body does
+        // not decode is refused alike on every replica.
+        let (catalog, control) = restore.state().map_err(CatalogError::from)?;
+        if let Some(done) = &self.restored
+            && done.body_sha256 == restore.body_sha256
+        {
+            return Ok(RestoreOutcome {
+                already_applied: true,
+                ..counts(&catalog, &control, RestoreEffects::default())
+            });
+        }
+        let held: Vec<String> = [self.catalog.contents(), self.control.contents()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !held.is_empty() || self.restored.is_some() {
+            let held = if held.is_empty() {
+                "another backup was restored into it".to_string()
+            } else {
+                format!("it holds {}", held.join(", "))
+            };
+            return Err(CatalogError::Conflict {
+                reason: format!(
+                    "refusing to restore: the coordinator group's catalog is not empty ({held}); \
+                     a backup is restored only into a freshly initialized group (new raft \
+                     folders), before any ingest node or token is added to it"
+                ),
+            });
+        }
+        let (control, effects) = ControlState::restored(&control, &self.control);
+        self.catalog = catalog;
+        self.control = control;
+        self.restored = Some(RestoredFrom {
+            body_sha256: restore.body_sha256.clone(),
+            backup_last_applied: restore.backup_last_applied,
+            backup_created_at: restore.backup_created_at.clone(),
+            restored_at_micros: now_micros,
+        });
+        Ok(counts(&self.catalog, &self.control, effects))
     }
 }
 
@@ -267,5 +337,380 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry};
+    use spoor_common::TenantId;
+    use spoor_common::catalog::conformance::kafka_file;
+    use spoor_common::catalog::{CommitBatch, SourceCheckpoint};
+    use spoor_common::control::{
+        MemberInfo, Role, ShardId, TenantRecord, TokenRole, generate_token,
+    };
+
+    fn acme() -> TenantId {
+        TenantId::new("acme").expect("tenant")
+    }
+
+    fn member(id: u64, role: Role) -> MemberInfo {
+        MemberInfo {
+            node_id: id,
+            role,
+            http_addr: format!("10.0.0.{id}:7080"),
+            grpc_addr: String::new(),
+            version: "test".into(),
+        }
+    }
+
+    fn command(op: Op) -> Command {
+        Command { op, now_micros: 7 }
+    }
+
+    fn apply(d: &mut StateMachineData, op: Op) -> Outcome {
+        d.apply_command(&command(op)).expect("apply")
+    }
+
+    /// A group's state as a backup would find it: files with their
+    /// checkpoints, a tenant, a token, a rule set, a worker holding a shard.
+    fn source() -> (StateMachineData, String) {
+        let mut d = StateMachineData::default();
+        for i in 0..5 {
+            apply(
+                &mut d,
+                Op::Commit(CommitBatch {
+                    files: vec![kafka_file("acme", "t", 0, i * 10, i * 10 + 9)],
+                    checkpoints: vec![SourceCheckpoint {
+                        source_id: "src".into(),
+                        topic: "t".into(),
+                        partition: 0,
+                        next_offset: i * 10 + 10,
+                    }],
+                }),
+            );
+        }
+        let control = |op| Op::Control(op);
+        apply(
+            &mut d,
+            control(ControlOp::PutTenant(TenantRecord::new(acme()))),
+        );
+        let token =
+            generate_token(vec![acme()], TokenRole::Analyst, "hunter".into()).expect("token");
+        apply(
+            &mut d,
+            control(ControlOp::CreateToken(token.record.clone())),
+        );
+        apply(
+            &mut d,
+            control(ControlOp::PutRuleSet {
+                tenant: acme(),
+                name: "windows".into(),
+                content: "rules".into(),
+                enabled: true,
+                expected_version: 0,
+            }),
+        );
+        apply(
+            &mut d,
+            control(ControlOp::Register(member(11, Role::Worker))),
+        );
+        apply(
+            &mut d,
+            control(ControlOp::DefineShards {
+                tenant: acme(),
+                rule_group: "windows".into(),
+                buckets: 2,
+            }),
+        );
+        let shard = ShardId {
+            tenant: "acme".into(),
+            rule_group: "windows".into(),
+            bucket: 0,
+        };
+        apply(&mut d, control(ControlOp::Assign(vec![(shard, Some(11))])));
+        d.last_applied = Some(log_id(1, 12));
+        (d, token.token)
+    }
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn backup_of(d: &StateMachineData) -> Vec<u8> {
+        crate::backup::encode(&d.catalog, &d.control, d.last_applied, 1, 1_000)
+            .expect("encode")
+            .0
+    }
+
+    fn restore_op(bytes: &[u8]) -> Op {
+        Op::RestoreCatalog(Box::new(crate::backup::decode(bytes).expect("decode")))
+    }
+
+    #[test]
+    fn a_restore_replaces_an_empty_state_but_not_its_members() {
+        let (src, token) = source();
+        let bytes = backup_of(&src);
+        // The new group: its own worker has registered, nothing else.
+        let mut d = StateMachineData::default();
+        apply(
+            &mut d,
+            Op::Control(ControlOp::Register(member(21, Role::Worker))),
+        );
+        let out = match apply(&mut d, restore_op(&bytes)) {
+            Outcome::Restored(o) => o,
+            other => panic!("unexpected outcome {other:?}"),
+        };
+        assert_eq!(
+            (
+                out.files,
+                out.tenants,
+                out.checkpoints,
+                out.tokens,
+                out.rule_sets
+            ),
+            (5, 1, 1, 1, 1)
+        );
+        assert_eq!(
+            (out.shards, out.members_dropped, out.leases_released),
+            (2, 1, 1)
+        );
+        assert_eq!(out.backup_last_applied_index, 12);
+        assert!(!out.already_applied);
+        // The catalog as it was: files, sequences, history, checkpoints.
+        assert_eq!(d.catalog, src.catalog);
+        assert_eq!(d.catalog.checkpoints("src", "t")[0].next_offset, 50);
+        assert_eq!(d.catalog.last_sequence(&acme()), 5);
+        assert_eq!(d.control.tenants(), src.control.tenants());
+        assert_eq!(d.control.rule_sets(&acme()), src.control.rule_sets(&acme()));
+        assert!(
+            d.control.authenticate(&token).is_ok(),
+            "the token works here"
+        );
+        // This group's members stay; the backup's worker is not one of them.
+        let members: Vec<u64> = d.control.members().map(|m| m.info.node_id).collect();
+        assert_eq!(members, vec![21]);
+        // Its lease is released with a new epoch; the checkpoint stays.
+        for (old, new) in src.control.shards().iter().zip(d.control.shards()) {
+            assert_eq!(new.holder, None);
+            assert_eq!(new.checkpoint, old.checkpoint);
+            let bump = u64::from(old.holder.is_some());
+            assert_eq!(new.epoch, old.epoch + bump, "{}", new.id);
+        }
+        // The next commit continues the tenant's sequence.
+        let next = apply(
+            &mut d,
+            Op::Commit(CommitBatch {
+                files: vec![kafka_file("acme", "t", 0, 50, 59)],
+                checkpoints: vec![],
+            }),
+        );
+        assert!(matches!(next, Outcome::Commit(c) if c.sequences == vec![6]));
+
+        // The same backup again is a retry: nothing changes.
+        let before = serde_json::to_value(&d).expect("json");
+        match apply(&mut d, restore_op(&bytes)) {
+            Outcome::Restored(o) => assert!(o.already_applied),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+        assert_eq!(serde_json::to_value(&d).expect("json"), before);
+        // Another backup is refused, naming what is there.
+        let mut other = src.clone();
+        apply(
+            &mut other,
+            Op::Control(ControlOp::PutTenant(TenantRecord::new(
+                TenantId::new("globex").expect("tenant"),
+            ))),
+        );
+        let err = d
+            .apply_command(&command(restore_op(&backup_of(&other))))
+            .expect_err("not empty");
+        let message = err.to_string();
+        assert!(
+            message.contains("not empty") && message.contains("6 files"),
+            "{message}"
+        );
+        assert_eq!(serde_json::to_value(&d).expect("json"), before);
+    }
+
+    #[test]
+    fn a_restore_is_refused_over_anything_but_members() {
+        let (src, _) = source();
+        let bytes = backup_of(&src);
+        let checkpoint_only = Op::Commit(CommitBatch {
+            files: vec![],
+            checkpoints: vec![SourceCheckpoint {
+                source_id: "src".into(),
+                topic: "t".into(),
+                partition: 3,
+                next_offset: 1,
+            }],
+        });
+        for (op, named) in [
+            (checkpoint_only, "1 source checkpoints"),
+            (
+                Op::Control(ControlOp::PutTenant(TenantRecord::new(acme()))),
+                "1 tenants",
+            ),
+        ] {
+            let mut d = StateMachineData::default();
+            apply(&mut d, op);
+            let err = d
+                .apply_command(&command(restore_op(&bytes)))
+                .expect_err("not empty");
+            assert!(err.to_string().contains(named), "{err}");
+            assert!(matches!(err, CatalogError::Conflict { .. }), "{err:?}");
+            assert!(d.restored.is_none());
+        }
+    }
+
+    fn entry(index: u64, op: Op) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Normal(command(op)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restored_state_comes_back_from_the_log_and_from_a_snapshot() {
+        let (src, token) = source();
+        let bytes = backup_of(&src);
+        let entries = || {
+            vec![
+                entry(
+                    1,
+                    Op::Control(ControlOp::Register(member(21, Role::Ingest))),
+                ),
+                entry(2, restore_op(&bytes)),
+                entry(
+                    3,
+                    Op::Commit(CommitBatch {
+                        files: vec![kafka_file("acme", "t", 0, 50, 59)],
+                        checkpoints: vec![SourceCheckpoint {
+                            source_id: "src".into(),
+                            topic: "t".into(),
+                            partition: 0,
+                            next_offset: 60,
+                        }],
+                    }),
+                ),
+            ]
+        };
+        // The log as it is stored: each entry through its JSON form.
+        let stored: Vec<Entry<TypeConfig>> = entries()
+            .into_iter()
+            .map(|e| {
+                let json = serde_json::to_vec(&e).expect("encode entry");
+                serde_json::from_slice(&json).expect("decode entry")
+            })
+            .collect();
+        assert_eq!(stored, entries());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = StateMachine::open(dir.path()).expect("open");
+        let replies = sm.apply(stored.clone()).await.expect("apply");
+        assert!(replies.iter().all(|r| r.0.is_ok()), "{replies:?}");
+        let applied = sm
+            .read(|d| serde_json::to_value(d).expect("json"))
+            .expect("read");
+
+        // Replayed from the log alone, on another replica.
+        let mut replica =
+            StateMachine::open(tempfile::tempdir().expect("tempdir").path()).expect("open");
+        replica.apply(stored).await.expect("replay");
+        assert_eq!(
+            replica
+                .read(|d| serde_json::to_value(d).expect("json"))
+                .expect("read"),
+            applied
+        );
+
+        // Snapshotted, then opened from the snapshot file.
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        let reopened = StateMachine::open(dir.path()).expect("reopen");
+        assert_eq!(
+            reopened
+                .read(|d| serde_json::to_value(d).expect("json"))
+                .expect("read"),
+            applied
+        );
+        reopened
+            .read(|d| {
+                assert_eq!(d.catalog.file_count(), 6);
+                assert_eq!(d.catalog.checkpoints("src", "t")[0].next_offset, 60);
+                assert!(d.control.authenticate(&token).is_ok());
+                assert_eq!(
+                    d.restored.as_ref().map(|r| r.backup_last_applied),
+                    Some(Some(log_id(1, 12)))
+                );
+            })
+            .expect("read");
+
+        // A follower that installs the snapshot holds the same.
+        let snapshot = sm
+            .get_current_snapshot()
+            .await
+            .expect("current")
+            .expect("a snapshot");
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let mut follower = StateMachine::open(follower_dir.path()).expect("open");
+        follower
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(
+            follower
+                .read(|d| serde_json::to_value(d).expect("json"))
+                .expect("read"),
+            applied
+        );
+    }
+
+    #[test]
+    fn log_entries_of_before_restores_still_decode_and_apply() {
+        // Commands as earlier builds wrote them into the log, by hand: a
+        // new operation must leave the existing forms as they were.
+        let old = [
+            serde_json::json!({"op": {"Control": {"Register": {"node_id": 5, "role": "worker",
+                "http_addr": "10.0.0.5:7080", "grpc_addr": "", "version": "0.1.0"}}}, "now_micros": 1}),
+            serde_json::json!({"op": {"Control": {"DefineShards": {"tenant": "acme",
+                "rule_group": "windows", "buckets": 2}}}, "now_micros": 2}),
+            serde_json::json!({"op": {"Control": {"PutRuleSet": {"tenant": "acme", "name": "windows",
+                "content": "rules", "expected_version": 0}}}, "now_micros": 3}),
+            serde_json::json!({"op": {"Control": {"Assign": [[{"tenant": "acme",
+                "rule_group": "windows", "bucket": 0}, 5]]}}, "now_micros": 4}),
+            serde_json::json!({"op": {"Commit": {"files": [], "checkpoints": [{"source_id": "src",
+                "topic": "t", "partition": 0, "next_offset": 10}]}}, "now_micros": 5}),
+            serde_json::json!({"op": {"Control": {"Expire": {"node_id": 5, "incarnation": 1}}},
+                "now_micros": 6}),
+        ];
+        let mut d = StateMachineData::default();
+        for json in old {
+            let c: Command = serde_json::from_value(json.clone()).expect("an old entry");
+            d.apply_command(&c)
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+        assert_eq!(d.catalog.checkpoints("src", "t")[0].next_offset, 10);
+        assert_eq!(d.control.rule_sets(&acme()).len(), 1);
+        let shards = d.control.shards();
+        assert_eq!(shards.len(), 2);
+        assert_eq!(
+            (shards[0].holder, shards[0].epoch),
+            (None, 2),
+            "assigned, then expired"
+        );
+        assert!(d.control.member(5).is_some_and(|m| !m.alive));
+        assert!(d.restored.is_none());
+        // A snapshot of before restores (no `restored`) loads as it was.
+        let mut snapshot = serde_json::to_value(&d).expect("json");
+        assert!(snapshot.get("restored").is_none());
+        snapshot.as_object_mut().expect("object").remove("restored");
+        let loaded: StateMachineData = serde_json::from_value(snapshot).expect("old snapshot");
+        assert_eq!(loaded.catalog, d.catalog);
     }
 }

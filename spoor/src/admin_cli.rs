@@ -67,12 +67,17 @@ impl ClusterArgs {
 
     /// A channel to `--coordinator` presenting the credential.
     pub(crate) fn channel(&self) -> Result<spoor_common::auth::AuthChannel, String> {
-        let channel = spoor_common::tls::lazy_channel(
-            &self.coordinator,
-            CALL_TIMEOUT,
-            self.tls.grpc()?.as_ref(),
-        )
-        .map_err(|e| format!("--coordinator: {e}"))?;
+        self.channel_with_timeout(CALL_TIMEOUT)
+    }
+
+    /// [`Self::channel`] whose calls may take `timeout` (backup, restore).
+    pub(crate) fn channel_with_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<spoor_common::auth::AuthChannel, String> {
+        let channel =
+            spoor_common::tls::lazy_channel(&self.coordinator, timeout, self.tls.grpc()?.as_ref())
+                .map_err(|e| format!("--coordinator: {e}"))?;
         Ok(spoor_common::auth::AuthChannel::new(
             channel,
             self.credential()?,

@@ -313,6 +313,125 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Write the coordinators' whole state (catalog, source checkpoints,
+    /// tenants, token hashes, rule sets, shards) to a file readable by its
+    /// owner only (docs/backup-restore.md).
+    Backup {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The backup file to write (replaced atomically if it exists).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Restore a backup into a freshly initialized coordinator group whose
+    /// catalog is empty, keeping the group's own members.
+    Restore {
+        #[command(flatten)]
+        target: ClusterArgs,
+        /// The backup file (`spoor cluster backup --out`).
+        file: std::path::PathBuf,
+    },
+}
+
+/// How long a backup or restore call may take (a large catalog is read,
+/// sent and committed as one Raft entry).
+const BACKUP_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The message of a refused or failed call to `endpoint`.
+fn call_error(endpoint: &str, s: &tonic::Status) -> String {
+    if s.code() == tonic::Code::Unavailable {
+        format!("cannot reach {endpoint}: {}", s.message())
+    } else {
+        s.message().to_string()
+    }
+}
+
+/// Writes `bytes` to `path` so that it is whole or absent: a temporary
+/// file beside it, readable and writable by its owner only (the backup
+/// holds token hashes and tenant settings), fsynced, then renamed over
+/// `path`, and the folder fsynced so the rename survives a crash.
+fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("--out {}: names no file", path.display()))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if let Err(e) = written {
+        // Nothing half-written stays behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("writing {}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+/// `spoor cluster backup` and `restore`: the JSON summary to print.
+async fn backup_or_restore(command: ClusterCommand) -> Result<Value, String> {
+    match command {
+        ClusterCommand::Backup { target, out } => {
+            let endpoint = target.coordinator.clone();
+            let channel = target.channel_with_timeout(BACKUP_CALL_TIMEOUT)?;
+            let bytes = spoor_coordinator::backup::download(channel)
+                .await
+                .map_err(|s| call_error(&endpoint, &s))?;
+            // Checked before it is written: a file on disk is a good one.
+            let header = spoor_coordinator::backup::verify(&bytes)
+                .map_err(|e| format!("the backup received from {endpoint}: {e}"))?;
+            write_private_file(&out, &bytes)?;
+            Ok(serde_json::json!({
+                "file": out.display().to_string(),
+                "bytes": bytes.len(),
+                "sha256": header.body_sha256,
+                "format_version": header.format_version,
+                "created_at": header.created_at,
+                "source_node_id": header.source_node_id,
+                "last_applied_index": header.last_applied.map_or(0, |l| l.index),
+                "last_applied_term": header.last_applied.map_or(0, |l| l.leader_id.term),
+                "files": header.summary.files,
+                "tenants": header.summary.tenants,
+                "checkpoints": header.summary.checkpoints,
+                "tokens": header.summary.tokens,
+                "rule_sets": header.summary.rule_sets,
+                "shards": header.summary.shards,
+            }))
+        }
+        ClusterCommand::Restore { target, file } => {
+            let endpoint = target.coordinator.clone();
+            let bytes =
+                std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+            // The coordinators check format, version and checksum: they
+            // alone decide what enters the log.
+            let channel = target.channel_with_timeout(BACKUP_CALL_TIMEOUT)?;
+            let out = spoor_coordinator::backup::upload(channel, &bytes, false)
+                .await
+                .map_err(|s| call_error(&endpoint, &s))?;
+            let mut summary =
+                serde_json::to_value(&out).map_err(|e| format!("printing the outcome: {e}"))?;
+            summary["file"] = Value::String(file.display().to_string());
+            summary["bytes"] = Value::from(bytes.len());
+            Ok(summary)
+        }
+        _ => Err("not a backup or restore command".into()),
+    }
 }
 
 use crate::admin_cli::ClusterArgs;
@@ -325,6 +444,9 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
                 ClusterCommand::AddNode { target, .. }
                 | ClusterCommand::RemoveNode { target, .. }
                 | ClusterCommand::TransferLeader { target, .. } => target,
+                ClusterCommand::Backup { .. } | ClusterCommand::Restore { .. } => {
+                    return backup_or_restore(command).await;
+                }
             };
             let endpoint = target.coordinator.clone();
             let mut client = pb::cluster_service_client::ClusterServiceClient::new(target.channel()?);
@@ -336,6 +458,9 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
                     client
                         .transfer_leader(pb::TransferLeaderRequest { node_id: id })
                         .await
+                }
+                ClusterCommand::Backup { .. } | ClusterCommand::Restore { .. } => {
+                    return backup_or_restore(command).await;
                 }
             }
             .map_err(|s| {
