@@ -314,6 +314,19 @@ pub fn spoor_binary() -> Result<PathBuf> {
         .map_err(|e| anyhow!(e))
 }
 
+/// Prefixes of the variables cargo sets when it runs a crate's tests or
+/// build script, none of which a nested `cargo build` should see.
+pub const CARGO_SET_FOR_CRATES: [&str; 8] = [
+    "CARGO_MANIFEST_",
+    "CARGO_PKG_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
 fn build_spoor() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("E2E_SPOOR_BIN") {
         return Ok(PathBuf::from(p));
@@ -323,7 +336,19 @@ fn build_spoor() -> Result<PathBuf> {
         .context("workspace root")?
         .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(&cargo)
+    let mut build = Command::new(&cargo);
+    // A test runs with the variables cargo sets for the test crate
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts such as ring's
+    // declare `rerun-if-env-changed` on those, so passing them on would make
+    // this build and a build from the shell rebuild each other's dependency
+    // tree (about 5 minutes each time on 2 cores).
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if CARGO_SET_FOR_CRATES.iter().any(|p| key.starts_with(p)) {
+            build.env_remove(&*key);
+        }
+    }
+    let out = build
         .current_dir(&workspace)
         .args([
             "build",

@@ -170,7 +170,27 @@ pub(crate) fn release_spoor_binary(env_var: &str) -> Result<PathBuf> {
         .context("workspace root")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building the release spoor binary (cargo build --release -p spoor)...");
-    let out = Command::new(&cargo)
+    let mut build = Command::new(&cargo);
+    // Not the variables cargo set for this bench crate: build scripts that
+    // declare `rerun-if-env-changed` on them (ring's) would rebuild the
+    // release tree whenever a bench and the shell build in turn.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "OUT_DIR",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+        {
+            build.env_remove(&*key);
+        }
+    }
+    let out = build
         .current_dir(workspace)
         .args([
             "build",
