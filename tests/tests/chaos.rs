@@ -39,11 +39,13 @@ fn workspace() -> PathBuf {
 
 /// A base port with its 100 ports free (the script uses base+1..base+99).
 fn free_port_window() -> Result<u16> {
-    let seed = std::process::id() as u64 ^ std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .subsec_nanos() as u64;
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos() as u64;
     for attempt in 0..200u64 {
-        let base = 20_000 + ((seed.wrapping_mul(31).wrapping_add(attempt * 7919)) % 400) as u16 * 100;
+        let base =
+            20_000 + ((seed.wrapping_mul(31).wrapping_add(attempt * 7919)) % 400) as u16 * 100;
         if (1..100).all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok()) {
             return Ok(base);
         }
@@ -100,7 +102,10 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("no leader other than {not:?} within 30 s:\n{}", self.logs("c"));
+                bail!(
+                    "no leader other than {not:?} within 30 s:\n{}",
+                    self.logs("c")
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -110,7 +115,10 @@ impl Cluster {
         let mut out = String::new();
         for n in ["c1", "c2", "c3", "i1", "i2", "w1", "w2", "q1", "q2"] {
             if n.starts_with(prefix) {
-                out.push_str(&format!("--- {n}:\n{}\n", tail(&self.dir.join(format!("logs/{n}.log")))));
+                out.push_str(&format!(
+                    "--- {n}:\n{}\n",
+                    tail(&self.dir.join(format!("logs/{n}.log")))
+                ));
             }
         }
         out
@@ -166,7 +174,13 @@ fn script(dir: &Path, base: u16, bin: &Path, tansu: &Path, args: &[&str]) -> Res
 /// `spoor gen` into the cluster's topic, in the background.
 fn start_generator(cluster: &Cluster, manifest: &Path) -> Result<Child> {
     Command::new(&cluster.bin)
-        .args(["gen", "--kafka", &cluster.broker, "--topic", "spoor-gen-{source}"])
+        .args([
+            "gen",
+            "--kafka",
+            &cluster.broker,
+            "--topic",
+            "spoor-gen-{source}",
+        ])
         .args(["--tenants", &TENANTS.join(",")])
         .args(["--count", &EVENTS.to_string(), "--rate", &RATE.to_string()])
         .args(["--seed", &SEED.to_string()])
@@ -194,20 +208,29 @@ async fn the_cluster_keeps_every_event_and_alert_exactly_once_through_faults() -
     let old = cluster.leader(None)?;
     cluster.script(&["kill", &old])?;
     let new = cluster.leader(Some(&old))?;
-    println!("chaos: killed leader {old}; {new} leads after {:?}", started.elapsed());
+    println!(
+        "chaos: killed leader {old}; {new} leads after {:?}",
+        started.elapsed()
+    );
     cluster.script(&["start", &old])?;
     // 2. An ingest node dies mid-batch and restarts.
     at(16).await;
     cluster.script(&["kill", "i1"])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.script(&["start", "i1"])?;
-    println!("chaos: ingest i1 killed and restarted by {:?}", started.elapsed());
+    println!(
+        "chaos: ingest i1 killed and restarted by {:?}",
+        started.elapsed()
+    );
     // 3. A worker dies with shards leased to it and restarts.
     at(24).await;
     cluster.script(&["kill", "w1"])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.script(&["start", "w1"])?;
-    println!("chaos: worker w1 killed and restarted by {:?}", started.elapsed());
+    println!(
+        "chaos: worker w1 killed and restarted by {:?}",
+        started.elapsed()
+    );
     // 4. The leader is cut off (paused) past its election timeout, then
     //    comes back believing it still leads.
     at(32).await;
@@ -258,14 +281,21 @@ async fn the_cluster_keeps_every_event_and_alert_exactly_once_through_faults() -
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     println!("chaos: events per tenant: produced {want:?}, in the lake {got:?}");
-    ensure!(got == want, "events lost or doubled:\n{}", cluster.logs("i"));
+    ensure!(
+        got == want,
+        "events lost or doubled:\n{}",
+        cluster.logs("i")
+    );
     let twice = cluster
         .sql(
             "SELECT source_topic, source_partition, source_offset, count(*) AS n FROM events \
              GROUP BY source_topic, source_partition, source_offset HAVING count(*) > 1 LIMIT 10",
         )
         .await?;
-    println!("chaos: Kafka positions stored more than once: {}", twice.len());
+    println!(
+        "chaos: Kafka positions stored more than once: {}",
+        twice.len()
+    );
     ensure!(twice.is_empty(), "Kafka positions stored twice: {twice:?}");
 
     // Every expected alert, once.
@@ -278,7 +308,10 @@ async fn the_cluster_keeps_every_event_and_alert_exactly_once_through_faults() -
             *expected.entry((t.to_string(), rule.clone())).or_default() += n.as_i64().unwrap_or(0);
         }
     }
-    ensure!(!expected.is_empty(), "the generator injected no attacks: {manifest}");
+    ensure!(
+        !expected.is_empty(),
+        "the generator injected no attacks: {manifest}"
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
     let alerts = loop {
         let rows = cluster
@@ -291,7 +324,10 @@ async fn the_cluster_keeps_every_event_and_alert_exactly_once_through_faults() -
             .iter()
             .filter_map(|r| {
                 Some((
-                    (r["tenant"].as_str()?.to_string(), r["rule_id"].as_str()?.to_string()),
+                    (
+                        r["tenant"].as_str()?.to_string(),
+                        r["rule_id"].as_str()?.to_string(),
+                    ),
                     r["n"].as_i64()?,
                 ))
             })
