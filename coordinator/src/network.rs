@@ -218,6 +218,7 @@ impl RaftPeer {
         &mut self,
         kind: &'static str,
         request: &Req,
+        payload: Vec<u8>,
     ) -> Result<Resp, RPCError<u64, BasicNode, E>>
     where
         Req: Serialize,
@@ -248,7 +249,7 @@ impl RaftPeer {
             Fate::Deliver(d) | Fate::DropReply(d) if !d.is_zero() => tokio::time::sleep(d).await,
             _ => {}
         }
-        let message = pb::RaftMessage { json };
+        let message = pb::RaftMessage { json, payload };
         let result = match kind {
             "append_entries" => client.append_entries(message).await,
             "vote" => client.vote(message).await,
@@ -284,7 +285,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call("append_entries", &rpc).await
+        self.call("append_entries", &rpc, Vec::new()).await
     }
 
     async fn install_snapshot(
@@ -295,7 +296,10 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call("install_snapshot", &rpc).await
+        // The chunk's bytes travel raw beside the JSON (raft.proto).
+        let mut rpc = rpc;
+        let data = std::mem::take(&mut rpc.data);
+        self.call("install_snapshot", &rpc, data).await
     }
 
     async fn vote(
@@ -303,7 +307,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call("vote", &rpc).await
+        self.call("vote", &rpc, Vec::new()).await
     }
 }
 
@@ -342,7 +346,12 @@ fn decode<T: DeserializeOwned>(message: pb::RaftMessage) -> Result<T, tonic::Sta
 
 fn encode<T: Serialize>(reply: &T) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
     serde_json::to_vec(reply)
-        .map(|json| tonic::Response::new(pb::RaftMessage { json }))
+        .map(|json| {
+            tonic::Response::new(pb::RaftMessage {
+                json,
+                payload: Vec::new(),
+            })
+        })
         .map_err(|e| tonic::Status::internal(format!("encoding raft reply: {e}")))
 }
 
@@ -368,7 +377,10 @@ impl pb::raft_service_server::RaftService for RaftGrpc {
         &self,
         request: tonic::Request<pb::RaftMessage>,
     ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.into_inner())?;
+        let mut message = request.into_inner();
+        let payload = std::mem::take(&mut message.payload);
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(message)?;
+        rpc.data = payload;
         encode(&self.raft.install_snapshot(rpc).await)
     }
 }

@@ -226,7 +226,7 @@ impl CoordinatorNode {
             })?;
         tracing::debug!(entries, path = %log_path.display(), "raft log verified");
         let state = StateMachine::open(dir).map_err(|e| CoordinatorError::OpenStateMachine {
-            path: dir.join("snapshot.json").display().to_string(),
+            path: StateMachine::snapshot_file(dir).display().to_string(),
             source: Box::new(e),
         })?;
         let raft_config = openraft::Config {
@@ -1437,7 +1437,7 @@ mod tests {
             .to_string();
         assert!(err.contains("log.redb"), "{err}");
 
-        // A damaged snapshot.
+        // A damaged snapshot, of the earlier format and of the current one.
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("snapshot.json"), b"{\"meta\": 1").expect("write");
         let err = CoordinatorNode::start(1, dir.path(), &config())
@@ -1445,6 +1445,14 @@ mod tests {
             .expect_err("bad snapshot")
             .to_string();
         assert!(err.contains("snapshot.json"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("snapshot.bin"), b"spoor-snapshot/1\n\x10\0")
+            .expect("write");
+        let err = CoordinatorNode::start(1, dir.path(), &config())
+            .await
+            .expect_err("truncated snapshot")
+            .to_string();
+        assert!(err.contains("snapshot.bin"), "{err}");
     }
 
     #[tokio::test]
@@ -1487,7 +1495,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(dir.path().join("snapshot.json").exists());
+        assert!(dir.path().join("snapshot.bin").exists());
         node.shutdown().await;
         drop(node);
 

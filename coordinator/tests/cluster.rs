@@ -137,7 +137,7 @@ async fn restarted_follower_catches_up(config: CoordinatorConfig, expect_snapsho
     let follower_last = follower.node.raft_metrics().last_log_index.unwrap_or(0);
     stop(&follower).await;
     let follower_dir = follower.dir.path().to_path_buf();
-    let snapshot_before = std::fs::metadata(follower_dir.join("snapshot.json"))
+    let snapshot_before = std::fs::metadata(follower_dir.join("snapshot.bin"))
         .ok()
         .map(|m| m.len());
 
@@ -170,7 +170,7 @@ async fn restarted_follower_catches_up(config: CoordinatorConfig, expect_snapsho
     let follower = restart(follower).await;
     let sequences = wait_files(&follower.node, 21).await;
     assert_eq!(sequences, (1..=21).collect::<Vec<u64>>());
-    let snapshot_after = std::fs::metadata(follower_dir.join("snapshot.json"))
+    let snapshot_after = std::fs::metadata(follower_dir.join("snapshot.bin"))
         .ok()
         .map(|m| m.len());
     if expect_snapshot {
