@@ -105,11 +105,24 @@ pub(crate) async fn serve(
     dir: tempfile::TempDir,
     faults: NetworkFaults,
 ) -> Member {
-    let addr = listener.local_addr().expect("addr");
     let node =
         CoordinatorNode::open_with_faults(id, members.clone(), dir.path(), &config, faults.clone())
             .await
             .expect("open");
+    serve_node(id, node, listener, members, config, dir, faults)
+}
+
+/// Serves an opened node on `listener`.
+fn serve_node(
+    id: u64,
+    node: CoordinatorNode,
+    listener: tokio::net::TcpListener,
+    members: BTreeMap<u64, String>,
+    config: CoordinatorConfig,
+    dir: tempfile::TempDir,
+    faults: NetworkFaults,
+) -> Member {
+    let addr = listener.local_addr().expect("addr");
     let stop = CancellationToken::new();
     let (routes, token) = (
         spoor_coordinator::services(&node, None, Default::default()),
@@ -155,7 +168,42 @@ pub(crate) async fn restart(m: Member) -> Member {
             Err(e) => panic!("rebinding {}: {e}", m.addr),
         }
     };
-    serve(m.id, listener, m.members, m.config, m.dir, m.faults).await
+    let Member {
+        id,
+        node,
+        members,
+        config,
+        dir,
+        faults,
+        ..
+    } = m;
+    drop(node);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The stopped node's last tasks (its server finishing a connection,
+    // openraft's workers winding down) may hold the Raft log's database open
+    // for a moment after `shutdown` returns; on a loaded machine the reopen
+    // met `DatabaseAlreadyOpen`. Only that is waited out.
+    let node = loop {
+        match CoordinatorNode::open_with_faults(
+            id,
+            members.clone(),
+            dir.path(),
+            &config,
+            faults.clone(),
+        )
+        .await
+        {
+            Ok(node) => break node,
+            Err(e)
+                if format!("{e:?}").contains("DatabaseAlreadyOpen")
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("reopening node {id}: {e:?}"),
+        }
+    };
+    serve_node(id, node, listener, members, config, dir, faults)
 }
 
 pub(crate) async fn leader_of(members: &[&Member]) -> u64 {
