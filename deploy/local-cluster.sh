@@ -11,6 +11,9 @@
 #   deploy/local-cluster.sh kill|stop|start|pause|resume NAME
 #                                     SIGKILL, SIGTERM (waits), start again, SIGSTOP,
 #                                     SIGCONT one node (chaos testing by hand or by tests)
+#   deploy/local-cluster.sh partition|heal NAME
+#                                     cut a coordinator off the network and reconnect it
+#                                     (a cluster started with --netns)
 #
 # Node names: broker, c1 c2 c3 (coordinators), i1 i2 (ingest), w1 w2
 # (workers), q1 q2 (query). Options (flags or environment):
@@ -22,6 +25,11 @@
 #                      (deploy/rules; "none" skips)
 #   --release          build and run the release binary (benchmarks)
 #   --bin PATH         LOCAL_CLUSTER_BIN   a spoor binary to run instead of building one
+#   --netns            LOCAL_CLUSTER_NETNS=1  (root only) each coordinator in its own
+#                      network namespace, joined by a bridge on 10.77.K.0/24
+#                      (K = base-port / 100 % 250): coordinator cN listens on
+#                      10.77.K.(10+N), the bridge is 10.77.K.1, so that `partition`
+#                      can cut one off (its link down, both directions) while it runs
 #   TANSU_BIN          the broker binary (default: ~/.cache/spoor/tansu/bin/tansu,
 #                      installed there if missing, as scripts/test-all.sh does)
 #   CARGO_TARGET_DIR   where the binary is built (~/.cache/spoor/target)
@@ -45,6 +53,7 @@ partitions="${LOCAL_CLUSTER_PARTITIONS:-4}"
 rules="${LOCAL_CLUSTER_RULES:-$root/deploy/rules}"
 profile="debug"
 bin="${LOCAL_CLUSTER_BIN:-}"
+netns="${LOCAL_CLUSTER_NETNS:-0}"
 # spoor gen --kafka --topic 'spoor-gen-{source}': one topic per source type,
 # so each has its parser; the tenant rides in the x-spoor-tenant header.
 sources=(windows zeek syslog cef)
@@ -63,21 +72,29 @@ while [ $# -gt 0 ]; do
     --rules) rules="$2"; shift 2 ;;
     --release) profile="release"; shift ;;
     --bin) bin="$2"; shift 2 ;;
-    -h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    up|down|status|env|leader|kill|stop|start|pause|resume)
+    --netns) netns=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    up|down|status|env|leader|kill|stop|start|pause|resume|partition|heal)
       [ -z "$command" ] || die "one command at a time (got $command and $1)"
       command="$1"; shift
-      case "$command" in kill|stop|start|pause|resume)
+      case "$command" in kill|stop|start|pause|resume|partition|heal)
         [ $# -gt 0 ] || die "$command needs a node name (broker c1 c2 c3 i1 i2 w1 w2 q1 q2)"
         name="$1"; shift ;;
       esac ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-[ -n "$command" ] || die "no command: up, down, status, env, leader, kill, stop, start, pause or resume (see --help)"
+[ -n "$command" ] || die "no command: up, down, status, env, leader, kill, stop, start, pause, resume, partition or heal (see --help)"
 case "$base" in ''|*[!0-9]*) die "--base-port must be a number, got '$base'" ;; esac
 [ "$base" -ge 1024 ] && [ "$base" -le 65400 ] || die "--base-port must be within 1024..65400, got $base"
 dir="$(mkdir -p "$dir" && cd "$dir" && pwd)"
+# Namespaces are chosen at `up` and remembered, so that later commands
+# address the coordinators where they listen.
+if [ "$command" = up ]; then
+  if [ "$netns" = 1 ]; then touch "$dir/netns"; else rm -f "$dir/netns"; fi
+elif [ -f "$dir/netns" ]; then
+  netns=1
+fi
 
 coordinators=(c1 c2 c3)
 nodes=(c1 c2 c3 i1 i2 w1 w2 q1 q2)
@@ -99,6 +116,62 @@ port_of() { # NAME KIND
     *) die "no $2 port for $1" ;;
   esac
 }
+# Where a node listens: a coordinator in its namespace (--netns) on the
+# bridge's subnet, everything else on loopback.
+subnet="10.77.$(( (base / 100) % 250 ))"
+host_of() {
+  if [ "$netns" = 1 ] && [[ "$1" == c? ]]; then echo "$subnet.$((10 + ${1:1}))"; else echo 127.0.0.1; fi
+}
+addr_of() { echo "$(host_of "$1"):$(port_of "$1" "$2")"; } # NAME KIND
+netns_of() { echo "spoor-$base-$1"; }
+veth_of() { echo "spv$base$1"; }
+bridge="spb$base"
+
+# The bridge and one namespace per coordinator, each joined to the bridge by
+# a veth pair (the root side named spv<base><node>). Idempotent: what a
+# crashed run left is replaced.
+net_up() {
+  [ "$netns" = 1 ] || return 0
+  [ "$(id -u)" = 0 ] || die "--netns needs root (network namespaces)"
+  if ! ip link show "$bridge" > /dev/null 2>&1; then
+    ip link add "$bridge" type bridge || die "cannot create the bridge $bridge"
+    ip addr add "$subnet.1/24" dev "$bridge"
+    ip link set "$bridge" up
+  fi
+  local c ns v
+  for c in "${coordinators[@]}"; do
+    ns="$(netns_of "$c")"; v="$(veth_of "$c")"
+    ip netns list | grep -qx "$ns\( .*\)\?" && ip link show "$v" > /dev/null 2>&1 && continue
+    ip netns del "$ns" 2>/dev/null || true
+    ip link del "$v" 2>/dev/null || true
+    ip netns add "$ns" || die "cannot create the network namespace $ns"
+    ip link add "$v" type veth peer name eth0 netns "$ns"
+    ip link set "$v" master "$bridge" up
+    ip -n "$ns" addr add "$(host_of "$c")/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+  done
+}
+
+net_down() {
+  [ "$netns" = 1 ] || return 0
+  local c
+  for c in "${coordinators[@]}"; do
+    ip netns del "$(netns_of "$c")" 2>/dev/null || true
+    ip link del "$(veth_of "$c")" 2>/dev/null || true
+  done
+  ip link del "$bridge" 2>/dev/null || true
+}
+
+# Whether NAME's link is cut (`partition`).
+cut_off() { [ "$netns" = 1 ] && [[ "$1" == c? ]] && [[ "$(ip -br link show dev "$(veth_of "$1")" 2>/dev/null)" == *" DOWN "* ]]; }
+
+set_link() { # NAME up|down
+  [ "$netns" = 1 ] || die "$command needs a cluster started with --netns (see --help)"
+  [[ "$1" == c? ]] || die "$command works on coordinators (c1 c2 c3), not $1"
+  ip link set "$(veth_of "$1")" "$2" || die "cannot set the link of $1 $2"
+}
+
 role_of() {
   case "$1" in c?) echo coordinator ;; i?) echo ingest ;; w?) echo worker ;; q?) echo query ;;
     broker) echo broker ;; *) die "unknown node '$1' (broker c1 c2 c3 i1 i2 w1 w2 q1 q2)" ;; esac
@@ -114,7 +187,7 @@ topic_list() {
 }
 coordinator_urls() {
   local urls=() c
-  for c in "${coordinators[@]}"; do urls+=("http://127.0.0.1:$(port_of "$c" grpc)"); done
+  for c in "${coordinators[@]}"; do urls+=("http://$(addr_of "$c" grpc)"); done
   (IFS=,; echo "${urls[*]}")
 }
 
@@ -154,7 +227,7 @@ write_configs() {
   fi
   local members=() c
   for c in "${coordinators[@]}"; do
-    members+=("\"$(node_id "$c")@http://127.0.0.1:$(port_of "$c" grpc)\"")
+    members+=("\"$(node_id "$c")@http://$(addr_of "$c" grpc)\"")
   done
   local members_list
   members_list="$(IFS=,; echo "${members[*]}")"
@@ -162,8 +235,8 @@ write_configs() {
   for n in "${nodes[@]}"; do
     local role http grpc="127.0.0.1:0"
     role="$(role_of "$n")"
-    http="127.0.0.1:$(port_of "$n" http)"
-    [ "$role" = coordinator ] && grpc="127.0.0.1:$(port_of "$n" grpc)"
+    http="$(addr_of "$n" http)"
+    [ "$role" = coordinator ] && grpc="$(addr_of "$n" grpc)"
     {
       echo "# $n: written by deploy/local-cluster.sh; rewritten at every 'up'."
       echo "data_dir = \"$dir/data/$n\""
@@ -198,7 +271,7 @@ write_configs() {
           echo "flush_interval_ms = 500"
           echo
           echo "[ingest.kafka]"
-          echo "brokers = \"127.0.0.1:$(port_of broker kafka)\""
+          echo "brokers = \"$(addr_of broker kafka)\""
           echo "topics = [$(topic_list)]"
           echo "group_id = \"spoor-ingest\""
           echo "instance_id = \"spoor-ingest-$n\""
@@ -229,23 +302,23 @@ write_configs() {
           echo
           echo "[query]"
           echo "auth = \"token\""
-          echo "flight_addr = \"127.0.0.1:$(port_of "$n" flight)\""
-          echo "postgres_addr = \"127.0.0.1:$(port_of "$n" postgres)\""
+          echo "flight_addr = \"$(addr_of "$n" flight)\""
+          echo "postgres_addr = \"$(addr_of "$n" postgres)\""
           ;;
       esac
     } > "$dir/config/$n.toml"
   done
   {
-    echo "BROKER=127.0.0.1:$(port_of broker kafka)"
+    echo "BROKER=$(addr_of broker kafka)"
     echo "TOPICS=spoor-gen-{${sources[*]}}"
     echo "COORDINATORS=$(coordinator_urls)"
     for n in "${nodes[@]}"; do
-      echo "$(echo "$n" | tr a-z A-Z)_HTTP=http://127.0.0.1:$(port_of "$n" http)"
+      echo "$(echo "$n" | tr a-z A-Z)_HTTP=http://$(addr_of "$n" http)"
     done
-    for n in c1 c2 c3; do echo "$(echo "$n" | tr a-z A-Z)_GRPC=http://127.0.0.1:$(port_of "$n" grpc)"; done
+    for n in c1 c2 c3; do echo "$(echo "$n" | tr a-z A-Z)_GRPC=http://$(addr_of "$n" grpc)"; done
     for n in q1 q2; do
-      echo "$(echo "$n" | tr a-z A-Z)_FLIGHT=grpc://127.0.0.1:$(port_of "$n" flight)"
-      echo "$(echo "$n" | tr a-z A-Z)_POSTGRES=127.0.0.1:$(port_of "$n" postgres)"
+      echo "$(echo "$n" | tr a-z A-Z)_FLIGHT=grpc://$(addr_of "$n" flight)"
+      echo "$(echo "$n" | tr a-z A-Z)_POSTGRES=$(addr_of "$n" postgres)"
     done
   } > "$dir/ports.env"
 }
@@ -264,7 +337,10 @@ start_node() {
       --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
       >> "$log" 2>&1 < /dev/null &
   else
-    SPOOR_LOG__FORMAT=text setsid "$(spoor_bin)" "$(role_of "$n")" --config "$dir/config/$n.toml" \
+    local wrap=()
+    # `ip netns exec` execs in place: the pid is spoor's.
+    if [ "$netns" = 1 ] && [[ "$n" == c? ]]; then net_up; wrap=(ip netns exec "$(netns_of "$n")"); fi
+    SPOOR_LOG__FORMAT=text setsid "${wrap[@]}" "$(spoor_bin)" "$(role_of "$n")" --config "$dir/config/$n.toml" \
       >> "$log" 2>&1 < /dev/null &
   fi
   echo $! > "$(pid_file "$n")"
@@ -282,7 +358,7 @@ $(tail -n 20 "$dir/logs/$1.log")"
 
 wait_healthy() { # NAME SECONDS
   local url deadline=$((SECONDS + $2))
-  url="http://127.0.0.1:$(port_of "$1" http)/health"
+  url="http://$(addr_of "$1" http)/health"
   until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
     alive "$1" || die "$1 exited while starting; its log ends:
 $(tail -n 20 "$dir/logs/$1.log")"
@@ -294,7 +370,7 @@ $(tail -n 20 "$dir/logs/$1.log")"
 # The cluster status as JSON from a coordinator's HTTP API (the admin token).
 cluster_status() { # NAME
   curl -fsS --max-time 5 -H "Authorization: Bearer $(cat "$dir/tokens/admin.token")" \
-    "http://127.0.0.1:$(port_of "$1" http)/v1/status"
+    "http://$(addr_of "$1" http)/v1/status"
 }
 
 leader() {
@@ -312,7 +388,7 @@ spoor_cli() { "$(spoor_bin)" "$@"; }
 
 first_alive_coordinator() {
   local c
-  for c in "${coordinators[@]}"; do alive "$c" && { echo "http://127.0.0.1:$(port_of "$c" grpc)"; return; }; done
+  for c in "${coordinators[@]}"; do alive "$c" && { echo "http://$(addr_of "$c" grpc)"; return; }; done
   die "no coordinator is running"
 }
 
@@ -327,9 +403,10 @@ up() {
   local s
   for s in "${sources[@]}"; do
     "$(tansu_bin)" topic create "spoor-gen-$s" --partitions "$partitions" \
-      --broker "tcp://127.0.0.1:$(port_of broker kafka)" >> "$dir/logs/broker.log" 2>&1 ||
+      --broker "tcp://$(addr_of broker kafka)" >> "$dir/logs/broker.log" 2>&1 ||
       say "topic spoor-gen-$s not created (it may exist already); see $dir/logs/broker.log"
   done
+  net_up
   for n in "${coordinators[@]}"; do start_node "$n"; done
   for n in "${coordinators[@]}"; do wait_healthy "$n" 60; done
   # The first admin token, made with the cluster secret once a leader serves.
@@ -368,7 +445,7 @@ up() {
     for t in "${tenant_list[@]}"; do
       [ -n "$t" ] || continue
       out="$(spoor_cli rules apply "$rules" --tenant "$t" --token "$admin" \
-        --endpoint "http://127.0.0.1:$(port_of q1 http)" 2>&1)" || die "applying $rules to $t: $out"
+        --endpoint "http://$(addr_of q1 http)" 2>&1)" || die "applying $rules to $t: $out"
     done
   fi
   local lead
@@ -379,18 +456,18 @@ up() {
 print_endpoints() {
   cat <<EOF
 Spoor local cluster is up ($dir), Raft leader ${1}.
-  Kafka (tansu)     127.0.0.1:$(port_of broker kafka)  topics spoor-gen-{${sources[*]}}, $partitions partitions each; tenant in the x-spoor-tenant header
+  Kafka (tansu)     $(addr_of broker kafka)  topics spoor-gen-{${sources[*]}}, $partitions partitions each; tenant in the x-spoor-tenant header
   coordinators gRPC $(coordinator_urls)
-  ingest HTTP       http://127.0.0.1:$(port_of i1 http)  http://127.0.0.1:$(port_of i2 http)  (POST /v1/ingest/SOURCE, ingest token)
-  workers HTTP      http://127.0.0.1:$(port_of w1 http)  http://127.0.0.1:$(port_of w2 http)  (/health, /metrics)
-  query HTTP        http://127.0.0.1:$(port_of q1 http)  http://127.0.0.1:$(port_of q2 http)
-  Flight SQL        grpc://127.0.0.1:$(port_of q1 flight)  grpc://127.0.0.1:$(port_of q2 flight)
-  PostgreSQL        127.0.0.1:$(port_of q1 postgres)  127.0.0.1:$(port_of q2 postgres)  (password: a token)
+  ingest HTTP       http://$(addr_of i1 http)  http://$(addr_of i2 http)  (POST /v1/ingest/SOURCE, ingest token)
+  workers HTTP      http://$(addr_of w1 http)  http://$(addr_of w2 http)  (/health, /metrics)
+  query HTTP        http://$(addr_of q1 http)  http://$(addr_of q2 http)
+  Flight SQL        grpc://$(addr_of q1 flight)  grpc://$(addr_of q2 flight)
+  PostgreSQL        $(addr_of q1 postgres)  $(addr_of q2 postgres)  (password: a token)
   tenants           ${tenants}   tokens in $dir/tokens/
   logs              $dir/logs/
 Try:
   eval "\$($0 env --dir $dir)"
-  spoor gen --kafka 127.0.0.1:$(port_of broker kafka) --topic 'spoor-gen-{source}' --tenants ${tenants} --rate 200 --duration 60
+  spoor gen --kafka $(addr_of broker kafka) --topic 'spoor-gen-{source}' --tenants ${tenants} --rate 200 --duration 60
   spoor sql "SELECT tenant, count(*) FROM events GROUP BY tenant"
   spoor status
   $0 down --dir $dir
@@ -407,8 +484,9 @@ status() {
     if alive "$n"; then
       state="up"
       [ "$(ps -o stat= -p "$p" 2>/dev/null | cut -c1)" = T ] && state="paused"
+      cut_off "$n" && state="cut"
       if [ "$n" != broker ]; then
-        health="$(curl -fsS --max-time 2 "http://127.0.0.1:$(port_of "$n" http)/health" 2>/dev/null || echo unreachable)"
+        health="$(curl -fsS --max-time 2 "http://$(addr_of "$n" http)/health" 2>/dev/null || echo unreachable)"
       fi
     fi
     printf '%-7s %-12s %-8s %-6s %s%s\n' "$n" "$(role_of "$n")" "${p:--}" "$state" "$health" \
@@ -448,6 +526,7 @@ down() {
   wait
   for n in c1 c2 c3; do stop_node "$n" TERM 30 & done
   wait
+  net_down
   stop_node broker TERM 10
   say "stopped; state kept in $dir (remove it to start afresh)"
 }
@@ -459,10 +538,10 @@ case "$command" in
   leader) leader || die "no leader" ;;
   env)
     [ -s "$dir/tokens/admin.token" ] || die "no cluster in $dir (run up first)"
-    echo "export SPOOR_ENDPOINT=http://127.0.0.1:$(port_of q1 http)"
+    echo "export SPOOR_ENDPOINT=http://$(addr_of q1 http)"
     echo "export SPOOR_TOKEN=$(cat "$dir/tokens/admin.token")"
     # Not SPOOR_*: spoor would read it as a config key.
-    echo "export LOCAL_CLUSTER_BROKER=127.0.0.1:$(port_of broker kafka)"
+    echo "export LOCAL_CLUSTER_BROKER=$(addr_of broker kafka)"
     ;;
   kill) role_of "$name" > /dev/null; signal_node "$name" KILL; sleep 0.2; rm -f "$(pid_file "$name")" ;;
   stop) role_of "$name" > /dev/null; stop_node "$name" TERM 30 ;;
@@ -472,4 +551,6 @@ case "$command" in
     if [ "$name" = broker ]; then wait_port broker "$(port_of broker kafka)" 30; else wait_healthy "$name" 60; fi ;;
   pause) role_of "$name" > /dev/null; signal_node "$name" STOP ;;
   resume) role_of "$name" > /dev/null; signal_node "$name" CONT ;;
+  partition) role_of "$name" > /dev/null; set_link "$name" down ;;
+  heal) role_of "$name" > /dev/null; set_link "$name" up ;;
 esac
