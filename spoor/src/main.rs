@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Coordinator, ingest and query in one process (single-node Raft, local-disk lake).
+    /// Coordinator, ingest, correlation worker and query in one process
+    /// (single-node Raft, local-disk lake by default).
     Standalone(RoleArgs),
     /// The coordinator role: Raft catalog served over gRPC.
     Coordinator(RoleArgs),
@@ -44,13 +45,16 @@ enum Command {
     Ingest(IngestArgs),
     /// The correlation worker role.
     Worker(RoleArgs),
-    /// The query role: SQL over the lake via HTTP.
+    /// The query role: SQL over the lake via HTTP, Flight SQL and the
+    /// PostgreSQL protocol.
     Query(RoleArgs),
     /// Run one SQL statement against a running node and print the result.
     Sql(client::SqlArgs),
-    /// Show a running node's catalog and Raft status.
+    /// Show a running node's status: its role, the catalog and Raft, and the
+    /// cluster's members and shards.
     Status(client::StatusArgs),
-    /// Coordinator group membership: `members`, `add-node`, `remove-node`.
+    /// The coordinator group: `members`, `add-node`, `remove-node`,
+    /// `transfer-leader`, `backup` and `restore`.
     #[command(subcommand)]
     Cluster(client::ClusterCommand),
     /// Tenants: `create`, `update`, `disable`, `enable`, `show`, `list`.
