@@ -276,6 +276,13 @@ write_configs() {
           echo "group_id = \"spoor-ingest\""
           echo "instance_id = \"spoor-ingest-$n\""
           echo
+          echo "# A killed node restarted with its instance id takes its place in the"
+          echo "# group at once; the old member must not expire first: tansu 0.6 keeps"
+          echo "# an expired member in the group and hands it partitions nobody reads"
+          echo "# (docs/development.md, known limits of the test broker)."
+          echo "[ingest.kafka.properties]"
+          echo "\"session.timeout.ms\" = \"45000\""
+          echo
           echo "# The tenant is the x-spoor-tenant header (spoor gen sets it); HTTP"
           echo "# requests name their parser with ?source_type=."
           echo "[[ingest.sources]]"
