@@ -181,14 +181,14 @@ enum SnapshotFileError {
 }
 
 impl StoredSnapshot {
-    /// The file's bytes: magic, meta length (u64 little endian), meta JSON, data.
-    fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let meta = serde_json::to_vec(&self.meta)?;
-        let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 8 + meta.len() + self.data.len());
+    /// The file's header: magic, meta length (u64 little endian), meta JSON;
+    /// the data follows it as it is.
+    fn header(meta: &SnapshotMeta<u64, openraft::BasicNode>) -> Result<Vec<u8>, serde_json::Error> {
+        let meta = serde_json::to_vec(meta)?;
+        let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 8 + meta.len());
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         out.extend_from_slice(&meta);
-        out.extend_from_slice(&self.data);
         Ok(out)
     }
 
@@ -308,12 +308,19 @@ impl StateMachine {
         }
     }
 
-    fn write_snapshot_file(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        let bytes = stored.encode().map_err(snap_write_err)?;
+    /// Writes the snapshot file from the state's bytes, without copying them
+    /// (a large catalog's state is hundreds of MB).
+    fn write_snapshot_file(
+        &self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let header = StoredSnapshot::header(meta).map_err(snap_write_err)?;
         let tmp = self.snapshot_path.with_extension("bin.tmp");
         {
             let mut f = std::fs::File::create(&tmp).map_err(snap_write_err)?;
-            f.write_all(&bytes).map_err(snap_write_err)?;
+            f.write_all(&header).map_err(snap_write_err)?;
+            f.write_all(data).map_err(snap_write_err)?;
             f.sync_all().map_err(snap_write_err)?;
         }
         std::fs::rename(&tmp, &self.snapshot_path).map_err(snap_write_err)?;
@@ -355,11 +362,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes.clone(),
-        };
-        self.write_snapshot_file(&stored)?;
+        self.write_snapshot_file(&meta, &bytes)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -417,10 +420,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
         let new: StateMachineData = serde_json::from_slice(&bytes).map_err(snap_read_err)?;
-        self.write_snapshot_file(&StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        })?;
+        self.write_snapshot_file(meta, &bytes)?;
         let mut data = self.data.write().map_err(|_| sm_read_err(Poisoned))?;
         *data = new;
         self.applied
