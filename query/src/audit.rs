@@ -102,6 +102,20 @@ impl Scope {
             .min()
     }
 
+    /// The same caller, seeing `tenant` only (one of its own: checked by
+    /// the caller of this).
+    pub fn narrowed_to(&self, tenant: &TenantId) -> Scope {
+        let mut quotas = self.quotas.clone();
+        quotas.retain(|t, _| t == tenant);
+        Scope {
+            tenants: vec![tenant.clone()],
+            token_id: self.token_id.clone(),
+            admin: self.admin,
+            role: self.role,
+            quotas,
+        }
+    }
+
     /// The token's role, when a token was given.
     pub fn role(&self) -> Option<TokenRole> {
         self.role

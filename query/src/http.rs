@@ -11,6 +11,16 @@
 //!   lists for `ioc_match` and the `intel` table; `?tenant=` picks the
 //!   tenant when the token reaches several.
 //!
+//! - `GET /v1/whoami`: the caller's tenants, role and whether the node
+//!   wants tokens (the console's sign-in).
+//! - `GET /v1/saved-queries?tenant=T`, `PUT /v1/saved-queries?tenant=T`
+//!   with `{"name", "sql"}`, `DELETE /v1/saved-queries?tenant=T&name=N`:
+//!   the tenant's saved queries ([`crate::saved`]).
+//!
+//! A query request may name one of the caller's tenants (`"tenant"`): the
+//! query then sees that tenant only (an MSSP operator switching between its
+//! customers); a tenant the caller may not see is `403`.
+//!
 //! With `query.auth = "token"` every route needs `Authorization: Bearer
 //! <analyst or admin token>`.
 
@@ -32,6 +42,7 @@ use crate::access::{Access, AccessError};
 use crate::audit::{Cancel, Scope};
 use crate::engine::{QueryEngine, QueryError, QueryOutput, QueryStream};
 use crate::intel::IntelError;
+use crate::saved::SavedQueryError;
 use spoor_common::tenant::TenantId;
 
 /// Largest indicator list upload, bytes.
@@ -52,6 +63,9 @@ pub struct QueryRequest {
     /// How the rows come back.
     #[serde(default)]
     pub format: ResultFormat,
+    /// Narrows the query to this one of the caller's tenants.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// How a response carries the rows.
@@ -87,6 +101,13 @@ pub fn router(engine: QueryEngine, access: Access) -> Router {
         .route("/v1/queries", get(list_queries))
         .route("/v1/queries/{id}", delete(cancel_query))
         .route("/v1/intel", get(list_intel))
+        .route("/v1/whoami", get(whoami))
+        .route(
+            "/v1/saved-queries",
+            get(list_saved).put(put_saved).delete(delete_saved).layer(
+                axum::extract::DefaultBodyLimit::max(2 * crate::saved::MAX_SQL_BYTES + 4096),
+            ),
+        )
         .route(
             "/v1/intel/{name}",
             put(put_intel)
@@ -160,6 +181,13 @@ async fn query(
                 format!("{e}; expected {{\"sql\": \"SELECT ...\"}}"),
             );
         }
+    };
+    let scope = match request.tenant.as_deref() {
+        None => scope,
+        Some(name) => match target_tenant(&api.access, &scope, Some(name)) {
+            Ok(tenant) => scope.narrowed_to(&tenant),
+            Err(r) => return *r,
+        },
     };
     if request.format != ResultFormat::Json {
         return match api
@@ -351,6 +379,134 @@ async fn list_intel(State(api): State<QueryApi>, Caller(scope): Caller) -> Respo
     }
 }
 
+async fn whoami(State(api): State<QueryApi>, Caller(scope): Caller) -> Response {
+    axum::Json(json!({
+        "tenants": scope.tenants(),
+        "token_id": scope.token_id(),
+        "role": scope.role().map(|r| r.name()),
+        "cluster_admin": scope.is_admin(),
+        "auth": if api.access.requires_token() { "token" } else { "none" },
+    }))
+    .into_response()
+}
+
+fn saved_error(e: &SavedQueryError) -> Response {
+    match e {
+        SavedQueryError::Invalid(_) => {
+            error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+        }
+        SavedQueryError::NotFound(_) => {
+            error(StatusCode::NOT_FOUND, "no_such_saved_query", e.to_string())
+        }
+        SavedQueryError::Store(_) | SavedQueryError::Damaged { .. } => {
+            tracing::error!(error = %e, "saved queries");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "saved_store",
+                e.to_string(),
+            )
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveRequest {
+    name: String,
+    sql: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SavedParams {
+    tenant: Option<String>,
+    name: Option<String>,
+}
+
+async fn list_saved(
+    State(api): State<QueryApi>,
+    Caller(scope): Caller,
+    Query(params): Query<SavedParams>,
+) -> Response {
+    let tenant = match target_tenant(&api.access, &scope, params.tenant.as_deref()) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    match crate::saved::list(api.engine.store().as_ref(), &tenant).await {
+        Ok(saved) => axum::Json(json!({"tenant": tenant, "saved": saved})).into_response(),
+        Err(e) => saved_error(&e),
+    }
+}
+
+async fn put_saved(
+    State(api): State<QueryApi>,
+    Caller(scope): Caller,
+    Query(params): Query<SavedParams>,
+    body: Result<axum::Json<SaveRequest>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(axum::Json(r)) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("{e}; expected {{\"name\": \"...\", \"sql\": \"SELECT ...\"}}"),
+            );
+        }
+    };
+    let tenant = match target_tenant(&api.access, &scope, params.tenant.as_deref()) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    if scope.role() == Some(spoor_common::control::TokenRole::Viewer) {
+        let reason = "a viewer token reads only: saving queries needs an analyst token".to_string();
+        api.access.record_forbidden(&scope, "http", &reason);
+        return error(StatusCode::FORBIDDEN, "forbidden", reason);
+    }
+    let by = scope.token_id().unwrap_or("anonymous");
+    match crate::saved::put(
+        api.engine.store().as_ref(),
+        &tenant,
+        &request.name,
+        &request.sql,
+        by,
+    )
+    .await
+    {
+        Ok(saved) => axum::Json(json!({"tenant": tenant, "saved": saved})).into_response(),
+        Err(e) => saved_error(&e),
+    }
+}
+
+async fn delete_saved(
+    State(api): State<QueryApi>,
+    Caller(scope): Caller,
+    Query(params): Query<SavedParams>,
+) -> Response {
+    if scope.role() == Some(spoor_common::control::TokenRole::Viewer) {
+        let reason =
+            "a viewer token reads only: deleting saved queries needs an analyst token".to_string();
+        api.access.record_forbidden(&scope, "http", &reason);
+        return error(StatusCode::FORBIDDEN, "forbidden", reason);
+    }
+    let Some(name) = params.name else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "name the saved query to delete with ?name=".into(),
+        );
+    };
+    let tenant = match target_tenant(&api.access, &scope, params.tenant.as_deref()) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    match crate::saved::delete(api.engine.store().as_ref(), &tenant, &name).await {
+        Ok(()) => {
+            axum::Json(json!({"tenant": tenant, "name": name, "deleted": true})).into_response()
+        }
+        Err(e) => saved_error(&e),
+    }
+}
+
 /// A streamed response: the body is encoded batch by batch as DataFusion
 /// produces them. An error after the first bytes ends the body early (the
 /// client sees a broken chunked response, never a silently short one).
@@ -359,6 +515,16 @@ fn streamed(format: ResultFormat, rows: QueryStream) -> Response {
     let QueryStream {
         schema, batches, ..
     } = rows;
+    // The columns in order, for clients of NDJSON (whose rows are objects
+    // that name only their non-null values, and an empty result none).
+    let columns = serde_json::to_string(
+        &schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_default();
     let (content_type, body) = match format {
         ResultFormat::Arrow => {
             let writer = match arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema) {
@@ -434,6 +600,7 @@ fn streamed(format: ResultFormat, rows: QueryStream) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(axum::http::header::CONTENT_TYPE, content_type)
+        .header("x-columns", columns)
         .body(axum::body::Body::from_stream(body))
         .unwrap_or_else(|e| {
             error(

@@ -10,6 +10,7 @@ pub mod functions;
 pub mod http;
 pub mod intel;
 pub mod postgres;
+pub mod saved;
 pub mod tenant_table;
 pub mod triage;
 

@@ -12,6 +12,7 @@ mod alerts_api;
 mod api;
 mod client;
 mod r#gen;
+mod health;
 mod retro_api;
 mod roles;
 mod rules_api;

@@ -237,12 +237,14 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
     )
     .context("configuring the control client (catalog.endpoint)")?
     .with_credential(credential.clone());
-    let mut app = spoor_common::telemetry::ops_router(role.name()).merge(status_router(
-        catalog.clone(),
-        control.clone(),
-        role,
-        crate::rules_api::access(&config, &control, &audit),
-    ));
+    let mut app =
+        spoor_common::telemetry::ops_router(role.name()).merge(status_router(StatusState {
+            catalog: catalog.clone(),
+            control: control.clone(),
+            role,
+            access: Arc::new(crate::rules_api::access(&config, &control, &audit)),
+            metrics_client: crate::health::metrics_client(listener_tls.as_deref())?,
+        }));
     // Rule sets are managed through any node (the CLI, the console).
     app = app.merge(crate::rules_api::router(
         control.clone(),
@@ -602,6 +604,8 @@ struct StatusState {
     control: ControlClient,
     role: Role,
     access: Arc<spoor_query::access::Access>,
+    /// Reads the other members' `/metrics` (Kafka consumer lag).
+    metrics_client: crate::health::MetricsClient,
 }
 
 impl crate::api::TenantApi for StatusState {
@@ -611,20 +615,48 @@ impl crate::api::TenantApi for StatusState {
     const DOING: &'static str = "the cluster status is read";
 }
 
-fn status_router(
-    catalog: Arc<dyn Catalog>,
-    control: ControlClient,
-    role: Role,
-    access: spoor_query::access::Access,
-) -> Router {
+fn status_router(state: StatusState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
-        .with_state(StatusState {
-            catalog,
-            control,
-            role,
-            access: Arc::new(access),
-        })
+        .route("/v1/status/kafka-lag", get(kafka_lag))
+        .with_state(state)
+}
+
+/// The Kafka consumer lag of every ingest member, per topic and partition,
+/// read from each member's `/metrics`: cluster admin only, as
+/// `/v1/status`.
+async fn kafka_lag(State(state): State<StatusState>, caller: crate::api::Caller) -> Response {
+    if !caller.is_cluster_admin() {
+        return *caller.forbidden(
+            "the consumer lag names every topic and node: it needs an admin token that names no \
+             tenant"
+                .to_string(),
+        );
+    }
+    match state.control.cluster_status().await {
+        Ok(cluster) => {
+            let members: Vec<_> = cluster
+                .members
+                .iter()
+                .filter(|m| {
+                    m.member.alive
+                        && matches!(
+                            m.member.info.role,
+                            spoor_common::control::Role::Ingest
+                                | spoor_common::control::Role::Standalone
+                        )
+                })
+                .map(|m| (m.member.info.node_id, m.member.info.http_addr.clone()))
+                .collect();
+            axum::Json(crate::health::kafka_lag(&state.metrics_client, &members).await)
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"error": {"code": "coordinator_unavailable", "message": e.to_string()}})),
+        )
+            .into_response(),
+    }
 }
 
 /// This node's view and the cluster's (from the Raft leader): members with

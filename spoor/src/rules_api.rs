@@ -7,6 +7,9 @@
 //!   `content=true`. `tenant` may be left out when the caller reaches one
 //!   tenant.
 //! - `GET /v1/rules/sets/{tenant}/{name}`: one rule set with its bundle.
+//! - `GET /v1/rules/sets/{tenant}/{name}/compiled`: every rule of the set
+//!   as the engine compiled it (`spoor rules explain`): id, title, level,
+//!   kind, the compiled form in words, and the refusals and warnings.
 //! - `PUT /v1/rules/sets/{tenant}/{name}` with `{"bundle": <RuleBundle>,
 //!   "expected_version": N, "enabled": true, "buckets": 1}`: compiles the
 //!   bundle as `spoor rules check` does (any refused rule: 400
@@ -75,6 +78,7 @@ pub(crate) fn router(control: ControlClient, access: Access) -> Router {
                 .put(put)
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
+        .route("/v1/rules/sets/{tenant}/{name}/compiled", get(compiled))
         .with_state(RulesApi {
             control,
             access: Arc::new(access),
@@ -203,6 +207,98 @@ async fn get_one(
         ),
         Err(r) => r,
     }
+}
+
+async fn compiled(
+    State(api): State<RulesApi>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Response {
+    let tenant = match caller.tenant(&tenant) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let set = match stored(&api.control, &tenant, &name).await {
+        Ok(Some(set)) => set,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("tenant {tenant} has no rule set named {name:?}"),
+            );
+        }
+        Err(r) => return r,
+    };
+    let bundle = match RuleBundle::from_content(&set.content) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "content_error",
+                format!("rule set {name:?} of tenant {tenant} does not read as a bundle: {e}"),
+            );
+        }
+    };
+    // Compiling plans SQL rules on a thread of its own: keep it off the
+    // runtime's workers.
+    let checked = tokio::task::spawn_blocking(move || bundle.check()).await;
+    let compiled = match checked {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "content_error", e),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "compile_failed",
+                format!("compiling rule set {name:?}: {e}"),
+            );
+        }
+    };
+    let engine = &compiled.engine;
+    let mut rules = Vec::new();
+    let mut rule = |info: &spoor_correlate::engine::RuleInfo, kind: &str| {
+        rules.push(json!({
+            "key": info.key(),
+            "id": info.id,
+            "title": info.title,
+            "level": info.level,
+            "tags": info.tags,
+            "kind": kind,
+            "file": info.file,
+            "line": info.line,
+            "compiled": engine.explain(info.key()).join("\n"),
+        }));
+    };
+    for d in &engine.detections {
+        rule(&d.info, "detection");
+    }
+    for c in &engine.correlations {
+        rule(&c.info, "correlation");
+    }
+    for (info, _) in &engine.sql_rules {
+        rule(info, "sql");
+    }
+    let findings: Vec<Value> = compiled
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "file": f.issue.file,
+                "line": f.issue.line,
+                "rule": f.issue.rule,
+                "message": f.issue.message,
+                "warning": f.issue.warning,
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "tenant": tenant,
+        "name": set.name,
+        "version": set.version,
+        "enabled": set.enabled,
+        "rules": rules,
+        "findings": findings,
+    }))
+    .into_response()
 }
 
 /// The body of a `PUT`.

@@ -64,6 +64,40 @@ async fn kafka_events_land_exactly_once_and_survive_restart() -> anyhow::Result<
         produced_at.elapsed()
     );
 
+    // The console's health page reads the consumer lag of every partition
+    // (librdkafka's statistics, every 5 s, through the node's /metrics).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lag: serde_json::Value = spoor
+            .client
+            .get(format!("{}/v1/status/kafka-lag", spoor.http))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let partitions: Vec<i64> = lag["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m["partitions"].as_array().cloned().unwrap_or_default())
+            .filter(|p| {
+                p["topic"] == "security-events" && p["lag"].as_i64().is_some_and(|l| l >= 0)
+            })
+            .filter_map(|p| p["partition"].as_i64())
+            .collect();
+        let mut seen = partitions.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen == [0, 1, 2] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lag of the 3 partitions is not reported: {lag}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // A clean restart keeps everything and reads on from the catalog checkpoint.
     assert!(spoor.stop()?.success(), "clean shutdown");
     let spoor = Spoor::standalone(data.path(), &opts)?;
