@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod console;
 pub mod counting_store;
 pub mod engine;
 pub mod flight;

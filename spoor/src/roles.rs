@@ -436,6 +436,8 @@ pub(crate) async fn run(role: Role, config: Config) -> Result<()> {
                 });
             }
             app = app.merge(spoor_query::http::router(engine, access));
+            // The hunter's console, at `/`.
+            app = app.merge(spoor_query::console::router());
         }
     }
 
