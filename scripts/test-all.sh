@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace on a fresh machine: installs what
 # the tests need (cargo-nextest, the tansu Kafka-protocol broker, the s3s-fs
-# S3-compatible server), then
-# formatting, lints, the crate dependency rule, and all tests.
+# S3-compatible server, Chromium and the console's browser-test driver),
+# then formatting, lints, the crate dependency rule, and all tests.
 #
 # Caches (kept between runs on the same machine, so repeat runs are warm):
 #   CARGO_TARGET_DIR   default ~/.cache/spoor/target
@@ -11,6 +11,8 @@
 #                server of the object-storage tests; S3S_BIN overrides the binary)
 #   PYCLIENTS    default ~/.cache/spoor/pyclients (a Python venv with pyarrow,
 #                the ADBC Flight SQL driver and psycopg, for the query tests)
+#   ~/.npm       npm's own cache, for tests/console's playwright-core
+#                (installed with `npm ci` from its package-lock.json)
 #   PYSIGMA_VENV  default ~/.cache/spoor/pysigma-venv (pySigma 2.0.1 and
 #                its SQLite backend: the independent Sigma implementation the
 #                detection conformance tests compare with)
@@ -65,6 +67,26 @@ if ! command -v psql >/dev/null 2>&1; then
   else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql-client; fi
 fi
 
+# The console's browser tests (tests/tests/console.rs): Debian's Chromium,
+# driven by playwright-core (pinned in tests/console/package-lock.json; it
+# downloads no browser), on the machine's Node.js.
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$@";
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "$@"; fi
+}
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  step "installing Node.js and npm (Debian's) for the console tests"
+  apt_install nodejs npm
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  step "installing Chromium (Debian's) for the console's browser tests"
+  apt_install chromium
+fi
+step "console test driver (playwright-core, npm ci)"
+node --version
+/usr/bin/chromium --version
+(cd tests/console && npm ci --no-audit --no-fund --loglevel=error)
+
 step "pySigma (the detection engine's reference implementation)"
 PYSIGMA_PYTHON="$(bash scripts/pysigma-venv.sh | tail -1)"
 export PYSIGMA_PYTHON
@@ -85,6 +107,9 @@ python3 scripts/check-crate-deps.py
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "console unit tests (node --test)"
+node --test query/console/
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast
