@@ -409,6 +409,16 @@ fn saved_error(e: &SavedQueryError) -> Response {
     }
 }
 
+/// `403 forbidden` (and an audit record) for a viewer token, which reads
+/// only: `doing` says what it may not do.
+fn refuse_viewer(access: &Access, scope: &Scope, doing: &str) -> Option<Response> {
+    (scope.role() == Some(spoor_common::control::TokenRole::Viewer)).then(|| {
+        let reason = format!("a viewer token reads only: {doing} needs an analyst token");
+        access.record_forbidden(scope, "http", &reason);
+        error(StatusCode::FORBIDDEN, "forbidden", reason)
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SaveRequest {
@@ -457,10 +467,8 @@ async fn put_saved(
         Ok(t) => t,
         Err(r) => return *r,
     };
-    if scope.role() == Some(spoor_common::control::TokenRole::Viewer) {
-        let reason = "a viewer token reads only: saving queries needs an analyst token".to_string();
-        api.access.record_forbidden(&scope, "http", &reason);
-        return error(StatusCode::FORBIDDEN, "forbidden", reason);
+    if let Some(refusal) = refuse_viewer(&api.access, &scope, "saving queries") {
+        return refusal;
     }
     let by = scope.token_id().unwrap_or("anonymous");
     match crate::saved::put(
@@ -482,11 +490,8 @@ async fn delete_saved(
     Caller(scope): Caller,
     Query(params): Query<SavedParams>,
 ) -> Response {
-    if scope.role() == Some(spoor_common::control::TokenRole::Viewer) {
-        let reason =
-            "a viewer token reads only: deleting saved queries needs an analyst token".to_string();
-        api.access.record_forbidden(&scope, "http", &reason);
-        return error(StatusCode::FORBIDDEN, "forbidden", reason);
+    if let Some(refusal) = refuse_viewer(&api.access, &scope, "deleting saved queries") {
+        return refusal;
     }
     let Some(name) = params.name else {
         return error(

@@ -198,14 +198,25 @@ async fn get_one(
         Ok(t) => t,
         Err(r) => return *r,
     };
-    match stored(&api.control, &tenant, &name).await {
-        Ok(Some(set)) => axum::Json(summary(&set, true)).into_response(),
-        Ok(None) => error(
+    match stored_or_not_found(&api.control, &tenant, &name).await {
+        Ok(set) => axum::Json(summary(&set, true)).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The rule set, or `404 not_found` naming it.
+async fn stored_or_not_found(
+    control: &ControlClient,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<RuleSet, Response> {
+    match stored(control, tenant, name).await? {
+        Some(set) => Ok(set),
+        None => Err(error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("tenant {tenant} has no rule set named {name:?}"),
-        ),
-        Err(r) => r,
+        )),
     }
 }
 
@@ -218,15 +229,8 @@ async fn compiled(
         Ok(t) => t,
         Err(r) => return *r,
     };
-    let set = match stored(&api.control, &tenant, &name).await {
-        Ok(Some(set)) => set,
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("tenant {tenant} has no rule set named {name:?}"),
-            );
-        }
+    let set = match stored_or_not_found(&api.control, &tenant, &name).await {
+        Ok(set) => set,
         Err(r) => return r,
     };
     let bundle = match RuleBundle::from_content(&set.content) {

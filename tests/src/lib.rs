@@ -848,8 +848,15 @@ pub fn spoor_cli_json(args: &[&str]) -> Result<Value> {
 /// `spoor token create --role <role> [--tenant <tenant>]` against the
 /// coordinator at `grpc`: the token.
 pub fn create_token(grpc: &str, role: &str, tenant: Option<&str>) -> Result<String> {
+    create_token_for(grpc, role, tenant.as_slice())
+}
+
+/// `spoor token create --role <role> --tenant <t>…` (one `--tenant` per
+/// tenant: an MSSP operator's token) against the coordinator at `grpc`:
+/// the token.
+pub fn create_token_for(grpc: &str, role: &str, tenants: &[&str]) -> Result<String> {
     let mut args = vec!["token", "create", "--role", role, "--coordinator", grpc];
-    if let Some(t) = tenant {
+    for t in tenants {
         args.extend(["--tenant", t]);
     }
     spoor_cli_json(&args)?["token"]

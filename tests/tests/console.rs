@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use spoor_tests::{Spoor, create_token, spoor_binary, spoor_cli_json};
+use spoor_tests::{Spoor, create_token, create_token_for, spoor_binary, spoor_cli_json};
 
 /// Events in the lake besides the corpus and the attacks: the issue's
 /// "1 million events" of the first-page measurement.
@@ -148,21 +148,8 @@ async fn the_console_hunts_triages_and_shows_health_in_a_real_browser() -> anyho
     }
     let admin = create_token(&grpc, "admin", None)?;
     let globex_analyst = create_token(&grpc, "analyst", Some("globex"))?;
-    let mssp = spoor_cli_json(&[
-        "token",
-        "create",
-        "--role",
-        "mssp-operator",
-        "--tenant",
-        "default",
-        "--tenant",
-        "globex",
-        "--coordinator",
-        &grpc,
-    ])?["token"]
-        .as_str()
-        .context("no mssp token")?
-        .to_string();
+    let viewer = create_token(&grpc, "viewer", Some("default"))?;
+    let mssp = create_token_for(&grpc, "mssp-operator", &["default", "globex"])?;
 
     // The lake: the corpus (old events, through their own parsers), then a
     // million generated events of the last day.
@@ -314,6 +301,7 @@ async fn the_console_hunts_triages_and_shows_health_in_a_real_browser() -> anyho
         .env("CONSOLE_ADMIN_TOKEN", &admin)
         .env("CONSOLE_MSSP_TOKEN", &mssp)
         .env("CONSOLE_GLOBEX_TOKEN", &globex_analyst)
+        .env("CONSOLE_VIEWER_TOKEN", &viewer)
         .env("CONSOLE_SCREENSHOTS", workspace().join("docs/console"))
         .env("CONSOLE_REPORT", &report)
         .env(
