@@ -17,6 +17,7 @@ const URL_ = process.env.CONSOLE_URL;
 const ADMIN = process.env.CONSOLE_ADMIN_TOKEN;
 const MSSP = process.env.CONSOLE_MSSP_TOKEN;
 const GLOBEX = process.env.CONSOLE_GLOBEX_TOKEN;
+const VIEWER = process.env.CONSOLE_VIEWER_TOKEN;
 const SHOTS = process.env.CONSOLE_SCREENSHOTS;
 const REPORT = process.env.CONSOLE_REPORT;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -74,7 +75,7 @@ async function editorRange() {
 }
 
 before(async () => {
-  for (const [k, v] of Object.entries({ URL_, ADMIN, MSSP, GLOBEX, SHOTS, REPORT })) assert.ok(v, `${k} is set`);
+  for (const [k, v] of Object.entries({ URL_, ADMIN, MSSP, GLOBEX, VIEWER, SHOTS, REPORT })) assert.ok(v, `${k} is set`);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -195,6 +196,14 @@ test("history, saved queries and export", async () => {
   await page.waitForSelector("[data-testid=saved] >> text=host pivot");
   const saved = await (await fetch(`${URL_}/v1/saved-queries?tenant=default`, { headers: { Authorization: `Bearer ${ADMIN}` } })).json();
   assert.ok(saved.saved.some((s) => s.name === "host pivot" && s.sql.includes("device_hostname =")), JSON.stringify(saved));
+  // A viewer reads the tenant's saved queries and may not change them.
+  const asViewer = (method, query, body) => fetch(`${URL_}/v1/saved-queries?tenant=default${query}`, {
+    method, headers: { Authorization: `Bearer ${VIEWER}`, "Content-Type": "application/json" }, body,
+  });
+  const read = await (await asViewer("GET", "")).json();
+  assert.ok(read.saved.some((s) => s.name === "host pivot"), JSON.stringify(read));
+  assert.equal((await asViewer("PUT", "", JSON.stringify({ name: "x", sql: "SELECT 1" }))).status, 403);
+  assert.equal((await asViewer("DELETE", "&name=host%20pivot")).status, 403);
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("text=Export CSV")]);
   const chunks = [];
   for await (const c of await download.createReadStream()) chunks.push(c);
