@@ -9,7 +9,9 @@
 //!   compiles one (any refused rule: `400 rules_refused`). `job_id` is for
 //!   running a job again (after a failure, a cancellation, or the loss of
 //!   the node that ran it): the new run commits only the alerts the earlier
-//!   ones did not.
+//!   ones did not. `"dry_run": true` finds and counts the alerts and
+//!   commits none; the job then shows its first 50 in `sample` (the
+//!   console's "test this rule").
 //! - `GET /v1/retro-hunts?tenant=T`: this node's jobs of the tenant.
 //! - `GET /v1/retro-hunts/{job_id}`: one job's progress.
 //! - `DELETE /v1/retro-hunts/{job_id}`: cancels it (it stops after the
@@ -157,6 +159,20 @@ fn job_json(job: &Job, node_id: u64) -> Value {
         "started_at": time_text(p.started_at_micros),
         "finished_at": time_text(p.finished_at_micros),
         "error": p.error,
+        "dry_run": job.dry_run,
+        "sample": p.sample.iter().map(|a| json!({
+            "rule_id": a.rule_id,
+            "rule_title": a.rule_title,
+            "rule_level": a.rule_level,
+            "first_event_time": time_text(Some(a.first_event_micros)),
+            "last_event_time": time_text(Some(a.last_event_micros)),
+            "group_key": a
+                .group_key
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect::<serde_json::Map<String, Value>>(),
+            "event_count": a.event_count,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -170,6 +186,9 @@ struct SubmitRequest {
     from: Option<String>,
     to: Option<String>,
     job_id: Option<String>,
+    /// Find and count the alerts without committing them ("test this rule").
+    #[serde(default)]
+    dry_run: bool,
 }
 
 /// `field` as RFC 3339, in µs.
@@ -285,7 +304,7 @@ async fn submit(
     }
     let request = match json_body(
         body,
-        "{\"tenant\", \"rule_set\" or \"bundle\", \"from\", \"to\", \"job_id\"}",
+        "{\"tenant\", \"rule_set\" or \"bundle\", \"from\", \"to\", \"job_id\", \"dry_run\"}",
     ) {
         Ok(r) => r,
         Err(r) => return *r,
@@ -342,6 +361,7 @@ async fn submit(
             format!("job_id {job_id} is a job of another tenant"),
         );
     }
+    let dry_run = request.dry_run;
     let (rule_set, rule_set_version, engine) = match rules(&api, &tenant, request).await {
         Ok(r) => r,
         Err(r) => return r,
@@ -362,6 +382,7 @@ async fn submit(
         engine: Arc::new(engine),
         from_micros: from,
         to_micros: to,
+        dry_run,
     };
     match api.hunts.submit(spec) {
         Ok(job) => {

@@ -23,6 +23,11 @@
 //! that ran it) first reads the alert ids it committed before and commits
 //! only the others, so no id is ever committed twice.
 //!
+//! A dry run (`HuntSpec::dry_run`: "test this rule") evaluates exactly
+//! the same way and commits nothing: it counts the alerts it finds and
+//! keeps the first [`DRY_RUN_SAMPLE`] of them in its progress, for the
+//! analyst to read.
+//!
 //! Jobs live in memory on their node ([`RetroHunts`]); a restart of the
 //! node forgets them (what they committed stays).
 
@@ -116,6 +121,9 @@ pub struct Progress {
     pub finished_at_micros: Option<i64>,
     /// Why it failed.
     pub error: Option<String>,
+    /// A dry run's first alerts (at most [`DRY_RUN_SAMPLE`]); empty for a
+    /// job that commits.
+    pub sample: Vec<FoundAlert>,
 }
 
 impl Default for Progress {
@@ -131,6 +139,7 @@ impl Default for Progress {
             started_at_micros: None,
             finished_at_micros: None,
             error: None,
+            sample: Vec::new(),
         }
     }
 }
@@ -152,6 +161,30 @@ pub struct HuntSpec {
     pub from_micros: i64,
     /// End of the range, exclusive, µs.
     pub to_micros: i64,
+    /// Find and count the alerts, commit none (a rule's test).
+    pub dry_run: bool,
+}
+
+/// Alerts a dry run keeps to show, at most.
+pub const DRY_RUN_SAMPLE: usize = 50;
+
+/// An alert a dry run found, as its progress shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FoundAlert {
+    /// The rule's id (its title when it has none).
+    pub rule_id: String,
+    /// The rule's title.
+    pub rule_title: String,
+    /// The rule's level.
+    pub rule_level: Option<String>,
+    /// The first and last matching event's times, µs.
+    pub first_event_micros: i64,
+    /// See `first_event_micros`.
+    pub last_event_micros: i64,
+    /// The `group-by` values.
+    pub group_key: Vec<(String, String)>,
+    /// Events in the alert.
+    pub event_count: u64,
 }
 
 /// Whether a job id is acceptable: 1–64 bytes of ASCII letters, digits,
@@ -234,6 +267,8 @@ pub struct Job {
     pub to_micros: i64,
     /// When it was accepted, µs.
     pub submitted_at_micros: i64,
+    /// Whether it commits nothing ([`HuntSpec::dry_run`]).
+    pub dry_run: bool,
     progress: Mutex<Progress>,
     cancel: CancellationToken,
 }
@@ -250,6 +285,7 @@ impl Job {
             from_micros: spec.from_micros,
             to_micros: spec.to_micros,
             submitted_at_micros: spoor_common::time::now_micros(),
+            dry_run: spec.dry_run,
             progress: Mutex::new(Progress::default()),
             cancel: CancellationToken::new(),
         }
@@ -599,6 +635,22 @@ impl RetroHunter {
     ) -> Result<(), String> {
         let taken = std::mem::take(pending);
         if taken.alerts.is_empty() {
+            return Ok(());
+        }
+        if spec.dry_run {
+            job.update(|p| {
+                let room = DRY_RUN_SAMPLE.saturating_sub(p.sample.len());
+                p.sample
+                    .extend(taken.alerts.iter().take(room).map(|a| FoundAlert {
+                        rule_id: a.rule_id.clone(),
+                        rule_title: a.rule_title.clone(),
+                        rule_level: a.rule_level.clone(),
+                        first_event_micros: a.first_event_micros,
+                        last_event_micros: a.last_event_micros,
+                        group_key: a.group_key.clone(),
+                        event_count: a.event_count,
+                    }));
+            });
             return Ok(());
         }
         let count = taken.alerts.len() as u64;

@@ -150,6 +150,7 @@ fn spec(job_id: &str, from: usize, to: usize) -> HuntSpec {
         ]))),
         from_micros: micros(from),
         to_micros: micros(to),
+        dry_run: false,
     }
 }
 
@@ -216,6 +217,46 @@ async fn a_hunt_finds_exactly_the_alerts_of_its_range() {
     let all = lake.alerts().await;
     let ids: BTreeSet<&str> = all.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids.len(), 2 * alerts.len());
+}
+
+#[tokio::test]
+async fn a_dry_run_finds_the_same_alerts_and_commits_none() {
+    let lake = Lake::with_files(30).await;
+    let (from, to) = (109, 189);
+    let dry = run(
+        &lake.hunter(3),
+        HuntSpec {
+            dry_run: true,
+            ..spec("dry", from, to)
+        },
+    )
+    .await;
+    assert_eq!(dry.state, JobState::Done, "{dry:?}");
+    assert_eq!(dry.events_evaluated, 90);
+    assert_eq!(dry.alerts_committed, 0);
+    assert!(lake.alerts().await.is_empty(), "a dry run commits nothing");
+    assert_eq!(
+        dry.sample.len() as u64,
+        dry.alerts_found.min(DRY_RUN_SAMPLE as u64)
+    );
+    assert!(
+        dry.sample
+            .iter()
+            .any(|a| a.rule_title.contains("shell") || a.rule_id == "shell"),
+        "{:?}",
+        dry.sample
+    );
+    for a in &dry.sample {
+        assert!(
+            a.first_event_micros >= micros(from) && a.last_event_micros < micros(to),
+            "{a:?}"
+        );
+    }
+    // The same range for real: the same alerts, committed.
+    let real = run(&lake.hunter(3), spec("real", from, to)).await;
+    assert_eq!(real.alerts_found, dry.alerts_found);
+    assert_eq!(lake.alerts().await.len() as u64, real.alerts_found);
+    assert!(real.sample.is_empty());
 }
 
 #[tokio::test]
