@@ -102,11 +102,13 @@ export function mount(ctx, root) {
       const from = new Date(to.getTime() - Number(hours.value) * 3600e3);
       const file = bundle.rules.find((f) => f.path === rule.file);
       try {
+        // A dry run: the test finds and counts, it raises no alert.
         const job = await ctx.api.json("POST", "/v1/retro-hunts", {
           tenant: ctx.tenant,
           bundle: { ...bundle, rules: file ? [file] : bundle.rules },
           from: from.toISOString(),
           to: to.toISOString(),
+          dry_run: true,
         });
         let state = job;
         while (alive && !["done", "failed", "cancelled"].includes(state.state)) {
@@ -116,10 +118,18 @@ export function mount(ctx, root) {
         }
         const secs = (Date.parse(state.finished_at) - Date.parse(state.started_at)) / 1000;
         const rate = secs > 0 ? Math.round(state.events_evaluated / secs) : null;
-        fill(result, el("p", { "data-state": state.state },
+        fill(result, el("p", { "data-state": state.state, "data-found": state.alerts_found },
           `${state.state}: ${Number(state.events_evaluated).toLocaleString()} events over ${hours.value} h evaluated in ${secs.toFixed(2)} s` +
             `${rate ? ` (${rate.toLocaleString()} events/s, the rule file's evaluation cost)` : ""}; ` +
-            `${state.alerts_found} alerts found${state.error ? `; ${state.error}` : ""}`));
+            `${state.alerts_found} alerts would be raised${state.error ? `; ${state.error}` : ""}`),
+        state.sample.length
+          ? el("table.grid", { "data-testid": "retro-sample" },
+            el("thead", {}, el("tr", {}, ["rule", "first event", "last event", "events", "group"].map((h) => el("th", {}, h)))),
+            el("tbody", {}, state.sample.map((a) => el("tr", {},
+              el("td", {}, a.rule_title), el("td", {}, show(a.first_event_time)), el("td", {}, show(a.last_event_time)),
+              el("td.num", {}, show(a.event_count)), el("td.mono", {}, show(a.group_key))))))
+          : null,
+        state.alerts_found > state.sample.length ? el("p.hint", {}, `the first ${state.sample.length} of ${state.alerts_found} shown`) : null);
       } catch (e) {
         fill(result, errorBox(e));
       }
@@ -130,7 +140,7 @@ export function mount(ctx, root) {
         el("div", {}, el("h4", {}, "Compiled"), el("pre.code", { "data-testid": "rule-compiled" }, rule.compiled || "(an SQL rule: its query is its source)"))),
       el("div.toolbar", {}, "Test against the last ", hours, " hours ",
         el("button", { "data-testid": "retro-run", onclick: test }, "Run retro-hunt"),
-        el("span.hint", {}, "alerts it finds are committed with the rule set 'ad-hoc'")),
+        el("span.hint", {}, "a dry run: it shows what the rule would raise and raises nothing")),
       result);
   }
 

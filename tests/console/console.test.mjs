@@ -269,6 +269,13 @@ test("the rules page shows the pack, a rule's source and compiled form, and runs
   const result = await page.waitForSelector("tr.more:not([hidden]) [data-testid=retro-result] [data-state]", { timeout: 120_000 });
   assert.equal(await result.getAttribute("data-state"), "done", await result.textContent());
   assert.match(await result.textContent(), /events\/s/);
+  // The test is a dry run: what the rule would raise is shown, nothing is.
+  const found = Number(await result.getAttribute("data-found"));
+  assert.ok(found >= 1, "the rule's attacks of the last hour are found again");
+  const sample = await page.$$eval("tr.more:not([hidden]) [data-testid=retro-sample] tbody tr", (rows) => rows.length);
+  assert.equal(sample, Math.min(found, 50));
+  const [{ n: raised }] = await sql(ADMIN, "SELECT count(*) AS n FROM alerts WHERE origin = 'retro_hunt'", "default");
+  assert.equal(raised, 0, "a rule's test raises no alert");
   await shot("rules");
 });
 
