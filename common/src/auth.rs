@@ -125,6 +125,19 @@ pub const CHANGE_DETECTIONS: Permission = Permission {
     allowed: "an analyst, tenant-admin or admin token",
 };
 
+/// Saving and deleting a tenant's saved queries (the console's Saved
+/// list): every role that reads, but viewers (read-only) and ingest.
+pub const SAVE_QUERIES: Permission = Permission {
+    roles: &[
+        TokenRole::Admin,
+        TokenRole::MsspOperator,
+        TokenRole::TenantAdmin,
+        TokenRole::Analyst,
+    ],
+    action: "save or delete saved queries",
+    allowed: "an analyst, mssp-operator, tenant-admin or admin token",
+};
+
 impl Permission {
     /// Whether `role` has it.
     pub fn allows(&self, role: TokenRole) -> bool {

@@ -36,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spoor_common::auth::{AuthError, CHANGE_DETECTIONS, bearer};
+use spoor_common::auth::{AuthError, CHANGE_DETECTIONS, Permission, SAVE_QUERIES, bearer};
 
 use crate::access::{Access, AccessError};
 use crate::audit::{Cancel, Scope};
@@ -300,13 +300,14 @@ fn intel_error(e: &IntelError) -> Response {
     }
 }
 
-/// `403 forbidden` unless the caller may change its tenants' detection
-/// content (indicator lists feed detections): viewer and mssp-operator
-/// tokens read only.
-fn may_change(access: &Access, scope: &Scope) -> Option<Response> {
+/// `403 forbidden` (and an audit record) unless the caller's role has
+/// `permission`: indicator lists feed detections (CHANGE_DETECTIONS);
+/// saved queries are shared by the tenant (SAVE_QUERIES). Without tokens
+/// every caller may.
+fn may(access: &Access, scope: &Scope, permission: &Permission) -> Option<Response> {
     let role = scope.role()?;
-    (!CHANGE_DETECTIONS.allows(role)).then(|| {
-        let reason = CHANGE_DETECTIONS.refuse(role).to_string();
+    (!permission.allows(role)).then(|| {
+        let reason = permission.refuse(role).to_string();
         access.record_forbidden(scope, "http", &reason);
         error(StatusCode::FORBIDDEN, "forbidden", reason)
     })
@@ -319,7 +320,7 @@ async fn put_intel(
     Query(param): Query<TenantParam>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = may_change(&api.access, &scope) {
+    if let Some(r) = may(&api.access, &scope, &CHANGE_DETECTIONS) {
         return r;
     }
     let tenant = match target_tenant(&api.access, &scope, param.tenant.as_deref()) {
@@ -344,7 +345,7 @@ async fn delete_intel(
     Path(name): Path<String>,
     Query(param): Query<TenantParam>,
 ) -> Response {
-    if let Some(r) = may_change(&api.access, &scope) {
+    if let Some(r) = may(&api.access, &scope, &CHANGE_DETECTIONS) {
         return r;
     }
     let tenant = match target_tenant(&api.access, &scope, param.tenant.as_deref()) {
@@ -409,16 +410,6 @@ fn saved_error(e: &SavedQueryError) -> Response {
     }
 }
 
-/// `403 forbidden` (and an audit record) for a viewer token, which reads
-/// only: `doing` says what it may not do.
-fn refuse_viewer(access: &Access, scope: &Scope, doing: &str) -> Option<Response> {
-    (scope.role() == Some(spoor_common::control::TokenRole::Viewer)).then(|| {
-        let reason = format!("a viewer token reads only: {doing} needs an analyst token");
-        access.record_forbidden(scope, "http", &reason);
-        error(StatusCode::FORBIDDEN, "forbidden", reason)
-    })
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SaveRequest {
@@ -467,7 +458,7 @@ async fn put_saved(
         Ok(t) => t,
         Err(r) => return *r,
     };
-    if let Some(refusal) = refuse_viewer(&api.access, &scope, "saving queries") {
+    if let Some(refusal) = may(&api.access, &scope, &SAVE_QUERIES) {
         return refusal;
     }
     let by = scope.token_id().unwrap_or("anonymous");
@@ -490,7 +481,7 @@ async fn delete_saved(
     Caller(scope): Caller,
     Query(params): Query<SavedParams>,
 ) -> Response {
-    if let Some(refusal) = refuse_viewer(&api.access, &scope, "deleting saved queries") {
+    if let Some(refusal) = may(&api.access, &scope, &SAVE_QUERIES) {
         return refusal;
     }
     let Some(name) = params.name else {

@@ -5,7 +5,7 @@
 //! `tenants/{tenant}/saved-queries/{key}.json`, `key` being the name in
 //! URL-safe base64, so every query node sees it at once and a name may be
 //! any text a hunter types ("Encoded PowerShell, last week"). Saving under
-//! an existing name replaces it (the console asks first).
+//! an existing name replaces it.
 
 use futures::TryStreamExt;
 use object_store::path::Path;

@@ -39,19 +39,23 @@ pub(crate) fn metrics_client(tls: Option<&Tls>) -> anyhow::Result<MetricsClient>
 /// holds in standalone and the local cluster; in a real cluster members
 /// listen on their own addresses.
 fn metrics_url(http_addr: &str, tls: bool) -> String {
-    let addr = match http_addr.rsplit_once(':') {
-        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
-        Some(("[::]", port)) => format!("[::1]:{port}"),
-        _ => http_addr.to_string(),
+    let Some((host, port)) = http_addr.rsplit_once(':') else {
+        return format!(
+            "{}://{http_addr}/metrics",
+            if tls { "https" } else { "http" }
+        );
     };
-    let scheme = if tls { "https" } else { "http" };
-    // Over TLS the certificate names the host, as `spoor` calls it.
-    let addr = if tls {
-        addr.replace("127.0.0.1", "localhost")
-    } else {
-        addr
+    let host = match (host, tls) {
+        // Over TLS the certificate names the host as `spoor` calls it.
+        ("0.0.0.0" | "127.0.0.1", true) => "localhost",
+        ("0.0.0.0", false) => "127.0.0.1",
+        ("[::]", _) => "[::1]",
+        (host, _) => host,
     };
-    format!("{scheme}://{addr}/metrics")
+    format!(
+        "{}://{host}:{port}/metrics",
+        if tls { "https" } else { "http" }
+    )
 }
 
 /// One lag sample of a Prometheus text exposition line:
@@ -152,6 +156,15 @@ mod tests {
         assert_eq!(
             metrics_url("127.0.0.1:7080", true),
             "https://localhost:7080/metrics"
+        );
+        assert_eq!(
+            metrics_url("0.0.0.0:7080", true),
+            "https://localhost:7080/metrics"
+        );
+        assert_eq!(
+            metrics_url("127.0.0.10:7080", true),
+            "https://127.0.0.10:7080/metrics",
+            "only the loopback address itself is renamed"
         );
     }
 }

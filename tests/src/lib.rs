@@ -682,6 +682,32 @@ pub fn spoor_cli(args: &[&str]) -> Result<(i32, String, String)> {
     ))
 }
 
+/// Runs `spoor import args…` against `node` (its data folder `data`, its
+/// gRPC catalog): the process output and its JSON summary (stdout; null
+/// when it printed none).
+pub fn import(
+    node: &Spoor,
+    data: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(std::process::Output, Value)> {
+    let grpc = node
+        .grpc
+        .as_deref()
+        .context("standalone has a gRPC address")?;
+    let mut cmd = Command::new(spoor_binary()?);
+    cmd.arg("import")
+        .args(["--data-dir", &data.display().to_string(), "--catalog", grpc])
+        .args(args)
+        .env("SPOOR_LOG__FILTER", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().context("running spoor import")?;
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    Ok((out, summary))
+}
+
 /// `method url` with `token` (as a bearer token) and a JSON `body`: the
 /// status and the JSON answer (an error when it is not JSON).
 pub async fn call(

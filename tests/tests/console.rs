@@ -64,7 +64,8 @@ fn write_events(path: &Path, now_secs: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `spoor import` of `files` into `tenant` with parser `source_type`.
+/// `spoor import` of `files` into `tenant` with parser `source_type`: the
+/// events it imported.
 fn import(
     node: &Spoor,
     data: &Path,
@@ -72,25 +73,18 @@ fn import(
     source_type: &str,
     files: &[PathBuf],
 ) -> anyhow::Result<i64> {
-    let grpc = node.grpc.as_deref().context("standalone serves gRPC")?;
-    let out = Command::new(spoor_binary()?)
-        .arg("import")
-        .args(["--data-dir", &data.display().to_string(), "--catalog", grpc])
-        .args(["--tenant", tenant, "-t", source_type])
-        .args(files)
-        .env("SPOOR_LOG__FILTER", "warn")
-        .output()
-        .context("running spoor import")?;
+    let mut args = vec!["--tenant", tenant, "-t", source_type];
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    let (out, summary) = spoor_tests::import(node, data, &args, &[])?;
     ensure!(
         out.status.success(),
         "spoor import {source_type} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("import summary: {}", String::from_utf8_lossy(&out.stdout)))?;
     summary["events"]
         .as_i64()
-        .context("import summary without events")
+        .with_context(|| format!("import summary without events: {summary}"))
 }
 
 fn files_in(dir: &Path, ext: &str) -> anyhow::Result<Vec<PathBuf>> {

@@ -5,12 +5,12 @@
 //! an unregistered tenant is refused.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use spoor_tests::{Spoor, SpoorOptions, spoor_binary};
+use spoor_tests::{Spoor, SpoorOptions, import};
 
 fn corpus(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,31 +25,6 @@ fn data_lines(path: &Path) -> anyhow::Result<i64> {
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .count() as i64)
-}
-
-/// Runs `spoor import` against `node`; returns the process output and its
-/// JSON summary (stdout).
-fn import(
-    node: &Spoor,
-    data: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> anyhow::Result<(Output, Value)> {
-    let grpc = node
-        .grpc
-        .as_deref()
-        .context("standalone has a gRPC address")?;
-    let mut cmd = Command::new(spoor_binary()?);
-    cmd.arg("import")
-        .args(["--data-dir", &data.display().to_string(), "--catalog", grpc])
-        .args(args)
-        .env("SPOOR_LOG__FILTER", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().context("running spoor import")?;
-    let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    Ok((out, summary))
 }
 
 fn stderr(out: &Output) -> String {

@@ -98,7 +98,7 @@ impl JobState {
 }
 
 /// A job's progress, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
     /// Where the job is.
     pub state: JobState,
@@ -123,7 +123,7 @@ pub struct Progress {
     pub error: Option<String>,
     /// A dry run's first alerts (at most [`DRY_RUN_SAMPLE`]); empty for a
     /// job that commits.
-    pub sample: Vec<FoundAlert>,
+    pub sample: Vec<AlertRow>,
 }
 
 impl Default for Progress {
@@ -167,25 +167,6 @@ pub struct HuntSpec {
 
 /// Alerts a dry run keeps to show, at most.
 pub const DRY_RUN_SAMPLE: usize = 50;
-
-/// An alert a dry run found, as its progress shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FoundAlert {
-    /// The rule's id (its title when it has none).
-    pub rule_id: String,
-    /// The rule's title.
-    pub rule_title: String,
-    /// The rule's level.
-    pub rule_level: Option<String>,
-    /// The first and last matching event's times, µs.
-    pub first_event_micros: i64,
-    /// See `first_event_micros`.
-    pub last_event_micros: i64,
-    /// The `group-by` values.
-    pub group_key: Vec<(String, String)>,
-    /// Events in the alert.
-    pub event_count: u64,
-}
 
 /// Whether a job id is acceptable: 1–64 bytes of ASCII letters, digits,
 /// `-` and `_`.
@@ -640,16 +621,7 @@ impl RetroHunter {
         if spec.dry_run {
             job.update(|p| {
                 let room = DRY_RUN_SAMPLE.saturating_sub(p.sample.len());
-                p.sample
-                    .extend(taken.alerts.iter().take(room).map(|a| FoundAlert {
-                        rule_id: a.rule_id.clone(),
-                        rule_title: a.rule_title.clone(),
-                        rule_level: a.rule_level.clone(),
-                        first_event_micros: a.first_event_micros,
-                        last_event_micros: a.last_event_micros,
-                        group_key: a.group_key.clone(),
-                        event_count: a.event_count,
-                    }));
+                p.sample.extend(taken.alerts.into_iter().take(room));
             });
             return Ok(());
         }
